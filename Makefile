@@ -1,0 +1,110 @@
+# SPDX-License-Identifier: MIT
+# vdiskfs top-level Makefile: one non-recursive build.
+#   make                 build/ (vdisk, vdiskfs, vdisk-target, libvdisk.a, unit tests)
+#   make check           install deps, build, run every test (prove), then again under ASan+UBSan
+#   make check-asan      only the sanitizer pass
+#   make fuzz            build and run the libFuzzer harnesses for a while
+#   make demo            build and show the main job on a generated example under demo/
+#   make install         PREFIX=/usr/local DESTDIR=
+# Subsystems add their sources in */*.mk fragments.
+
+CC ?= cc
+PREFIX ?= /usr/local
+DESTDIR ?=
+B ?= build
+SAN ?=
+
+CFLAGS ?= -O2 -g
+CFLAGS += -std=c11 -Wall -Wextra -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -pthread -MMD -MP
+CFLAGS += -Iformat
+ifeq ($(WERROR),1)
+CFLAGS += -Werror
+endif
+ifeq ($(SAN),1)
+CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+endif
+
+FUSE_CFLAGS := $(shell pkg-config --cflags fuse3 2>/dev/null)
+FUSE_LIBS := $(shell pkg-config --libs fuse3 2>/dev/null || echo -lfuse3)
+LIBS := -lxxhash -lsodium -lz -lzstd -lmd -lpthread
+
+# Filled in by the fragments.
+LIB_SRCS :=
+PROGS :=
+UNIT_TESTS :=
+FUZZERS :=
+
+include format/format.mk
+-include tools/vdisk/vdisk.mk
+-include fs/fs.mk
+-include tools/target/target.mk
+-include tests/tests.mk
+
+LIB := $(B)/libvdisk.a
+LIB_OBJS := $(LIB_SRCS:%.c=$(B)/%.o)
+
+all: $(LIB) $(PROGS) $(UNIT_TESTS)
+
+$(B)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(EXTRA_CFLAGS_$(dir $<)) -c -o $@ $<
+
+$(LIB): $(LIB_OBJS)
+	@mkdir -p $(dir $@)
+	rm -f $@
+	ar rcs $@ $^
+
+deps:
+	@scripts/install-deps.sh
+
+# The normal pass runs every test; the sanitizer pass runs them again against build-asan/.
+check: deps
+	$(MAKE) all
+	$(MAKE) B=build-asan SAN=1 all
+	VDISK_BUILD=$(CURDIR)/$(B) prove -j2 --exec tests/run-test.sh $(TESTS_ALL)
+	VDISK_BUILD=$(CURDIR)/build-asan VDISK_ASAN=1 prove -j2 --exec tests/run-test.sh $(TESTS_ASAN)
+	@scripts/check-skips.sh
+
+check-asan: deps
+	$(MAKE) B=build-asan SAN=1 all
+	VDISK_BUILD=$(CURDIR)/build-asan VDISK_ASAN=1 prove -j2 --exec tests/run-test.sh $(TESTS_ALL)
+
+# libFuzzer harnesses: fuzz/fuzz-NAME.c, built with clang against the library
+# sources; a harness for the target #includes the .c files it tests.
+FUZZ_CC ?= clang
+FUZZ_B := build-fuzz
+FUZZ_TIME ?= 60
+FUZZ_SRCS := $(sort $(wildcard fuzz/fuzz-*.c))
+FUZZ_BINS := $(FUZZ_SRCS:fuzz/%.c=$(FUZZ_B)/%)
+FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	-std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -pthread -Iformat -Itools/target -Itools/common
+
+fuzz-build: $(FUZZ_BINS)
+
+$(FUZZ_B)/%: fuzz/%.c $(LIB_SRCS) $(wildcard format/*.h)
+	@mkdir -p $(FUZZ_B)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(LIB_SRCS) $(LIBS) -lmd
+
+# Run every harness for FUZZ_TIME seconds on its corpus (fuzz/corpus/NAME, grown in build-fuzz/).
+fuzz: fuzz-build
+	@for f in $(FUZZ_BINS); do n=$$(basename $$f); mkdir -p $(FUZZ_B)/corpus/$$n; \
+		echo "fuzz: $$n for $(FUZZ_TIME)s"; \
+		$$f -max_total_time=$(FUZZ_TIME) -print_final_stats=1 $(FUZZ_B)/corpus/$$n fuzz/corpus/$$n \
+			2>&1 | tail -3 || exit 1; done
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(PROGS) $(DESTDIR)$(PREFIX)/bin/
+
+demo: all
+	@scripts/demo.sh
+
+demo-clean:
+	@scripts/demo.sh clean
+
+clean:
+	rm -rf build build-asan build-fuzz
+
+.PHONY: all check check-asan deps install demo demo-clean clean fuzz fuzz-build
+-include $(shell find $(B) -name '*.d' 2>/dev/null)

@@ -1,0 +1,157 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Thread-local "last error" (after libnbd lib/errors.c): the library never
+ * writes to stderr; callers print vd_get_error().
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+#include "util.h"
+
+#define VD_ERRLEN 1024
+
+static _Thread_local char vd_errbuf[VD_ERRLEN];
+static _Thread_local int vd_errnum;
+
+const char *
+vd_get_error(void)
+{
+	if (vd_errbuf[0] == '\0' && vd_errnum) {
+		return strerror(vd_errnum);
+	}
+	return vd_errbuf;
+}
+
+int
+vd_get_errno(void)
+{
+	return vd_errnum;
+}
+
+int
+vd_set_error(int errnum, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (errnum < 0) {
+		errnum = -errnum;
+	}
+	va_start(ap, fmt);
+	vsnprintf(vd_errbuf, sizeof(vd_errbuf), fmt, ap);
+	va_end(ap);
+	vd_errnum = errnum;
+	return -errnum;
+}
+
+void
+vd_error_prefix(const char *fmt, ...)
+{
+	char pre[VD_ERRLEN], old[VD_ERRLEN];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(pre, sizeof(pre), fmt, ap);
+	va_end(ap);
+	memcpy(old, vd_errbuf, sizeof(old));
+	snprintf(vd_errbuf, sizeof(vd_errbuf), "%s: %s", pre, old);
+}
+
+bool
+vd_debug_enabled(const char *subsys)
+{
+	static const char *flags;
+	static int init;
+	const char *p;
+	size_t n = strlen(subsys);
+
+	if (!init) {
+		flags = getenv("VDISK_DEBUG");
+		init = 1;
+	}
+	if (!flags) {
+		return false;
+	}
+	for (p = flags; (p = strstr(p, subsys)) != NULL; p += n) {
+		if ((p == flags || p[-1] == ',') && (p[n] == '\0' || p[n] == ',')) {
+			return true;
+		}
+	}
+	return strcmp(flags, "all") == 0;
+}
+
+void
+vd_debug_print(const char *subsys, const char *func, int line, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "vdisk: debug: %s: %s:%d: ", subsys, func, line);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+int
+vd_parse_size(const char *s, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+	int shift = 0;
+
+	if (!s || !isdigit((unsigned char)*s)) {
+		return -EINVAL;
+	}
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno) {
+		return -ERANGE;
+	}
+	switch (toupper((unsigned char)*end)) {
+	case '\0':
+		break;
+	case 'K':
+		shift = 10;
+		break;
+	case 'M':
+		shift = 20;
+		break;
+	case 'G':
+		shift = 30;
+		break;
+	case 'T':
+		shift = 40;
+		break;
+	case 'P':
+		shift = 50;
+		break;
+	case 'B':
+		if (end[1] != '\0') {
+			return -EINVAL;
+		}
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (*end && toupper((unsigned char)*end) != 'B') {
+		end++;
+		if (*end == 'i') {
+			end++;
+		}
+		if ((*end == 'B' || *end == 'b')) {
+			end++;
+		}
+		if (*end != '\0') {
+			return -EINVAL;
+		}
+	}
+	if (shift && v > (UINT64_MAX >> shift)) {
+		return -ERANGE;
+	}
+	*out = (uint64_t)v << shift;
+	return 0;
+}

@@ -1,0 +1,114 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Small helpers: byte order, rounding, checked arithmetic (after nbdkit's
+ * common/include/byte-swapping.h, rounding.h and checked-overflow.h).
+ */
+#ifndef FORMAT_UTIL_H
+#define FORMAT_UTIL_H
+
+#include <endian.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+
+#define VD_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define VD_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define VD_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+#define VD_IS_POW2(x) ((x) != 0 && ((x) & ((x) - 1)) == 0)
+/* Round down/up to a power-of-two alignment. */
+#define VD_ALIGN_DOWN(x, a) ((x) & ~((__typeof__(x))(a) - 1))
+#define VD_ALIGN_UP(x, a) VD_ALIGN_DOWN((x) + (a) - 1, (a))
+#define VD_DIV_ROUND_UP(x, d) (((x) + (d) - 1) / (d))
+
+/* Checked arithmetic: true on overflow. */
+#define VD_ADD_OVERFLOW(a, b, r) __builtin_add_overflow((a), (b), (r))
+#define VD_MUL_OVERFLOW(a, b, r) __builtin_mul_overflow((a), (b), (r))
+
+static inline uint16_t
+vd_le16(const void *p)
+{
+	uint16_t v;
+	memcpy(&v, p, 2);
+	return le16toh(v);
+}
+
+static inline uint32_t
+vd_le32(const void *p)
+{
+	uint32_t v;
+	memcpy(&v, p, 4);
+	return le32toh(v);
+}
+
+static inline uint64_t
+vd_le64(const void *p)
+{
+	uint64_t v;
+	memcpy(&v, p, 8);
+	return le64toh(v);
+}
+
+static inline uint16_t
+vd_be16(const void *p)
+{
+	uint16_t v;
+	memcpy(&v, p, 2);
+	return be16toh(v);
+}
+
+static inline uint32_t
+vd_be32(const void *p)
+{
+	uint32_t v;
+	memcpy(&v, p, 4);
+	return be32toh(v);
+}
+
+static inline uint64_t
+vd_be64(const void *p)
+{
+	uint64_t v;
+	memcpy(&v, p, 8);
+	return be64toh(v);
+}
+
+static inline void
+vd_put_le16(void *p, uint16_t v)
+{
+	v = htole16(v);
+	memcpy(p, &v, 2);
+}
+
+static inline void
+vd_put_le32(void *p, uint32_t v)
+{
+	v = htole32(v);
+	memcpy(p, &v, 4);
+}
+
+static inline void
+vd_put_le64(void *p, uint64_t v)
+{
+	v = htole64(v);
+	memcpy(p, &v, 8);
+}
+
+static inline void
+vd_put_be32(void *p, uint32_t v)
+{
+	v = htobe32(v);
+	memcpy(p, &v, 4);
+}
+
+static inline void
+vd_put_be64(void *p, uint64_t v)
+{
+	v = htobe64(v);
+	memcpy(p, &v, 8);
+}
+
+/* Parse "10G", "512M", "4096", "1.5T"-free sizes (binary units K M G T P, optional B/iB). */
+int vd_parse_size(const char *s, uint64_t *out);
+
+#endif
