@@ -52,7 +52,7 @@
 #define VDK_BATCH 256			/* blocks handled per lock acquisition */
 #define VDK_STRIPE_SHIFT 4		/* 16 blocks per stripe group */
 #define VDK_CACHE_TOP (64ull << 20)
-#define VDK_CACHE_FROZEN (8ull << 20)
+#define VDK_CACHE_FROZEN (16ull << 20)
 #define VDK_AUTOCOMMIT_DIRTY (64ull << 20)	/* dirty node bytes */
 #define VDK_CTR_RESERVE (1ull << 20)
 
@@ -1244,8 +1244,9 @@ vdk_maybe_autocommit(struct vd_layer *l)
 	int r = 0;
 
 	pthread_mutex_lock(&st->lock);
+	/* Bound what a commit owes: dirty map, and space held back for the committed tree. */
 	if ((uint64_t)st->ndirty * st->node_size > VDK_AUTOCOMMIT_DIRTY ||
-	    st->npending > (1u << 20)) {
+	    st->npending > VD_MAX(4096u, st->file_blocks / 16)) {
 		r = vdk_commit_locked(l);
 	}
 	pthread_mutex_unlock(&st->lock);
@@ -1551,7 +1552,7 @@ vdk_open(struct vd_layer *l)
 	st->writable = !l->readonly;
 	st->has_backing = st->hdr.backing[0] != '\0';
 	st->cache_limit = st->writable ? VDK_CACHE_TOP : VDK_CACHE_FROZEN;
-	st->hash_size = 4096;
+	st->hash_size = 16384;
 	st->hash = calloc(st->hash_size, sizeof(*st->hash));
 	if (!st->hash) {
 		return vd_set_error(ENOMEM, "out of memory");
