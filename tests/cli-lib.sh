@@ -9,6 +9,7 @@
 #   json_eval FILE PERL-EXPR               print PERL-EXPR evaluated with $j = the decoded JSON
 #   run_rc VAR CMD...                      run CMD with stdout/stderr in $T/out $T/err, exit status in VAR
 #   no_crash RC                            the status is not a signal (< 128)
+#   vd ARGS...                             vdisk with stdout in $T/vd.out (out of the TAP stream)
 
 vwrite() {
 	"$VDISK" bench -q -w -c "$3" -s "$4" -S "$4" -o "$2" -d 1 --pattern "$5" "$1"
@@ -57,4 +58,9 @@ mkraw() {
 		dd if="$T/.chunk" of="$1" bs=4096 seek=$((_o / 4096)) conv=notrunc status=none
 	done
 	rm -f "$T/.chunk"
+}
+
+# vd ARGS...: run vdisk with its stdout kept out of the TAP stream (in $T/vd.out).
+vd() {
+	"$VDISK" "$@" >"$T/vd.out"
 }

@@ -13,9 +13,9 @@ cd "$T" || exit 1
 mkraw in.raw 64M "0:65536:1 1048576:196608:2 8392704:12288:3 67104768:4096:4"
 dd if=/dev/zero of=in.raw bs=1M seek=16 count=1 conv=notrunc status=none
 
-ok "convert raw -> vdk" "$VDISK" convert -O vdk in.raw out.vdk
+ok "convert raw -> vdk" vd convert -O vdk in.raw out.vdk
 ok "vdk reads back like the raw input" same_as out.vdk in.raw
-ok "convert vdk -> raw" "$VDISK" convert -O raw out.vdk back.raw
+ok "convert vdk -> raw" vd convert -O raw out.vdk back.raw
 ok "raw -> vdk -> raw byte-identical (cmp)" cmp in.raw back.raw
 ok "qemu-img compare agrees" qemu-img compare -q -f raw -F raw in.raw back.raw
 ok_eq "$(stat -c %s back.raw)" 67108864 "raw output has the full virtual size"
@@ -42,12 +42,12 @@ ok "1 MiB-block image reads back the same" same_as big.vdk in.raw
 
 # A chain is flattened: overlay over a raw base, written through vdisk bench.
 cp in.raw oracle.raw
-ok "overlay over the raw input" "$VDISK" create -b in.raw -F raw ov.vdk
+ok "overlay over the raw input" vd create -b in.raw -F raw ov.vdk
 vwrite ov.vdk 4096 3 4096 0x5a
 owrite oracle.raw 4096 3 4096 0x5a
 vwrite ov.vdk 1114112 2 65536 0xc3
 owrite oracle.raw 1114112 2 65536 0xc3
-ok "convert flattens the chain" "$VDISK" convert -O raw ov.vdk flat.raw
+ok "convert flattens the chain" vd convert -O raw ov.vdk flat.raw
 ok "flattened chain equals the qemu-io oracle" cmp flat.raw oracle.raw
 ok "overlay to vdk, then compared" sh -c "'$VDISK' convert ov.vdk flat.vdk"
 ok "flat vdk equals the oracle" same_as flat.vdk oracle.raw
@@ -55,7 +55,7 @@ ok "the flat vdk has no backing" sh -c "'$VDISK' info flat.vdk | grep -q '^layer
 
 # qcow2 input made by qemu-img, with -f.
 qemu-img convert -f raw -O qcow2 in.raw in.qcow2
-ok "convert -f qcow2 (made by qemu-img) -> raw" "$VDISK" convert -f qcow2 -O raw in.qcow2 q.raw
+ok "convert -f qcow2 (made by qemu-img) -> raw" vd convert -f qcow2 -O raw in.qcow2 q.raw
 ok "qcow2 -> raw equals the input" cmp q.raw in.raw
 
 # Errors: clear message, non-zero status, no output file left behind.

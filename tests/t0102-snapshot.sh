@@ -7,15 +7,15 @@
 cd "$T" || exit 1
 
 truncate -s 16M oracle.raw
-ok "create 16M vdk" "$VDISK" create -s 16M --block-size 64K d.vdk
+ok "create 16M vdk" vd create -s 16M --block-size 64K d.vdk
 step() {	# step OFF COUNT BUFSIZE PATTERN: same write to the image and the oracle
 	vwrite d.vdk "$@" && owrite oracle.raw "$@"
 }
 step 0 4 65536 0x11			# A: 0 .. 256K
-ok "snapshot create s1" "$VDISK" snapshot create d.vdk s1
+ok "snapshot create s1" vd snapshot create d.vdk s1
 cp oracle.raw at-s1.raw
 step 1048576 4 65536 0x22		# B: 1M .. 1M+256K
-ok "snapshot create s2" "$VDISK" snapshot create d.vdk s2
+ok "snapshot create s2" vd snapshot create d.vdk s2
 cp oracle.raw at-s2.raw
 step 65536 1 65536 0x33			# C: 64K .. 128K (inside A)
 step 4194304 2 4096 0x44		# D: 4M .. 4M+8K (part of one block)
@@ -67,15 +67,15 @@ ok_eq "$(json_eval map.json 'join " ", map { "$_->{start}:$_->{layer}" } grep { 
 ok "text map names the top file" grep -q "^0x10000 .*data .* 0 .*d.vdk" map.txt
 
 # revert to s2: the top reads as at s2; s2 stays, nothing newer.
-ok "revert s2" "$VDISK" snapshot revert d.vdk s2
+ok "revert s2" vd snapshot revert d.vdk s2
 ok "after revert the image reads as at s2" same_as d.vdk at-s2.raw
-ok "check clean after revert" "$VDISK" check d.vdk
+ok "check clean after revert" vd check d.vdk
 cp at-s2.raw oracle.raw
 step 8388608 1 65536 0x55		# E after the revert
 ok "writes after revert" same_as d.vdk oracle.raw
 
 # delete s1 (merged into s2): content unchanged, only s2 left.
-ok "delete s1" "$VDISK" snapshot delete d.vdk s1
+ok "delete s1" vd snapshot delete d.vdk s1
 ok "content unchanged by delete" same_as d.vdk oracle.raw
 "$VDISK" snapshot list --json d.vdk >list2.json
 ok_eq "$(json_eval list2.json 'join ",", map { $_->{name} } @$j')" "s2" "only s2 left"
@@ -90,12 +90,12 @@ for n in 3 4 5; do
 	step $((n * 1048576 + 8388608)) 1 65536 0x6$n
 	"$VDISK" snapshot create d.vdk s$n
 done
-ok "prune --keep 2" "$VDISK" snapshot prune d.vdk --keep 2
+ok "prune --keep 2" vd snapshot prune d.vdk --keep 2
 "$VDISK" snapshot list --json d.vdk >list3.json
 ok_eq "$(json_eval list3.json 'join ",", map { $_->{name} } @$j')" "s4,s5" "the newest two remain"
 ok "content unchanged by prune" same_as d.vdk oracle.raw
-ok "check clean after prune" "$VDISK" check d.vdk
-ok "prune --keep 0" "$VDISK" snapshot prune d.vdk --keep 0
+ok "check clean after prune" vd check d.vdk
+ok "prune --keep 0" vd snapshot prune d.vdk --keep 0
 ok_eq "$("$VDISK" snapshot list d.vdk)" "No snapshots." "none left"
 ok "content unchanged" same_as d.vdk oracle.raw
 run_rc rc "$VDISK" snapshot prune d.vdk
@@ -109,7 +109,7 @@ run_rc rc "$VDISK" snapshot create d.vdk busy
 ok "snapshot while another writer holds the image is refused" test "$rc" -eq 1
 kill "$bpid" 2>/dev/null
 wait "$bpid" 2>/dev/null
-ok "image still clean after that writer was killed" "$VDISK" check d.vdk
+ok "image still clean after that writer was killed" vd check d.vdk
 
 run_rc rc "$VDISK" snapshot create oracle.raw s1
 ok "snapshot of a raw image refused" test "$rc" -eq 1

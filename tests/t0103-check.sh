@@ -24,7 +24,7 @@ ok "json: checked at least the 1.25 MiB of data" \
 vwrite c.vdk 65536 2 65536 0x3c
 "$VDISK" create -b c.vdk ov.vdk
 vwrite ov.vdk 131072 1 65536 0x77
-ok "clean chain of 3 layers: exit 0" "$VDISK" check ov.vdk
+ok "clean chain of 3 layers: exit 0" vd check ov.vdk
 "$VDISK" check --json ov.vdk >chain.json
 ok_eq "$(json_eval chain.json '$j->{layers}')" 3 "json: 3 layers checked"
 
@@ -53,7 +53,7 @@ ok "  with an error naming the block, not bad data" grep -qi "block\|checksum" "
 run_rc rc "$VDISK" bench -q -c 1 -s 65536 -o 0 -d 1 ov.vdk
 ok "the rest of the disk still reads" test "$rc" -eq 0
 mv "$hit.orig" "$hit"
-ok "restored: clean again" "$VDISK" check ov.vdk
+ok "restored: clean again" vd check ov.vdk
 
 # Metadata damage: flip bytes across the first 64 KiB of the top's file, one
 # copy per position; each copy must be refused or reported, never crash.

@@ -11,12 +11,13 @@ run_rc rc "$VDISK"
 ok "no arguments: exit 1 and the usage on stderr" test "$rc" -eq 1 -a -s "$T/err"
 run_rc rc "$VDISK" --help
 ok_eq "$rc" 0 "--help"
+cp "$T/out" help.txt
 for c in create info check convert map snapshot diff bench key; do
-	ok "--help lists $c" grep -q "^  $c " "$T/out"
+	ok "--help lists $c" grep -q "^  $c " help.txt
 	run_rc rc "$VDISK" "$c" --help
 	ok "$c --help: exit 0 and its usage" sh -c "[ $rc -eq 0 ] && grep -q '^Usage: vdisk $c' '$T/out'"
 done
-ok "--help mentions --key-file" grep -q -- "--key-file FILE" "$T/out"
+ok "--help mentions --key-file" grep -q -- "--key-file FILE" help.txt
 ok_eq "$("$VDISK" --version | sed 's/[0-9][0-9.]*$/X/')" "vdisk version X" "--version"
 run_rc rc "$VDISK" frobnicate
 ok "unknown command: exit 1" sh -c "[ $rc -eq 1 ] && grep -q \"unknown command 'frobnicate'\" '$T/err'"
@@ -43,11 +44,11 @@ for b in 4K 64K 1M; do
 	ok "--block-size $b accepted" test "$(json_eval i.json '$j->[0]{"block-size"}')" = \
 		"$(numfmt --from=iec "$b")"
 done
-ok "create 64 TiB" "$VDISK" create -s 64T huge.vdk
+ok "create 64 TiB" vd create -s 64T huge.vdk
 "$VDISK" info --json huge.vdk >h.json
 ok_eq "$(json_eval h.json '$j->[0]{"virtual-size"}')" 70368744177664 "  virtual size 64 TiB"
 ok "  a 64 TiB image is small on the host" test "$(stat -c %s huge.vdk)" -lt $((64 * 1048576))
-ok "  last byte readable" "$VDISK" bench -q -c 1 -s 4096 -o $((70368744177664 - 4096)) huge.vdk
+ok "  last byte readable" vd bench -q -c 1 -s 4096 -o $((70368744177664 - 4096)) huge.vdk
 run_rc rc "$VDISK" create -s 1M huge.vdk
 ok "create over an existing file refused" sh -c "[ $rc -eq 1 ] && grep -q '^vdisk: huge.vdk: ' '$T/err'"
 ok "  and the file is untouched" test "$(json_eval h.json '$j->[0]{"virtual-size"}')" = \
@@ -67,7 +68,7 @@ ok "two files refused" test "$rc" -eq 1
 truncate -s 4M base.raw
 run_rc rc "$VDISK" create -b base.raw ov.vdk
 ok "raw backing without -F refused (no raw probing)" sh -c "[ $rc -eq 1 ] && [ ! -e ov.vdk ]"
-ok "raw backing with -F raw" "$VDISK" create -b base.raw -F raw ov.vdk
+ok "raw backing with -F raw" vd create -b base.raw -F raw ov.vdk
 "$VDISK" info --json ov.vdk >ov.json
 ok_eq "$(json_eval ov.json '$j->[0]{"virtual-size"}')" 4194304 "overlay takes the backing's size"
 ok_eq "$(json_eval ov.json '$j->[1]{format}')" raw "backing layer is raw"
@@ -75,7 +76,7 @@ ok_eq "$(json_eval ov.json '$j->[1]{format}')" raw "backing layer is raw"
 # A chain moves as a folder: relative backing paths.
 mkdir sub && "$VDISK" create -s 4M sub/b.vdk && (cd sub && "$VDISK" create -b b.vdk t.vdk)
 mv sub moved
-ok "chain opens after its folder moved" "$VDISK" info moved/t.vdk
+ok "chain opens after its folder moved" vd info moved/t.vdk
 rm moved/b.vdk
 run_rc rc "$VDISK" info moved/t.vdk
 ok "missing backing at open: exit 1" test "$rc" -eq 1

@@ -269,9 +269,10 @@ vdisk_parse_block_size(const char *cmd, const char *s, uint32_t *out)
 
 	if (vdisk_parse_size(s, &v) < 0 || v < VD_MIN_BLOCK_SIZE || v > VD_MAX_BLOCK_SIZE ||
 	    (v & (v - 1)) != 0) {
-		return vdisk_usage_error(cmd, "--block-size '%s': must be a power of two from "
+		vdisk_usage_error(cmd, "--block-size '%s': must be a power of two from "
 					 "%uK to %uM", s, VD_MIN_BLOCK_SIZE >> 10,
 					 VD_MAX_BLOCK_SIZE >> 20);
+		return -EINVAL;
 	}
 	*out = (uint32_t)v;
 	return 0;
@@ -285,16 +286,18 @@ vdisk_parse_pwhash(const char *cmd, int opt, const char *s, uint64_t *ops, uint6
 	if (opt == OPT_PW_OPS) {
 		if (vdisk_parse_uint(s, crypto_pwhash_OPSLIMIT_MAX, &v) < 0 ||
 		    v < crypto_pwhash_OPSLIMIT_MIN) {
-			return vdisk_usage_error(cmd, "--pwhash-ops '%s': must be %u to %u", s,
+			vdisk_usage_error(cmd, "--pwhash-ops '%s': must be %u to %u", s,
 						 (unsigned)crypto_pwhash_OPSLIMIT_MIN,
 						 (unsigned)crypto_pwhash_OPSLIMIT_MAX);
+			return -EINVAL;
 		}
 		*ops = v;
 	} else {
 		if (vdisk_parse_size(s, &v) < 0 || v < crypto_pwhash_MEMLIMIT_MIN ||
 		    v > (uint64_t)crypto_pwhash_MEMLIMIT_MAX) {
-			return vdisk_usage_error(cmd, "--pwhash-mem '%s': must be %uK or more", s,
+			vdisk_usage_error(cmd, "--pwhash-mem '%s': must be %uK or more", s,
 						 (unsigned)crypto_pwhash_MEMLIMIT_MIN >> 10);
+			return -EINVAL;
 		}
 		*mem = v;
 	}
