@@ -41,8 +41,8 @@ write_file(const char *name, const char *content, size_t len)
 static int
 get_from_file(const char *name, const char *content, char *buf, size_t size)
 {
-	struct vd_pass_src s = { .key_file = write_file(name, content, strlen(content)),
-				 .key_fd = -1 };
+	struct vd_pass_src s = {.key_file = write_file(name, content, strlen(content)),
+				.key_fd = -1};
 	int rc = vd_pass_get(&s, "img.vdk", buf, size);
 
 	vd_pass_src_clear(&s);
@@ -54,7 +54,7 @@ static bool
 pty_expect(int master, char *acc, size_t cap, const char *want)
 {
 	size_t len = strlen(acc);
-	struct pollfd p = { .fd = master, .events = POLLIN };
+	struct pollfd p = {.fd = master, .events = POLLIN};
 
 	while (!strstr(acc, want)) {
 		ssize_t n;
@@ -78,8 +78,8 @@ pty_expect(int master, char *acc, size_t cap, const char *want)
  * (negated errno as exit code), and in *out what the terminal showed.
  */
 static int
-pty_session(int confirm, const char *const *answers, int nanswers, const char *expect,
-	    char *out, size_t cap, bool *echo_restored)
+pty_session(int confirm, const char *const *answers, int nanswers, const char *expect, char *out,
+	    size_t cap, bool *echo_restored)
 {
 	int master, status, i;
 	pid_t pid;
@@ -93,13 +93,13 @@ pty_session(int confirm, const char *const *answers, int nanswers, const char *e
 	}
 	pid = fork();
 	if (pid == 0) {
-		struct vd_pass_src s = { .key_fd = -1, .confirm = confirm };
+		struct vd_pass_src s = {.key_fd = -1, .confirm = confirm};
 		struct termios tio;
 		char buf[64];
 		int slave, rc;
 
 		setsid();
-		slave = open(sname, O_RDWR);	/* becomes the controlling terminal */
+		slave = open(sname, O_RDWR); /* becomes the controlling terminal */
 		if (slave < 0) {
 			_exit(100);
 		}
@@ -139,7 +139,7 @@ pty_session(int confirm, const char *const *answers, int nanswers, const char *e
 	waitpid(pid, &status, 0);
 	/* Collect whatever else the child printed (newlines after each answer). */
 	{
-		struct pollfd p = { .fd = master, .events = POLLIN };
+		struct pollfd p = {.fd = master, .events = POLLIN};
 		size_t len = strlen(out);
 		ssize_t n;
 
@@ -160,7 +160,7 @@ int
 main(void)
 {
 	char buf[64], big[3000], shown[4096];
-	struct vd_pass_src s = { .key_fd = -1 };
+	struct vd_pass_src s = {.key_fd = -1};
 	const char *path;
 	int fds[2], rc;
 	bool echo_ok;
@@ -204,7 +204,7 @@ main(void)
 	ok(s.cached != NULL, "cached copy kept");
 	vd_pass_src_clear(&s);
 	ok(s.cached == NULL, "clear drops the cache");
-	vd_pass_src_clear(&s);	/* twice is fine */
+	vd_pass_src_clear(&s); /* twice is fine */
 
 	/* --key-fd: one passphrase per line. */
 	if (pipe(fds) < 0 || write(fds[1], "old pass\nnew pass\r\n", 19) != 19) {
@@ -213,8 +213,8 @@ main(void)
 	}
 	close(fds[1]);
 	{
-		struct vd_pass_src a = { .key_fd = fds[0] }, b = { .key_fd = fds[0] },
-				   c = { .key_fd = fds[0] };
+		struct vd_pass_src a = {.key_fd = fds[0]}, b = {.key_fd = fds[0]},
+				   c = {.key_fd = fds[0]};
 
 		check_int(vd_pass_get(&a, "img.vdk", buf, sizeof(buf)), 0);
 		ok(strcmp(buf, "old pass") == 0, "key fd: first line");
@@ -237,13 +237,16 @@ main(void)
 		int status;
 
 		if (pid == 0) {
-			struct vd_pass_src t = { .key_fd = -1 };
+			struct vd_pass_src t = {.key_fd = -1};
 
 			setsid();
 			rc = vd_pass_get(&t, "img.vdk", buf, sizeof(buf));
-			_exit(rc == -ENXIO && strstr(vd_get_error(), "img.vdk: a passphrase is needed") &&
-				      strstr(vd_get_error(), "--key-file")
-			      ? 0 : 1);
+			_exit(rc == -ENXIO &&
+					      strstr(vd_get_error(),
+						     "img.vdk: a passphrase is needed") &&
+					      strstr(vd_get_error(), "--key-file")
+				      ? 0
+				      : 1);
 		}
 		waitpid(pid, &status, 0);
 		ok(WIFEXITED(status) && WEXITSTATUS(status) == 0,
@@ -252,9 +255,9 @@ main(void)
 
 	/* The prompt on a real (pseudo) terminal. */
 	{
-		const char *one[] = { "tty secret\n" };
-		const char *two_ok[] = { "tty secret\n", "tty secret\n" };
-		const char *two_bad[] = { "tty secret\n", "other\n" };
+		const char *one[] = {"tty secret\n"};
+		const char *two_ok[] = {"tty secret\n", "tty secret\n"};
+		const char *two_bad[] = {"tty secret\n", "other\n"};
 
 		rc = pty_session(0, one, 1, "tty secret", shown, sizeof(shown), &echo_ok);
 		check_int(rc, 0);

@@ -177,7 +177,7 @@ static int
 vd_pass_ask(int fd, const char *prompt, char *p)
 {
 	struct sigaction sa, old[4];
-	static const int sigs[4] = { SIGINT, SIGTERM, SIGQUIT, SIGTSTP };
+	static const int sigs[4] = {SIGINT, SIGTERM, SIGQUIT, SIGTSTP};
 	struct termios tio;
 	size_t len;
 	bool eof;
@@ -244,8 +244,8 @@ vd_pass_from_tty(struct vd_pass_src *src, const char *path, char *p)
 	if (src->prompt) {
 		snprintf(prompt, sizeof(prompt), "%s", src->prompt);
 	} else {
-		snprintf(prompt, sizeof(prompt), "%s for %s: ",
-			 src->confirm ? "New passphrase" : "Passphrase", path);
+		snprintf(prompt, sizeof(prompt),
+			 "%s for %s: ", src->confirm ? "New passphrase" : "Passphrase", path);
 	}
 	rc = vd_pass_ask(fd, prompt, p);
 	if (rc < 0 || !src->confirm) {
@@ -257,8 +257,7 @@ vd_pass_from_tty(struct vd_pass_src *src, const char *path, char *p)
 		goto out;
 	}
 	rc = vd_pass_ask(fd, "Repeat the passphrase: ", again);
-	if (rc == 0 && (strlen(again) != strlen(p) ||
-			sodium_memcmp(again, p, strlen(p)) != 0)) {
+	if (rc == 0 && (strlen(again) != strlen(p) || sodium_memcmp(again, p, strlen(p)) != 0)) {
 		rc = vd_set_error(EINVAL, "%s: the two passphrases do not match", path);
 	}
 out:
@@ -313,7 +312,7 @@ void
 vd_pass_src_clear(struct vd_pass_src *src)
 {
 	if (src && src->cached) {
-		sodium_free(src->cached);	/* wipes before freeing */
+		sodium_free(src->cached); /* wipes before freeing */
 		src->cached = NULL;
 	}
 }

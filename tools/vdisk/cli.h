@@ -17,10 +17,10 @@
 #include "../common/passphrase.h"
 
 /* Exit statuses (qemu-img check uses the same numbers). */
-#define VDISK_EXIT_OK		0
-#define VDISK_EXIT_ERROR	1
-#define VDISK_EXIT_CORRUPT	2
-#define VDISK_EXIT_LEAKS	3
+#define VDISK_EXIT_OK 0
+#define VDISK_EXIT_ERROR 1
+#define VDISK_EXIT_CORRUPT 2
+#define VDISK_EXIT_LEAKS 3
 
 /* getopt_long codes of the long-only options, shared by the commands. */
 enum {
@@ -38,9 +38,9 @@ enum {
 struct vdisk_cmd {
 	const char *name;
 	int (*fn)(int argc, char **argv);
-	const char *synopsis;	/* usage line(s) after "vdisk " */
-	const char *summary;	/* one line for `vdisk --help` */
-	const char *options;	/* option help for `vdisk CMD --help`, may be NULL */
+	const char *synopsis; /* usage line(s) after "vdisk " */
+	const char *summary;  /* one line for `vdisk --help` */
+	const char *options;  /* option help for `vdisk CMD --help`, may be NULL */
 };
 
 /* The command table and the help printer (main.c). */

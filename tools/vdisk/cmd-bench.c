@@ -38,7 +38,7 @@ struct vdisk_bench {
 	atomic_uint_fast64_t next;
 	atomic_bool failed;
 	pthread_mutex_t lock;
-	char errmsg[1024];	/* first error; protected by lock */
+	char errmsg[1024]; /* first error; protected by lock */
 };
 
 struct vdisk_bench_thread {
@@ -122,20 +122,20 @@ int
 vdisk_cmd_bench(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "count", required_argument, NULL, 'c' },
-		{ "size", required_argument, NULL, 's' },
-		{ "depth", required_argument, NULL, 'd' },
-		{ "write", no_argument, NULL, 'w' },
-		{ "random", no_argument, NULL, OPT_RANDOM },
-		{ "step", required_argument, NULL, 'S' },
-		{ "offset", required_argument, NULL, 'o' },
-		{ "format", required_argument, NULL, 'f' },
-		{ "threads", required_argument, NULL, 't' },
-		{ "pattern", required_argument, NULL, OPT_PATTERN },
-		{ "quiet", no_argument, NULL, 'q' },
-		{ NULL, 0, NULL, 0 },
+		{"count", required_argument, NULL, 'c'},
+		{"size", required_argument, NULL, 's'},
+		{"depth", required_argument, NULL, 'd'},
+		{"write", no_argument, NULL, 'w'},
+		{"random", no_argument, NULL, OPT_RANDOM},
+		{"step", required_argument, NULL, 'S'},
+		{"offset", required_argument, NULL, 'o'},
+		{"format", required_argument, NULL, 'f'},
+		{"threads", required_argument, NULL, 't'},
+		{"pattern", required_argument, NULL, OPT_PATTERN},
+		{"quiet", no_argument, NULL, 'q'},
+		{NULL, 0, NULL, 0},
 	};
-	struct vdisk_bench b = { .count = 75000, .bufsize = 4096 };
+	struct vdisk_bench b = {.count = 75000, .bufsize = 4096};
 	struct vdisk_bench_thread *th = NULL;
 	uint64_t depth = 64, nthreads = 0, v;
 	bool have_step = false, quiet = false;
@@ -155,7 +155,8 @@ vdisk_cmd_bench(int argc, char **argv)
 			break;
 		case 's':
 			if (vdisk_parse_size(optarg, &v) < 0 || v == 0 || v > INT32_MAX) {
-				return vdisk_usage_error("bench", "invalid buffer size '%s'", optarg);
+				return vdisk_usage_error("bench", "invalid buffer size '%s'",
+							 optarg);
 			}
 			b.bufsize = (size_t)v;
 			break;
@@ -169,7 +170,8 @@ vdisk_cmd_bench(int argc, char **argv)
 		case 't':
 			if (vdisk_parse_uint(optarg, VDISK_BENCH_MAX_THREADS, &nthreads) < 0 ||
 			    nthreads == 0) {
-				return vdisk_usage_error("bench", "invalid thread count '%s' (1 to %d)",
+				return vdisk_usage_error("bench",
+							 "invalid thread count '%s' (1 to %d)",
 							 optarg, VDISK_BENCH_MAX_THREADS);
 			}
 			break;
@@ -195,7 +197,8 @@ vdisk_cmd_bench(int argc, char **argv)
 			break;
 		case OPT_PATTERN:
 			if (vdisk_parse_uint(optarg, 255, &v) < 0) {
-				return vdisk_usage_error("bench", "invalid pattern byte '%s'", optarg);
+				return vdisk_usage_error("bench", "invalid pattern byte '%s'",
+							 optarg);
 			}
 			b.pattern = (int)v;
 			break;
@@ -207,8 +210,8 @@ vdisk_cmd_bench(int argc, char **argv)
 		}
 	}
 	if (optind + 1 != argc) {
-		return vdisk_usage_error("bench", optind >= argc ? "FILE is missing"
-								: "too many arguments");
+		return vdisk_usage_error("bench",
+					 optind >= argc ? "FILE is missing" : "too many arguments");
 	}
 	b.file = argv[optind];
 	if (!have_step) {

@@ -54,7 +54,9 @@ vdisk_check_report(void *opaque, int layer, enum vd_check_severity sev, const ch
 			path = li.path;
 		}
 		printf("%s: layer %d (%s): %s\n",
-		       sev == VD_CHECK_CORRUPT ? "ERROR" : sev == VD_CHECK_LEAK ? "Leak" : "Info",
+		       sev == VD_CHECK_CORRUPT ? "ERROR"
+		       : sev == VD_CHECK_LEAK  ? "Leak"
+					       : "Info",
 		       layer, path, msg);
 		return;
 	}
@@ -92,11 +94,11 @@ int
 vdisk_cmd_check(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "json", no_argument, NULL, 'j' },
-		{ NULL, 0, NULL, 0 },
+		{"json", no_argument, NULL, 'j'},
+		{NULL, 0, NULL, 0},
 	};
-	struct vdisk_check_ctx ctx = { 0 };
-	struct vd_check_result res = { 0 };
+	struct vdisk_check_ctx ctx = {0};
+	struct vd_check_result res = {0};
 	struct vd_image *img;
 	const char *file;
 	char hs[32];
@@ -113,8 +115,8 @@ vdisk_cmd_check(int argc, char **argv)
 		}
 	}
 	if (optind + 1 != argc) {
-		return vdisk_usage_error("check", optind >= argc ? "FILE is missing"
-								: "too many arguments");
+		return vdisk_usage_error("check",
+					 optind >= argc ? "FILE is missing" : "too many arguments");
 	}
 	file = argv[optind];
 	img = vdisk_open(file, NULL, 0);
@@ -158,7 +160,8 @@ vdisk_cmd_check(int argc, char **argv)
 			printf("\n%llu error%s found on the image.\n"
 			       "Data may be corrupted, or further writes to the image may "
 			       "corrupt it.\n",
-			       (unsigned long long)res.corrupt, res.corrupt == 1 ? " was" : "s were");
+			       (unsigned long long)res.corrupt,
+			       res.corrupt == 1 ? " was" : "s were");
 		}
 		if (res.leaks) {
 			printf("\n%llu leaked block%s found on the image.\n"

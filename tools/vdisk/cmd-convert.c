@@ -32,7 +32,7 @@ struct vdisk_conv {
 	int out_fd;
 	const char *in_path, *out_path;
 	uint64_t size, done;
-	uint32_t zero_gran;	/* granularity of the all-zero test */
+	uint32_t zero_gran; /* granularity of the all-zero test */
 	bool progress;
 	double last_pct;
 	uint8_t *buf;
@@ -93,8 +93,8 @@ vdisk_conv_write(struct vdisk_conv *cv, const uint8_t *p, size_t len, uint64_t o
 			continue;
 		}
 		if (n <= 0) {
-			vdisk_error(cv->out_path, "write failed: %s", n < 0 ? strerror(errno)
-									     : "short write");
+			vdisk_error(cv->out_path, "write failed: %s",
+				    n < 0 ? strerror(errno) : "short write");
 			return -1;
 		}
 		done += (size_t)n;
@@ -167,18 +167,18 @@ int
 vdisk_cmd_convert(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "progress", no_argument, NULL, 'p' },
-		{ "output-format", required_argument, NULL, 'O' },
-		{ "format", required_argument, NULL, 'f' },
-		{ "block-size", required_argument, NULL, OPT_BLOCK_SIZE },
-		{ "encrypt", no_argument, NULL, OPT_ENCRYPT },
-		{ "cipher", required_argument, NULL, OPT_CIPHER },
-		{ "pwhash-ops", required_argument, NULL, OPT_PW_OPS },
-		{ "pwhash-mem", required_argument, NULL, OPT_PW_MEM },
-		{ NULL, 0, NULL, 0 },
+		{"progress", no_argument, NULL, 'p'},
+		{"output-format", required_argument, NULL, 'O'},
+		{"format", required_argument, NULL, 'f'},
+		{"block-size", required_argument, NULL, OPT_BLOCK_SIZE},
+		{"encrypt", no_argument, NULL, OPT_ENCRYPT},
+		{"cipher", required_argument, NULL, OPT_CIPHER},
+		{"pwhash-ops", required_argument, NULL, OPT_PW_OPS},
+		{"pwhash-mem", required_argument, NULL, OPT_PW_MEM},
+		{NULL, 0, NULL, 0},
 	};
-	struct vdisk_conv cv = { .out_fd = -1, .last_pct = -1 };
-	struct vd_create_opts co = { 0 };
+	struct vdisk_conv cv = {.out_fd = -1, .last_pct = -1};
+	struct vd_create_opts co = {0};
 	const char *ofmt = "vdk", *ifmt = NULL, *cipher = NULL;
 	bool encrypt = false, created = false;
 	char *pass = NULL;
@@ -319,7 +319,7 @@ out:
 		rc = VDISK_EXIT_ERROR;
 	}
 	if (rc != VDISK_EXIT_OK && created) {
-		unlink(cv.out_path);	/* no half-written output left behind */
+		unlink(cv.out_path); /* no half-written output left behind */
 	}
 	vd_close(cv.in);
 	free(cv.buf);

@@ -20,19 +20,19 @@ int
 vdisk_cmd_create(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "size", required_argument, NULL, 's' },
-		{ "backing", required_argument, NULL, 'b' },
-		{ "backing-format", required_argument, NULL, 'F' },
-		{ "block-size", required_argument, NULL, OPT_BLOCK_SIZE },
-		{ "encrypt", no_argument, NULL, OPT_ENCRYPT },
-		{ "cipher", required_argument, NULL, OPT_CIPHER },
-		{ "pwhash-ops", required_argument, NULL, OPT_PW_OPS },
-		{ "pwhash-mem", required_argument, NULL, OPT_PW_MEM },
-		{ NULL, 0, NULL, 0 },
+		{"size", required_argument, NULL, 's'},
+		{"backing", required_argument, NULL, 'b'},
+		{"backing-format", required_argument, NULL, 'F'},
+		{"block-size", required_argument, NULL, OPT_BLOCK_SIZE},
+		{"encrypt", no_argument, NULL, OPT_ENCRYPT},
+		{"cipher", required_argument, NULL, OPT_CIPHER},
+		{"pwhash-ops", required_argument, NULL, OPT_PW_OPS},
+		{"pwhash-mem", required_argument, NULL, OPT_PW_MEM},
+		{NULL, 0, NULL, 0},
 	};
-	struct vd_create_opts o = { 0 };
-	struct vd_pass_src newpass = { .key_file = vdisk_pass.key_file,
-				       .key_fd = vdisk_pass.key_fd, .confirm = 1 };
+	struct vd_create_opts o = {0};
+	struct vd_pass_src newpass = {
+		.key_file = vdisk_pass.key_file, .key_fd = vdisk_pass.key_fd, .confirm = 1};
 	const char *file, *cipher = NULL, *size_str = "";
 	char *pass = NULL;
 	bool encrypt = false, have_size = false;
@@ -77,8 +77,8 @@ vdisk_cmd_create(int argc, char **argv)
 		}
 	}
 	if (optind + 1 != argc) {
-		return vdisk_usage_error("create", optind >= argc ? "FILE is missing"
-								 : "too many arguments");
+		return vdisk_usage_error("create",
+					 optind >= argc ? "FILE is missing" : "too many arguments");
 	}
 	file = argv[optind];
 	if (!have_size && !o.backing) {
@@ -97,8 +97,10 @@ vdisk_cmd_create(int argc, char **argv)
 	}
 	if (cipher && strcmp(cipher, "xchacha20poly1305") != 0 &&
 	    strcmp(cipher, "aes256gcm") != 0) {
-		return vdisk_usage_error("create", "unknown cipher '%s' (xchacha20poly1305 or "
-					 "aes256gcm)", cipher);
+		return vdisk_usage_error("create",
+					 "unknown cipher '%s' (xchacha20poly1305 or "
+					 "aes256gcm)",
+					 cipher);
 	}
 	if (encrypt) {
 		if (sodium_init() < 0) {

@@ -20,11 +20,11 @@
 
 struct vdisk_diff_ctx {
 	bool json;
-	int limit;		/* view layers 0 .. limit-1 hold the changes */
+	int limit; /* view layers 0 .. limit-1 hold the changes */
 	int n;
 	uint64_t bytes;
 	bool have;
-	struct vd_extent run;	/* pending output range; type DATA or ZERO */
+	struct vd_extent run; /* pending output range; type DATA or ZERO */
 };
 
 static void
@@ -81,8 +81,10 @@ vdisk_diff_find(struct vd_image *img, const char *file, const char *name,
 		return -1;
 	}
 	if (si->internal) {
-		vdisk_error(file, "'%s' is an internal snapshot of a foreign image: "
-			    "it has no changed-block layer", name);
+		vdisk_error(file,
+			    "'%s' is an internal snapshot of a foreign image: "
+			    "it has no changed-block layer",
+			    name);
 		return -1;
 	}
 	return idx;
@@ -92,10 +94,10 @@ int
 vdisk_cmd_diff(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "json", no_argument, NULL, 'j' },
-		{ NULL, 0, NULL, 0 },
+		{"json", no_argument, NULL, 'j'},
+		{NULL, 0, NULL, 0},
 	};
-	struct vdisk_diff_ctx ctx = { 0 };
+	struct vdisk_diff_ctx ctx = {0};
 	struct vd_snapshot_info sa, sb;
 	struct vd_image *img, *view = NULL;
 	const char *file, *a, *b = NULL;
@@ -134,8 +136,9 @@ vdisk_cmd_diff(int argc, char **argv)
 		}
 		layer_b = sb.layer;
 		if (sb.layer > sa.layer) {
-			vdisk_error(file, "snapshot '%s' is older than '%s': give the older one first",
-				    b, a);
+			vdisk_error(file,
+				    "snapshot '%s' is older than '%s': give the older one first", b,
+				    a);
 			goto out;
 		}
 		view = vd_snapshot_open(img, ib);

@@ -27,10 +27,9 @@ vdisk_uuid_str(const uint8_t u[16], char *buf, size_t len)
 		snprintf(buf, len, "-");
 		return;
 	}
-	snprintf(buf, len,
-		 "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-		 u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11],
-		 u[12], u[13], u[14], u[15]);
+	snprintf(buf, len, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+		 u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12],
+		 u[13], u[14], u[15]);
 }
 
 /* Number of used key slots of an encrypted layer, -1 if unknown. */
@@ -70,8 +69,8 @@ vdisk_info_text(struct vd_image *img)
 		printf("allocated: %s (%llu bytes)\n",
 		       vdisk_human_size(li.allocated, h2, sizeof(h2)),
 		       (unsigned long long)li.allocated);
-		printf("block size: %s (%u bytes)\n", vdisk_human_size(li.block_size, h1, sizeof(h1)),
-		       li.block_size);
+		printf("block size: %s (%u bytes)\n",
+		       vdisk_human_size(li.block_size, h1, sizeof(h1)), li.block_size);
 		printf("read-only: %s\n", li.readonly ? "yes" : "no");
 		if (li.encrypted) {
 			int slots = vdisk_slots_used(li.path);
@@ -114,8 +113,8 @@ vdisk_info_text(struct vd_image *img)
 			printf("%-4d %-24s %-21s %12s  %s\n", i + 1, si.name,
 			       vdisk_time_str(si.created, ts, sizeof(ts)),
 			       vdisk_human_size(si.allocated, h1, sizeof(h1)),
-			       si.internal ? "internal" : (snprintf(uu, sizeof(uu), "%d", si.layer),
-							   uu));
+			       si.internal ? "internal"
+					   : (snprintf(uu, sizeof(uu), "%d", si.layer), uu));
 		}
 	}
 }
@@ -159,16 +158,18 @@ vdisk_info_json(struct vd_image *img)
 		printf(",\n        \"snapshot\": ");
 		vdisk_json_str(stdout, li.name);
 		printf(",\n        \"created\": ");
-		vdisk_json_str(stdout, li.created ? vdisk_time_str(li.created, ts, sizeof(ts)) : NULL);
+		vdisk_json_str(stdout,
+			       li.created ? vdisk_time_str(li.created, ts, sizeof(ts)) : NULL);
 		vdisk_uuid_str(li.uuid, uu, sizeof(uu));
 		printf(",\n        \"uuid\": ");
 		vdisk_json_str(stdout, strcmp(uu, "-") ? uu : NULL);
 		printf(",\n        \"backing-filename\": ");
 		vdisk_json_str(stdout, li.backing);
 		printf(",\n        \"backing-format\": ");
-		vdisk_json_str(stdout, li.backing && i + 1 < n &&
-					       vd_layer_info(img, i + 1, &below) == 0
-				       ? below.format : NULL);
+		vdisk_json_str(stdout,
+			       li.backing && i + 1 < n && vd_layer_info(img, i + 1, &below) == 0
+				       ? below.format
+				       : NULL);
 		printf("\n    }");
 	}
 	printf("\n]\n");
@@ -205,10 +206,10 @@ int
 vdisk_cmd_info(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "json", no_argument, NULL, 'j' },
-		{ NULL, 0, NULL, 0 },
+		{"json", no_argument, NULL, 'j'},
+		{NULL, 0, NULL, 0},
 	};
-	struct vd_open_opts opts = { 0 };
+	struct vd_open_opts opts = {0};
 	struct vd_image *img;
 	const char *file;
 	bool json = false;
@@ -224,8 +225,8 @@ vdisk_cmd_info(int argc, char **argv)
 		}
 	}
 	if (optind + 1 != argc) {
-		return vdisk_usage_error("info", optind >= argc ? "FILE is missing"
-							       : "too many arguments");
+		return vdisk_usage_error("info",
+					 optind >= argc ? "FILE is missing" : "too many arguments");
 	}
 	file = argv[optind];
 	if (vdisk_pass_given()) {

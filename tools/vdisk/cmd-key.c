@@ -57,7 +57,8 @@ vdisk_key_list(const char *file, bool json)
 	for (i = 0; i < VD_KEY_SLOTS; i++) {
 		if (slots[i].used) {
 			printf("slot %d: used (argon2id, ops %" PRIu64 ", memory %s)\n", i,
-			       slots[i].opslimit, vdisk_human_size(slots[i].memlimit, hs, sizeof(hs)));
+			       slots[i].opslimit,
+			       vdisk_human_size(slots[i].memlimit, hs, sizeof(hs)));
 		} else {
 			printf("slot %d: free\n", i);
 		}
@@ -138,15 +139,14 @@ int
 vdisk_cmd_key(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "json", no_argument, NULL, 'j' },
-		{ "new-key-file", required_argument, NULL, OPT_NEW_FILE },
-		{ "new-key-fd", required_argument, NULL, OPT_NEW_FD },
-		{ "pwhash-ops", required_argument, NULL, OPT_PW_OPS },
-		{ "pwhash-mem", required_argument, NULL, OPT_PW_MEM },
-		{ NULL, 0, NULL, 0 },
+		{"json", no_argument, NULL, 'j'},
+		{"new-key-file", required_argument, NULL, OPT_NEW_FILE},
+		{"new-key-fd", required_argument, NULL, OPT_NEW_FD},
+		{"pwhash-ops", required_argument, NULL, OPT_PW_OPS},
+		{"pwhash-mem", required_argument, NULL, OPT_PW_MEM},
+		{NULL, 0, NULL, 0},
 	};
-	struct vd_pass_src newsrc = { .key_fd = -1, .confirm = 1,
-				      .prompt = "New passphrase: " };
+	struct vd_pass_src newsrc = {.key_fd = -1, .confirm = 1, .prompt = "New passphrase: "};
 	uint64_t ops = 0, mem = 0, v;
 	const char *sub;
 	bool json = false, newgiven = false;
@@ -170,16 +170,17 @@ vdisk_cmd_key(int argc, char **argv)
 			break;
 		case OPT_NEW_FD:
 			if (vdisk_parse_uint(optarg, 1u << 20, &v) < 0) {
-				return vdisk_usage_error("key", "--new-key-fd '%s': not a file "
-							 "descriptor", optarg);
+				return vdisk_usage_error("key",
+							 "--new-key-fd '%s': not a file "
+							 "descriptor",
+							 optarg);
 			}
 			newsrc.key_fd = (int)v;
 			newgiven = true;
 			break;
 		case OPT_PW_OPS:
 		case OPT_PW_MEM:
-			if (vdisk_parse_pwhash("key", c, optarg, &ops,
-					       &mem) < 0) {
+			if (vdisk_parse_pwhash("key", c, optarg, &ops, &mem) < 0) {
 				return VDISK_EXIT_ERROR;
 			}
 			break;

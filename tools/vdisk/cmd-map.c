@@ -20,7 +20,7 @@ vdisk_extents_walk(struct vd_image *img, int (*fn)(void *opaque, const struct vd
 		   void *opaque)
 {
 	uint64_t size = vd_get_size(img), off = 0;
-	struct vd_extent run = { 0 }, e;
+	struct vd_extent run = {0}, e;
 	bool have = false;
 	int rc;
 
@@ -94,10 +94,10 @@ int
 vdisk_cmd_map(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "json", no_argument, NULL, 'j' },
-		{ NULL, 0, NULL, 0 },
+		{"json", no_argument, NULL, 'j'},
+		{NULL, 0, NULL, 0},
 	};
-	struct vdisk_map_ctx ctx = { 0 };
+	struct vdisk_map_ctx ctx = {0};
 	const char *file;
 	int c, rc = VDISK_EXIT_OK;
 
@@ -111,8 +111,8 @@ vdisk_cmd_map(int argc, char **argv)
 		}
 	}
 	if (optind + 1 != argc) {
-		return vdisk_usage_error("map", optind >= argc ? "FILE is missing"
-							      : "too many arguments");
+		return vdisk_usage_error("map",
+					 optind >= argc ? "FILE is missing" : "too many arguments");
 	}
 	file = argv[optind];
 	ctx.img = vdisk_open(file, NULL, 0);
@@ -122,7 +122,8 @@ vdisk_cmd_map(int argc, char **argv)
 	if (ctx.json) {
 		printf("[");
 	} else {
-		printf("%-18s  %-18s  %-12s %-6s %s\n", "Offset", "Length", "Type", "Layer", "File");
+		printf("%-18s  %-18s  %-12s %-6s %s\n", "Offset", "Length", "Type", "Layer",
+		       "File");
 	}
 	if (vdisk_extents_walk(ctx.img, vdisk_map_line, &ctx) < 0) {
 		if (ctx.json) {

@@ -115,9 +115,9 @@ int
 vdisk_cmd_snapshot(int argc, char **argv)
 {
 	static const struct option longopts[] = {
-		{ "json", no_argument, NULL, 'j' },
-		{ "keep", required_argument, NULL, 'k' },
-		{ NULL, 0, NULL, 0 },
+		{"json", no_argument, NULL, 'j'},
+		{"keep", required_argument, NULL, 'k'},
+		{NULL, 0, NULL, 0},
 	};
 	const char *sub, *file, *name = NULL;
 	struct vd_image *img;
@@ -175,8 +175,10 @@ vdisk_cmd_snapshot(int argc, char **argv)
 	}
 	file = argv[optind];
 	if (name && !vd_snapshot_name_valid(name)) {
-		vdisk_error(file, "invalid snapshot name '%s' (1-64 of A-Z a-z 0-9 . _ + : @ -, "
-			    "not starting with . or -)", name);
+		vdisk_error(file,
+			    "invalid snapshot name '%s' (1-64 of A-Z a-z 0-9 . _ + : @ -, "
+			    "not starting with . or -)",
+			    name);
 		return VDISK_EXIT_ERROR;
 	}
 	flags = strcmp(sub, "list") == 0 ? 0 : VD_OPEN_RDWR;

@@ -161,7 +161,7 @@ vdisk_parse_size(const char *s, uint64_t *out)
 const char *
 vdisk_human_size(uint64_t v, char *buf, size_t len)
 {
-	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
+	static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
 	int u = 0;
 	double d = (double)v;
 
@@ -269,9 +269,10 @@ vdisk_parse_block_size(const char *cmd, const char *s, uint32_t *out)
 
 	if (vdisk_parse_size(s, &v) < 0 || v < VD_MIN_BLOCK_SIZE || v > VD_MAX_BLOCK_SIZE ||
 	    (v & (v - 1)) != 0) {
-		vdisk_usage_error(cmd, "--block-size '%s': must be a power of two from "
-					 "%uK to %uM", s, VD_MIN_BLOCK_SIZE >> 10,
-					 VD_MAX_BLOCK_SIZE >> 20);
+		vdisk_usage_error(cmd,
+				  "--block-size '%s': must be a power of two from "
+				  "%uK to %uM",
+				  s, VD_MIN_BLOCK_SIZE >> 10, VD_MAX_BLOCK_SIZE >> 20);
 		return -EINVAL;
 	}
 	*out = (uint32_t)v;
@@ -287,8 +288,8 @@ vdisk_parse_pwhash(const char *cmd, int opt, const char *s, uint64_t *ops, uint6
 		if (vdisk_parse_uint(s, crypto_pwhash_OPSLIMIT_MAX, &v) < 0 ||
 		    v < crypto_pwhash_OPSLIMIT_MIN) {
 			vdisk_usage_error(cmd, "--pwhash-ops '%s': must be %u to %u", s,
-						 (unsigned)crypto_pwhash_OPSLIMIT_MIN,
-						 (unsigned)crypto_pwhash_OPSLIMIT_MAX);
+					  (unsigned)crypto_pwhash_OPSLIMIT_MIN,
+					  (unsigned)crypto_pwhash_OPSLIMIT_MAX);
 			return -EINVAL;
 		}
 		*ops = v;
@@ -296,7 +297,7 @@ vdisk_parse_pwhash(const char *cmd, int opt, const char *s, uint64_t *ops, uint6
 		if (vdisk_parse_size(s, &v) < 0 || v < crypto_pwhash_MEMLIMIT_MIN ||
 		    v > (uint64_t)crypto_pwhash_MEMLIMIT_MAX) {
 			vdisk_usage_error(cmd, "--pwhash-mem '%s': must be %uK or more", s,
-						 (unsigned)crypto_pwhash_MEMLIMIT_MIN >> 10);
+					  (unsigned)crypto_pwhash_MEMLIMIT_MIN >> 10);
 			return -EINVAL;
 		}
 		*mem = v;

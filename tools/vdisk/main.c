@@ -19,8 +19,10 @@
 
 #define VDISK_VERSION "0.1.0"
 
-struct vd_pass_src vdisk_pass = { .key_file = NULL, .key_fd = -1 };
+struct vd_pass_src vdisk_pass = {.key_file = NULL, .key_fd = -1};
 
+/* One entry per command, laid out like its help text. */
+/* clang-format off */
 const struct vdisk_cmd vdisk_cmds[] = {
 	{ "create", vdisk_cmd_create,
 	  "create [-s SIZE] [-b BACKING] [-F BACKING_FMT] [--block-size N]\n"
@@ -104,12 +106,15 @@ const struct vdisk_cmd vdisk_cmds[] = {
 	  "  remove   clears SLOT; the last used slot cannot be removed\n" },
 	{ NULL, NULL, NULL, NULL, NULL },
 };
+/* clang-format on */
 
+/* clang-format off */
 static const char vdisk_global_help[] =
 	"Options for every command that opens an encrypted image:\n"
 	"  --key-file FILE   read the passphrase from FILE (one trailing newline is dropped)\n"
 	"  --key-fd N        read the passphrase from file descriptor N (up to a newline)\n"
 	"  (neither: ask on the terminal without echo; no terminal: an error)\n";
+/* clang-format on */
 
 const struct vdisk_cmd *
 vdisk_cmd_find(const char *name)
@@ -209,7 +214,7 @@ vdisk_strip_key_opts(int argc, char **argv)
 
 	for (i = 1; i < argc; i++) {
 		const char *a = argv[i], *val = NULL;
-		int which = 0;	/* 1 key-file, 2 key-fd */
+		int which = 0; /* 1 key-file, 2 key-fd */
 
 		if (!done && strcmp(a, "--") == 0) {
 			done = true;
