@@ -18,10 +18,12 @@ norm() {
 		-e 's/[0-9]\{4\}-[0-9][0-9]-[0-9][0-9]T[0-9:]*Z/TIME/g' \
 		-e 's/"created-epoch": [0-9]*/"created-epoch": EPOCH/'
 }
-cmd() {	# run and record a command and its output
+cmd() {	# run and record a command, its output and its exit status
 	echo "\$ vdisk $*"
-	"$VDISK" "$@" 2>&1 | norm
-	echo "[exit $?]"
+	"$VDISK" "$@" >cmd.out 2>&1
+	_rc=$?
+	norm <cmd.out
+	echo "[exit $_rc]"
 }
 
 {
@@ -29,16 +31,16 @@ cmd() {	# run and record a command and its output
 	cmd create -s 64M --block-size 64K plain.vdk
 	cmd info plain.vdk
 	cmd info --json plain.vdk
-	cmd create -s 1G big.vdk
+	cmd create -s 1G --block-size 1M big.vdk
 	cmd info big.vdk
-	cmd create -b base.raw -F raw over-raw.vdk
+	cmd create -b base.raw -F raw --block-size 4K over-raw.vdk
 	cmd info over-raw.vdk
 	vwrite plain.vdk 0 3 65536 0x11
 	cmd info plain.vdk
 	cmd snapshot create plain.vdk first
 	vwrite plain.vdk 1048576 1 65536 0x22
 	cmd snapshot create plain.vdk second
-	cmd create -b plain.vdk top.vdk
+	cmd create -b plain.vdk --block-size 4K top.vdk
 	vwrite top.vdk 0 1 4096 0x33
 	cmd info top.vdk
 	cmd info --json top.vdk
@@ -59,7 +61,9 @@ fi
 ok "info --json outputs are valid JSON" sh -c "'$VDISK' info --json top.vdk | perl -MJSON::PP -e 'local \$/; decode_json(<STDIN>)'"
 "$VDISK" info --json top.vdk >top.json
 ok_eq "$(json_eval top.json 'scalar @$j')" 4 "chain top.vdk has 4 layers (top, plain, second, first)"
-ok_eq "$(json_eval top.json 'join ",", map { $_->{snapshot} // "-" } @$j')" "-,-,second,first" \
-	"layers top first, snapshots named"
+ok_eq "$(json_eval top.json 'join ",", map { $_->{filename} } @$j')" \
+	"top.vdk,plain.vdk,plain@second.vdk,plain@first.vdk" "layer files, top first"
+ok_eq "$(json_eval top.json 'join ",", map { $_->{snapshot} // "-" } @$j')" "-,plain.vdk,second,first" \
+	"layers top first, snapshots named (a plain layer below the top by its file name)"
 ok_eq "$(json_eval top.json '$j->[0]{"backing-filename"}')" "plain.vdk" "backing stored relative"
 done_testing

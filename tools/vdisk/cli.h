@@ -16,11 +16,10 @@
 #include "vdisk.h"
 #include "../common/passphrase.h"
 
-/* Exit statuses (qemu-img check uses the same numbers). */
+/* Exit statuses (the first three as qemu-img check). */
 #define VDISK_EXIT_OK 0
 #define VDISK_EXIT_ERROR 1
 #define VDISK_EXIT_CORRUPT 2
-#define VDISK_EXIT_LEAKS 3
 
 /* getopt_long codes of the long-only options, shared by the commands. */
 enum {

@@ -2,9 +2,11 @@
 /*
  * vdisk check: vd_check() over every layer of the chain (structure and every
  * checksum or AEAD tag), findings printed as they come (text) or collected
- * into one JSON object. Exit status as qemu-img check: 0 clean, 1 the check
- * could not run, 2 corruption, 3 leaked space only. An image whose header
- * fails its checksum cannot even be opened: that too is corruption (2).
+ * into one JSON object. Exit status: 0 clean, 1 the check could not run, 2
+ * corruption. Leaked space (free or unreferenced blocks inside a file) is
+ * reported but is no harm to data, so it exits 0 (qemu-img check would say 3).
+ * An image whose header fails its checksum cannot even be opened: that too is
+ * corruption (2).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -84,10 +86,7 @@ vdisk_check_report(void *opaque, int layer, enum vd_check_severity sev, const ch
 static int
 vdisk_check_status(const struct vd_check_result *r)
 {
-	if (r->corrupt) {
-		return VDISK_EXIT_CORRUPT;
-	}
-	return r->leaks ? VDISK_EXIT_LEAKS : VDISK_EXIT_OK;
+	return r->corrupt ? VDISK_EXIT_CORRUPT : VDISK_EXIT_OK;
 }
 
 int
@@ -146,7 +145,7 @@ vdisk_cmd_check(int argc, char **argv)
 		printf("    \"bytes-checked\": %llu,\n", (unsigned long long)res.bytes_checked);
 		printf("    \"corruptions\": %llu,\n", (unsigned long long)res.corrupt);
 		printf("    \"leaks\": %llu,\n", (unsigned long long)res.leaks);
-		printf("    \"clean\": %s,\n", rc == VDISK_EXIT_OK ? "true" : "false");
+		printf("    \"clean\": %s,\n", res.corrupt ? "false" : "true");
 		printf("    \"findings\": [");
 		for (i = 0; i < ctx.n; i++) {
 			printf("%s\n        { \"layer\": %d, \"severity\": \"%s\", \"message\": ",
@@ -168,8 +167,8 @@ vdisk_cmd_check(int argc, char **argv)
 			       "This means waste of disk space, but no harm to data.\n",
 			       (unsigned long long)res.leaks, res.leaks == 1 ? " was" : "s were");
 		}
-		if (!res.corrupt && !res.leaks) {
-			printf("No errors were found on the image.\n");
+		if (!res.corrupt) {
+			printf("%sNo errors were found on the image.\n", res.leaks ? "\n" : "");
 		}
 		printf("Checked %llu blocks (%s) in %d layer%s.\n",
 		       (unsigned long long)res.blocks_checked,

@@ -16,6 +16,33 @@
 
 #include "cli.h"
 
+/*
+ * A raw backing is never guessed (qemu's CVE-2008-2004 lesson: a guest could
+ * write a header into a raw disk and have it taken for something else next
+ * time). Without -F, probe the backing now and refuse if it only looks raw.
+ * Returns true (after printing) when refused or unreadable.
+ */
+static bool
+vdisk_backing_is_raw(const char *file, const char *backing, struct vd_pass_src *pass)
+{
+	struct vd_open_opts bo = { .passphrase = vd_pass_get, .passphrase_opaque = pass };
+	struct vd_layer_info li;
+	struct vd_image *b = vd_open(backing, &bo);
+	bool raw;
+
+	if (!b) {
+		vdisk_lib_error(backing);
+		return true;
+	}
+	raw = vd_layer_info(b, 0, &li) == 0 && strcmp(li.format, "raw") == 0;
+	vd_close(b);
+	if (raw) {
+		vdisk_error(file, "backing file %s has no format header: give -F raw to use it as "
+			    "a raw image (a raw backing is never guessed)", backing);
+	}
+	return raw;
+}
+
 int
 vdisk_cmd_create(int argc, char **argv)
 {
@@ -126,6 +153,9 @@ vdisk_cmd_create(int argc, char **argv)
 	}
 	o.backing_passphrase = vd_pass_get;
 	o.backing_passphrase_opaque = &vdisk_pass;
+	if (o.backing && !o.backing_format && vdisk_backing_is_raw(file, o.backing, &vdisk_pass)) {
+		goto out;
+	}
 	if (vd_create(file, &o) < 0) {
 		vdisk_lib_error(file);
 		goto out;

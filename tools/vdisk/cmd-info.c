@@ -71,7 +71,6 @@ vdisk_info_text(struct vd_image *img)
 		       (unsigned long long)li.allocated);
 		printf("block size: %s (%u bytes)\n",
 		       vdisk_human_size(li.block_size, h1, sizeof(h1)), li.block_size);
-		printf("read-only: %s\n", li.readonly ? "yes" : "no");
 		if (li.encrypted) {
 			int slots = vdisk_slots_used(li.path);
 

@@ -45,8 +45,8 @@ const struct vdisk_cmd vdisk_cmds[] = {
 	{ "check", vdisk_cmd_check, "check [--json] FILE",
 	  "verify the structure and every checksum of every layer",
 	  "      --json               machine-readable report\n"
-	  "  Exit status: 0 clean, 1 the check could not run, 2 corruption found,\n"
-	  "  3 only leaked space found.\n" },
+	  "  Exit status: 0 clean (leaked space is reported, but harms no data),\n"
+	  "  1 the check could not run, 2 corruption found.\n" },
 	{ "convert", vdisk_cmd_convert,
 	  "convert [-p] [-O raw|vdk] [-f FMT] [--block-size N] [--encrypt [--cipher C]] IN OUT",
 	  "copy an image into a new raw or native file, keeping holes",
