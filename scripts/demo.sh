@@ -14,11 +14,12 @@
 set -eu
 SRCDIR=$(cd "$(dirname "$0")/.." && pwd)
 VDISK=${VDISK:-$SRCDIR/build/vdisk}
-D=$SRCDIR/demo
+cd "$SRCDIR"
+D=demo
 
 if [ "${1:-}" = clean ]; then
 	rm -rf "$D"
-	echo "demo: removed $D"
+	echo "demo: removed $SRCDIR/$D"
 	exit 0
 fi
 [ -x "$VDISK" ] || { echo "demo: build first (make)" >&2; exit 1; }
@@ -33,7 +34,7 @@ show() {	# print and run a vdisk command
 rm -rf "$D"
 mkdir -p "$D/files/src" "$D/files/logs"
 # Some files' worth of data: this source tree, and generated log files.
-(cd "$SRCDIR" && find format tools tests scripts -type f \( -name '*.c' -o -name '*.h' -o -name '*.sh' -o -name '*.md' \) |
+(find format tools tests scripts -type f \( -name '*.c' -o -name '*.h' -o -name '*.sh' -o -name '*.md' \) |
 	while read -r f; do
 		mkdir -p "$D/files/src/$(dirname "$f")"
 		cp "$f" "$D/files/src/$f"
@@ -53,11 +54,11 @@ show convert -p -O vdk "$D/disk.raw" "$D/disk.vdk"
 rm -f "$D/disk.raw"
 show snapshot create "$D/disk.vdk" installed
 
-# Changes between the snapshots: 32 scattered 64 KiB writes in the scratch area.
-"$VDISK" bench -q -w -c 32 -d 1 -s 64K -S 1M -o 130M --pattern 0x42 "$D/disk.vdk"
+# Changes between the snapshots: 6 scattered 64 KiB writes in the scratch area.
+"$VDISK" bench -q -w -c 6 -d 1 -s 64K -S 3M -o 130M --pattern 0x42 "$D/disk.vdk"
 show snapshot create "$D/disk.vdk" updated
-# And after the last snapshot: 8 writes of 4 KiB.
-"$VDISK" bench -q -w -c 8 -d 1 -s 4K -S 4M -o 200M --pattern 0x24 "$D/disk.vdk"
+# And after the last snapshot: 3 writes of 4 KiB.
+"$VDISK" bench -q -w -c 3 -d 1 -s 4K -S 4M -o 200M --pattern 0x24 "$D/disk.vdk"
 
 show info "$D/disk.vdk"
 show snapshot list "$D/disk.vdk"
@@ -68,4 +69,4 @@ echo "\$ vdisk map $D/disk.vdk | head -12"
 "$VDISK" map "$D/disk.vdk" | head -12
 show check "$D/disk.vdk"
 echo
-echo "demo: done; the image is $D/disk.vdk ('make demo-clean' removes demo/)"
+echo "demo: done; the image is $SRCDIR/$D/disk.vdk ('make demo-clean' removes demo/)"
