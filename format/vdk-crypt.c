@@ -22,8 +22,10 @@
  *   overlays) therefore never share a block key, and nonces cannot collide
  *   between them even if their counters do.
  * - Blocks: AEAD in detached mode (ciphertext as long as the plaintext, 16-byte
- *   tag kept by vdk.c in the map). Nonce = per-image random salt || ctr (LE64);
- *   vdk.c guarantees ctr never repeats within a layer. Additional data =
+ *   tag kept by vdk.c in the map). Nonce = per-image random salt || ctr (LE64)
+ *   for AES-GCM (4 + 8 bytes), salt (8) || vblock (LE64) || ctr (LE64) for
+ *   XChaCha20; vdk.c guarantees ctr never repeats for one key and uuid, and
+ *   XChaCha's wider nonce adds the block address as a second line of defence. Additional data =
  *   uuid || vblock (LE64) || ctr (LE64): a block moved to another address, or an
  *   older copy put back under a newer map entry, fails authentication.
  * - The area also holds a key check value: a MAC under the data key of the
@@ -35,7 +37,7 @@
  *   8    2   version (1)
  *   10   2   cipher: 1 = xchacha20poly1305, 2 = aes256gcm
  *   12   4   flags (0; anything else is refused)
- *   16   16  nonce salt (random per image; XChaCha uses 16 bytes, GCM the first 4)
+ *   16   16  nonce salt (random per image; XChaCha uses the first 8 bytes, GCM 4)
  *   32   32  key check: BLAKE2b-256 keyed with KDF(data key, 3, "vdkcheck") of
  *            bytes 0..31 || uuid
  *   64   8 x 184 key slots:
@@ -557,7 +559,9 @@ vdk_block_nonce_ad(const struct vdk_crypt *c, uint64_t vblock, uint64_t ctr, uin
 		memcpy(nonce, c->nonce_salt, 4);
 		vd_put_le64(nonce + 4, ctr);
 	} else {
-		memcpy(nonce, c->nonce_salt, 16);
+		/* vblock too: a counter repeated by mistake in two places still differs */
+		memcpy(nonce, c->nonce_salt, 8);
+		vd_put_le64(nonce + 8, vblock);
 		vd_put_le64(nonce + 16, ctr);
 	}
 	memcpy(ad, c->uuid, 16);
