@@ -226,9 +226,9 @@ vdk_area_validate(const uint8_t *area, int *nused)
 
 		if (state == 0) {
 			if (!vd_is_zero(s, VDK_CRYPT_SLOT_SIZE)) {
-				return vd_set_error(EINVAL,
-						    "encryption header: free key slot %d is not empty",
-						    i);
+				return vd_set_error(
+					EINVAL, "encryption header: free key slot %d is not empty",
+					i);
 			}
 			continue;
 		}
@@ -242,8 +242,8 @@ vdk_area_validate(const uint8_t *area, int *nused)
 					    i, vd_le32(s + S_ALG));
 		}
 		if (!vd_is_zero(s + S_RESERVED, VDK_CRYPT_SLOT_SIZE - S_RESERVED)) {
-			return vd_set_error(EINVAL,
-					    "encryption header: key slot %d: reserved bytes set", i);
+			return vd_set_error(
+				EINVAL, "encryption header: key slot %d: reserved bytes set", i);
 		}
 		snprintf(what, sizeof(what), "encryption header: key slot %d: ", i);
 		if (vdk_check_limits(vd_le64(s + S_OPS), vd_le64(s + S_MEM), what) < 0) {
@@ -269,7 +269,8 @@ vdk_slot_ad(const uint8_t *area, int i, const uint8_t uuid[16],
 	memcpy(ad + VDK_CRYPT_HDR_SIZE + VDK_CRYPT_SLOT_AD_LEN + 1, uuid, 16);
 }
 
-/* Argon2id: the key-encryption key for a passphrase and slot parameters (kek is sodium_malloc'd). */
+/* Argon2id: the key-encryption key for a passphrase and slot parameters (kek is sodium_malloc'd).
+ */
 static int
 vdk_derive_kek(uint8_t *kek, const char *passphrase, const uint8_t *salt, uint64_t ops,
 	       uint64_t mem)
@@ -288,8 +289,7 @@ vdk_derive_kek(uint8_t *kek, const char *passphrase, const uint8_t *salt, uint64
 
 /* Key check value of the area header for data_key and uuid. */
 static void
-vdk_key_check(const uint8_t *data_key, const uint8_t *area, const uint8_t uuid[16],
-	      uint8_t out[32])
+vdk_key_check(const uint8_t *data_key, const uint8_t *area, const uint8_t uuid[16], uint8_t out[32])
 {
 	uint8_t k[VDK_KEY_SIZE];
 	crypto_generichash_state st;
@@ -307,15 +307,14 @@ vdk_key_check(const uint8_t *data_key, const uint8_t *area, const uint8_t uuid[1
 static int
 vdk_crypt_setup(struct vdk_crypt *c)
 {
-	static const uint8_t personal[crypto_generichash_blake2b_PERSONALBYTES] =
-		"vdk layer key 1";
+	static const uint8_t personal[crypto_generichash_blake2b_PERSONALBYTES] = "vdk layer key 1";
 	uint8_t *layer_key = sodium_malloc(VDK_KEY_SIZE);
 
 	if (layer_key == NULL) {
 		return vd_set_error(ENOMEM, "out of secure memory");
 	}
-	crypto_generichash_blake2b_salt_personal(layer_key, VDK_KEY_SIZE, c->uuid, 16,
-						 c->data_key, VDK_KEY_SIZE, NULL, personal);
+	crypto_generichash_blake2b_salt_personal(layer_key, VDK_KEY_SIZE, c->uuid, 16, c->data_key,
+						 VDK_KEY_SIZE, NULL, personal);
 	crypto_kdf_derive_from_key(c->blk_key, VDK_KEY_SIZE, 1, "vdkblock", layer_key);
 	crypto_kdf_derive_from_key(c->mac_key, VDK_KEY_SIZE, 2, "vdk-mac_", layer_key);
 	sodium_free(layer_key);
@@ -413,8 +412,8 @@ vdk_crypt_area_cipher(const uint8_t *area)
 }
 
 int
-vdk_crypt_create(const char *cipher, const char *passphrase, uint64_t opslimit,
-		 uint64_t memlimit, const uint8_t uuid[16], uint8_t *area, struct vdk_crypt **out)
+vdk_crypt_create(const char *cipher, const char *passphrase, uint64_t opslimit, uint64_t memlimit,
+		 const uint8_t uuid[16], uint8_t *area, struct vdk_crypt **out)
 {
 	struct vdk_crypt *c;
 	int id, r;
@@ -580,9 +579,8 @@ vdk_crypt_seal(struct vdk_crypt *c, uint64_t vblock, uint64_t ctr, const void *i
 		crypto_aead_aes256gcm_encrypt_detached_afternm(out, tag, NULL, in, len, ad,
 							       sizeof(ad), NULL, nonce, &c->aes);
 	} else {
-		crypto_aead_xchacha20poly1305_ietf_encrypt_detached(out, tag, NULL, in, len, ad,
-								    sizeof(ad), NULL, nonce,
-								    c->blk_key);
+		crypto_aead_xchacha20poly1305_ietf_encrypt_detached(
+			out, tag, NULL, in, len, ad, sizeof(ad), NULL, nonce, c->blk_key);
 	}
 	return 0;
 }
@@ -604,8 +602,9 @@ vdk_crypt_open(struct vdk_crypt *c, uint64_t vblock, uint64_t ctr, const void *i
 	}
 	if (r != 0) {
 		sodium_memzero(out, len);
-		return vd_set_error(EBADMSG, "block %llu: authentication failed (corrupt or "
-					     "tampered data)",
+		return vd_set_error(EBADMSG,
+				    "block %llu: authentication failed (corrupt or "
+				    "tampered data)",
 				    (unsigned long long)vblock);
 	}
 	return 0;

@@ -124,8 +124,8 @@ vd_key_list(const char *path, struct vd_key_slot_info *slots, const char **ciphe
 }
 
 int
-vd_key_add(const char *path, const char *passphrase, const char *new_passphrase,
-	   uint64_t opslimit, uint64_t memlimit)
+vd_key_add(const char *path, const char *passphrase, const char *new_passphrase, uint64_t opslimit,
+	   uint64_t memlimit)
 {
 	struct vdk_crypt *c = NULL;
 	struct vdk_header h;

@@ -74,7 +74,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 		if (buf != NULL) {
 			if (vdk_crypt_open(c, 0, 0, data + VDK_TAG_SIZE, buf, len, data) == 0) {
-				/* Authentic: sealing the plaintext again must give the same bytes. */
+				/* Authentic: sealing the plaintext again must give the same bytes.
+				 */
 				uint8_t tag[VDK_TAG_SIZE];
 
 				vdk_crypt_seal(c, 0, 0, buf, buf, len, tag);

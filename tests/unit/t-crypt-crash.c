@@ -35,8 +35,8 @@
 #define NB 1024u
 
 struct shared {
-	uint32_t written[NB];	/* highest version whose write started */
-	uint32_t flushed[NB];	/* version known durable (flush returned after it) */
+	uint32_t written[NB]; /* highest version whose write started */
+	uint32_t flushed[NB]; /* version known durable (flush returned after it) */
 	uint64_t writes;
 };
 
@@ -81,7 +81,7 @@ fill(uint8_t *p, uint32_t b, uint32_t v)
 static void
 child(uint64_t seed)
 {
-	struct vd_open_opts o = { .flags = VD_OPEN_RDWR, .passphrase = pass_cb };
+	struct vd_open_opts o = {.flags = VD_OPEN_RDWR, .passphrase = pass_cb};
 	uint32_t ver[NB];
 	uint8_t *buf = malloc(16 * BS);
 	struct vd_image *img = vd_open(path, &o);
@@ -128,7 +128,8 @@ read_map(uint64_t ctr[NB], uint64_t *ceiling)
 		*ceiling = h.ctr_next;
 		r = 0;
 		if ((h.root.ptr & VDK_PTR_PRESENT) &&
-		    vd_full_pread(fd, node, NB * VDK_ENTRY_SIZE, h.root.ptr & ~VDK_PTR_FLAGS) == 0) {
+		    vd_full_pread(fd, node, NB * VDK_ENTRY_SIZE, h.root.ptr & ~VDK_PTR_FLAGS) ==
+			    0) {
 			for (unsigned i = 0; i < NB; i++) {
 				struct vdk_entry e;
 
@@ -158,11 +159,14 @@ int
 main(void)
 {
 	struct vd_create_opts co = {
-		.size = NB * BS, .block_size = BS, .cipher = "xchacha20poly1305",
-		.passphrase = "crash test", .pwhash_opslimit = crypto_pwhash_OPSLIMIT_MIN,
+		.size = NB * BS,
+		.block_size = BS,
+		.cipher = "xchacha20poly1305",
+		.passphrase = "crash test",
+		.pwhash_opslimit = crypto_pwhash_OPSLIMIT_MIN,
 		.pwhash_memlimit = crypto_pwhash_MEMLIMIT_MIN,
 	};
-	struct vd_open_opts ro = { .passphrase = pass_cb };
+	struct vd_open_opts ro = {.passphrase = pass_cb};
 	static uint64_t prev[NB], cur[NB], sorted[NB];
 	static uint8_t buf[BS], want[BS];
 	int rounds = getenv("VDISK_ASAN") ? 60 : 200;
@@ -170,7 +174,8 @@ main(void)
 	uint64_t ceiling = 0, seed, total = 0;
 	char cmd[300];
 
-	seed = getenv("VDISK_SEED") ? strtoull(getenv("VDISK_SEED"), NULL, 0) : (uint64_t)time(NULL);
+	seed = getenv("VDISK_SEED") ? strtoull(getenv("VDISK_SEED"), NULL, 0)
+				    : (uint64_t)time(NULL);
 	if (sodium_init() < 0 || !mkdtemp(dir)) {
 		return 1;
 	}
@@ -225,14 +230,15 @@ main(void)
 			} else {
 				fill(want, b, v);
 				if (vd_le32(buf) != b || memcmp(buf, want, BS) != 0) {
-					diag("round %d: block %u: torn or foreign content", round, b);
+					diag("round %d: block %u: torn or foreign content", round,
+					     b);
 					bad_data++;
 					continue;
 				}
 			}
 			if (v < sh->flushed[b] || v > sh->written[b]) {
-				diag("round %d: block %u: version %u, flushed %u, written %u", round, b,
-				     v, sh->flushed[b], sh->written[b]);
+				diag("round %d: block %u: version %u, flushed %u, written %u",
+				     round, b, v, sh->flushed[b], sh->written[b]);
 				bad_lost++;
 			}
 			/* What survived is what the next round builds on. */
@@ -240,11 +246,13 @@ main(void)
 			sh->flushed[b] = v;
 		}
 		vd_close(img);
-		read_map(cur, &(uint64_t){ 0 });
+		read_map(cur, &(uint64_t){0});
 		for (unsigned i = 0; i < NB; i++) {
 			if (cur[i] && cur[i] != prev[i] && cur[i] < ceiling) {
-				diag("round %d: block %u: counter %llu below the ceiling %llu committed "
-				     "before the crash", round, i, (unsigned long long)cur[i],
+				diag("round %d: block %u: counter %llu below the ceiling %llu "
+				     "committed "
+				     "before the crash",
+				     round, i, (unsigned long long)cur[i],
 				     (unsigned long long)ceiling);
 				bad_ctr++;
 			}

@@ -103,7 +103,10 @@ static void
 test_image(const char *cipher)
 {
 	struct vd_create_opts co = {
-		.size = NB * BS, .block_size = BS, .cipher = cipher, .passphrase = "pw one",
+		.size = NB * BS,
+		.block_size = BS,
+		.cipher = cipher,
+		.passphrase = "pw one",
 		.pwhash_opslimit = crypto_pwhash_OPSLIMIT_MIN,
 		.pwhash_memlimit = crypto_pwhash_MEMLIMIT_MIN,
 	};
@@ -214,7 +217,9 @@ static void
 test_keys(void)
 {
 	struct vd_create_opts co = {
-		.size = 1 << 20, .cipher = "xchacha20poly1305", .passphrase = "alpha",
+		.size = 1 << 20,
+		.cipher = "xchacha20poly1305",
+		.passphrase = "alpha",
 		.pwhash_opslimit = crypto_pwhash_OPSLIMIT_MIN,
 		.pwhash_memlimit = crypto_pwhash_MEMLIMIT_MIN,
 	};
@@ -244,8 +249,7 @@ test_keys(void)
 
 	img = open_img("alpha", true);
 	if (ok(img != NULL, "keys: open for writing")) {
-		check_int(vd_key_add(path, "alpha", "beta", 1, crypto_pwhash_MEMLIMIT_MIN),
-			  -EBUSY);
+		check_int(vd_key_add(path, "alpha", "beta", 1, crypto_pwhash_MEMLIMIT_MIN), -EBUSY);
 		vd_close(img);
 	}
 	img = open_img("alpha", false);

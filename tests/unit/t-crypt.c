@@ -382,8 +382,7 @@ main(void)
 		struct vdk_crypt *c = NULL;
 
 		diag("no AES-NI: checking the refusal only");
-		check_int(vdk_crypt_create("aes256gcm", "x", OPS, MEM, uuid_a, area, &c),
-			  -ENOTSUP);
+		check_int(vdk_crypt_create("aes256gcm", "x", OPS, MEM, uuid_a, area, &c), -ENOTSUP);
 	}
 	test_slots();
 	test_mac();
