@@ -1501,6 +1501,9 @@ vdk_unlock(struct vd_layer *l)
 	if (!l->passphrase) {
 		return vd_set_error(EACCES, "%s: image is encrypted: a passphrase is needed", l->path);
 	}
+	if (sodium_init() < 0) {
+		return vd_set_error(EIO, "libsodium failed to initialise");
+	}
 	pass = sodium_malloc(1024);
 	if (!pass) {
 		return vd_set_error(ENOMEM, "out of memory");
