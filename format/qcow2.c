@@ -438,7 +438,7 @@ qcow2_open(struct vd_layer *l)
 			ret = vd_set_error(EINVAL, "%s: external data file name not recorded", l->path);
 			goto fail;
 		}
-		dfd = vd_layer_open_related(l, data_file, O_RDONLY | O_CLOEXEC);
+		dfd = vd_layer_open_related(l, data_file, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 		if (dfd < 0) {
 			ret = vd_set_error(-dfd, "%s: cannot open external data file '%s': %s",
 					   l->path, data_file, strerror(-dfd));
