@@ -110,6 +110,9 @@ vmdk_probe(const uint8_t *buf, size_t len, uint64_t file_size, const char *filen
 {
 	(void)file_size;
 	(void)filename;
+	if (!buf || len == 0) {
+		return 0;
+	}
 	if (len >= 4 && (vd_le32(buf) == VMDK4_MAGIC || vd_le32(buf) == VMDK3_MAGIC)) {
 		return 100;
 	}
