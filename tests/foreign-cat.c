@@ -9,6 +9,8 @@
  *   foreign-cat -i IMAGE                          one line per layer
  *   foreign-cat -c IMAGE                          structure check of every layer
  *   foreign-cat -S IMAGE                          internal snapshots of the top
+ *   foreign-cat -T N IMAGE                        N threads of random reads checked
+ *                                                 against one sequential read
  *
  * It opens the backing chain itself (backing names relative to each layer's
  * folder, the recorded format, else a probe among the non-raw formats: never
@@ -18,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -245,6 +248,65 @@ chain_read(int i, uint8_t *buf, uint64_t len, uint64_t off)
 	return 0;
 }
 
+/* -T: the whole disk read once, then threads compare random reads with it. */
+static uint8_t *whole;
+static uint64_t whole_size;
+static int thread_errors;
+
+static void *
+reader(void *arg)
+{
+	uint64_t seed = (uintptr_t)arg * 0x9e3779b97f4a7c15ull + 1;
+	uint8_t *buf = malloc(256 << 10);
+	int i;
+
+	for (i = 0; i < 3000; i++) {
+		uint64_t off, len;
+
+		seed ^= seed << 13;
+		seed ^= seed >> 7;
+		seed ^= seed << 17;
+		off = seed % whole_size;
+		len = 1 + (seed >> 40) % (256 << 10);
+		if (i % 2 == 0) {
+			off &= ~4095ull;
+			len = 4096;
+		}
+		len = VD_MIN(len, whole_size - off);
+		if (chain_read(0, buf, len, off) < 0 || memcmp(buf, whole + off, len) != 0) {
+			__atomic_add_fetch(&thread_errors, 1, __ATOMIC_RELAXED);
+			fprintf(stderr, "foreign-cat: thread read at %" PRIu64 "+%" PRIu64 " differs\n",
+				off, len);
+			break;
+		}
+	}
+	free(buf);
+	return NULL;
+}
+
+static int
+threads_check(struct vd_layer *top, int n)
+{
+	pthread_t th[64];
+	int i;
+
+	whole_size = top->size;
+	whole = malloc(whole_size ? whole_size : 1);
+	if (!whole || chain_read(0, whole, whole_size, 0) < 0) {
+		fprintf(stderr, "foreign-cat: %s\n", vd_get_error());
+		return 1;
+	}
+	n = VD_MIN(VD_MAX(n, 1), 64);
+	for (i = 0; i < n && whole_size; i++) {
+		pthread_create(&th[i], NULL, reader, (void *)(uintptr_t)(i + 1));
+	}
+	for (i = 0; i < n && whole_size; i++) {
+		pthread_join(th[i], NULL);
+	}
+	free(whole);
+	return thread_errors ? 1 : 0;
+}
+
 static void
 report(void *opaque, int layer, enum vd_check_severity sev, const char *msg)
 {
@@ -256,18 +318,22 @@ int
 main(int argc, char **argv)
 {
 	const char *fmt = NULL;
-	int opt, snap = -1, mode = 0, ret = 0, i;
+	int opt, snap = -1, mode = 0, ret = 0, i, nthreads = 0;
 	struct vd_layer *top;
 	uint64_t off;
 	static uint8_t buf[1 << 20];
 
-	while ((opt = getopt(argc, argv, "f:s:micS")) != -1) {
+	while ((opt = getopt(argc, argv, "f:s:micST:")) != -1) {
 		switch (opt) {
 		case 'f':
 			fmt = optarg;
 			break;
 		case 's':
 			snap = atoi(optarg);
+			break;
+		case 'T':
+			mode = 'T';
+			nthreads = atoi(optarg);
 			break;
 		case 'm':
 		case 'i':
@@ -299,6 +365,9 @@ main(int argc, char **argv)
 	}
 	chain_open(top);
 	switch (mode) {
+	case 'T':
+		ret = threads_check(top, nthreads);
+		break;
 	case 'i':
 		for (i = 0; i < nlayers; i++) {
 			struct vd_layer *l = layers[i];

@@ -70,6 +70,8 @@ while [ $i -le $depth ]; do
 	same "chain depth $i" l$i.qcow2
 	i=$((i + 1))
 done
+ok "8 threads of random reads agree on the depth-$depth chain" "$FCAT" -T 8 l$depth.qcow2
+ok "8 threads of random reads agree on compressed clusters" "$FCAT" -T 8 z.qcow2
 # A raw base under a qcow2 overlay (the format is recorded, so raw is allowed).
 rnd base.raw $((4 * M))
 $QI create -q -f qcow2 -b base.raw -F raw ov.qcow2

@@ -16,6 +16,8 @@ for st in monolithicSparse monolithicFlat twoGbMaxExtentSparse twoGbMaxExtentFla
 	$QI convert -f raw -O vmdk -o subformat=$st data.raw c-$st.vmdk
 	same "convert $st" c-$st.vmdk
 done
+ok "8 threads of random reads agree: streamOptimized" "$FCAT" -T 8 c-streamOptimized.vmdk
+ok "8 threads of random reads agree: twoGbMaxExtentSparse" "$FCAT" -T 8 c-twoGbMaxExtentSparse.vmdk
 # Partial last grain (size not a multiple of 64 KiB).
 head -c $((3 * M + 1536)) /dev/urandom >odd.raw
 for st in monolithicSparse streamOptimized; do

@@ -44,6 +44,8 @@ ok_eq "$("$FCAT" -i gen/diff2.vhd | awk '{print $5}' | tr '\n' ' ')" \
 	"backing=diff1.vhd backing=base.vhd backing=- " "vhd chain through parent locators"
 ok_eq "$("$FCAT" -i gen/diff2.vhdx | awk '{print $5}' | tr '\n' ' ')" \
 	"backing=diff1.vhdx backing=base.vhdx backing=- " "vhdx chain through parent locators"
+ok "8 threads of random reads agree: vhd chain" "$FCAT" -T 8 gen/diff2.vhd
+ok "8 threads of random reads agree: vhdx chain" "$FCAT" -T 8 gen/diff2.vhdx
 refuses "vhdx with a stale parent_linkage" "modified after" gen/stale.vhdx
 refuses "vhdx with an active log" "log holds unapplied" gen/log.vhdx
 # A VHD parent replaced by another disk: unique ID mismatch.

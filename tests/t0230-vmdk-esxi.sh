@@ -28,6 +28,7 @@ ok_eq "$got" "-|0;$exp" "snapshot names and times from vm.vmsd"
 ok "seSparse map reports zero grains" sh -c "'$FCAT' -m vm/vm-000002.vmdk | grep -q zero"
 ok "check passes on the chain" sh -c "'$FCAT' -c vm/vm-000002.vmdk >/dev/null"
 
+ok "8 threads of random reads agree on the ESXi chain" "$FCAT" -T 8 vm/vm-000002.vmdk
 # Without the .vmsd the layers have no names (the core falls back to file names).
 mkdir novmsd
 cp vm/vm*.vmdk novmsd/
