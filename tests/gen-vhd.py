@@ -11,6 +11,7 @@ From the Microsoft VHD 1.0 specification and [MS-VHDX]:
     base.vhdx <- diff1.vhdx <- diff2.vhdx     dynamic base, differencing children
                                               (FULLY/PARTIALLY_PRESENT, ZERO, sector
                                               bitmaps, parent_linkage GUIDs)
+    base-4k.vhdx <- diff1-4k.vhdx <- diff2-4k.vhdx   the same with 4096-byte sectors
     expect-<file>.raw                         what each file's disk reads as
     stale.vhdx                                diff1.vhdx whose parent_linkage no longer
                                               matches base.vhdx (must be refused)
@@ -172,7 +173,6 @@ G_PSS = guid("CDA348C7-445D-4471-9CC9-E9885251C556")
 G_PARENT = guid("A8D35F2D-B30B-454D-ABF7-D3D84834AB0C")
 G_LOCTYPE = guid("B04AEFB7-D19E-4A81-B789-25B8E9445913")
 VHDX_BLOCK = MB
-CHUNK_RATIO = (1 << 23) * SECTOR // VHDX_BLOCK
 
 
 def vhdx_header(seq, data_write, log_guid=bytes(16)):
@@ -186,10 +186,11 @@ def vhdx_header(seq, data_write, log_guid=bytes(16)):
     return h
 
 
-def write_vhdx(path, payload, parent=None, log_guid=bytes(16)):
+def write_vhdx(path, payload, parent=None, log_guid=bytes(16), lss=SECTOR):
     """payload: {block: ("full", data) | ("zero", None) | ("partial", (bitmap_bits, data))}.
     parent: (relative name, parent's data write GUID string). Returns our data write GUID."""
     data_write = uuid.uuid4().bytes
+    CHUNK_RATIO = (1 << 23) * lss // VHDX_BLOCK
     nblocks = SIZE // VHDX_BLOCK
     if parent:
         nbat = -(-nblocks // CHUNK_RATIO) * (CHUNK_RATIO + 1)
@@ -214,7 +215,7 @@ def write_vhdx(path, payload, parent=None, log_guid=bytes(16)):
     items = [(G_FPARAMS, struct.pack("<II", VHDX_BLOCK, 2 if parent else 0), 4),
              (G_VSIZE, struct.pack("<Q", SIZE), 6),
              (G_DISKID, uuid.uuid4().bytes_le, 6),
-             (G_LSS, struct.pack("<I", SECTOR), 6),
+             (G_LSS, struct.pack("<I", lss), 6),
              (G_PSS, struct.pack("<I", 4096), 6)]
     if parent:
         kv = [("parent_linkage", parent[1]), ("relative_path", ".\\" + parent[0]),
@@ -255,7 +256,7 @@ def write_vhdx(path, payload, parent=None, log_guid=bytes(16)):
             bits, data = val
             if sbm is None:
                 sbm = bytearray(MB)
-            spb = VHDX_BLOCK // SECTOR
+            spb = VHDX_BLOCK // lss
             for s in bits:
                 n = (b % CHUNK_RATIO) * spb + s
                 sbm[n // 8] |= 1 << (n % 8)
@@ -277,11 +278,11 @@ def write_vhdx(path, payload, parent=None, log_guid=bytes(16)):
     return "{%s}" % str(uuid.UUID(bytes_le=data_write)).upper()
 
 
-def vhdx_chain(out, rng):
+def vhdx_chain(out, rng, lss=SECTOR, sfx=""):
     def rbytes(n):
         return rng.getrandbits(8 * n).to_bytes(n, "little")
 
-    spb = VHDX_BLOCK // SECTOR
+    spb = VHDX_BLOCK // lss
     disk = bytearray(SIZE)
     payload = {}
     for b in (0, 1, 7, 11):
@@ -289,10 +290,11 @@ def vhdx_chain(out, rng):
         payload[b] = ("full", data)
         disk[b * VHDX_BLOCK:(b + 1) * VHDX_BLOCK] = data
     payload[3] = ("zero", None)
-    link = write_vhdx(os.path.join(out, "base.vhdx"), payload)
-    write_vhdx(os.path.join(out, "log.vhdx"), payload, log_guid=uuid.uuid4().bytes)
-    views = [("base.vhdx", bytes(disk))]
-    parent = ("base.vhdx", link)
+    link = write_vhdx(os.path.join(out, "base%s.vhdx" % sfx), payload, lss=lss)
+    if not sfx:
+        write_vhdx(os.path.join(out, "log.vhdx"), payload, log_guid=uuid.uuid4().bytes)
+    views = [("base%s.vhdx" % sfx, bytes(disk))]
+    parent = ("base%s.vhdx" % sfx, link)
     for n, layout in ((1, {0: [(0, 8), (100, 1), (1000, 24)], 2: "full", 7: "zero",
                            11: [(2047, 1)]}),
                       (2, {0: [(4, 8)], 1: [(0, spb)], 3: "full", 11: "zero"})):
@@ -309,16 +311,17 @@ def vhdx_chain(out, rng):
                 data = bytearray(VHDX_BLOCK)
                 bits = []
                 for s0, cnt in runs:
-                    chunk = rbytes(cnt * SECTOR)
-                    data[s0 * SECTOR:(s0 + cnt) * SECTOR] = chunk
-                    off = b * VHDX_BLOCK + s0 * SECTOR
-                    disk[off:off + cnt * SECTOR] = chunk
+                    s0, cnt = s0 * SECTOR // lss, max(1, cnt * SECTOR // lss)
+                    chunk = rbytes(cnt * lss)
+                    data[s0 * lss:(s0 + cnt) * lss] = chunk
+                    off = b * VHDX_BLOCK + s0 * lss
+                    disk[off:off + cnt * lss] = chunk
                     bits += range(s0, s0 + cnt)
                 payload[b] = ("partial", (bits, bytes(data)))
-        name = "diff%d.vhdx" % n
-        link = write_vhdx(os.path.join(out, name), payload, parent)
+        name = "diff%d%s.vhdx" % (n, sfx)
+        link = write_vhdx(os.path.join(out, name), payload, parent, lss=lss)
         views.append((name, bytes(disk)))
-        if n == 1:
+        if n == 1 and not sfx:
             # The same child, but pointing at a parent that has since changed.
             write_vhdx(os.path.join(out, "stale.vhdx"), payload,
                        ("base.vhdx", "{00000000-1111-2222-3333-444444444444}"))
@@ -330,7 +333,8 @@ def main():
     out = sys.argv[1]
     rng = random.Random(int(sys.argv[2]) if len(sys.argv) > 2 else 2)
     os.makedirs(out, exist_ok=True)
-    for name, data in vhd_chain(out, rng) + vhdx_chain(out, rng):
+    for name, data in vhd_chain(out, rng) + vhdx_chain(out, rng) + \
+            vhdx_chain(out, rng, 4096, "-4k"):
         with open(os.path.join(out, "expect-%s.raw" % name), "wb") as f:
             f.write(data)
 

@@ -31,7 +31,8 @@ done
 
 # Differencing chains from the generator.
 python3 "$SRCDIR/tests/gen-vhd.py" gen 7 || exit 1
-for f in base.vhd diff1.vhd diff2.vhd base.vhdx diff1.vhdx diff2.vhdx; do
+for f in base.vhd diff1.vhd diff2.vhd base.vhdx diff1.vhdx diff2.vhdx base-4k.vhdx \
+	diff1-4k.vhdx diff2-4k.vhdx; do
 	ok "generated $f reads as expected" sh -c "'$FCAT' gen/$f | cmp -s - gen/expect-$f.raw"
 	if [ -x "$VDISK" ]; then
 		ok "generated $f: vdisk convert" sh -c "'$VDISK' convert -O raw gen/$f gen/out.raw && cmp -s gen/out.raw gen/expect-$f.raw"
