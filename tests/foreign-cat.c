@@ -319,7 +319,7 @@ main(int argc, char **argv)
 {
 	const char *fmt = NULL;
 	int opt, snap = -1, mode = 0, ret = 0, i, nthreads = 0;
-	struct vd_layer *top;
+	struct vd_layer *top, *orig = NULL;
 	uint64_t off;
 	static uint8_t buf[1 << 20];
 
@@ -361,6 +361,7 @@ main(int argc, char **argv)
 			fprintf(stderr, "foreign-cat: snapshot %d: %s\n", snap, vd_get_error());
 			return 2;
 		}
+		orig = top;
 		top = v;
 	}
 	chain_open(top);
@@ -437,6 +438,9 @@ main(int argc, char **argv)
 	}
 	for (i = nlayers - 1; i >= 0; i--) {
 		layer_close(layers[i]);
+	}
+	if (orig) {
+		layer_close(orig);
 	}
 	return ret;
 }
