@@ -37,7 +37,7 @@
 #define TGT_NAA_OUI 0x0d7e5au /* vendor part of the NAA id (locally chosen) */
 
 struct tgt_lun *
-tgt_lun_open(const char *path, bool ro, const char *serial_override)
+tgt_lun_open(const char *path, bool ro, const char *serial_override, uint32_t pbsize)
 {
 	struct tgt_lun *lu = calloc(1, sizeof(*lu));
 	char real[PATH_MAX];
@@ -72,7 +72,10 @@ tgt_lun_open(const char *path, bool ro, const char *serial_override)
 		goto err;
 	}
 	lu->block_size = 512;
-	lu->pb_exp = 3;
+	lu->pb_exp = 0;
+	while ((512u << lu->pb_exp) < pbsize && lu->pb_exp < 7) {
+		lu->pb_exp++;
+	}
 	lu->nblocks = size / lu->block_size;
 	if (lu->nblocks == 0) {
 		e = EINVAL;

@@ -150,6 +150,7 @@ tgt_config_lun(struct tgt_config_target *ct, const char *spec, char *err, size_t
 		return -EINVAL;
 	}
 	s->lun = (uint64_t)n;
+	s->pbsize = 4096;
 	char *path = strtok_r(eq + 1, ",", &save);
 	if (!path || !*path) {
 		cfg_err(err, errlen, "missing path in LUN '%s'", spec);
@@ -161,6 +162,13 @@ tgt_config_lun(struct tgt_config_target *ct, const char *spec, char *err, size_t
 			s->ro = true;
 		} else if (!strcmp(opt, "rw")) {
 			s->ro = false;
+		} else if (!strncmp(opt, "pbsize=", 7)) {
+			long v = strtol(opt + 7, NULL, 10);
+			if (v < 512 || v > 65536 || (v & (v - 1))) {
+				cfg_err(err, errlen, "pbsize must be a power of two, 512..65536");
+				return -EINVAL;
+			}
+			s->pbsize = (uint32_t)v;
 		} else if (!strncmp(opt, "serial=", 7) && strlen(opt + 7) < sizeof(s->serial)) {
 			snprintf(s->serial, sizeof(s->serial), "%s", opt + 7);
 		} else {

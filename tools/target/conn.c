@@ -609,6 +609,31 @@ conn_protocol_error(struct iscsi_conn *c, const uint8_t *bhs, const char *why)
 	conn_flush(c);
 }
 
+/* A broken Data-Out sequence: end the command with CHECK CONDITION, keep the session. */
+static void
+task_fail_data(struct iscsi_conn *c, struct iscsi_task *t, const char *why)
+{
+	uint8_t h[ISCSI_BHS_LEN] = { 0 };
+	uint8_t *sense = malloc(2 + 18);
+	struct scsi_cmd tmp;
+
+	tgt_info("%s: task 0x%x: %s", c->peer, t->itt, why);
+	memset(&tmp, 0, sizeof(tmp));
+	scsi_sense(&tmp, SK_ABORTED_COMMAND, 0x4b00); /* DATA PHASE ERROR */
+	h[0] = ISCSI_OP_SCSI_RSP;
+	h[1] = 0x80;
+	h[3] = SAM_STAT_CHECK_CONDITION;
+	put_be32(h + BHS_ITT, t->itt);
+	conn_stamp(c, h, true);
+	if (sense) {
+		put_be16(sense, 18);
+		memcpy(sense + 2, tmp.sense, 18);
+	}
+	conn_queue_pdu(c, h, sense, sense ? 20 : 0, sense, NULL);
+	task_finish(t);
+	conn_flush(c);
+}
+
 static void
 handle_data_out(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *data, uint32_t dlen)
 {
@@ -625,13 +650,13 @@ handle_data_out(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *data, u
 		return;
 	}
 	if (off > t->edtl || dlen > t->edtl - off) {
-		conn_protocol_error(c, bhs, "Data-Out beyond the expected length");
+		task_fail_data(c, t, "Data-Out beyond the expected length");
 		return;
 	}
 	if (ttt == ISCSI_RSVD_TAG) {
 		if (!t->unsol_open || off != t->unsol_next || datasn != t->unsol_datasn ||
 		    off + dlen > t->unsol_end) {
-			conn_protocol_error(c, bhs, "bad unsolicited Data-Out");
+			task_fail_data(c, t, "bad unsolicited Data-Out (offset or DataSN)");
 			return;
 		}
 		memcpy(t->cmd.out + off, data, dlen);
@@ -651,7 +676,7 @@ handle_data_out(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *data, u
 		}
 	}
 	if (!s || off != s->next || datasn != s->datasn || off + dlen > s->off + s->len) {
-		conn_protocol_error(c, bhs, "bad solicited Data-Out (offset, DataSN or TTT)");
+		task_fail_data(c, t, "bad solicited Data-Out (offset, DataSN or TTT)");
 		return;
 	}
 	memcpy(t->cmd.out + off, data, dlen);
@@ -660,7 +685,7 @@ handle_data_out(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *data, u
 	t->got += dlen;
 	if (final) {
 		if (s->next != s->off + s->len) {
-			conn_protocol_error(c, bhs, "R2T sequence ended early");
+			task_fail_data(c, t, "R2T sequence ended early");
 			return;
 		}
 		s->used = false;
@@ -696,6 +721,53 @@ cmd_respond_now(struct iscsi_conn *c, const uint8_t *bhs, uint8_t key, uint16_t 
 	put_be16(sense, 18);
 	memcpy(sense + 2, tmp.sense, 18);
 	conn_queue_pdu(c, h, sense, 20, sense, NULL);
+}
+
+/* Queue a unit attention on every session of target tg (for one LUN, or all). */
+static void
+conn_set_ua(struct tgt_target *tg, bool all, uint64_t lun, uint16_t asc)
+{
+	struct iscsi_conn *c;
+	TAILQ_FOREACH (c, &srv.conns, link) {
+		if (!c->ffp || c->tgt != tg) {
+			continue;
+		}
+		for (int i = 0; i < tg->nluns; i++) {
+			if (!all && tg->luns[i].lun != lun) {
+				continue;
+			}
+			bool have = false;
+			for (int k = 0; k < c->nua; k++) {
+				have |= c->ua[k].lun == tg->luns[i].lun;
+			}
+			if (!have && c->nua < (int)(sizeof(c->ua) / sizeof(c->ua[0]))) {
+				c->ua[c->nua].lun = tg->luns[i].lun;
+				c->ua[c->nua].asc = asc;
+				c->nua++;
+			}
+		}
+	}
+}
+
+/* Report (and clear) a pending unit attention instead of running the command. */
+static bool
+conn_take_ua(struct iscsi_conn *c, const uint8_t *bhs)
+{
+	uint8_t op = bhs[BHS_CMD_CDB];
+	if (c->nua == 0 || op == 0x12 || op == 0xa0 || op == 0x03) {
+		return false;
+	}
+	uint64_t lun = iscsi_lun_decode(bhs + BHS_LUN);
+	for (int k = 0; k < c->nua; k++) {
+		if (c->ua[k].lun == lun) {
+			uint16_t asc = c->ua[k].asc;
+			c->ua[k] = c->ua[--c->nua];
+			cmd_respond_now(c, bhs, SK_UNIT_ATTENTION, asc);
+			conn_flush(c);
+			return true;
+		}
+	}
+	return false;
 }
 
 /* CmdSN window check for a non-immediate request; false: silently ignore it. */
@@ -734,6 +806,9 @@ handle_scsi_cmd(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *ahs, ui
 	}
 	if (task_find(c, itt)) {
 		conn_reject(c, bhs, ISCSI_REJECT_PROTOCOL); /* task tag in use */
+		return;
+	}
+	if (conn_take_ua(c, bhs)) {
 		return;
 	}
 	if (dlen && (!w || !c->params.immediate_data || dlen > edtl ||
@@ -885,11 +960,13 @@ handle_tmf(struct iscsi_conn *c, const uint8_t *bhs)
 		}
 		tmf_abort_matching(c, w, false, bhs + BHS_LUN);
 		tmf_reset_luns(c->tgt, false, lun);
+		conn_set_ua(c->tgt, false, lun, 0x2903); /* BUS DEVICE RESET FUNCTION OCCURRED */
 		break;
 	case ISCSI_TMF_TARGET_WARM_RESET:
 	case ISCSI_TMF_TARGET_COLD_RESET:
 		tmf_abort_matching(c, w, true, NULL);
 		tmf_reset_luns(c->tgt, true, 0);
+		conn_set_ua(c->tgt, true, 0, 0x2900); /* POWER ON, RESET, OR BUS DEVICE RESET */
 		w->cold_reset = fn == ISCSI_TMF_TARGET_COLD_RESET;
 		break;
 	case ISCSI_TMF_CLEAR_ACA:

@@ -133,6 +133,12 @@ struct iscsi_conn {
 	uint32_t next_ttt;
 	TAILQ_HEAD(, iscsi_task) tasks;
 	int ntasks;
+	/* unit attentions pending for this I_T nexus */
+	int nua;
+	struct {
+		uint64_t lun;
+		uint16_t asc;
+	} ua[16];
 	/* keep-alive */
 	bool nop_out;
 	uint32_t nop_ttt;

@@ -63,7 +63,8 @@ usage(FILE *f)
 		"Export plain files or block devices as iSCSI LUNs on one or more portals.\n"
 		"  --iqn IQN            target name (iqn.YYYY-MM.reversed.domain:name)\n"
 		"  --portal A:P[,TPGT]  listen on address A port P in portal group TPGT (1)\n"
-		"  --lun N=PATH[,ro]    export PATH as LUN N (ro: read-only; serial=S: fixed id)\n"
+		"  --lun N=PATH[,opts]  export PATH as LUN N; opts: ro, serial=S (fixed identity),\n"
+		"                       pbsize=B (physical block size, 4096 by default)\n"
 		"  --chap USER:SECRET   require CHAP from initiators\n"
 		"  --mutual-chap U:S    the target's own credentials for mutual CHAP\n"
 		"  --allow IQN          only these initiators may log in (repeatable)\n"
@@ -211,7 +212,8 @@ find_existing_lun(const struct tgt_lun_spec *s)
 	TAILQ_FOREACH (t, server_targets(), link) {
 		for (int i = 0; i < t->nluns; i++) {
 			struct tgt_lun *lu = t->luns[i].lu;
-			if (lu && !strcmp(lu->path, s->path) && lu->ro == s->ro) {
+			if (lu && !strcmp(lu->path, s->path) && lu->ro == s->ro &&
+			    (512u << lu->pb_exp) == s->pbsize) {
 				return lu;
 			}
 		}
@@ -243,7 +245,7 @@ apply_config(struct tgt_config *cfg, bool initial)
 			if (lu) {
 				tgt_lun_get(lu);
 			} else {
-				lu = tgt_lun_open(s->path, s->ro, s->serial);
+				lu = tgt_lun_open(s->path, s->ro, s->serial, s->pbsize);
 				if (!lu) {
 					r = -errno;
 					tgt_err("cannot open LUN %llu of %s: %s: %s",

@@ -16,7 +16,7 @@
 
 #include "target.h"
 
-#define SBC_MAX_WS_BLOCKS (1u << 22) /* 2 GiB of 512-byte blocks per WRITE SAME */
+#define SBC_MAX_WS_BLOCKS 16384 /* VPD B0 MAXIMUM WRITE SAME LENGTH */
 #define SBC_MAX_CAW_BLOCKS 255
 #define SBC_MAX_UNMAP_DESC 256
 
@@ -128,7 +128,7 @@ sbc_read(struct scsi_cmd *cmd)
 static int
 sbc_data_short(struct scsi_cmd *cmd, size_t need)
 {
-	/* EDTL < SPDTL: refuse rather than write a truncated block (FCP-4 option b). */
+	/* The data to compare did not all arrive: refuse (FCP-4 option b). */
 	(void)need;
 	return scsi_sense(cmd, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_IU);
 }
@@ -187,7 +187,12 @@ sbc_write(struct scsi_cmd *cmd)
 	cmd->has_spdtl = true;
 	cmd->spdtl = (uint32_t)len;
 	if (cmd->out_len < len) {
-		return sbc_data_short(cmd, len);
+		/* EDTL < SPDTL: FCP-4 (a), process the command but transfer no more
+		 * than EDTL; only whole blocks reach the medium. */
+		len = cmd->out_len / lu->block_size * lu->block_size;
+		if (len == 0) {
+			return SAM_STAT_GOOD;
+		}
 	}
 	uint64_t off = rw.lba * lu->block_size;
 	if (excl) {
@@ -384,6 +389,24 @@ sbc_get_lba_status(struct scsi_cmd *cmd)
 }
 
 int
+sbc_read_defect_data(struct scsi_cmd *cmd)
+{
+	bool twelve = cmd->cdb[0] == 0xb7;
+	uint32_t alloc = twelve ? get_be32(cmd->cdb + 6) : get_be16(cmd->cdb + 7);
+	uint8_t fmt = twelve ? cmd->cdb[1] : cmd->cdb[2];
+
+	/* a file has no defects: an empty list in the format asked for */
+	if (scsi_alloc_in(cmd, twelve ? 8 : 4) < 0) {
+		return scsi_sense_errno(cmd, -ENOMEM);
+	}
+	cmd->in[1] = fmt & 0x1f;
+	if (cmd->in_len > alloc) {
+		cmd->in_len = alloc;
+	}
+	return SAM_STAT_GOOD;
+}
+
+int
 sbc_service_action_in16(struct scsi_cmd *cmd)
 {
 	switch (cmd->cdb[1] & 0x1f) {
@@ -415,17 +438,6 @@ sbc_sync_cache(struct scsi_cmd *cmd)
 	return SAM_STAT_GOOD;
 }
 
-static bool
-sbc_all_zero(const uint8_t *p, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		if (p[i]) {
-			return false;
-		}
-	}
-	return true;
-}
-
 int
 sbc_write_same(struct scsi_cmd *cmd)
 {
@@ -445,24 +457,31 @@ sbc_write_same(struct scsi_cmd *cmd)
 		return scsi_sense(cmd, SK_ILLEGAL_REQUEST, ASC_LBA_OUT_OF_RANGE);
 	}
 	if (rw.nblocks == 0) {
-		/* WSNZ is set in VPD B0: zero blocks is not "to the end". */
-		return scsi_sense(cmd, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_CDB);
+		/* WSNZ is clear in VPD B0: zero blocks means up to the last LBA */
+		if (rw.lba >= lu->nblocks || lu->nblocks - rw.lba > SBC_MAX_WS_BLOCKS) {
+			return scsi_sense(cmd, rw.lba > lu->nblocks ? SK_ILLEGAL_REQUEST
+								   : SK_ILLEGAL_REQUEST,
+					  rw.lba > lu->nblocks ? ASC_LBA_OUT_OF_RANGE
+							       : ASC_INVALID_FIELD_IN_CDB);
+		}
+		rw.nblocks = (uint32_t)(lu->nblocks - rw.lba);
 	}
 	if (rw.nblocks > SBC_MAX_WS_BLOCKS) {
 		return scsi_sense(cmd, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_CDB);
 	}
-	if (!ndob && cmd->out_len < bs) {
+	if ((!ndob && cmd->out_len != bs) || (ndob && cmd->out_len)) {
 		return scsi_sense(cmd, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_CDB);
 	}
 	if (unmap && !lu->can_unmap) {
 		return scsi_sense(cmd, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_CDB);
 	}
-	bool zero = ndob || sbc_all_zero(cmd->out, bs);
 	uint64_t off = rw.lba * bs;
 	uint64_t total = (uint64_t)rw.nblocks * bs;
 
 	pthread_rwlock_rdlock(&lu->io_lock);
-	if (unmap && zero) {
+	if (unmap) {
+		/* UNMAP wins over the pattern (as LIO and tgt do, and libiscsi expects):
+		 * the blocks are deallocated and read back as zeros (LBPRZ). */
 		r = lun_punch(lu, off, total);
 	} else {
 		size_t chunk = total < (1u << 20) ? (size_t)total : (1u << 20);
@@ -557,7 +576,9 @@ sbc_compare_and_write(struct scsi_cmd *cmd)
 		return scsi_sense(cmd, SK_ILLEGAL_REQUEST, ASC_LBA_OUT_OF_RANGE);
 	}
 	if (n == 0) {
-		return SAM_STAT_GOOD;
+		/* nothing to compare; data with it means the CDB and the transfer disagree */
+		return cmd->out_len ? scsi_sense(cmd, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_CDB)
+				    : SAM_STAT_GOOD;
 	}
 	if (n > SBC_MAX_CAW_BLOCKS) {
 		return scsi_sense(cmd, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_CDB);

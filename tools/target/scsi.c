@@ -49,6 +49,7 @@ static const struct scsi_op_entry scsi_ops[] = {
 	{ 0x2f, false, { sbc_verify, R, 0, 10, U10 } },
 	{ 0x34, false, { sbc_prefetch, R, 0, 10, U10 } },
 	{ 0x35, false, { sbc_sync_cache, M, 0, 10, U10 } },
+	{ 0x37, false, { sbc_read_defect_data, R, 0, 10, U10 } },
 	{ 0x41, false, { sbc_write_same, W, 0, 10, U10 } },
 	{ 0x42, false, { sbc_unmap, W, 0, 10, U10 } },
 	{ 0x55, false, { spc_mode_select, SCSI_OP_ALUA_OK, 0, 10, U10 } },
@@ -74,6 +75,7 @@ static const struct scsi_op_entry scsi_ops[] = {
 	{ 0xaa, false, { sbc_write, W, 0, 12, U12 } },
 	{ 0xae, false, { sbc_write, W, 0, 12, U12 } },
 	{ 0xaf, false, { sbc_verify, R, 0, 12, U12 } },
+	{ 0xb7, false, { sbc_read_defect_data, R, 0, 12, U12 } },
 };
 
 const struct scsi_op *
@@ -139,6 +141,15 @@ int
 scsi_sense(struct scsi_cmd *cmd, uint8_t key, uint16_t asc_ascq)
 {
 	return scsi_sense_info(cmd, key, asc_ascq, UINT64_MAX);
+}
+
+int
+scsi_sense_field(struct scsi_cmd *cmd, uint16_t field_byte)
+{
+	scsi_sense(cmd, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_CDB);
+	cmd->sense[15] = 0x80 | 0x40; /* SKSV, C/D: the error is in the CDB */
+	put_be16(cmd->sense + 16, field_byte);
+	return SAM_STAT_CHECK_CONDITION;
 }
 
 int

@@ -116,7 +116,6 @@ spc_vpd(struct scsi_cmd *cmd, uint8_t page)
 	case 0xb0: {
 		uint32_t bs = lu->block_size;
 		n = 0x3c;
-		d[4] = 0x01; /* WSNZ */
 		d[5] = 255; /* maximum COMPARE AND WRITE length */
 		put_be16(d + 6, 1u << lu->pb_exp);
 		put_be32(d + 8, SCSI_MAX_XFER / bs);
@@ -128,7 +127,7 @@ spc_vpd(struct scsi_cmd *cmd, uint8_t page)
 			put_be32(d + 28, 1u << lu->pb_exp);
 			put_be32(d + 32, 0x80000000u);
 		}
-		put_be64(d + 36, 1u << 22);
+		put_be64(d + 36, 16384);
 		put_be32(d + 44, 2048); /* maximum atomic transfer length */
 		put_be32(d + 48, 8); /* atomic alignment */
 		put_be32(d + 52, 8); /* atomic transfer length granularity */
@@ -387,7 +386,7 @@ spc_report_tpgs(struct scsi_cmd *cmd)
 	uint32_t hl = fmt == 1 ? 8 : 4;
 
 	if (fmt > 1) {
-		return scsi_sense(cmd, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_CDB);
+		return scsi_sense_field(cmd, 1);
 	}
 	if (scsi_alloc_in(cmd, hl + 12 * (uint32_t)cmd->ntpgs) < 0) {
 		return scsi_sense_errno(cmd, -ENOMEM);
@@ -453,11 +452,11 @@ spc_report_opcodes(struct scsi_cmd *cmd)
 		return SAM_STAT_GOOD;
 	}
 	if (opts > 3) {
-		return scsi_sense(cmd, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_CDB);
+		return scsi_sense_field(cmd, 2);
 	}
 	bool has_sa = spc_op_has_sa(req_op);
 	if ((opts == 1 && has_sa) || (opts == 2 && !has_sa)) {
-		return scsi_sense(cmd, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_CDB);
+		return scsi_sense_field(cmd, 2);
 	}
 	o = scsi_op_find(req_op, has_sa ? (uint8_t)req_sa : 0);
 	if (o && has_sa && o->sa != req_sa) {

@@ -102,7 +102,8 @@ struct tgt_lun {
 };
 
 /* Open a LUN over path (file or block device); NULL + errno on failure. */
-struct tgt_lun *tgt_lun_open(const char *path, bool ro, const char *serial_override);
+struct tgt_lun *tgt_lun_open(const char *path, bool ro, const char *serial_override,
+			     uint32_t pbsize);
 struct tgt_lun *tgt_lun_get(struct tgt_lun *lu);
 void tgt_lun_put(struct tgt_lun *lu);
 
@@ -153,6 +154,7 @@ struct tgt_lun_spec {
 	char path[4096];
 	bool ro;
 	char serial[40];
+	uint32_t pbsize; /* physical block size: 512..65536, 4096 by default */
 };
 
 /* The parsed configuration (before LUNs are opened). */
@@ -258,6 +260,8 @@ void scsi_exec(struct scsi_cmd *cmd);
 int scsi_sense(struct scsi_cmd *cmd, uint8_t key, uint16_t asc_ascq);
 /* The same with the INFORMATION field (valid bit) set. */
 int scsi_sense_info(struct scsi_cmd *cmd, uint8_t key, uint16_t asc_ascq, uint64_t info);
+/* INVALID FIELD IN CDB with the sense-key specific field pointer (byte of the CDB). */
+int scsi_sense_field(struct scsi_cmd *cmd, uint16_t field_byte);
 /* Map a -errno from the backend to sense data. */
 int scsi_sense_errno(struct scsi_cmd *cmd, int err);
 /* Allocate cmd->in of len bytes (zeroed); -ENOMEM on failure. */
@@ -310,6 +314,7 @@ int sbc_write_same(struct scsi_cmd *cmd);
 int sbc_unmap(struct scsi_cmd *cmd);
 int sbc_compare_and_write(struct scsi_cmd *cmd);
 int sbc_prefetch(struct scsi_cmd *cmd);
+int sbc_read_defect_data(struct scsi_cmd *cmd);
 /* pr.c */
 int pr_in(struct scsi_cmd *cmd);
 int pr_out(struct scsi_cmd *cmd);
