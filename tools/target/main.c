@@ -371,7 +371,14 @@ main(int argc, char **argv)
 			fclose(f);
 		}
 	}
-	/* workers start after daemon(): threads do not survive fork */
+	/* workers start after daemon() (threads do not survive fork) and with the
+	 * signals blocked, so that only the loop's signalfd sees them */
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigprocmask(SIG_BLOCK, &set, NULL);
 	int r = workq_start(cfg.workers);
 	if (r < 0) {
 		tgt_err("cannot start workers: %s", strerror(-r));
