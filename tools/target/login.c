@@ -45,6 +45,7 @@ struct login_ctx {
 	uint8_t mutual_chal[1024];
 	int mutual_chal_len;
 	bool got_auth_method;
+	char auth_methods[256];
 };
 
 static void
@@ -105,24 +106,9 @@ login_key(char *key, char *val, void *arg)
 		   !strcmp(key, "TargetPortalGroupTag") || !strcmp(key, "TargetAddress")) {
 		/* declarative from the initiator, or ours: nothing to answer */
 	} else if (!strcmp(key, "AuthMethod")) {
+		/* answered once the target (and so its secrets) is known */
 		lc->got_auth_method = true;
-		if (lc->csg != ISCSI_STAGE_SECURITY) {
-			text_add(&lc->rsp, key, "Irrelevant");
-		} else if (c->auth_required) {
-			if (list_has(val, "CHAP")) {
-				text_add(&lc->rsp, key, "CHAP");
-				c->auth = AUTH_WAIT_A;
-			} else {
-				text_add(&lc->rsp, key, "Reject");
-				login_fail(lc, ISCSI_LOGIN_AUTH_FAILED);
-			}
-		} else if (list_has(val, "None")) {
-			text_add(&lc->rsp, key, "None");
-			c->auth = AUTH_DONE;
-		} else {
-			text_add(&lc->rsp, key, "Reject");
-			login_fail(lc, ISCSI_LOGIN_AUTH_FAILED);
-		}
+		snprintf(lc->auth_methods, sizeof(lc->auth_methods), "%s", val);
 	} else if (!strcmp(key, "CHAP_A")) {
 		lc->got_chap_a = true;
 		lc->chap_a_ok = list_has(val, "5");
@@ -365,6 +351,28 @@ login_handle(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *data, uint
 			 c->isid[5]);
 	}
 
+	if (lc.got_auth_method) {
+		const char *am = lc.auth_methods;
+		if (csg != ISCSI_STAGE_SECURITY) {
+			text_add(&lc.rsp, "AuthMethod", "Irrelevant");
+		} else if (c->auth_required) {
+			if (list_has(am, "CHAP")) {
+				text_add(&lc.rsp, "AuthMethod", "CHAP");
+				c->auth = AUTH_WAIT_A;
+			} else {
+				text_add(&lc.rsp, "AuthMethod", "Reject");
+				login_fail(&lc, ISCSI_LOGIN_AUTH_FAILED);
+				goto respond;
+			}
+		} else if (list_has(am, "None")) {
+			text_add(&lc.rsp, "AuthMethod", "None");
+			c->auth = AUTH_DONE;
+		} else {
+			text_add(&lc.rsp, "AuthMethod", "Reject");
+			login_fail(&lc, ISCSI_LOGIN_AUTH_FAILED);
+			goto respond;
+		}
+	}
 	if (csg == ISCSI_STAGE_SECURITY) {
 		if (c->auth_required) {
 			login_chap(&lc);
