@@ -20,8 +20,12 @@ inq() { # INITIATOR URL
 }
 U="127.0.0.1:$P1/$IQN/0"
 ok "right secret logs in" inq "$GOOD" "iscsi://alice%alice-secret-12@$U"
-ok "right secret with header digest CRC32C" inq "$GOOD" \
-	"iscsi://alice%alice-secret-12@$U?header_digest=crc32c"
+randfile "$T/src" $((4 * 1024 * 1024)) 7
+ok "qemu-img with CHAP and HeaderDigest=CRC32C writes" qemu-img convert -n -f raw \
+	--target-image-opts "$T/src" "driver=iscsi,transport=tcp,portal=127.0.0.1:$P1,target=$IQN,lun=0,header-digest=crc32c,user=alice,password-secret=sec0,initiator-name=$GOOD" \
+	--object secret,id=sec0,data=alice-secret-12
+ok "header digest was in force" grep -q "digests: header CRC32C" "$T/target.log"
+ok "data arrived intact" cmp -s "$T/src" "$T/disk" -n $((4 * 1024 * 1024))
 ok_fail "wrong secret refused" inq "$GOOD" "iscsi://alice%wrong-secret-99@$U"
 ok_fail "wrong user refused" inq "$GOOD" "iscsi://bob%alice-secret-12@$U"
 ok_fail "no CHAP refused" inq "$GOOD" "iscsi://$U"

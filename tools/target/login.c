@@ -422,8 +422,10 @@ login_handle(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *data, uint
 		if (!c->discovery) {
 			conn_reinstate(c);
 		}
-		tgt_info("%s: %s session of %s%s%s", c->peer, c->discovery ? "discovery" : "normal",
-			 c->iport, c->discovery ? "" : " on ", c->discovery ? "" : c->tgt->iqn);
+		tgt_info("%s: %s session of %s%s%s (digests: header %s, data %s)", c->peer,
+			 c->discovery ? "discovery" : "normal", c->iport, c->discovery ? "" : " on ",
+			 c->discovery ? "" : c->tgt->iqn, c->hdigest ? "CRC32C" : "none",
+			 c->ddigest ? "CRC32C" : "none");
 		text_buf_free(&lc.rsp);
 		return;
 	}
