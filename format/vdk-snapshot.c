@@ -189,7 +189,7 @@ vd_snapshot_create(struct vd_image *img, const char *name)
 	flock(top->fd, LOCK_SH | LOCK_NB);
 	top->readonly = true;
 	st->writable = false;
-	st->cache_limit = (8ull << 20);
+	st->cache_limit = (16ull << 20);
 	free(top->name);
 	top->name = strdup(name);
 	top->created = now;
