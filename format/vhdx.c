@@ -455,6 +455,7 @@ vhdx_open(struct vd_layer *l)
 		s->bat[i] = le64toh(s->bat[i]);
 	}
 	l->size = size;
+	l->created = ft_file_mtime(l->fd);
 	l->granularity = s->has_parent ? s->lss : VD_MIN(s->block, 1u << 21);
 	ret = 0;
 out:

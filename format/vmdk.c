@@ -806,6 +806,10 @@ vmdk_open(struct vd_layer *l)
 	free(hint);
 	free(desc);
 	vmdk_vmsd_name(l);
+	if (!l->created) {
+		/* No .vmsd time: when the extents were last written (the data, not the descriptor). */
+		l->created = ft_file_mtime(s->ext[s->n - 1].fd >= 0 ? s->ext[s->n - 1].fd : l->fd);
+	}
 	return 0;
 fail:
 	free(hint);

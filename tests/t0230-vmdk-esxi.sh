@@ -22,9 +22,9 @@ info=$("$FCAT" -i vm/vm-000002.vmdk)
 ok_eq "$(printf '%s\n' "$info" | awk '{print $5}' | tr '\n' ' ')" \
 	"backing=vm-000001.vmdk backing=vm.vmdk backing=- " "chain through parentFileNameHint"
 # Names and times from the .vmsd: "name=after upgrade created=..." per layer.
-got=$(printf '%s\n' "$info" | sed -n 's/.* name=\(.*\) created=\([0-9]*\) .*/\1|\2/p' | tr '\n' ';')
+got=$(printf '%s\n' "$info" | tail -n +2 | sed -n 's/.* name=\(.*\) created=\([0-9]*\) .*/\1|\2/p' | tr '\n' ';')
 exp=$(awk -F'\t' '{printf "%s|%s\n", $2, $3}' vm/expect-names.txt | tac | tr '\n' ';')
-ok_eq "$got" "-|0;$exp" "snapshot names and times from vm.vmsd"
+ok_eq "$got" "$exp" "snapshot names and times from vm.vmsd"
 ok "seSparse map reports zero grains" sh -c "'$FCAT' -m vm/vm-000002.vmdk | grep -q zero"
 ok "check passes on the chain" sh -c "'$FCAT' -c vm/vm-000002.vmdk >/dev/null"
 
