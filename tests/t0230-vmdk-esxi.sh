@@ -49,4 +49,16 @@ ok "check reports the COWD corruption" sh -c "'$FCAT' -c novmsd/vm-000001.vmdk |
 cp vm/vm*.vmdk novmsd/
 dd if=/dev/urandom of=novmsd/vm-000002-sesparse.vmdk bs=1 seek=$((8 * 512)) count=64 conv=notrunc 2>/dev/null
 no_crash "seSparse with a garbage grain directory" novmsd/vm-000002.vmdk
+# A hostile .vmsd (1 MiB of snapshot keys) costs one linear scan, not a hang.
+mkdir big
+cp vm/vm*.vmdk big/
+python3 -c '
+import sys
+out = []
+n = 0
+while sum(map(len, out)) < 1000000:
+    out.append("snapshot%d.disk%d.fileName = \"other%d.vmdk\"\n" % (n // 64, n % 64, n))
+    n += 1
+open("big/vm.vmsd", "w").write("".join(out))'
+ok "1 MiB .vmsd is scanned quickly" timeout 10 "$FCAT" -i big/vm-000002.vmdk
 done_testing
