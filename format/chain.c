@@ -579,17 +579,65 @@ chain_status_below(struct vd_image *img, uint64_t off, uint64_t len, struct vd_e
 int
 chain_read_below(struct vd_image *img, void *buf, size_t len, uint64_t off)
 {
+	struct vd_chain *c = img->chain;
+	int first = img->anchor->index + 1;
 	char *p = buf;
 
 	while (len > 0) {
 		struct vd_extent e;
-		int r = chain_status_below(img, off, len, &e);
+		uint8_t v;
+		uint32_t gran;
+		uint64_t run;
+		int r;
 
+		if (first >= c->n) {
+			memset(p, 0, len);
+			return 0;
+		}
+		r = merged_lookup(img, off, &v, &gran);
+		if (r < 0) {
+			return r;
+		}
+		run = VD_MIN((uint64_t)len, VD_ALIGN_DOWN(off, (uint64_t)gran) + gran - off);
+		if (v != SLOT_MIXED && v != SLOT_NONE) {
+			/* The layer that holds the slot reads it directly (ZERO reads as zeroes). */
+			struct vd_layer *l = c->layers[v];
+
+			while (run < len) {
+				uint8_t v2;
+				uint32_t g2;
+
+				r = merged_lookup(img, off + run, &v2, &g2);
+				if (r < 0) {
+					return r;
+				}
+				if (v2 != v) {
+					break;
+				}
+				run = VD_MIN((uint64_t)len, run + gran);
+			}
+			if (off >= l->size) {
+				memset(p, 0, (size_t)run);
+			} else {
+				uint64_t in = VD_MIN(run, l->size - off);
+
+				r = layer_pread(l, p, (size_t)in, off);
+				if (r < 0) {
+					return r;
+				}
+				memset(p + in, 0, (size_t)(run - in));
+			}
+			p += run;
+			off += run;
+			len -= (size_t)run;
+			continue;
+		}
+		r = chain_status_below(img, off, len, &e);
 		if (r < 0) {
 			return r;
 		}
 		if (e.type == VD_EXTENT_DATA) {
-			r = layer_pread(img->chain->layers[e.layer], p, (size_t)e.length, off);
+			r = layer_pread(c->layers[e.layer], p, (size_t)e.length, off);
 			if (r < 0) {
 				return r;
 			}

@@ -168,6 +168,19 @@ vdk_check(struct vd_layer *l, vd_check_fn report, void *opaque, int layer_idx,
 	if (fstat(l->fd, &sb) < 0) {
 		return vd_set_error(errno, "%s: %s", l->path, strerror(errno));
 	}
+	{
+		struct vdk_header h;
+
+		if (vdk_header_read(l->fd, l->path, &h) == 0) {
+			for (int i = 0; i < VDK_HDR_SLOTS; i++) {
+				if (h.slot_damaged[i]) {
+					check_say(&cx, VD_CHECK_CORRUPT,
+						  "header copy %d is damaged (the other copy is used; "
+						  "the next write open rewrites it)", i);
+				}
+			}
+		}
+	}
 	cx.file_blocks = VD_DIV_ROUND_UP((uint64_t)sb.st_size, st->bs);
 	cx.seen = calloc(1, cx.file_blocks / 8 + 1);
 	cx.nodes = malloc((size_t)st->node_size * st->levels);

@@ -189,7 +189,7 @@ vd_snapshot_create(struct vd_image *img, const char *name)
 	flock(top->fd, LOCK_SH | LOCK_NB);
 	top->readonly = true;
 	st->writable = false;
-	st->cache_limit = (8ull << 20);
+	st->cache_limit = (16ull << 20);
 	free(top->name);
 	top->name = strdup(name);
 	top->created = now;
@@ -219,6 +219,63 @@ out:
 	}
 	free(frozen);
 	free(tmp);
+	return r;
+}
+
+/*
+ * Before a merge writes n bytes into ch, a frozen encrypted layer: every layer
+ * of the chain with the same uuid shares its data key, hence its block key, so
+ * ch must seal with counters no other layer has used or will use. Take them
+ * above the highest counter reservation in the chain, and move the writable
+ * top's reservation past them (committed before they are used). Chain write
+ * lock held.
+ */
+static int
+snap_merge_counters(struct vd_chain *c, struct vd_layer *ch, uint64_t n)
+{
+	struct vdk_state *cst = ch->st, *tst;
+	struct vd_layer *top = c->layers[0];
+	uint64_t base = 0, need;
+	int r = 0;
+
+	if (!cst->crypt || top == ch) {
+		return 0;
+	}
+	need = (n >> cst->bshift) + 2;
+	for (int i = 0; i < c->n; i++) {
+		struct vdk_state *ls = c->layers[i]->st;
+
+		if (c->layers[i]->drv != &vd_vdk_driver || !ls->crypt ||
+		    memcmp(ls->hdr.uuid, cst->hdr.uuid, 16) != 0) {
+			continue;
+		}
+		pthread_mutex_lock(&ls->lock);
+		base = VD_MAX(base, VD_MAX(ls->ctr_next, ls->hdr.ctr_next));
+		pthread_mutex_unlock(&ls->lock);
+	}
+	tst = top->st;
+	if (top->drv == &vd_vdk_driver && tst->crypt && tst->writable &&
+	    memcmp(tst->hdr.uuid, cst->hdr.uuid, 16) == 0) {
+		pthread_mutex_lock(&tst->lock);
+		if (base + need >= tst->hdr.ctr_next) {
+			uint64_t old = tst->hdr.ctr_next;
+
+			tst->hdr.ctr_next = base + need + (1ull << 20);
+			r = vdk_header_write(top->fd, top->path, &tst->hdr, tst->crypt);
+			if (r < 0) {
+				tst->hdr.ctr_next = old;
+			}
+		}
+		if (r == 0) {
+			tst->ctr_next = base + need;
+		}
+		pthread_mutex_unlock(&tst->lock);
+	}
+	if (r == 0) {
+		pthread_mutex_lock(&cst->lock);
+		cst->ctr_next = base;
+		pthread_mutex_unlock(&cst->lock);
+	}
 	return r;
 }
 
@@ -259,6 +316,9 @@ snap_merge_into_child(struct vd_chain *c, struct vd_layer *s, struct vd_layer *c
 					r = ch->drv->zero(ch, pos, n);
 				} else {
 					r = layer_pread(s, buf, (size_t)n, pos);
+					if (r == 0) {
+						r = snap_merge_counters(c, ch, n);
+					}
 					if (r == 0) {
 						r = ch->drv->pwrite(ch, buf, (size_t)n, pos);
 					}

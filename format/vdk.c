@@ -52,7 +52,7 @@
 #define VDK_BATCH 256			/* blocks handled per lock acquisition */
 #define VDK_STRIPE_SHIFT 4		/* 16 blocks per stripe group */
 #define VDK_CACHE_TOP (64ull << 20)
-#define VDK_CACHE_FROZEN (8ull << 20)
+#define VDK_CACHE_FROZEN (16ull << 20)
 #define VDK_AUTOCOMMIT_DIRTY (64ull << 20)	/* dirty node bytes */
 #define VDK_CTR_RESERVE (1ull << 20)
 
@@ -259,6 +259,8 @@ vdk_header_read(int fd, const char *path, struct vdk_header *h)
 	struct vdk_header cand;
 	const char *why = "no valid header", *why0 = NULL;
 	int best = -1, r, err = -EINVAL;
+	uint64_t gens[VDK_HDR_SLOTS] = { 0 };
+	bool valid[VDK_HDR_SLOTS] = { false }, damaged[VDK_HDR_SLOTS] = { false };
 
 	for (int s = 0; s < VDK_HDR_SLOTS; s++) {
 		r = vd_pread_zerofill(fd, buf, sizeof(buf), (uint64_t)s * VDK_HDR_SIZE);
@@ -274,6 +276,8 @@ vdk_header_read(int fd, const char *path, struct vdk_header *h)
 				why0 = why;
 				err = r;
 			}
+			/* A copy that was written once (magic present) but does not verify. */
+			damaged[s] = memcmp(buf, VDK_MAGIC, 8) == 0;
 			continue;
 		}
 		if (best < 0 || cand.gen > h->gen) {
@@ -281,6 +285,13 @@ vdk_header_read(int fd, const char *path, struct vdk_header *h)
 			h->slot = s;
 			best = s;
 		}
+		gens[s] = cand.gen;
+		valid[s] = true;
+	}
+	h->slots_ok = 0;
+	for (int s = 0; s < VDK_HDR_SLOTS; s++) {
+		h->slots_ok += valid[s] && gens[s] == h->gen;
+		h->slot_damaged[s] = damaged[s];
 	}
 	if (best < 0) {
 		return vd_set_error(err == -ENOTSUP ? ENOTSUP : EINVAL, "%s: %s", path,
@@ -293,20 +304,23 @@ int
 vdk_header_write(int fd, const char *path, struct vdk_header *h, struct vdk_crypt *crypt)
 {
 	uint8_t buf[VDK_HDR_SIZE];
-	int slot, r;
+	int r = 0;
 
+	/* Both copies, one after the other, each made durable before the next is touched. */
 	h->gen++;
-	slot = (int)(h->gen % VDK_HDR_SLOTS);
 	vdk_header_encode(h, buf, crypt);
-	r = vd_full_pwrite(fd, buf, sizeof(buf), (uint64_t)slot * VDK_HDR_SIZE);
-	if (r == 0) {
-		r = vd_fdatasync(fd);
+	for (int slot = 0; slot < VDK_HDR_SLOTS && r == 0; slot++) {
+		r = vd_full_pwrite(fd, buf, sizeof(buf), (uint64_t)slot * VDK_HDR_SIZE);
+		if (r == 0) {
+			r = vd_fdatasync(fd);
+		}
 	}
 	if (r < 0) {
 		h->gen--;
 		return vd_set_error(r, "%s: cannot write header: %s", path, strerror(-r));
 	}
-	h->slot = slot;
+	h->slot = 0;
+	h->slots_ok = VDK_HDR_SLOTS;
 	return 0;
 }
 
@@ -374,7 +388,10 @@ vdk_create_file(const char *path, uint64_t size, uint32_t block_size, const char
 	if (fd < 0) {
 		return vd_set_error(errno, "%s: %s", path, strerror(errno));
 	}
-	r = vd_full_pwrite(fd, buf, sizeof(buf), (uint64_t)VDK_HDR_SIZE * (h.gen % 2));
+	r = vd_full_pwrite(fd, buf, sizeof(buf), 0);
+	if (r == 0) {
+		r = vd_full_pwrite(fd, buf, sizeof(buf), VDK_HDR_SIZE);
+	}
 	if (r == 0 && ftruncate(fd, (off_t)h.file_end) < 0) {
 		r = -errno;
 	}
@@ -1227,8 +1244,9 @@ vdk_maybe_autocommit(struct vd_layer *l)
 	int r = 0;
 
 	pthread_mutex_lock(&st->lock);
+	/* Bound what a commit owes: dirty map, and space held back for the committed tree. */
 	if ((uint64_t)st->ndirty * st->node_size > VDK_AUTOCOMMIT_DIRTY ||
-	    st->npending > (1u << 20)) {
+	    st->npending > VD_MAX(4096u, st->file_blocks / 16)) {
 		r = vdk_commit_locked(l);
 	}
 	pthread_mutex_unlock(&st->lock);
@@ -1483,6 +1501,9 @@ vdk_unlock(struct vd_layer *l)
 	if (!l->passphrase) {
 		return vd_set_error(EACCES, "%s: image is encrypted: a passphrase is needed", l->path);
 	}
+	if (sodium_init() < 0) {
+		return vd_set_error(EIO, "libsodium failed to initialise");
+	}
 	pass = sodium_malloc(1024);
 	if (!pass) {
 		return vd_set_error(ENOMEM, "out of memory");
@@ -1534,10 +1555,17 @@ vdk_open(struct vd_layer *l)
 	st->writable = !l->readonly;
 	st->has_backing = st->hdr.backing[0] != '\0';
 	st->cache_limit = st->writable ? VDK_CACHE_TOP : VDK_CACHE_FROZEN;
-	st->hash_size = 4096;
+	st->hash_size = 16384;
 	st->hash = calloc(st->hash_size, sizeof(*st->hash));
 	if (!st->hash) {
 		return vd_set_error(ENOMEM, "out of memory");
+	}
+	if (st->writable && st->hdr.slots_ok < VDK_HDR_SLOTS && !(st->hdr.incompat & VDK_INCOMPAT_ENCRYPTED)) {
+		/* One copy is stale or damaged (a crash during a commit): rewrite both. */
+		r = vdk_header_write(l->fd, l->path, &st->hdr, NULL);
+		if (r < 0) {
+			return r;
+		}
 	}
 	if (st->writable && (st->hdr.flags & VDK_FLAG_CORRUPT)) {
 		return vd_set_error(EIO, "%s: image is marked corrupt; open it read-only", l->path);

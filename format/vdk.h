@@ -19,7 +19,7 @@
 #define VDK_HDR_SIZE 4096
 #define VDK_HDR_SLOTS 2
 #define VDK_ENTRY_SIZE 32
-#define VDK_MIN_NODE_ENTRIES 1024
+#define VDK_MIN_NODE_ENTRIES 128
 #define VDK_MAX_LEVELS 6
 
 #define VDK_INCOMPAT_ENCRYPTED (1ull << 0)
@@ -95,6 +95,8 @@ struct vdk_header {
 	char backing_name[VDK_BNAME_MAX + 1];
 	uint8_t crypt_area[VDK_CRYPT_AREA_SIZE];
 	int slot;			/* which slot it was read from */
+	int slots_ok;			/* copies that verify and carry this generation */
+	bool slot_damaged[2];		/* a copy with the magic but a bad checksum or geometry */
 };
 
 struct vdk_node;
