@@ -60,7 +60,7 @@ seek_hole() {
 
 daemon_pid() {
 	for _p in /proc/[0-9]*; do
-		_c=$(tr '\0' ' ' <"$_p/cmdline" 2>/dev/null) || continue
+		_c=$(cat "$_p/cmdline" 2>/dev/null | tr '\0' ' ')
 		case "$_c" in
 		*vdiskfs*" $1 "* | *vdiskfs*" $1") echo "${_p#/proc/}"; return 0 ;;
 		esac
