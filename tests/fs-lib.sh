@@ -108,3 +108,8 @@ same_region() {
 vcheck() {
 	"$VDISK" check "$1" >"$T/check.out" 2>&1 || { sed 's/^/# /' "$T/check.out"; return 1; }
 }
+
+# quiet CMD...: run CMD with its output in $T/quiet.out (out of the TAP stream).
+quiet() {
+	"$@" >"$T/quiet.out" 2>&1
+}
