@@ -1,0 +1,88 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# vdisk-target basics with real initiators (libiscsi tools, qemu-img):
+# discovery lists every portal with its TPGT, identical and stable VPD 0x80/0x83
+# on both portals, qemu-img convert onto the LUN and back byte-identical, a
+# read-only LUN refuses writes, config file + SIGHUP reload, bad options refused,
+# SIGTERM exits cleanly.
+. "$(dirname "$0")/lib.sh"
+. "$SRCDIR/tools/target/test-lib.sh"
+requires which iscsi-inq iscsi-ls qemu-img
+
+P1=$(free_port)
+P2=$(free_port)
+truncate -s 64M "$T/disk"
+truncate -s 16M "$T/ro"
+start_target --iqn "$IQN" --portal "127.0.0.1:$P1" --portal "127.0.0.2:$P2" \
+	--lun 0="$T/disk" --lun 1="$T/ro,ro"
+ok "target listens on portal 1" wait_port 127.0.0.1 "$P1"
+ok "target listens on portal 2" wait_port 127.0.0.2 "$P2"
+
+iscsi-ls -s "iscsi://127.0.0.1:$P1" >"$T/ls" 2>&1
+ok "SendTargets lists portal 1 with TPGT" grep -q "Portal:127.0.0.1:$P1,1" "$T/ls"
+ok "SendTargets lists portal 2 with TPGT" grep -q "Portal:127.0.0.2:$P2,1" "$T/ls"
+ok "LUN 0 and 1 reported" sh -c "grep -q 'Lun:0 ' '$T/ls' && grep -q 'Lun:1 ' '$T/ls'"
+
+for p in 80 83; do
+	iscsi-inq -e 1 -c $((0x$p)) "$(lun_url 127.0.0.1 "$P1" 0)" >"$T/vpd$p.a" 2>&1
+	iscsi-inq -e 1 -c $((0x$p)) "$(lun_url 127.0.0.2 "$P2" 0)" >"$T/vpd$p.b" 2>&1
+	ok "VPD 0x$p answered" test -s "$T/vpd$p.a"
+	ok "VPD 0x$p identical on both portals" cmp -s "$T/vpd$p.a" "$T/vpd$p.b"
+done
+ok "VPD 0x83 has an NAA designator" grep -qi "naa" "$T/vpd83.a"
+iscsi-inq -e 1 -c 131 "$(lun_url 127.0.0.1 "$P1" 1)" >"$T/vpd83.lun1" 2>&1
+ok "LUNs have different identities" sh -c "! cmp -s '$T/vpd83.a' '$T/vpd83.lun1'"
+
+# qemu-img as a second initiator: random image on and off the LUN
+randfile "$T/src" $((8 * 1024 * 1024)) 42
+truncate -s 64M "$T/src"
+ok "qemu-img convert onto the LUN" qemu-img convert -n -f raw -O raw "$T/src" \
+	"$(lun_url 127.0.0.1 "$P1" 0)"
+ok "backing file holds the data" cmp -s "$T/src" "$T/disk"
+ok "qemu-img convert back over portal 2" qemu-img convert -f raw -O raw \
+	"$(lun_url 127.0.0.2 "$P2" 0)" "$T/back"
+ok "round trip is byte-identical" cmp -s "$T/src" "$T/back"
+ok_fail "writes to a read-only LUN fail" qemu-img convert -n -f raw -O raw "$T/src" \
+	"$(lun_url 127.0.0.1 "$P1" 1)"
+ok "read-only LUN unchanged" cmp -s "$T/ro" /dev/zero --bytes=16777216 2>/dev/null ||
+	ok "read-only LUN unchanged (all zero)" sh -c "[ \"\$(tr -d '\\000' <'$T/ro' | wc -c)\" -eq 0 ]"
+
+ok "SIGTERM: clean exit" stop_target
+
+# the identity is stable across restarts
+start_target --iqn "$IQN" --portal "127.0.0.1:$P1" --lun 0="$T/disk"
+iscsi-inq -e 1 -c 131 "$(lun_url 127.0.0.1 "$P1" 0)" >"$T/vpd83.c" 2>&1
+ok "VPD 0x83 stable across restarts" cmp -s "$T/vpd83.a" "$T/vpd83.c"
+ok "SIGTERM again" stop_target
+
+# config file, then SIGHUP adds a LUN without dropping the target
+cat >"$T/conf" <<EOT
+# test config
+workers = 2
+[target $IQN]
+portal = 127.0.0.1:$P1
+lun 0 = $T/disk
+EOT
+start_target --config "$T/conf"
+iscsi-ls -s "iscsi://127.0.0.1:$P1" >"$T/ls2" 2>&1
+ok "config file: one LUN" sh -c "grep -q 'Lun:0 ' '$T/ls2' && ! grep -q 'Lun:1 ' '$T/ls2'"
+echo "lun 1 = $T/ro,ro" >>"$T/conf"
+kill -HUP "$TPID"
+sleep 0.5
+iscsi-ls -s "iscsi://127.0.0.1:$P1" >"$T/ls3" 2>&1
+ok "SIGHUP reload adds LUN 1" grep -q 'Lun:1 ' "$T/ls3"
+echo "bogus line" >>"$T/conf"
+kill -HUP "$TPID"
+sleep 0.3
+ok "a broken reload keeps serving" sh -c "iscsi-inq '$(lun_url 127.0.0.1 "$P1" 1)' >/dev/null"
+ok "SIGTERM after reloads" stop_target
+
+# bad input: clear error, non-zero exit
+ok_fail "missing LUN refused" "$TARGET" -f --iqn "$IQN" --portal "127.0.0.1:$P1"
+ok_fail "bad IQN refused" "$TARGET" -f --iqn "nonsense" --portal "127.0.0.1:$P1" --lun 0="$T/disk"
+ok_fail "missing file refused" "$TARGET" -f --iqn "$IQN" --portal "127.0.0.1:$P1" \
+	--lun 0="$T/nope"
+ok_fail "bad portal refused" "$TARGET" -f --iqn "$IQN" --portal "127.0.0.1:99999" --lun 0="$T/disk"
+"$TARGET" -f --iqn "$IQN" --lun 0="$T/disk,bogus" >"$T/err" 2>&1
+ok "error message names the problem" grep -q "unknown LUN option 'bogus'" "$T/err"
+done_testing

@@ -1,0 +1,60 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# Hostile and broken peers against vdisk-target (tools/target/iscsi-peer.pl, an
+# independent mini initiator): CRC32C header and data digests end to end, bad
+# digests, an unknown opcode (Reject, session goes on), a data segment beyond
+# MaxRecvDataSegmentLength, a truncated PDU, a malformed login, a login that
+# never finishes, a connection dropped in the middle of a write (the backing
+# file is not touched), 64 sessions at once (memory stays small). After each,
+# the daemon keeps serving a real initiator.
+. "$(dirname "$0")/lib.sh"
+. "$SRCDIR/tools/target/test-lib.sh"
+requires which iscsi-inq perl
+
+P1=$(free_port)
+truncate -s 32M "$T/disk"
+start_target --iqn "$IQN" --portal "127.0.0.1:$P1" --lun 0="$T/disk"
+PEER="perl $SRCDIR/tools/target/iscsi-peer.pl 127.0.0.1 $P1 $IQN"
+alive() {
+	iscsi-inq "$(lun_url 127.0.0.1 "$P1" 0)" >/dev/null 2>&1
+}
+
+# a login that never finishes, running while everything else goes on
+$PEER hang-login 30 2>"$T/hang.err" &
+HANG=$!
+
+ok "CRC32C digests, immediate data, R2T, Data-In, NOP, Logout" $PEER digests
+for sc in bad-data-digest bad-header-digest bad-opcode oversized bad-login-text; do
+	ok "$sc: answered as RFC 7143 wants" $PEER $sc
+	ok "$sc: daemon still serves" alive
+done
+ok "truncated PDU then hang-up" $PEER truncated
+ok "truncated PDU: daemon still serves" alive
+
+dd if="$T/disk" of="$T/before" bs=512 skip=2048 count=256 2>/dev/null
+ok "connection dropped in the middle of a write" $PEER drop-mid-write 2048
+sleep 0.3
+dd if="$T/disk" of="$T/after" bs=512 skip=2048 count=256 2>/dev/null
+ok "half-written command left the backing file alone" cmp -s "$T/before" "$T/after"
+ok "dropped write: daemon still serves" alive
+
+$PEER sessions 64 4 >"$T/sessions.out" 2>&1 &
+SESS=$!
+for i in $(seq 50); do
+	grep -q ready "$T/sessions.out" && break
+	sleep 0.1
+done
+ok "64 sessions logged in at once" grep -q ready "$T/sessions.out"
+rss=$(awk '/VmRSS/ { print $2 }' /proc/"$TPID"/status)
+diag "daemon RSS with 64 sessions: ${rss} KiB"
+if [ "${VDISK_ASAN:-0}" != 1 ]; then
+	ok "under 64 MiB with 64 sessions" test "$rss" -lt 65536
+fi
+ok "a 65th initiator is served meanwhile" alive
+ok "64 sessions worked and logged out" wait $SESS
+
+ok "the never-finishing login was cut off by the target" wait $HANG
+ok "login timeout logged" grep -q "login not finished" "$T/target.log"
+ok "still serving at the end" alive
+ok "SIGTERM: clean exit" stop_target
+done_testing

@@ -1,0 +1,367 @@
+// SPDX-License-Identifier: MIT
+/*
+ * LUN backing store over a plain file or block device (after tgt's bs_rdwr.c
+ * and bs.c): full pread/pwrite loops, fdatasync for SYNCHRONIZE CACHE and FUA,
+ * fallocate(PUNCH_HOLE) for UNMAP, SEEK_DATA/SEEK_HOLE for GET LBA STATUS, and
+ * the worker pool that runs SCSI commands off the event loop.
+ *
+ * The pool is one FIFO shared by all LUNs (a pending list and a condition
+ * variable, like tgt's bs_thread): on a small machine one set of threads per
+ * LUN only adds context switches. A finished item moves to the done list and
+ * the eventfd wakes the loop, which sends the response.
+ *
+ * LUN identity: the NAA 6 id and the unit serial number are an MD5 of the
+ * canonical path of the backing file (or of the serial given in the config),
+ * so they are the same on every portal and across restarts of the daemon and
+ * remounts of a vdiskfs file system.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/fs.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <pthread.h>
+
+#include <md5.h>
+
+#include "target.h"
+
+#define TGT_NAA_OUI 0x0d7e5au /* vendor part of the NAA id (locally chosen) */
+
+struct tgt_lun *
+tgt_lun_open(const char *path, bool ro, const char *serial_override, uint32_t pbsize)
+{
+	struct tgt_lun *lu = calloc(1, sizeof(*lu));
+	char real[PATH_MAX];
+	struct stat st;
+	uint8_t digest[16];
+	MD5_CTX md5;
+	int e;
+
+	if (!lu) {
+		return NULL;
+	}
+	lu->fd = open(path, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	if (lu->fd < 0) {
+		e = errno;
+		goto err;
+	}
+	if (fstat(lu->fd, &st) < 0) {
+		e = errno;
+		goto err;
+	}
+	uint64_t size;
+	if (S_ISBLK(st.st_mode)) {
+		if (ioctl(lu->fd, BLKGETSIZE64, &size) < 0) {
+			e = errno;
+			goto err;
+		}
+	} else if (S_ISREG(st.st_mode)) {
+		size = (uint64_t)st.st_size;
+		lu->can_unmap = !ro;
+	} else {
+		e = EINVAL;
+		goto err;
+	}
+	lu->block_size = 512;
+	lu->pb_exp = 0;
+	while ((512u << lu->pb_exp) < pbsize && lu->pb_exp < 7) {
+		lu->pb_exp++;
+	}
+	lu->nblocks = size / lu->block_size;
+	if (lu->nblocks == 0) {
+		e = EINVAL;
+		goto err;
+	}
+	lu->ro = ro;
+	lu->wce = 1;
+	lu->refs = 1;
+	lu->dev_key = (uint64_t)st.st_dev << 32 ^ st.st_ino;
+	lu->path = strdup(path);
+	if (!lu->path) {
+		e = ENOMEM;
+		goto err;
+	}
+	if (!realpath(path, real)) {
+		snprintf(real, sizeof(real), "%s", path);
+	}
+	MD5Init(&md5);
+	if (serial_override && *serial_override) {
+		MD5Update(&md5, (const uint8_t *)serial_override, strlen(serial_override));
+		snprintf(lu->serial, sizeof(lu->serial), "%s", serial_override);
+	} else {
+		MD5Update(&md5, (const uint8_t *)real, strlen(real));
+	}
+	MD5Final(digest, &md5);
+	if (!serial_override || !*serial_override) {
+		for (int i = 0; i < 8; i++) {
+			snprintf(lu->serial + 2 * i, 3, "%02x", digest[i]);
+		}
+	}
+	/* NAA 6: 4-bit NAA, 24-bit OUI, 36 + 64 bits vendor specific */
+	lu->naa[0] = 0x60 | (TGT_NAA_OUI >> 20);
+	lu->naa[1] = (uint8_t)(TGT_NAA_OUI >> 12);
+	lu->naa[2] = (uint8_t)(TGT_NAA_OUI >> 4);
+	lu->naa[3] = (uint8_t)((TGT_NAA_OUI & 0xf) << 4) | (digest[0] & 0x0f);
+	memcpy(lu->naa + 4, digest + 1, 12);
+
+	pthread_rwlockattr_t attr;
+	pthread_rwlockattr_init(&attr);
+	pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&lu->io_lock, &attr);
+	pthread_rwlockattr_destroy(&attr);
+	pthread_mutex_init(&lu->lock, NULL);
+	return lu;
+err:
+	if (lu->fd >= 0) {
+		close(lu->fd);
+	}
+	free(lu->path);
+	free(lu);
+	errno = e;
+	return NULL;
+}
+
+struct tgt_lun *
+tgt_lun_get(struct tgt_lun *lu)
+{
+	if (lu) {
+		atomic_fetch_add_explicit((_Atomic int *)&lu->refs, 1, memory_order_relaxed);
+	}
+	return lu;
+}
+
+void
+tgt_lun_put(struct tgt_lun *lu)
+{
+	if (!lu) {
+		return;
+	}
+	if (atomic_fetch_sub_explicit((_Atomic int *)&lu->refs, 1, memory_order_acq_rel) != 1) {
+		return;
+	}
+	close(lu->fd);
+	pthread_rwlock_destroy(&lu->io_lock);
+	pthread_mutex_destroy(&lu->lock);
+	free(lu->path);
+	free(lu);
+}
+
+int
+lun_pread(struct tgt_lun *lu, void *buf, size_t len, uint64_t off)
+{
+	uint8_t *p = buf;
+	while (len) {
+		ssize_t n = pread(lu->fd, p, len, (off_t)off);
+		if (n < 0) {
+			if (errno == EINTR) {
+				continue;
+			}
+			return -errno;
+		}
+		if (n == 0) { /* past the end of a file that shrank: zeros */
+			memset(p, 0, len);
+			return 0;
+		}
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+int
+lun_pwrite(struct tgt_lun *lu, const void *buf, size_t len, uint64_t off)
+{
+	const uint8_t *p = buf;
+	while (len) {
+		ssize_t n = pwrite(lu->fd, p, len, (off_t)off);
+		if (n < 0) {
+			if (errno == EINTR) {
+				continue;
+			}
+			return -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+int
+lun_flush(struct tgt_lun *lu)
+{
+	return fdatasync(lu->fd) < 0 ? -errno : 0;
+}
+
+int
+lun_punch(struct tgt_lun *lu, uint64_t off, uint64_t len)
+{
+	if (fallocate(lu->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) == 0) {
+		return 0;
+	}
+	if (errno != EOPNOTSUPP && errno != ENOSYS) {
+		return -errno;
+	}
+	/* No hole punching here: unmapped blocks must still read as zeros (LBPRZ). */
+	static const uint8_t zero[65536];
+	while (len) {
+		size_t n = len < sizeof(zero) ? (size_t)len : sizeof(zero);
+		int r = lun_pwrite(lu, zero, n, off);
+		if (r < 0) {
+			return r;
+		}
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+int
+lun_block_status(struct tgt_lun *lu, uint64_t off, bool *mapped, uint64_t *run)
+{
+	uint64_t end = lu->nblocks * lu->block_size;
+	off_t d = lseek(lu->fd, (off_t)off, SEEK_DATA);
+	if (d < 0) {
+		if (errno == ENXIO) { /* a hole up to the end of the file */
+			*mapped = false;
+			*run = end - off;
+			return 0;
+		}
+		*mapped = true; /* no SEEK_DATA: everything is data */
+		*run = end - off;
+		return 0;
+	}
+	if ((uint64_t)d > off) {
+		*mapped = false;
+		*run = (uint64_t)d - off;
+		return 0;
+	}
+	off_t h = lseek(lu->fd, (off_t)off, SEEK_HOLE);
+	*mapped = true;
+	*run = h < 0 || (uint64_t)h > end ? end - off : (uint64_t)h - off;
+	if (*run == 0) {
+		*run = 1;
+	}
+	return 0;
+}
+
+/* ---- worker pool ---- */
+
+static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	TAILQ_HEAD(, tgt_work) pending; /* protected by lock */
+	TAILQ_HEAD(, tgt_work) done; /* protected by lock */
+	bool stop; /* protected by lock */
+	int efd;
+	int nthreads;
+	pthread_t *threads;
+} workq = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER, .efd = -1 };
+
+static void *
+workq_thread(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&workq.lock);
+	for (;;) {
+		while (!workq.stop && TAILQ_EMPTY(&workq.pending)) {
+			pthread_cond_wait(&workq.cond, &workq.lock);
+		}
+		if (workq.stop && TAILQ_EMPTY(&workq.pending)) {
+			break;
+		}
+		struct tgt_work *w = TAILQ_FIRST(&workq.pending);
+		TAILQ_REMOVE(&workq.pending, w, link);
+		pthread_mutex_unlock(&workq.lock);
+		w->fn(w);
+		pthread_mutex_lock(&workq.lock);
+		bool was_empty = TAILQ_EMPTY(&workq.done);
+		TAILQ_INSERT_TAIL(&workq.done, w, link);
+		if (was_empty) {
+			uint64_t one = 1;
+			ssize_t r = write(workq.efd, &one, sizeof(one));
+			(void)r;
+		}
+	}
+	pthread_mutex_unlock(&workq.lock);
+	return NULL;
+}
+
+int
+workq_start(int n)
+{
+	TAILQ_INIT(&workq.pending);
+	TAILQ_INIT(&workq.done);
+	workq.efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (workq.efd < 0) {
+		return -errno;
+	}
+	workq.threads = calloc((size_t)n, sizeof(pthread_t));
+	if (!workq.threads) {
+		return -ENOMEM;
+	}
+	for (int i = 0; i < n; i++) {
+		int r = pthread_create(&workq.threads[i], NULL, workq_thread, NULL);
+		if (r) {
+			return -r;
+		}
+		workq.nthreads++;
+	}
+	return workq.efd;
+}
+
+void
+workq_stop(void)
+{
+	pthread_mutex_lock(&workq.lock);
+	workq.stop = true;
+	pthread_cond_broadcast(&workq.cond);
+	pthread_mutex_unlock(&workq.lock);
+	for (int i = 0; i < workq.nthreads; i++) {
+		pthread_join(workq.threads[i], NULL);
+	}
+	free(workq.threads);
+	workq.threads = NULL;
+	workq.nthreads = 0;
+	if (workq.efd >= 0) {
+		close(workq.efd);
+		workq.efd = -1;
+	}
+}
+
+void
+workq_submit(struct tgt_work *w)
+{
+	pthread_mutex_lock(&workq.lock);
+	TAILQ_INSERT_TAIL(&workq.pending, w, link);
+	pthread_cond_signal(&workq.cond);
+	pthread_mutex_unlock(&workq.lock);
+}
+
+struct tgt_work *
+workq_pop_done(void)
+{
+	pthread_mutex_lock(&workq.lock);
+	struct tgt_work *w = TAILQ_FIRST(&workq.done);
+	if (w) {
+		TAILQ_REMOVE(&workq.done, w, link);
+	}
+	pthread_mutex_unlock(&workq.lock);
+	return w;
+}
+
+int
+workq_eventfd(void)
+{
+	return workq.efd;
+}

@@ -1,0 +1,1589 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The event loop and the full feature phase (after tgt's tgtd.c event loop and
+ * iscsi/conn.c, and SPDK's iscsi.c PDU dispatch).
+ *
+ * One epoll loop owns the listening portals, every connection and the worker
+ * completion eventfd. Receiving: each connection reads as much as fits into
+ * one buffer and cuts whole PDUs out of it (BHS, AHS, header digest, data,
+ * padding, data digest), checking lengths against the negotiated limits
+ * before anything is trusted. Sending: responses are queued per connection as
+ * (header, data pointer, trailer) and written with writev; Data-In points into
+ * the task's buffer, so read data is never copied.
+ *
+ * A SCSI command flows: PDU -> task (CmdSN window checked) -> Data-Out gathered
+ * (immediate data, unsolicited Data-Out up to FirstBurstLength, then R2Ts of at
+ * most MaxBurstLength, MaxOutstandingR2T at a time; DataSN and offsets checked
+ * so a wrong sequence closes the connection) -> worker runs scsi_exec() ->
+ * completion on the eventfd -> Data-In (status in the last PDU when there is
+ * no sense) or SCSI Response with residual counts.
+ *
+ * Errors: a malformed PDU gets a Reject (bad opcode, SNACK) or closes only its
+ * own connection (length beyond limits, digest error, sequence errors); other
+ * connections never wait on it. A connection that dies with tasks on workers
+ * is kept as a zombie until they come back, so no worker touches freed memory.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "crc32c.h"
+
+#define MAX_LISTENERS 32
+#define RX_HDR_MAX (ISCSI_BHS_LEN + 255 * 4 + ISCSI_DIGEST_LEN)
+
+struct listener {
+	struct ev_handler ev;
+	char host[64];
+	int port;
+};
+
+static struct {
+	int epfd;
+	struct ev_handler wq_ev;
+	int nlisteners;
+	struct listener listeners[MAX_LISTENERS];
+	TAILQ_HEAD(, iscsi_conn) conns;
+	TAILQ_HEAD(, iscsi_conn) zombies; /* closed, freed by server_sweep() */
+	struct tgt_target_list targets;
+	uint16_t next_tsih;
+	bool stopping;
+	time_t stop_deadline;
+} srv;
+
+static void conn_rx(struct iscsi_conn *c);
+
+static void task_put(struct iscsi_task *t);
+
+struct tgt_target_list *
+server_targets(void)
+{
+	return &srv.targets;
+}
+
+struct tgt_target *
+server_find_target(const char *iqn)
+{
+	struct tgt_target *t;
+	TAILQ_FOREACH (t, &srv.targets, link) {
+		if (!t->removed && !strcmp(t->iqn, iqn)) {
+			return t;
+		}
+	}
+	return NULL;
+}
+
+bool
+server_has_portal(const struct tgt_target *t, const char *host, int port, uint16_t *tpgt)
+{
+	for (int i = 0; i < t->nportals; i++) {
+		const struct tgt_portal *p = &t->portals[i];
+		if (p->port == port && (!strcmp(p->host, host) || !strcmp(p->host, "0.0.0.0") ||
+					!strcmp(p->host, "::"))) {
+			*tpgt = p->tpgt;
+			return true;
+		}
+	}
+	return false;
+}
+
+uint16_t
+conn_new_tsih(void)
+{
+	if (++srv.next_tsih == 0) {
+		srv.next_tsih = 1;
+	}
+	return srv.next_tsih;
+}
+
+/* ---- sending ---- */
+
+void
+conn_stamp(struct iscsi_conn *c, uint8_t *bhs, bool advance)
+{
+	put_be32(bhs + BHS_STATSN, advance ? c->statsn++ : c->statsn);
+	put_be32(bhs + BHS_EXPCMDSN, c->exp_cmdsn);
+	put_be32(bhs + BHS_MAXCMDSN, c->exp_cmdsn + CONN_QUEUE_DEPTH - 1);
+}
+
+void
+conn_queue_pdu(struct iscsi_conn *c, uint8_t *bhs, const uint8_t *data, uint32_t dlen,
+	       uint8_t *owned, struct iscsi_task *task)
+{
+	if (c->dead || c->closing) {
+		free(owned);
+		return;
+	}
+	struct tx_pdu *p = calloc(1, sizeof(*p));
+	if (!p) {
+		free(owned);
+		conn_close(c);
+		return;
+	}
+	put_be24(bhs + BHS_DLEN, dlen);
+	bhs[BHS_AHSLEN] = 0;
+	memcpy(p->hdr, bhs, ISCSI_BHS_LEN);
+	p->hlen = ISCSI_BHS_LEN;
+	if (c->hdigest) {
+		uint32_t crc = crc32c(p->hdr, ISCSI_BHS_LEN);
+		p->hdr[48] = (uint8_t)crc;
+		p->hdr[49] = (uint8_t)(crc >> 8);
+		p->hdr[50] = (uint8_t)(crc >> 16);
+		p->hdr[51] = (uint8_t)(crc >> 24);
+		p->hlen += 4;
+	}
+	p->data = data;
+	p->dlen = dlen;
+	p->owned = owned;
+	uint32_t pad = (4 - (dlen & 3)) & 3;
+	p->tlen = pad;
+	if (dlen && c->ddigest) {
+		uint32_t crc = crc32c_update(0xffffffffu, data, dlen);
+		static const uint8_t zeros[4];
+		crc = ~crc32c_update(crc, zeros, pad);
+		p->trailer[pad] = (uint8_t)crc;
+		p->trailer[pad + 1] = (uint8_t)(crc >> 8);
+		p->trailer[pad + 2] = (uint8_t)(crc >> 16);
+		p->trailer[pad + 3] = (uint8_t)(crc >> 24);
+		p->tlen += 4;
+	}
+	if (task) {
+		task->refs++;
+		p->task = task;
+	}
+	TAILQ_INSERT_TAIL(&c->txq, p, link);
+}
+
+static void
+tx_pdu_free(struct tx_pdu *p)
+{
+	free(p->owned);
+	if (p->task) {
+		task_put(p->task);
+	}
+	free(p);
+}
+
+static void
+conn_update_events(struct iscsi_conn *c, bool want_out)
+{
+	if (c->want_out == want_out || c->dead) {
+		return;
+	}
+	struct epoll_event ev = { .events = EPOLLIN | (want_out ? EPOLLOUT : 0), .data.ptr = &c->ev };
+	epoll_ctl(srv.epfd, EPOLL_CTL_MOD, c->ev.fd, &ev);
+	c->want_out = want_out;
+}
+
+void
+conn_flush(struct iscsi_conn *c)
+{
+	while (!c->dead && !TAILQ_EMPTY(&c->txq)) {
+		struct iovec iov[64];
+		int n = 0;
+		struct tx_pdu *p;
+		TAILQ_FOREACH (p, &c->txq, link) {
+			if (n + 3 > 64) {
+				break;
+			}
+			size_t skip = p->sent;
+			const uint8_t *parts[3] = { p->hdr, p->data, p->trailer };
+			size_t lens[3] = { p->hlen, p->dlen, p->tlen };
+			for (int k = 0; k < 3; k++) {
+				if (skip >= lens[k]) {
+					skip -= lens[k];
+					continue;
+				}
+				iov[n].iov_base = (void *)(parts[k] + skip);
+				iov[n].iov_len = lens[k] - skip;
+				skip = 0;
+				n++;
+			}
+		}
+		ssize_t w = writev(c->ev.fd, iov, n);
+		if (w < 0) {
+			if (errno == EINTR) {
+				continue;
+			}
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				conn_update_events(c, true);
+				return;
+			}
+			tgt_dbg("%s: write: %s", c->peer, strerror(errno));
+			conn_close(c);
+			return;
+		}
+		size_t left = (size_t)w;
+		while (left && (p = TAILQ_FIRST(&c->txq))) {
+			size_t total = p->hlen + p->dlen + p->tlen;
+			size_t rem = total - p->sent;
+			if (left >= rem) {
+				left -= rem;
+				TAILQ_REMOVE(&c->txq, p, link);
+				tx_pdu_free(p);
+			} else {
+				p->sent += left;
+				left = 0;
+			}
+		}
+	}
+	if (!c->dead) {
+		conn_update_events(c, false);
+		if (c->closing && TAILQ_EMPTY(&c->txq)) {
+			conn_close(c);
+		}
+	}
+}
+
+void
+conn_reject(struct iscsi_conn *c, const uint8_t *bhs, uint8_t reason)
+{
+	uint8_t h[ISCSI_BHS_LEN] = { 0 };
+	uint8_t *copy = malloc(ISCSI_BHS_LEN);
+
+	if (!copy) {
+		conn_close(c);
+		return;
+	}
+	memcpy(copy, bhs, ISCSI_BHS_LEN);
+	h[0] = ISCSI_OP_REJECT;
+	h[1] = 0x80;
+	h[2] = reason;
+	put_be32(h + BHS_ITT, ISCSI_RSVD_TAG);
+	conn_stamp(c, h, true);
+	conn_queue_pdu(c, h, copy, ISCSI_BHS_LEN, copy, NULL);
+}
+
+/* ---- tasks ---- */
+
+static void
+task_free(struct iscsi_task *t)
+{
+	tgt_lun_put(t->cmd.lu);
+	free(t->cmd.out);
+	free(t->cmd.in);
+	free(t);
+}
+
+/* Free closed connections whose tasks have all come back from the workers. */
+static void
+server_sweep(void)
+{
+	struct iscsi_conn *c, *n;
+	TAILQ_FOREACH_SAFE(c, &srv.zombies, link, n)
+	{
+		if (c->ntasks_queued == 0 && TAILQ_EMPTY(&c->tasks)) {
+			TAILQ_REMOVE(&srv.zombies, c, link);
+			free(c->rxbuf);
+			free(c->login_text);
+			free(c->text_rsp);
+			free(c);
+		}
+	}
+}
+
+static void
+task_put(struct iscsi_task *t)
+{
+	if (--t->refs == 0) {
+		task_free(t);
+	}
+}
+
+/* Unlink a task from its connection; freed once no PDU points into it. */
+static void
+task_finish(struct iscsi_task *t)
+{
+	struct iscsi_conn *c = t->conn;
+	TAILQ_REMOVE(&c->tasks, t, link);
+	c->ntasks--;
+	t->state = TASK_DONE;
+	task_put(t);
+}
+
+static struct iscsi_task *
+task_find(struct iscsi_conn *c, uint32_t itt)
+{
+	struct iscsi_task *t;
+	TAILQ_FOREACH (t, &c->tasks, link) {
+		if (t->itt == itt) {
+			return t;
+		}
+	}
+	return NULL;
+}
+
+static void
+tmf_send(struct iscsi_conn *c, struct tmf_wait *w)
+{
+	uint8_t h[ISCSI_BHS_LEN] = { 0 };
+	h[0] = ISCSI_OP_TMF_RSP;
+	h[1] = 0x80;
+	h[2] = w->response;
+	put_be32(h + BHS_ITT, w->itt);
+	conn_stamp(c, h, true);
+	conn_queue_pdu(c, h, NULL, 0, NULL, NULL);
+	if (w->cold_reset) {
+		/* a cold reset drops every connection to the target, this one last */
+		struct iscsi_conn *o, *n;
+		TAILQ_FOREACH_SAFE(o, &srv.conns, link, n)
+		{
+			if (o != c && o->tgt == c->tgt && o->ffp) {
+				conn_close(o);
+			}
+		}
+		c->closing = true;
+	}
+	free(w);
+	conn_flush(c);
+}
+
+static void
+task_exec(struct tgt_work *w)
+{
+	struct iscsi_task *t = (struct iscsi_task *)w;
+	scsi_exec(&t->cmd);
+}
+
+static void
+task_dispatch(struct iscsi_conn *c, struct iscsi_task *t)
+{
+	struct scsi_cmd *cmd = &t->cmd;
+	uint64_t lun = iscsi_lun_decode(t->lun_raw);
+	struct tgt_target *tg = c->tgt;
+
+	cmd->lun = lun;
+	for (int i = 0; i < tg->nluns; i++) {
+		if (tg->luns[i].lun == lun) {
+			cmd->lu = tgt_lun_get(tg->luns[i].lu);
+		}
+	}
+	snprintf(cmd->nexus.iport, sizeof(cmd->nexus.iport), "%s", c->iport);
+	cmd->nexus.tpgt = c->tpgt;
+	cmd->nexus.rtpi = tgt_target_rtpi(tg, c->tpgt);
+	cmd->nexus.alua_state = 0;
+	for (int i = 0; i < tg->ntpgs; i++) {
+		if (tg->tpgs[i].tag == c->tpgt) {
+			cmd->nexus.alua_state = tg->tpgs[i].alua_state;
+		}
+	}
+	if (cmd->cdb[0] == 0xa0) {
+		cmd->nluns = tg->nluns;
+		for (int i = 0; i < tg->nluns; i++) {
+			cmd->luns[i] = tg->luns[i].lun;
+		}
+	} else if (cmd->cdb[0] == 0xa3) {
+		cmd->ntpgs = tg->ntpgs;
+		memcpy(cmd->tpgs, tg->tpgs, sizeof(tg->tpgs[0]) * (size_t)tg->ntpgs);
+	}
+	cmd->edtl = t->edtl;
+	cmd->out_len = t->got;
+	t->state = TASK_QUEUED;
+	c->ntasks_queued++;
+	t->work.fn = task_exec;
+	workq_submit(&t->work);
+}
+
+/* Send the SCSI result of a completed task. */
+static void
+task_respond(struct iscsi_conn *c, struct iscsi_task *t)
+{
+	struct scsi_cmd *cmd = &t->cmd;
+	uint32_t edtl = t->edtl;
+	uint32_t xfer = 0, resid = 0;
+	uint8_t rflags = 0;
+	bool read = t->flags & ISCSI_FLAG_CMD_READ;
+
+	if (cmd->in_len || read) {
+		uint32_t have = cmd->in_len;
+		xfer = have < edtl ? have : edtl;
+		if (!read) {
+			xfer = 0;
+		}
+		if (have > edtl) {
+			rflags = ISCSI_FLAG_RSP_OVERFLOW;
+			resid = have - edtl;
+		} else if (have < edtl) {
+			rflags = ISCSI_FLAG_RSP_UNDERFLOW;
+			resid = edtl - have;
+		}
+	} else if (cmd->has_spdtl) {
+		if (cmd->spdtl > edtl) {
+			rflags = ISCSI_FLAG_RSP_OVERFLOW;
+			resid = cmd->spdtl - edtl;
+		} else if (cmd->spdtl < edtl) {
+			rflags = ISCSI_FLAG_RSP_UNDERFLOW;
+			resid = edtl - cmd->spdtl;
+		}
+	}
+	bool status_in_data = xfer > 0 && cmd->sense_len == 0 && cmd->status != SAM_STAT_CHECK_CONDITION;
+	uint32_t max_pdu = c->params.max_xmit_dsl;
+	uint32_t burst = c->params.max_burst;
+	uint32_t off = 0, seq = 0, datasn = 0;
+	if (cmd->status != SAM_STAT_GOOD && cmd->status != SAM_STAT_CONDITION_MET) {
+		xfer = 0; /* no data with an error status */
+		status_in_data = false;
+		if (read && cmd->in_len) {
+			rflags = edtl ? ISCSI_FLAG_RSP_UNDERFLOW : 0;
+			resid = edtl;
+		}
+	}
+	while (off < xfer) {
+		uint32_t n = xfer - off;
+		if (n > max_pdu) {
+			n = max_pdu;
+		}
+		if (n > burst - seq) {
+			n = burst - seq;
+		}
+		uint8_t h[ISCSI_BHS_LEN] = { 0 };
+		h[0] = ISCSI_OP_DATA_IN;
+		bool last = off + n == xfer;
+		seq += n;
+		if (last || seq == burst) {
+			h[1] |= ISCSI_FLAG_FINAL;
+			seq = 0;
+		}
+		memcpy(h + BHS_LUN, t->lun_raw, 8);
+		put_be32(h + BHS_ITT, t->itt);
+		put_be32(h + BHS_TTT, ISCSI_RSVD_TAG);
+		put_be32(h + BHS_DATASN, datasn++);
+		put_be32(h + BHS_BUFOFF, off);
+		if (last && status_in_data) {
+			h[1] |= ISCSI_FLAG_DATA_STATUS | rflags;
+			h[3] = cmd->status;
+			put_be32(h + BHS_RESID, resid);
+			conn_stamp(c, h, true);
+		} else {
+			conn_stamp(c, h, false);
+			put_be32(h + BHS_STATSN, 0);
+		}
+		conn_queue_pdu(c, h, cmd->in + off, n, NULL, t);
+		off += n;
+	}
+	if (!status_in_data) {
+		uint8_t h[ISCSI_BHS_LEN] = { 0 };
+		uint8_t *sense = NULL;
+		uint32_t slen = 0;
+		h[0] = ISCSI_OP_SCSI_RSP;
+		h[1] = 0x80 | rflags;
+		h[2] = 0; /* command completed at target */
+		h[3] = cmd->status;
+		put_be32(h + BHS_ITT, t->itt);
+		put_be32(h + BHS_DATASN, datasn); /* ExpDataSN */
+		put_be32(h + BHS_RESID, resid);
+		if (cmd->sense_len) {
+			slen = 2u + cmd->sense_len;
+			sense = malloc(slen);
+			if (sense) {
+				put_be16(sense, cmd->sense_len);
+				memcpy(sense + 2, cmd->sense, cmd->sense_len);
+			} else {
+				slen = 0;
+			}
+		}
+		conn_stamp(c, h, true);
+		conn_queue_pdu(c, h, sense, slen, sense, NULL);
+	}
+}
+
+static void
+task_complete_all(void)
+{
+	struct tgt_work *w;
+	while ((w = workq_pop_done())) {
+		struct iscsi_task *t = (struct iscsi_task *)w;
+		struct iscsi_conn *c = t->conn;
+		c->ntasks_queued--;
+		if (!c->dead && !t->aborted) {
+			task_respond(c, t);
+		}
+		struct tmf_wait *tw = t->tmf;
+		task_finish(t);
+		if (tw && --tw->pending == 0) {
+			if (!c->dead) {
+				tmf_send(c, tw);
+			} else {
+				free(tw);
+			}
+		}
+		if (!c->dead) {
+			conn_flush(c);
+		}
+	}
+}
+
+static void
+wq_event(struct ev_handler *h, uint32_t events)
+{
+	uint64_t v;
+	(void)events;
+	ssize_t r = read(h->fd, &v, sizeof(v));
+	(void)r;
+	task_complete_all();
+}
+
+/* ---- Data-Out and R2T ---- */
+
+static void
+task_send_r2ts(struct iscsi_conn *c, struct iscsi_task *t)
+{
+	while (t->r2t_next < t->edtl && t->r2t_outstanding < (int)c->params.max_outstanding_r2t) {
+		struct r2t_slot *s = NULL;
+		for (int i = 0; i < TGT_MAX_OUTSTANDING_R2T; i++) {
+			if (!t->r2t[i].used) {
+				s = &t->r2t[i];
+				break;
+			}
+		}
+		if (!s) {
+			break;
+		}
+		uint32_t len = t->edtl - t->r2t_next;
+		if (len > c->params.max_burst) {
+			len = c->params.max_burst;
+		}
+		s->used = true;
+		s->ttt = c->next_ttt++;
+		if (c->next_ttt == ISCSI_RSVD_TAG) {
+			c->next_ttt = 1;
+		}
+		s->off = t->r2t_next;
+		s->len = len;
+		s->next = s->off;
+		s->datasn = 0;
+		t->r2t_next += len;
+		t->r2t_outstanding++;
+		uint8_t h[ISCSI_BHS_LEN] = { 0 };
+		h[0] = ISCSI_OP_R2T;
+		h[1] = 0x80;
+		memcpy(h + BHS_LUN, t->lun_raw, 8);
+		put_be32(h + BHS_ITT, t->itt);
+		put_be32(h + BHS_TTT, s->ttt);
+		conn_stamp(c, h, false);
+		put_be32(h + BHS_R2T_R2TSN, t->r2tsn++);
+		put_be32(h + BHS_BUFOFF, s->off);
+		put_be32(h + BHS_R2T_DDTL, len);
+		conn_queue_pdu(c, h, NULL, 0, NULL, NULL);
+	}
+}
+
+static void
+task_data_progress(struct iscsi_conn *c, struct iscsi_task *t)
+{
+	if (t->unsol_open) {
+		return;
+	}
+	if (t->got == t->edtl && t->r2t_outstanding == 0) {
+		task_dispatch(c, t);
+		return;
+	}
+	if (t->r2t_next < t->unsol_next) {
+		t->r2t_next = t->unsol_next;
+	}
+	task_send_r2ts(c, t);
+}
+
+static void
+conn_protocol_error(struct iscsi_conn *c, const uint8_t *bhs, const char *why)
+{
+	tgt_info("%s: protocol error: %s, closing", c->peer, why);
+	if (bhs) {
+		conn_reject(c, bhs, ISCSI_REJECT_PROTOCOL);
+	}
+	c->closing = true;
+	conn_flush(c);
+}
+
+/* A broken Data-Out sequence: end the command with CHECK CONDITION, keep the session. */
+static void
+task_fail_data(struct iscsi_conn *c, struct iscsi_task *t, const char *why)
+{
+	uint8_t h[ISCSI_BHS_LEN] = { 0 };
+	uint8_t *sense = malloc(2 + 18);
+	struct scsi_cmd tmp;
+
+	tgt_info("%s: task 0x%x: %s", c->peer, t->itt, why);
+	memset(&tmp, 0, sizeof(tmp));
+	scsi_sense(&tmp, SK_ABORTED_COMMAND, 0x4b00); /* DATA PHASE ERROR */
+	h[0] = ISCSI_OP_SCSI_RSP;
+	h[1] = 0x80;
+	h[3] = SAM_STAT_CHECK_CONDITION;
+	put_be32(h + BHS_ITT, t->itt);
+	conn_stamp(c, h, true);
+	if (sense) {
+		put_be16(sense, 18);
+		memcpy(sense + 2, tmp.sense, 18);
+	}
+	conn_queue_pdu(c, h, sense, sense ? 20 : 0, sense, NULL);
+	task_finish(t);
+	conn_flush(c);
+}
+
+static void
+handle_data_out(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *data, uint32_t dlen)
+{
+	uint32_t itt = get_be32(bhs + BHS_ITT);
+	uint32_t ttt = get_be32(bhs + BHS_TTT);
+	uint32_t datasn = get_be32(bhs + BHS_DATASN);
+	uint32_t off = get_be32(bhs + BHS_BUFOFF);
+	bool final = bhs[1] & ISCSI_FLAG_FINAL;
+	struct iscsi_task *t = task_find(c, itt);
+
+	if (!t || t->state != TASK_DATA_OUT) {
+		/* a task that was answered early or aborted: drop the data */
+		tgt_dbg("%s: Data-Out for unknown task 0x%x", c->peer, itt);
+		return;
+	}
+	if (off > t->edtl || dlen > t->edtl - off) {
+		task_fail_data(c, t, "Data-Out beyond the expected length");
+		return;
+	}
+	if (ttt == ISCSI_RSVD_TAG) {
+		if (!t->unsol_open || off != t->unsol_next || datasn != t->unsol_datasn ||
+		    off + dlen > t->unsol_end) {
+			task_fail_data(c, t, "bad unsolicited Data-Out (offset or DataSN)");
+			return;
+		}
+		memcpy(t->cmd.out + off, data, dlen);
+		t->unsol_next += dlen;
+		t->unsol_datasn++;
+		t->got += dlen;
+		if (final) {
+			t->unsol_open = false;
+		}
+		task_data_progress(c, t);
+		return;
+	}
+	struct r2t_slot *s = NULL;
+	for (int i = 0; i < TGT_MAX_OUTSTANDING_R2T; i++) {
+		if (t->r2t[i].used && t->r2t[i].ttt == ttt) {
+			s = &t->r2t[i];
+		}
+	}
+	if (!s || off != s->next || datasn != s->datasn || off + dlen > s->off + s->len) {
+		task_fail_data(c, t, "bad solicited Data-Out (offset, DataSN or TTT)");
+		return;
+	}
+	memcpy(t->cmd.out + off, data, dlen);
+	s->next += dlen;
+	s->datasn++;
+	t->got += dlen;
+	if (final) {
+		if (s->next != s->off + s->len) {
+			task_fail_data(c, t, "R2T sequence ended early");
+			return;
+		}
+		s->used = false;
+		t->r2t_outstanding--;
+		task_data_progress(c, t);
+	}
+}
+
+/* ---- SCSI command ---- */
+
+static void
+cmd_respond_now(struct iscsi_conn *c, const uint8_t *bhs, uint8_t key, uint16_t asc)
+{
+	struct scsi_cmd tmp;
+	uint8_t h[ISCSI_BHS_LEN] = { 0 };
+	uint8_t *sense = malloc(2 + 18);
+
+	memset(&tmp, 0, sizeof(tmp));
+	scsi_sense(&tmp, key, asc);
+	h[0] = ISCSI_OP_SCSI_RSP;
+	h[1] = 0x80;
+	h[3] = SAM_STAT_CHECK_CONDITION;
+	put_be32(h + BHS_ITT, get_be32(bhs + BHS_ITT));
+	if (get_be32(bhs + BHS_CMD_EDTL)) {
+		h[1] |= ISCSI_FLAG_RSP_UNDERFLOW;
+		put_be32(h + BHS_RESID, get_be32(bhs + BHS_CMD_EDTL));
+	}
+	conn_stamp(c, h, true);
+	if (!sense) {
+		conn_queue_pdu(c, h, NULL, 0, NULL, NULL);
+		return;
+	}
+	put_be16(sense, 18);
+	memcpy(sense + 2, tmp.sense, 18);
+	conn_queue_pdu(c, h, sense, 20, sense, NULL);
+}
+
+/* Queue a unit attention on every session of target tg (for one LUN, or all). */
+static void
+conn_set_ua(struct tgt_target *tg, bool all, uint64_t lun, uint16_t asc)
+{
+	struct iscsi_conn *c;
+	TAILQ_FOREACH (c, &srv.conns, link) {
+		if (!c->ffp || c->tgt != tg) {
+			continue;
+		}
+		for (int i = 0; i < tg->nluns; i++) {
+			if (!all && tg->luns[i].lun != lun) {
+				continue;
+			}
+			bool have = false;
+			for (int k = 0; k < c->nua; k++) {
+				have |= c->ua[k].lun == tg->luns[i].lun;
+			}
+			if (!have && c->nua < (int)(sizeof(c->ua) / sizeof(c->ua[0]))) {
+				c->ua[c->nua].lun = tg->luns[i].lun;
+				c->ua[c->nua].asc = asc;
+				c->nua++;
+			}
+		}
+	}
+}
+
+/* Report (and clear) a pending unit attention instead of running the command. */
+static bool
+conn_take_ua(struct iscsi_conn *c, const uint8_t *bhs)
+{
+	uint8_t op = bhs[BHS_CMD_CDB];
+	if (c->nua == 0 || op == 0x12 || op == 0xa0 || op == 0x03) {
+		return false;
+	}
+	uint64_t lun = iscsi_lun_decode(bhs + BHS_LUN);
+	for (int k = 0; k < c->nua; k++) {
+		if (c->ua[k].lun == lun) {
+			uint16_t asc = c->ua[k].asc;
+			c->ua[k] = c->ua[--c->nua];
+			cmd_respond_now(c, bhs, SK_UNIT_ATTENTION, asc);
+			conn_flush(c);
+			return true;
+		}
+	}
+	return false;
+}
+
+/* CmdSN window check for a non-immediate request; false: silently ignore it. */
+static bool
+conn_check_cmdsn(struct iscsi_conn *c, const uint8_t *bhs)
+{
+	uint32_t cmdsn = get_be32(bhs + BHS_CMDSN);
+	if (bhs[0] & ISCSI_OP_IMMEDIATE) {
+		return true;
+	}
+	uint32_t max = c->exp_cmdsn + CONN_QUEUE_DEPTH - 1;
+	if (sn_lt(cmdsn, c->exp_cmdsn) || sn_lt(max, cmdsn)) {
+		tgt_dbg("%s: CmdSN %u outside [%u, %u], ignored", c->peer, cmdsn, c->exp_cmdsn, max);
+		return false;
+	}
+	c->exp_cmdsn = cmdsn + 1;
+	return true;
+}
+
+static void
+handle_scsi_cmd(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *ahs, uint32_t ahslen,
+		const uint8_t *data, uint32_t dlen)
+{
+	uint8_t flags = bhs[1];
+	uint32_t edtl = get_be32(bhs + BHS_CMD_EDTL);
+	uint32_t itt = get_be32(bhs + BHS_ITT);
+	bool w = flags & ISCSI_FLAG_CMD_WRITE, r = flags & ISCSI_FLAG_CMD_READ;
+
+	(void)ahs;
+	if (c->discovery) {
+		conn_reject(c, bhs, ISCSI_REJECT_PROTOCOL);
+		return;
+	}
+	if (!conn_check_cmdsn(c, bhs)) {
+		return;
+	}
+	if (task_find(c, itt)) {
+		conn_reject(c, bhs, ISCSI_REJECT_PROTOCOL); /* task tag in use */
+		return;
+	}
+	if (conn_take_ua(c, bhs)) {
+		return;
+	}
+	if (dlen && (!w || !c->params.immediate_data || dlen > edtl ||
+		     dlen > c->params.first_burst)) {
+		conn_protocol_error(c, bhs, "bad immediate data");
+		return;
+	}
+	if (ahslen) {
+		/* extended CDBs (> 16 bytes) are not used by any command we implement */
+		cmd_respond_now(c, bhs, SK_ILLEGAL_REQUEST, ASC_INVALID_OPCODE);
+		conn_flush(c);
+		return;
+	}
+	if ((w && r) || (w && edtl > SCSI_MAX_XFER + 4096) || c->ntasks >= CONN_QUEUE_DEPTH) {
+		/* bidirectional, too large or too many: answer now, drop any data that follows */
+		if (c->ntasks >= CONN_QUEUE_DEPTH) {
+			uint8_t h[ISCSI_BHS_LEN] = { 0 };
+			h[0] = ISCSI_OP_SCSI_RSP;
+			h[1] = 0x80;
+			h[3] = SAM_STAT_TASK_SET_FULL;
+			put_be32(h + BHS_ITT, itt);
+			conn_stamp(c, h, true);
+			conn_queue_pdu(c, h, NULL, 0, NULL, NULL);
+		} else {
+			cmd_respond_now(c, bhs, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_CDB);
+		}
+		conn_flush(c);
+		return;
+	}
+	struct iscsi_task *t = calloc(1, sizeof(*t));
+	if (!t) {
+		conn_close(c);
+		return;
+	}
+	t->conn = c;
+	t->refs = 1;
+	t->itt = itt;
+	t->cmdsn = get_be32(bhs + BHS_CMDSN);
+	t->flags = flags;
+	t->edtl = edtl;
+	memcpy(t->lun_raw, bhs + BHS_LUN, 8);
+	memcpy(t->cmd.cdb, bhs + BHS_CMD_CDB, 16);
+	TAILQ_INSERT_TAIL(&c->tasks, t, link);
+	c->ntasks++;
+	t->state = TASK_DATA_OUT;
+	if (w && edtl) {
+		t->cmd.out = malloc(edtl);
+		if (!t->cmd.out) {
+			task_finish(t);
+			conn_close(c);
+			return;
+		}
+		memcpy(t->cmd.out, data, dlen);
+		t->got = dlen;
+		t->unsol_next = dlen;
+		uint32_t fb = c->params.first_burst < edtl ? c->params.first_burst : edtl;
+		t->unsol_end = fb;
+		t->unsol_open = !c->params.initial_r2t && !(flags & ISCSI_FLAG_FINAL) && dlen < fb;
+		task_data_progress(c, t);
+	} else {
+		task_dispatch(c, t);
+	}
+	conn_flush(c);
+}
+
+/* ---- task management ---- */
+
+static void
+tmf_abort_task(struct iscsi_task *t, struct tmf_wait *w)
+{
+	if (t->state == TASK_DATA_OUT) {
+		task_finish(t);
+		return;
+	}
+	if (t->state == TASK_QUEUED && !t->aborted) {
+		t->aborted = true;
+		if (!t->tmf) {
+			t->tmf = w;
+			w->pending++;
+		}
+	}
+}
+
+static void
+tmf_abort_matching(struct iscsi_conn *c, struct tmf_wait *w, bool all_luns, const uint8_t *lun)
+{
+	struct iscsi_task *t, *n;
+	TAILQ_FOREACH_SAFE(t, &c->tasks, link, n)
+	{
+		if (all_luns || !memcmp(t->lun_raw, lun, 8)) {
+			tmf_abort_task(t, w);
+		}
+	}
+}
+
+static void
+tmf_reset_luns(struct tgt_target *tg, bool all, uint64_t lun)
+{
+	for (int i = 0; i < tg->nluns; i++) {
+		if (all || tg->luns[i].lun == lun) {
+			pr_lun_reset(tg->luns[i].lu);
+		}
+	}
+}
+
+static void
+handle_tmf(struct iscsi_conn *c, const uint8_t *bhs)
+{
+	uint8_t fn = bhs[1] & 0x7f;
+	struct tmf_wait *w = calloc(1, sizeof(*w));
+	uint64_t lun = iscsi_lun_decode(bhs + BHS_LUN);
+	bool lun_ok = false;
+
+	if (!w) {
+		conn_close(c);
+		return;
+	}
+	if (!conn_check_cmdsn(c, bhs)) {
+		free(w);
+		return;
+	}
+	w->itt = get_be32(bhs + BHS_ITT);
+	w->response = ISCSI_TMF_RSP_COMPLETE;
+	for (int i = 0; i < c->tgt->nluns; i++) {
+		if (c->tgt->luns[i].lun == lun) {
+			lun_ok = true;
+		}
+	}
+	switch (fn) {
+	case ISCSI_TMF_ABORT_TASK: {
+		struct iscsi_task *t = task_find(c, get_be32(bhs + BHS_TMF_RTT));
+		if (t) {
+			tmf_abort_task(t, w);
+		}
+		break;
+	}
+	case ISCSI_TMF_ABORT_TASK_SET:
+	case ISCSI_TMF_CLEAR_TASK_SET:
+		if (!lun_ok) {
+			w->response = ISCSI_TMF_RSP_NO_LUN;
+			break;
+		}
+		tmf_abort_matching(c, w, false, bhs + BHS_LUN);
+		break;
+	case ISCSI_TMF_LUN_RESET:
+		if (!lun_ok) {
+			w->response = ISCSI_TMF_RSP_NO_LUN;
+			break;
+		}
+		tmf_abort_matching(c, w, false, bhs + BHS_LUN);
+		tmf_reset_luns(c->tgt, false, lun);
+		conn_set_ua(c->tgt, false, lun, 0x2903); /* BUS DEVICE RESET FUNCTION OCCURRED */
+		break;
+	case ISCSI_TMF_TARGET_WARM_RESET:
+	case ISCSI_TMF_TARGET_COLD_RESET:
+		tmf_abort_matching(c, w, true, NULL);
+		tmf_reset_luns(c->tgt, true, 0);
+		conn_set_ua(c->tgt, true, 0, 0x2900); /* POWER ON, RESET, OR BUS DEVICE RESET */
+		w->cold_reset = fn == ISCSI_TMF_TARGET_COLD_RESET;
+		break;
+	case ISCSI_TMF_CLEAR_ACA:
+		break;
+	default:
+		w->response = ISCSI_TMF_RSP_NOT_SUPPORTED;
+		break;
+	}
+	if (w->pending == 0) {
+		tmf_send(c, w);
+	}
+}
+
+/* ---- NOP, logout ---- */
+
+static void
+handle_nop_out(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *data, uint32_t dlen)
+{
+	uint32_t itt = get_be32(bhs + BHS_ITT);
+
+	if (itt == ISCSI_RSVD_TAG) {
+		/* the answer to our ping (or an unanswered initiator ping) */
+		if (c->nop_out && get_be32(bhs + BHS_TTT) == c->nop_ttt) {
+			c->nop_out = false;
+		}
+		return;
+	}
+	if (!conn_check_cmdsn(c, bhs)) {
+		return;
+	}
+	uint8_t h[ISCSI_BHS_LEN] = { 0 };
+	uint8_t *echo = NULL;
+	h[0] = ISCSI_OP_NOP_IN;
+	h[1] = 0x80;
+	memcpy(h + BHS_LUN, bhs + BHS_LUN, 8);
+	put_be32(h + BHS_ITT, itt);
+	put_be32(h + BHS_TTT, ISCSI_RSVD_TAG);
+	if (dlen) {
+		echo = malloc(dlen);
+		if (echo) {
+			memcpy(echo, data, dlen);
+		} else {
+			dlen = 0;
+		}
+	}
+	conn_stamp(c, h, true);
+	conn_queue_pdu(c, h, echo, dlen, echo, NULL);
+	conn_flush(c);
+}
+
+static void
+handle_logout(struct iscsi_conn *c, const uint8_t *bhs)
+{
+	uint8_t reason = bhs[1] & 0x7f;
+	uint8_t h[ISCSI_BHS_LEN] = { 0 };
+
+	conn_check_cmdsn(c, bhs);
+	h[0] = ISCSI_OP_LOGOUT_RSP;
+	h[1] = 0x80;
+	put_be32(h + BHS_ITT, get_be32(bhs + BHS_ITT));
+	if (reason == 2) {
+		h[2] = 2; /* connection recovery is not supported */
+	} else if (reason == 1 && get_be16(bhs + BHS_LOGIN_CID) != c->cid) {
+		h[2] = 1; /* CID not found */
+	}
+	put_be16(h + 40, (uint16_t)c->params.time2wait);
+	put_be16(h + 42, (uint16_t)c->params.time2retain);
+	conn_stamp(c, h, true);
+	conn_queue_pdu(c, h, NULL, 0, NULL, NULL);
+	if (h[2] == 0) {
+		c->closing = true;
+	}
+	conn_flush(c);
+}
+
+static void
+conn_send_nop_in(struct iscsi_conn *c)
+{
+	uint8_t h[ISCSI_BHS_LEN] = { 0 };
+	h[0] = ISCSI_OP_NOP_IN;
+	h[1] = 0x80;
+	put_be32(h + BHS_ITT, ISCSI_RSVD_TAG);
+	c->nop_ttt = c->next_ttt++;
+	if (c->next_ttt == ISCSI_RSVD_TAG) {
+		c->next_ttt = 1;
+	}
+	put_be32(h + BHS_TTT, c->nop_ttt);
+	conn_stamp(c, h, false);
+	c->nop_out = true;
+	c->nop_sent = time(NULL);
+	conn_queue_pdu(c, h, NULL, 0, NULL, NULL);
+	conn_flush(c);
+}
+
+static void
+conn_send_async_logout(struct iscsi_conn *c)
+{
+	uint8_t h[ISCSI_BHS_LEN] = { 0 };
+	h[0] = ISCSI_OP_ASYNC;
+	h[1] = 0x80;
+	put_be32(h + BHS_ITT, ISCSI_RSVD_TAG);
+	conn_stamp(c, h, true);
+	h[36] = 1; /* target requests logout */
+	put_be16(h + 38, 3); /* seconds to log out */
+	put_be16(h + 40, 2);
+	put_be16(h + 42, 0);
+	conn_queue_pdu(c, h, NULL, 0, NULL, NULL);
+	conn_flush(c);
+}
+
+/* ---- PDU dispatch ---- */
+
+static void
+conn_handle_pdu(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *ahs, uint32_t ahslen,
+		const uint8_t *data, uint32_t dlen)
+{
+	uint8_t op = bhs[0] & ISCSI_OP_MASK;
+
+	if (!c->ffp) {
+		if (op == ISCSI_OP_LOGIN_REQ) {
+			login_handle(c, bhs, data, dlen);
+		} else if (op == ISCSI_OP_LOGOUT_REQ && c->login_started) {
+			c->closing = true;
+			conn_flush(c);
+		} else {
+			tgt_info("%s: opcode 0x%02x before login, closing", c->peer, op);
+			conn_close(c);
+		}
+		return;
+	}
+	switch (op) {
+	case ISCSI_OP_SCSI_CMD:
+		handle_scsi_cmd(c, bhs, ahs, ahslen, data, dlen);
+		break;
+	case ISCSI_OP_DATA_OUT:
+		handle_data_out(c, bhs, data, dlen);
+		break;
+	case ISCSI_OP_NOP_OUT:
+		handle_nop_out(c, bhs, data, dlen);
+		break;
+	case ISCSI_OP_TMF_REQ:
+		if (c->discovery) {
+			conn_reject(c, bhs, ISCSI_REJECT_PROTOCOL);
+			conn_flush(c);
+			break;
+		}
+		handle_tmf(c, bhs);
+		break;
+	case ISCSI_OP_TEXT_REQ:
+		if (!conn_check_cmdsn(c, bhs)) {
+			break;
+		}
+		text_handle(c, bhs, data, dlen);
+		break;
+	case ISCSI_OP_LOGOUT_REQ:
+		handle_logout(c, bhs);
+		break;
+	case ISCSI_OP_LOGIN_REQ:
+		conn_protocol_error(c, bhs, "login in full feature phase");
+		break;
+	case ISCSI_OP_SNACK:
+		conn_reject(c, bhs, ISCSI_REJECT_SNACK);
+		conn_flush(c);
+		break;
+	default:
+		conn_reject(c, bhs, ISCSI_REJECT_CMD_NOT_SUPPORTED);
+		conn_flush(c);
+		break;
+	}
+}
+
+/* ---- receiving ---- */
+
+static int
+conn_rx_grow(struct iscsi_conn *c, size_t need)
+{
+	if (need <= c->rxcap) {
+		return 0;
+	}
+	uint8_t *nb = realloc(c->rxbuf, need);
+	if (!nb) {
+		return -ENOMEM;
+	}
+	c->rxbuf = nb;
+	c->rxcap = need;
+	return 0;
+}
+
+/* Cut whole PDUs out of the receive buffer; false when the connection went away. */
+static bool
+conn_parse(struct iscsi_conn *c)
+{
+	while (!c->dead && !c->closing) {
+		size_t avail = c->rxlen - c->rxpos;
+		if (avail < ISCSI_BHS_LEN) {
+			break;
+		}
+		uint8_t *bhs = c->rxbuf + c->rxpos;
+		uint32_t ahslen = bhs[BHS_AHSLEN] * 4u;
+		uint32_t dlen = get_be24(bhs + BHS_DLEN);
+		uint32_t limit = c->ffp ? c->params.max_recv_dsl : 8192;
+		uint32_t hd = c->hdigest ? 4 : 0;
+		uint32_t dd = c->ddigest && dlen ? 4 : 0;
+		uint32_t pad = (4 - (dlen & 3)) & 3;
+		if (dlen > limit) {
+			conn_protocol_error(c, bhs, "data segment beyond MaxRecvDataSegmentLength");
+			return false;
+		}
+		size_t total = ISCSI_BHS_LEN + ahslen + hd + dlen + pad + dd;
+		if (avail < total) {
+			if (conn_rx_grow(c, total) < 0) {
+				conn_close(c);
+				return false;
+			}
+			break;
+		}
+		if (hd) {
+			const uint8_t *p = bhs + ISCSI_BHS_LEN + ahslen;
+			uint32_t got = p[0] | p[1] << 8 | p[2] << 16 | (uint32_t)p[3] << 24;
+			if (crc32c(bhs, ISCSI_BHS_LEN + ahslen) != got) {
+				tgt_info("%s: header digest error, closing", c->peer);
+				conn_close(c);
+				return false;
+			}
+		}
+		const uint8_t *data = bhs + ISCSI_BHS_LEN + ahslen + hd;
+		if (dd) {
+			const uint8_t *p = data + dlen + pad;
+			uint32_t got = p[0] | p[1] << 8 | p[2] << 16 | (uint32_t)p[3] << 24;
+			if (crc32c(data, dlen + pad) != got) {
+				/* ERL 0: reject the PDU and drop the connection (the data is lost) */
+				conn_reject(c, bhs, ISCSI_REJECT_DIGEST);
+				c->closing = true;
+				conn_flush(c);
+				return false;
+			}
+		}
+		c->rxpos += total;
+		conn_handle_pdu(c, bhs, bhs + ISCSI_BHS_LEN, ahslen, data, dlen);
+	}
+	if (c->dead) {
+		return false;
+	}
+	if (c->rxpos == c->rxlen) {
+		c->rxpos = c->rxlen = 0;
+	} else if (c->rxpos > 0 && c->rxcap - c->rxlen < 65536) {
+		memmove(c->rxbuf, c->rxbuf + c->rxpos, c->rxlen - c->rxpos);
+		c->rxlen -= c->rxpos;
+		c->rxpos = 0;
+	}
+	return true;
+}
+
+static void
+conn_rx(struct iscsi_conn *c)
+{
+	for (int rounds = 0; rounds < 8 && !c->dead && !c->closing; rounds++) {
+		if (c->rxcap - c->rxlen < 4096) {
+			if (c->rxpos > 0) {
+				memmove(c->rxbuf, c->rxbuf + c->rxpos, c->rxlen - c->rxpos);
+				c->rxlen -= c->rxpos;
+				c->rxpos = 0;
+			}
+			if (c->rxcap - c->rxlen < 4096 && conn_rx_grow(c, c->rxcap * 2) < 0) {
+				conn_close(c);
+				return;
+			}
+		}
+		ssize_t n = read(c->ev.fd, c->rxbuf + c->rxlen, c->rxcap - c->rxlen);
+		if (n < 0) {
+			if (errno == EINTR) {
+				continue;
+			}
+			if (errno != EAGAIN && errno != EWOULDBLOCK) {
+				conn_close(c);
+			}
+			return;
+		}
+		if (n == 0) {
+			tgt_dbg("%s: connection closed by peer", c->peer);
+			conn_close(c);
+			return;
+		}
+		c->last_rx = time(NULL);
+		c->rxlen += (size_t)n;
+		if (!conn_parse(c)) {
+			return;
+		}
+		if (c->rxlen < c->rxcap) {
+			return; /* drained the socket */
+		}
+	}
+}
+
+static void
+conn_event(struct ev_handler *h, uint32_t events)
+{
+	struct iscsi_conn *c = (struct iscsi_conn *)h;
+
+	if (events & (EPOLLERR | EPOLLHUP)) {
+		conn_close(c);
+		return;
+	}
+	if (events & EPOLLOUT) {
+		conn_flush(c);
+	}
+	if ((events & EPOLLIN) && !c->dead) {
+		conn_rx(c);
+	}
+	if (!c->dead) {
+		conn_flush(c);
+	}
+}
+
+void
+conn_close(struct iscsi_conn *c)
+{
+	if (c->dead) {
+		return;
+	}
+	tgt_dbg("%s: closing connection", c->peer);
+	c->dead = true;
+	epoll_ctl(srv.epfd, EPOLL_CTL_DEL, c->ev.fd, NULL);
+	close(c->ev.fd);
+	TAILQ_REMOVE(&srv.conns, c, link);
+	TAILQ_INSERT_TAIL(&srv.zombies, c, link);
+	struct tx_pdu *p;
+	while ((p = TAILQ_FIRST(&c->txq))) {
+		TAILQ_REMOVE(&c->txq, p, link);
+		tx_pdu_free(p);
+	}
+	/* I_T nexus loss: RESERVE(6) held through this session goes away */
+	if (c->ffp && c->tgt) {
+		for (int i = 0; i < c->tgt->nluns; i++) {
+			pr_nexus_lost(c->tgt->luns[i].lu, c->iport, c->rtpi);
+		}
+	}
+	struct iscsi_task *t, *n;
+	TAILQ_FOREACH_SAFE(t, &c->tasks, link, n)
+	{
+		if (t->state == TASK_DATA_OUT) {
+			task_finish(t);
+		} else {
+			t->aborted = true;
+		}
+	}
+}
+
+void
+conn_reinstate(struct iscsi_conn *c)
+{
+	struct iscsi_conn *o, *n;
+	TAILQ_FOREACH_SAFE(o, &srv.conns, link, n)
+	{
+		if (o != c && o->ffp && !o->discovery && o->tgt == c->tgt &&
+		    !memcmp(o->isid, c->isid, 6) && !strcmp(o->initiator, c->initiator)) {
+			tgt_info("%s: session reinstatement closes %s", c->peer, o->peer);
+			conn_close(o);
+		}
+	}
+}
+
+void
+server_revalidate_sessions(void)
+{
+	struct iscsi_conn *c, *n;
+	TAILQ_FOREACH_SAFE(c, &srv.conns, link, n)
+	{
+		if (!c->ffp || c->discovery || !c->tgt) {
+			continue;
+		}
+		if (c->tgt->removed || !tgt_target_allows(c->tgt, c->initiator)) {
+			conn_send_async_logout(c);
+			c->closing = true;
+			conn_flush(c);
+		}
+	}
+}
+
+/* ---- listeners and the loop ---- */
+
+static void
+listener_event(struct ev_handler *h, uint32_t events)
+{
+	struct listener *l = (struct listener *)h;
+	(void)events;
+	for (int i = 0; i < 16; i++) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		int fd = accept4(l->ev.fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			return;
+		}
+		if (srv.stopping) {
+			close(fd);
+			continue;
+		}
+		struct iscsi_conn *c = calloc(1, sizeof(*c));
+		if (!c || conn_rx_grow(c, 65536) < 0) {
+			free(c);
+			close(fd);
+			continue;
+		}
+		int one = 1;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		c->ev.fd = fd;
+		c->ev.cb = conn_event;
+		c->created = c->last_rx = time(NULL);
+		TAILQ_INIT(&c->txq);
+		TAILQ_INIT(&c->tasks);
+		param_defaults(&c->params);
+		c->next_ttt = 1;
+		char host[64] = "?", serv[16] = "?";
+		getnameinfo((struct sockaddr *)&ss, sl, host, sizeof(host), serv, sizeof(serv),
+			    NI_NUMERICHOST | NI_NUMERICSERV);
+		snprintf(c->peer, sizeof(c->peer), "%s:%s", host, serv);
+		snprintf(c->local_host, sizeof(c->local_host), "%s", l->host);
+		c->local_port = l->port;
+		struct sockaddr_storage ls;
+		socklen_t lsl = sizeof(ls);
+		if (getsockname(fd, (struct sockaddr *)&ls, &lsl) == 0) {
+			getnameinfo((struct sockaddr *)&ls, lsl, c->local_host, sizeof(c->local_host),
+				    NULL, 0, NI_NUMERICHOST);
+		}
+		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &c->ev };
+		if (epoll_ctl(srv.epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+			free(c->rxbuf);
+			free(c);
+			close(fd);
+			continue;
+		}
+		TAILQ_INSERT_TAIL(&srv.conns, c, link);
+		tgt_dbg("connection from %s on %s:%d", c->peer, l->host, l->port);
+	}
+}
+
+int
+server_init(void)
+{
+	TAILQ_INIT(&srv.conns);
+	TAILQ_INIT(&srv.zombies);
+	TAILQ_INIT(&srv.targets);
+	srv.epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (srv.epfd < 0) {
+		return -errno;
+	}
+	srv.next_tsih = (uint16_t)(time(NULL) & 0x7fff);
+	return 0;
+}
+
+int
+server_add_portal(const char *host, int port)
+{
+	for (int i = 0; i < srv.nlisteners; i++) {
+		if (srv.listeners[i].port == port && !strcmp(srv.listeners[i].host, host)) {
+			return 0;
+		}
+	}
+	if (srv.nlisteners >= MAX_LISTENERS) {
+		return -ENOSPC;
+	}
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+	struct addrinfo *ai;
+	char ps[16];
+	snprintf(ps, sizeof(ps), "%d", port);
+	int r = getaddrinfo(host, ps, &hints, &ai);
+	if (r) {
+		return -EINVAL;
+	}
+	int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		r = -errno;
+		freeaddrinfo(ai);
+		return r;
+	}
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 128) < 0) {
+		r = -errno;
+		close(fd);
+		freeaddrinfo(ai);
+		return r;
+	}
+	freeaddrinfo(ai);
+	struct listener *l = &srv.listeners[srv.nlisteners++];
+	l->ev.fd = fd;
+	l->ev.cb = listener_event;
+	snprintf(l->host, sizeof(l->host), "%s", host);
+	l->port = port;
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &l->ev };
+	epoll_ctl(srv.epfd, EPOLL_CTL_ADD, fd, &ev);
+	return 0;
+}
+
+void
+server_close_portals(void)
+{
+	for (int i = 0; i < srv.nlisteners; i++) {
+		epoll_ctl(srv.epfd, EPOLL_CTL_DEL, srv.listeners[i].ev.fd, NULL);
+		close(srv.listeners[i].ev.fd);
+	}
+	srv.nlisteners = 0;
+}
+
+void
+server_request_stop(void)
+{
+	if (srv.stopping) {
+		return;
+	}
+	srv.stopping = true;
+	srv.stop_deadline = time(NULL) + 5;
+	server_close_portals();
+	struct iscsi_conn *c, *n;
+	TAILQ_FOREACH_SAFE(c, &srv.conns, link, n)
+	{
+		if (c->ffp && !c->discovery) {
+			conn_send_async_logout(c);
+		} else {
+			conn_close(c);
+		}
+	}
+}
+
+static void
+server_tick(void)
+{
+	time_t now = time(NULL);
+	struct iscsi_conn *c, *n;
+	TAILQ_FOREACH_SAFE(c, &srv.conns, link, n)
+	{
+		if (!c->ffp) {
+			if (now - c->created > CONN_LOGIN_TIMEOUT) {
+				tgt_info("%s: login not finished in %ds, closing", c->peer,
+					 CONN_LOGIN_TIMEOUT);
+				conn_close(c);
+			}
+			continue;
+		}
+		if (c->nop_out && now - c->nop_sent > CONN_NOP_TIMEOUT) {
+			tgt_info("%s: no answer to NOP-In, closing", c->peer);
+			conn_close(c);
+			continue;
+		}
+		if (!c->nop_out && now - c->last_rx > CONN_NOP_INTERVAL && !c->closing) {
+			conn_send_nop_in(c);
+		}
+	}
+}
+
+extern void main_handle_signal(int sig); /* main.c */
+
+static void
+signal_event(struct ev_handler *h, uint32_t events)
+{
+	struct signalfd_siginfo si;
+	(void)events;
+	while (read(h->fd, &si, sizeof(si)) == sizeof(si)) {
+		main_handle_signal((int)si.ssi_signo);
+	}
+}
+
+void
+server_run(void)
+{
+	struct ev_handler sig_ev;
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	sig_ev.fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	sig_ev.cb = signal_event;
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &sig_ev };
+	epoll_ctl(srv.epfd, EPOLL_CTL_ADD, sig_ev.fd, &ev);
+
+	srv.wq_ev.fd = workq_eventfd();
+	srv.wq_ev.cb = wq_event;
+	ev.data.ptr = &srv.wq_ev;
+	epoll_ctl(srv.epfd, EPOLL_CTL_ADD, srv.wq_ev.fd, &ev);
+
+	time_t last_tick = time(NULL);
+	for (;;) {
+		struct epoll_event evs[64];
+		int n = epoll_wait(srv.epfd, evs, 64, 1000);
+		for (int i = 0; i < n; i++) {
+			struct ev_handler *h = evs[i].data.ptr;
+			h->cb(h, evs[i].events);
+		}
+		server_sweep();
+		time_t now = time(NULL);
+		if (now != last_tick) {
+			last_tick = now;
+			server_tick();
+		}
+		if (srv.stopping) {
+			bool busy = false;
+			struct iscsi_conn *c;
+			TAILQ_FOREACH (c, &srv.conns, link) {
+				busy = true;
+			}
+			if (!busy || now > srv.stop_deadline) {
+				break;
+			}
+		}
+	}
+	/* drain: close what is left; wait for the workers' last completions */
+	struct iscsi_conn *c, *nn;
+	TAILQ_FOREACH_SAFE(c, &srv.conns, link, nn)
+	{
+		conn_close(c);
+	}
+	workq_stop();
+	task_complete_all();
+	server_sweep();
+	close(sig_ev.fd);
+}

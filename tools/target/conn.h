@@ -1,0 +1,179 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Connections, sessions and the event loop of vdisk-target (conn.c, login.c).
+ * A connection is also its session: MaxConnections is negotiated to 1, so the
+ * ISID/TSIH/CmdSN state of the session lives here. All of it belongs to the
+ * loop thread; workers only see the scsi_cmd embedded in a task.
+ */
+#ifndef TARGET_CONN_H
+#define TARGET_CONN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+#include <time.h>
+
+#include "param.h"
+#include "target.h"
+
+#define CONN_QUEUE_DEPTH 128 /* CmdSN window and tasks in flight per session */
+#define CONN_LOGIN_TIMEOUT 15 /* seconds to finish a login */
+#define CONN_NOP_INTERVAL 15 /* idle seconds before we ping with NOP-In */
+#define CONN_NOP_TIMEOUT 30 /* seconds to answer our ping */
+
+struct ev_handler {
+	int fd;
+	void (*cb)(struct ev_handler *h, uint32_t events);
+};
+
+struct iscsi_conn;
+struct tmf_wait;
+
+struct r2t_slot {
+	bool used;
+	uint32_t ttt;
+	uint32_t off;
+	uint32_t len;
+	uint32_t next; /* next expected buffer offset */
+	uint32_t datasn;
+};
+
+enum task_state { TASK_DATA_OUT, TASK_QUEUED, TASK_DONE };
+
+struct iscsi_task {
+	struct tgt_work work; /* first: workq hands it back */
+	struct iscsi_conn *conn;
+	TAILQ_ENTRY(iscsi_task) link;
+	enum task_state state;
+	bool aborted;
+	int refs; /* tx PDUs in flight + 1 for the task list */
+	uint32_t itt;
+	uint32_t cmdsn;
+	uint8_t lun_raw[8];
+	uint8_t flags; /* R/W bits of the command */
+	uint32_t edtl;
+	/* data-out gathering */
+	uint32_t got; /* bytes received */
+	bool unsol_open; /* unsolicited Data-Out expected */
+	uint32_t unsol_next;
+	uint32_t unsol_datasn;
+	uint32_t unsol_end; /* limit of unsolicited data */
+	uint32_t r2t_next; /* next offset to solicit */
+	uint32_t r2tsn;
+	int r2t_outstanding;
+	struct r2t_slot r2t[TGT_MAX_OUTSTANDING_R2T];
+	struct tmf_wait *tmf; /* a task management request waiting for this task */
+	struct scsi_cmd cmd;
+};
+
+struct tx_pdu {
+	TAILQ_ENTRY(tx_pdu) link;
+	uint8_t hdr[ISCSI_BHS_LEN + ISCSI_DIGEST_LEN];
+	uint32_t hlen;
+	const uint8_t *data;
+	uint32_t dlen;
+	uint8_t trailer[8]; /* padding + data digest */
+	uint32_t tlen;
+	uint8_t *owned; /* freed after sending */
+	struct iscsi_task *task; /* reference held while data points into it */
+	size_t sent;
+};
+
+struct tmf_wait {
+	uint32_t itt;
+	uint8_t response;
+	int pending;
+	bool cold_reset;
+};
+
+enum auth_state { AUTH_NONE, AUTH_WAIT_A, AUTH_WAIT_R, AUTH_DONE };
+
+struct iscsi_conn {
+	struct ev_handler ev;
+	TAILQ_ENTRY(iscsi_conn) link;
+	bool closing; /* send what is queued, then close */
+	bool dead; /* socket closed; freed once no task is queued on a worker */
+	int ntasks_queued; /* tasks on workers */
+	time_t created;
+	time_t last_rx;
+	char peer[64];
+	char local_host[64];
+	int local_port;
+	/* receive */
+	uint8_t *rxbuf;
+	size_t rxcap, rxlen, rxpos;
+	/* send */
+	TAILQ_HEAD(, tx_pdu) txq;
+	bool want_out;
+	/* login */
+	bool ffp; /* login complete: full feature phase */
+	bool login_started;
+	int csg;
+	uint32_t login_itt;
+	enum auth_state auth;
+	bool auth_required;
+	uint8_t chap_id;
+	uint8_t chap_chal[16];
+	char *login_text; /* a continued login/text request being collected */
+	size_t login_text_len;
+	/* session */
+	bool discovery;
+	uint8_t isid[6];
+	uint16_t tsih;
+	uint16_t cid;
+	char initiator[TGT_NAME_MAX];
+	char iport[TGT_IPORT_MAX];
+	struct tgt_target *tgt;
+	uint16_t tpgt;
+	uint16_t rtpi;
+	struct iscsi_params params;
+	bool hdigest, ddigest; /* in force (after login) */
+	uint32_t exp_cmdsn;
+	uint32_t statsn;
+	uint32_t next_ttt;
+	TAILQ_HEAD(, iscsi_task) tasks;
+	int ntasks;
+	/* unit attentions pending for this I_T nexus */
+	int nua;
+	struct {
+		uint64_t lun;
+		uint16_t asc;
+	} ua[16];
+	/* keep-alive */
+	bool nop_out;
+	uint32_t nop_ttt;
+	time_t nop_sent;
+	/* a text response longer than one PDU */
+	char *text_rsp;
+	size_t text_rsp_len, text_rsp_off;
+	uint32_t text_ttt;
+};
+
+/* conn.c */
+int server_init(void);
+int server_add_portal(const char *host, int port);
+void server_close_portals(void);
+void server_run(void);
+void server_request_stop(void);
+struct tgt_target *server_find_target(const char *iqn);
+struct tgt_target_list *server_targets(void);
+bool server_has_portal(const struct tgt_target *t, const char *host, int port, uint16_t *tpgt);
+void conn_queue_pdu(struct iscsi_conn *c, uint8_t *bhs, const uint8_t *data, uint32_t dlen,
+		    uint8_t *owned, struct iscsi_task *task);
+/* Fill StatSN/ExpCmdSN/MaxCmdSN of a response and advance StatSN when asked. */
+void conn_stamp(struct iscsi_conn *c, uint8_t *bhs, bool advance);
+void conn_close(struct iscsi_conn *c);
+/* Write what is queued; closes the connection when it was marked closing. */
+void conn_flush(struct iscsi_conn *c);
+void conn_reject(struct iscsi_conn *c, const uint8_t *bhs, uint8_t reason);
+/* Close every other session of (initiator, ISID, target): session reinstatement. */
+void conn_reinstate(struct iscsi_conn *c);
+uint16_t conn_new_tsih(void);
+/* Logout every session of a target that a reload removed or whose ACL no longer allows. */
+void server_revalidate_sessions(void);
+
+/* login.c */
+void login_handle(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *data, uint32_t dlen);
+void text_handle(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *data, uint32_t dlen);
+
+#endif

@@ -1,0 +1,304 @@
+#!/usr/bin/perl
+# SPDX-License-Identifier: MIT
+# A small, deliberately independent iSCSI initiator for the vdisk-target tests:
+# it speaks just enough RFC 7143 (single-PDU login, SCSI commands with
+# immediate data and R2T, NOP, Logout, CRC32C header and data digests) to
+# check digests end to end and to misbehave on purpose.
+#   iscsi-peer.pl HOST PORT TARGET SCENARIO [ARGS]
+# Exit 0 when the scenario saw what it expected, 1 otherwise (message on stderr).
+use strict;
+use warnings;
+use IO::Socket::INET;
+use IO::Select;
+
+my ($host, $port, $target, $scenario, @args) = @ARGV;
+die "usage: iscsi-peer.pl HOST PORT TARGET SCENARIO [ARGS]\n" unless $scenario;
+my $INIT = "iqn.2026-11.org.example:peer";
+$SIG{ALRM} = sub { die "timeout in scenario $scenario\n" };
+alarm(60);
+
+my @crctab;
+for my $i (0 .. 255) {
+	my $c = $i;
+	for (1 .. 8) { $c = ($c & 1) ? (($c >> 1) ^ 0x82F63B78) : ($c >> 1); }
+	$crctab[$i] = $c;
+}
+sub crc32c {
+	my $crc = 0xFFFFFFFF;
+	for my $b (unpack("C*", $_[0])) { $crc = $crctab[($crc ^ $b) & 0xFF] ^ ($crc >> 8); }
+	return pack("V", $crc ^ 0xFFFFFFFF);
+}
+
+my ($hd, $dd) = (0, 0);
+my $cmdsn = 1;
+my $itt = 0x100;
+my $expstatsn = 0;
+my $isid_n = $$ & 0xff00;
+
+sub conn { IO::Socket::INET->new(PeerAddr => $host, PeerPort => $port, Timeout => 5)
+	or die "connect: $!\n" }
+
+sub pad4 { my $l = length($_[0]); return $_[0] . ("\0" x ((4 - $l % 4) % 4)); }
+
+sub send_pdu {
+	my ($s, $bhs, $data, %o) = @_;
+	$data //= "";
+	substr($bhs, 5, 3) = substr(pack("N", $o{dlen} // length($data)), 1, 3);
+	my $buf = $bhs;
+	$buf .= ($o{bad_hd} ? "XXXX" : crc32c($bhs)) if $hd;
+	if (length $data) {
+		my $p = pad4($data);
+		$buf .= $p;
+		$buf .= ($o{bad_dd} ? "XXXX" : crc32c($p)) if $dd;
+	}
+	print $s $buf or die "send: $!\n";
+}
+
+sub read_n {
+	my ($s, $n) = @_;
+	my $buf = "";
+	while (length($buf) < $n) {
+		my $r = sysread($s, $buf, $n - length($buf), length($buf));
+		return undef unless $r;
+	}
+	return $buf;
+}
+
+# returns (bhs, data) or () on EOF; dies on a digest mismatch
+sub recv_pdu {
+	my ($s) = @_;
+	my $bhs = read_n($s, 48);
+	return () unless defined $bhs;
+	my $ahs = unpack("C", substr($bhs, 4, 1)) * 4;
+	my $dlen = unpack("N", "\0" . substr($bhs, 5, 3));
+	read_n($s, $ahs) if $ahs;
+	if ($hd) {
+		my $d = read_n($s, 4);
+		die "header digest mismatch\n" unless $d eq crc32c($bhs);
+	}
+	my $data = "";
+	if ($dlen) {
+		my $p = read_n($s, $dlen + (4 - $dlen % 4) % 4);
+		if ($dd) {
+			my $d = read_n($s, 4);
+			die "data digest mismatch\n" unless $d eq crc32c($p);
+		}
+		$data = substr($p, 0, $dlen);
+	}
+	my $op = unpack("C", $bhs) & 0x3f;
+	$expstatsn = unpack("N", substr($bhs, 24, 4)) + 1
+		if $op == 0x21 || $op == 0x26 || $op == 0x20 || $op == 0x3f || $op == 0x23
+		|| ($op == 0x25 && (unpack("C", substr($bhs, 1, 1)) & 1));
+	return ($bhs, $data);
+}
+
+sub keys_str { join("", map { "$_\0" } @_) }
+
+# one-PDU login straight to the full feature phase; returns the answer keys
+sub login {
+	my ($s, @extra) = @_;
+	my $bhs = pack("C C C C C a3 a6 n N n n N N a16",
+		0x43, 0x87, 0, 0, 0, "", "\x80\x12\x34\x56" . pack("n", $isid_n++), 0, $itt++, 1, 0,
+		$cmdsn, 0, "");
+	my $keys = keys_str("InitiatorName=$INIT", "TargetName=$target", "SessionType=Normal",
+		"AuthMethod=None", @extra);
+	my ($shd, $sdd) = ($hd, $dd);
+	($hd, $dd) = (0, 0);
+	send_pdu($s, $bhs, $keys);
+	my ($r, $data) = recv_pdu($s);
+	die "no login response\n" unless $r;
+	my ($class, $detail) = unpack("CC", substr($r, 36, 2));
+	my %k = map { split(/=/, $_, 2) } grep { length } split(/\0/, $data);
+	$k{_status} = $class * 256 + $detail;
+	$k{_transit} = unpack("C", substr($r, 1, 1)) & 0x80;
+	($hd, $dd) = ($shd, $sdd);
+	$hd = 1 if ($k{HeaderDigest} // "") eq "CRC32C";
+	$dd = 1 if ($k{DataDigest} // "") eq "CRC32C";
+	return \%k;
+}
+
+sub scsi_cmd {
+	my ($s, $flags, $edtl, $cdb, $imm) = @_;
+	my $bhs = pack("C C n C a3 a8 N N N N a16", 0x01, $flags, 0, 0, "", "\0" x 8, $itt,
+		$edtl, $cmdsn++, $expstatsn, pack("a16", $cdb));
+	send_pdu($s, $bhs, $imm // "");
+	return $itt++;
+}
+
+sub data_out {
+	my ($s, $task, $ttt, $datasn, $off, $data, $final) = @_;
+	my $bhs = pack("C C n C a3 a8 N N N N N N N", 0x05, $final ? 0x80 : 0, 0, 0, "",
+		"\0" x 8, $task, $ttt, 0, $expstatsn, 0, $datasn, $off) . "\0" x 4;
+	send_pdu($s, $bhs, $data);
+}
+
+# run a write to completion through R2Ts; returns the SCSI status
+sub write10 {
+	my ($s, $lba, $data, $immlen) = @_;
+	my $n = length($data) / 512;
+	my $imm = substr($data, 0, $immlen // 0);
+	my $task = scsi_cmd($s, 0xA0, length $data, pack("C C N C n C", 0x2a, 0, $lba, 0, $n, 0), $imm);
+	for (;;) {
+		my ($r, $d) = recv_pdu($s);
+		die "connection closed during write\n" unless $r;
+		my $op = unpack("C", $r) & 0x3f;
+		if ($op == 0x31) {
+			my ($ttt, $off, $len) = (unpack("N", substr($r, 20, 4)),
+				unpack("N", substr($r, 40, 4)), unpack("N", substr($r, 44, 4)));
+			my $sn = 0;
+			for (my $o = $off; $o < $off + $len; $o += 8192) {
+				my $l = $off + $len - $o < 8192 ? $off + $len - $o : 8192;
+				data_out($s, $task, $ttt, $sn++, $o, substr($data, $o, $l), $o + $l >= $off + $len);
+			}
+		} elsif ($op == 0x21) {
+			return unpack("C", substr($r, 3, 1));
+		}
+	}
+}
+
+sub read10 {
+	my ($s, $lba, $n) = @_;
+	scsi_cmd($s, 0xC0, $n * 512, pack("C C N C n C", 0x28, 0, $lba, 0, $n, 0));
+	my $buf = "\0" x ($n * 512);
+	for (;;) {
+		my ($r, $d) = recv_pdu($s);
+		die "connection closed during read\n" unless $r;
+		my $op = unpack("C", $r) & 0x3f;
+		if ($op == 0x25) {
+			substr($buf, unpack("N", substr($r, 40, 4)), length $d) = $d;
+			return (unpack("C", substr($r, 3, 1)), $buf) if unpack("C", substr($r, 1, 1)) & 1;
+		} elsif ($op == 0x21) {
+			return (unpack("C", substr($r, 3, 1)), $buf);
+		}
+	}
+}
+
+sub nop {
+	my ($s, $payload) = @_;
+	my $bhs = pack("C C n C a3 a8 N N N N a16", 0x40, 0x80, 0, 0, "", "\0" x 8, $itt++,
+		0xFFFFFFFF, $cmdsn, $expstatsn, "");
+	send_pdu($s, $bhs, $payload // "");
+	my ($r, $d) = recv_pdu($s);
+	return $r && (unpack("C", $r) & 0x3f) == 0x20 && $d eq ($payload // "");
+}
+
+sub logout {
+	my ($s) = @_;
+	my $bhs = pack("C C n C a3 a8 N N N N a16", 0x46, 0x80, 0, 0, "", "\0" x 8, $itt++, 0,
+		$cmdsn, $expstatsn, "");
+	send_pdu($s, $bhs, "");
+	my ($r) = recv_pdu($s);
+	return $r && (unpack("C", $r) & 0x3f) == 0x26 && unpack("C", substr($r, 2, 1)) == 0;
+}
+
+sub expect_closed {
+	my ($s, $secs) = @_;
+	my $sel = IO::Select->new($s);
+	my $end = time + $secs;
+	while (time < $end) {
+		next unless $sel->can_read(0.5);
+		my $r = sysread($s, my $buf, 65536);
+		return 1 if !$r;
+	}
+	return 0;
+}
+
+sub fail { print STDERR "iscsi-peer $scenario: @_\n"; exit 1 }
+
+my $s = conn();
+if ($scenario eq "digests") {
+	# CRC32C on both header and data, immediate data, R2T, Data-In, NOP, Logout
+	my $k = login($s, "HeaderDigest=CRC32C", "DataDigest=CRC32C", "InitialR2T=Yes",
+		"ImmediateData=Yes", "MaxRecvDataSegmentLength=8192", "FirstBurstLength=4096",
+		"MaxBurstLength=16384");
+	fail("login status $k->{_status}") if $k->{_status};
+	fail("digests not negotiated") unless $hd && $dd;
+	my $data = join("", map { chr(($_ * 7 + 3) & 0xff) } 0 .. 65535);
+	my $st = write10($s, 100, $data, 4096);
+	fail("write status $st") if $st;
+	my ($rst, $back) = read10($s, 100, 128);
+	fail("read status $rst") if $rst;
+	fail("data differs") unless $back eq $data;
+	fail("NOP-Out/NOP-In echo") unless nop($s, "ping" x 100);
+	fail("logout") unless logout($s);
+} elsif ($scenario eq "bad-data-digest") {
+	login($s, "HeaderDigest=CRC32C", "DataDigest=CRC32C", "ImmediateData=Yes");
+	fail("digests not negotiated") unless $dd;
+	my $bhs = pack("C C n C a3 a8 N N N N a16", 0x01, 0xA0, 0, 0, "", "\0" x 8, $itt++, 512,
+		$cmdsn++, $expstatsn, pack("a16", pack("C C N C n C", 0x2a, 0, 0, 0, 1, 0)));
+	send_pdu($s, $bhs, "\xAA" x 512, bad_dd => 1);
+	my ($r) = recv_pdu($s);
+	fail("no Reject for a bad data digest") unless $r && (unpack("C", $r) & 0x3f) == 0x3f
+		&& unpack("C", substr($r, 2, 1)) == 2;
+	fail("connection kept after a digest error") unless expect_closed($s, 5);
+} elsif ($scenario eq "bad-header-digest") {
+	login($s, "HeaderDigest=CRC32C");
+	fail("header digest not negotiated") unless $hd;
+	my $bhs = pack("C C n C a3 a8 N N N N a16", 0x40, 0x80, 0, 0, "", "\0" x 8, $itt++,
+		0xFFFFFFFF, $cmdsn, $expstatsn, "");
+	send_pdu($s, $bhs, "", bad_hd => 1);
+	fail("connection kept after a header digest error") unless expect_closed($s, 5);
+} elsif ($scenario eq "bad-opcode") {
+	login($s);
+	my $bhs = pack("C C n C a3 a8 N N N N a16", 0x1c, 0x80, 0, 0, "", "\0" x 8, $itt++, 0,
+		$cmdsn, $expstatsn, "");
+	send_pdu($s, $bhs, "");
+	my ($r) = recv_pdu($s);
+	fail("no Reject for opcode 0x1c") unless $r && (unpack("C", $r) & 0x3f) == 0x3f
+		&& unpack("C", substr($r, 2, 1)) == 5;
+	fail("session unusable after a Reject") unless nop($s, "still here");
+	fail("logout") unless logout($s);
+} elsif ($scenario eq "oversized") {
+	login($s);
+	my $bhs = pack("C C n C a3 a8 N N N N a16", 0x40, 0x80, 0, 0, "", "\0" x 8, $itt++,
+		0xFFFFFFFF, $cmdsn, $expstatsn, "");
+	send_pdu($s, $bhs, "", dlen => 0xFFFFFF);
+	print $s "\0" x 4096;
+	my ($r) = recv_pdu($s);
+	fail("no Reject for a 16 MiB data segment") unless $r && (unpack("C", $r) & 0x3f) == 0x3f;
+	fail("connection kept after an oversized PDU") unless expect_closed($s, 5);
+} elsif ($scenario eq "truncated") {
+	print $s "\x43\x87\0\0\0\0\0\x40" . ("\0" x 12);
+	close($s);
+} elsif ($scenario eq "bad-login-text") {
+	my $bhs = pack("C C C C C a3 a6 n N n n N N a16",
+		0x43, 0x87, 0, 0, 0, "", "\x80\x12\x34\x56\x00\x02", 0, 1, 1, 0, 1, 0, "");
+	send_pdu($s, $bhs, "InitiatorName$INIT\0garbage");
+	my ($r) = recv_pdu($s);
+	fail("no login reject") unless $r && unpack("C", substr($r, 36, 1)) == 2;
+	fail("connection kept after a failed login") unless expect_closed($s, 5);
+} elsif ($scenario eq "hang-login") {
+	# half a login PDU, then silence: the target must give up on us
+	print $s "\x43\x87\0\0\0\0\0\x40";
+	fail("half-finished login not closed in time") unless expect_closed($s, $args[0] // 25);
+} elsif ($scenario eq "drop-mid-write") {
+	login($s, "InitialR2T=Yes", "ImmediateData=No");
+	my $n = 256;
+	scsi_cmd($s, 0xA0, $n * 512, pack("C C N C n C", 0x2a, 0, $args[0] // 0, 0, $n, 0));
+	my ($r) = recv_pdu($s);
+	fail("no R2T") unless $r && (unpack("C", $r) & 0x3f) == 0x31;
+	data_out($s, $itt - 1, unpack("N", substr($r, 20, 4)), 0, 0, "\xEE" x 8192, 0);
+	close($s);
+} elsif ($scenario eq "sessions") {
+	# N sessions logged in at once, each doing a TEST UNIT READY, held open
+	my $n = $args[0] // 64;
+	my @s = ($s);
+	push @s, conn() for 2 .. $n;
+	for my $i (0 .. $#s) {
+		my $k = login($s[$i]);
+		fail("login $i status $k->{_status}") if $k->{_status};
+	}
+	for my $i (0 .. $#s) {
+		scsi_cmd($s[$i], 0x80, 0, "\0" x 6);
+		my ($r) = recv_pdu($s[$i]);
+		fail("TUR on session $i") unless $r && (unpack("C", $r) & 0x3f) == 0x21
+			&& unpack("C", substr($r, 3, 1)) == 0;
+	}
+	print "ready\n";
+	STDOUT->flush();
+	sleep($args[1] // 1);
+	logout($_) for @s;
+} else {
+	fail("unknown scenario");
+}
+exit 0;

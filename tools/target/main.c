@@ -1,0 +1,406 @@
+// SPDX-License-Identifier: MIT
+/*
+ * vdisk-target: options, configuration (re)load, daemonising and signals
+ * (after tgt's tgtd.c main). The whole configuration is parsed and checked,
+ * and every LUN opened, before anything is applied; a reload (SIGHUP) that
+ * fails leaves the running configuration alone. On reload a LUN whose path
+ * and mode did not change keeps its object, hence its reservations and any
+ * I/O in flight; sessions that are no longer allowed get an Async logout
+ * request, the others carry on. SIGTERM asks every session to log out, lets
+ * in-flight commands finish (at most 5 s) and exits.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <syslog.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "conn.h"
+
+int tgt_verbose = 1;
+static bool use_syslog;
+static char **saved_argv;
+static int saved_argc;
+
+void
+tgt_log(int level, const char *func, int line, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	if (level > tgt_verbose) {
+		return;
+	}
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (use_syslog) {
+		syslog(level == 0 ? LOG_ERR : level == 1 ? LOG_INFO : LOG_DEBUG, "%s", msg);
+		return;
+	}
+	if (tgt_verbose >= 2) {
+		fprintf(stderr, "vdisk-target: %s:%d: %s\n", func, line, msg);
+	} else {
+		fprintf(stderr, "vdisk-target: %s\n", msg);
+	}
+}
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+		"usage: vdisk-target --iqn IQN --portal ADDR:PORT[,TPGT]... --lun N=PATH[,ro][,serial=S]...\n"
+		"                    [--chap USER:SECRET] [--mutual-chap USER:SECRET] [--allow IQN]...\n"
+		"                    [--tpg TPGT=STATE]... [--workers N] [--pidfile FILE] [-f] [-v|-q]\n"
+		"       vdisk-target --config FILE [-f] [-v|-q]\n"
+		"Export plain files or block devices as iSCSI LUNs on one or more portals.\n"
+		"  --iqn IQN            target name (iqn.YYYY-MM.reversed.domain:name)\n"
+		"  --portal A:P[,TPGT]  listen on address A port P in portal group TPGT (1)\n"
+		"  --lun N=PATH[,opts]  export PATH as LUN N; opts: ro, serial=S (fixed identity),\n"
+		"                       pbsize=B (physical block size, 4096 by default)\n"
+		"  --chap USER:SECRET   require CHAP from initiators\n"
+		"  --mutual-chap U:S    the target's own credentials for mutual CHAP\n"
+		"  --allow IQN          only these initiators may log in (repeatable)\n"
+		"  --tpg TPGT=STATE     ALUA state: active, non-optimized, standby, unavailable\n"
+		"  --workers N          I/O worker threads (default 4)\n"
+		"  --config FILE        read targets from FILE (see the README); SIGHUP rereads it\n"
+		"  -f, --foreground     stay in the foreground, log to stderr\n"
+		"  -v, --verbose        more logging; -q, --quiet: errors only\n");
+}
+
+enum { OPT_IQN = 256, OPT_PORTAL, OPT_LUN, OPT_CHAP, OPT_MUTUAL, OPT_ALLOW, OPT_TPG,
+       OPT_WORKERS, OPT_CONFIG, OPT_PIDFILE };
+
+static const struct option long_opts[] = {
+	{ "iqn", required_argument, NULL, OPT_IQN },
+	{ "portal", required_argument, NULL, OPT_PORTAL },
+	{ "lun", required_argument, NULL, OPT_LUN },
+	{ "chap", required_argument, NULL, OPT_CHAP },
+	{ "mutual-chap", required_argument, NULL, OPT_MUTUAL },
+	{ "allow", required_argument, NULL, OPT_ALLOW },
+	{ "tpg", required_argument, NULL, OPT_TPG },
+	{ "workers", required_argument, NULL, OPT_WORKERS },
+	{ "config", required_argument, NULL, OPT_CONFIG },
+	{ "pidfile", required_argument, NULL, OPT_PIDFILE },
+	{ "foreground", no_argument, NULL, 'f' },
+	{ "verbose", no_argument, NULL, 'v' },
+	{ "quiet", no_argument, NULL, 'q' },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
+static bool foreground;
+static char config_path[4096];
+
+/* Parse argv into cfg; 0, or -EINVAL with a message printed. */
+static int
+parse_args(int argc, char **argv, struct tgt_config *cfg)
+{
+	char err[512] = "";
+	struct tgt_config_target one;
+	bool have_one = false;
+	int o, r = 0;
+
+	memset(&one, 0, sizeof(one));
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->workers = 4;
+	optind = 1;
+	while ((o = getopt_long(argc, argv, "fvqh", long_opts, NULL)) != -1) {
+		switch (o) {
+		case OPT_IQN:
+			snprintf(one.t.iqn, sizeof(one.t.iqn), "%s", optarg);
+			have_one = true;
+			break;
+		case OPT_PORTAL:
+			r = tgt_config_portal(&one, optarg, err, sizeof(err));
+			have_one = true;
+			break;
+		case OPT_LUN:
+			r = tgt_config_lun(&one, optarg, err, sizeof(err));
+			have_one = true;
+			break;
+		case OPT_CHAP:
+			r = tgt_config_chap(&one.t.chap, optarg, err, sizeof(err));
+			one.t.chap_on = true;
+			have_one = true;
+			break;
+		case OPT_MUTUAL:
+			r = tgt_config_chap(&one.t.mutual, optarg, err, sizeof(err));
+			one.t.mutual_on = true;
+			have_one = true;
+			break;
+		case OPT_ALLOW:
+			if (one.t.nacl >= TGT_MAX_ACL || strlen(optarg) >= TGT_NAME_MAX) {
+				snprintf(err, sizeof(err), "bad or too many --allow");
+				r = -EINVAL;
+				break;
+			}
+			snprintf(one.t.acl[one.t.nacl++], TGT_NAME_MAX, "%s", optarg);
+			have_one = true;
+			break;
+		case OPT_TPG:
+			r = tgt_config_tpg(&one, optarg, err, sizeof(err));
+			have_one = true;
+			break;
+		case OPT_WORKERS:
+			cfg->workers = atoi(optarg);
+			if (cfg->workers < 1 || cfg->workers > 64) {
+				snprintf(err, sizeof(err), "--workers must be 1..64");
+				r = -EINVAL;
+			}
+			break;
+		case OPT_CONFIG:
+			snprintf(config_path, sizeof(config_path), "%s", optarg);
+			break;
+		case OPT_PIDFILE:
+			snprintf(cfg->pidfile, sizeof(cfg->pidfile), "%s", optarg);
+			break;
+		case 'f':
+			foreground = true;
+			break;
+		case 'v':
+			tgt_verbose++;
+			break;
+		case 'q':
+			tgt_verbose = 0;
+			break;
+		case 'h':
+			usage(stdout);
+			exit(0);
+		default:
+			usage(stderr);
+			return -EINVAL;
+		}
+		if (r < 0) {
+			break;
+		}
+	}
+	if (r == 0 && optind < argc) {
+		snprintf(err, sizeof(err), "unexpected argument '%s'", argv[optind]);
+		r = -EINVAL;
+	}
+	if (r == 0 && config_path[0]) {
+		r = tgt_config_parse_file(cfg, config_path, err, sizeof(err));
+	}
+	if (r == 0 && have_one) {
+		r = tgt_config_add_target(cfg, one.t.iqn);
+		if (r == 0) {
+			cfg->targets[cfg->ntargets - 1] = one;
+		}
+	}
+	if (r == 0) {
+		r = tgt_config_check(cfg, err, sizeof(err));
+	}
+	if (r < 0) {
+		tgt_err("%s", err[0] ? err : strerror(-r));
+		tgt_config_free(cfg);
+	}
+	return r;
+}
+
+static struct tgt_lun *
+find_existing_lun(const struct tgt_lun_spec *s)
+{
+	struct tgt_target *t;
+	TAILQ_FOREACH (t, server_targets(), link) {
+		for (int i = 0; i < t->nluns; i++) {
+			struct tgt_lun *lu = t->luns[i].lu;
+			if (lu && !strcmp(lu->path, s->path) && lu->ro == s->ro &&
+			    (512u << lu->pb_exp) == s->pbsize) {
+				return lu;
+			}
+		}
+	}
+	return NULL;
+}
+
+/* Open every LUN of cfg and apply it to the running server; 0 or -errno. */
+static int
+apply_config(struct tgt_config *cfg, bool initial)
+{
+	struct tgt_target *staged[cfg->ntargets];
+	int r = 0;
+
+	memset(staged, 0, sizeof(staged));
+	for (int i = 0; i < cfg->ntargets; i++) {
+		struct tgt_config_target *ct = &cfg->targets[i];
+		struct tgt_target *nt = calloc(1, sizeof(*nt));
+		if (!nt) {
+			r = -ENOMEM;
+			goto fail;
+		}
+		staged[i] = nt;
+		*nt = ct->t;
+		nt->nluns = 0;
+		for (int j = 0; j < ct->nspecs; j++) {
+			struct tgt_lun_spec *s = &ct->specs[j];
+			struct tgt_lun *lu = find_existing_lun(s);
+			if (lu) {
+				tgt_lun_get(lu);
+			} else {
+				lu = tgt_lun_open(s->path, s->ro, s->serial, s->pbsize);
+				if (!lu) {
+					r = -errno;
+					tgt_err("cannot open LUN %llu of %s: %s: %s",
+						(unsigned long long)s->lun, nt->iqn, s->path,
+						strerror(errno));
+					goto fail;
+				}
+			}
+			nt->luns[nt->nluns].lun = s->lun;
+			nt->luns[nt->nluns].lu = lu;
+			nt->nluns++;
+		}
+		for (int p = 0; p < nt->nportals; p++) {
+			r = server_add_portal(nt->portals[p].host, nt->portals[p].port);
+			if (r < 0) {
+				tgt_err("cannot listen on %s:%d: %s", nt->portals[p].host,
+					nt->portals[p].port, strerror(-r));
+				goto fail;
+			}
+		}
+	}
+	/* commit: update targets in place so sessions keep their pointer */
+	struct tgt_target *t;
+	TAILQ_FOREACH (t, server_targets(), link) {
+		bool keep = false;
+		for (int i = 0; i < cfg->ntargets; i++) {
+			keep |= !t->removed && !strcmp(t->iqn, staged[i]->iqn);
+		}
+		if (!keep && !t->removed) {
+			t->removed = true;
+			tgt_info("target %s removed", t->iqn);
+		}
+	}
+	for (int i = 0; i < cfg->ntargets; i++) {
+		struct tgt_target *old = server_find_target(staged[i]->iqn);
+		if (old) {
+			struct tgt_lun_map oldluns[TGT_MAX_LUNS];
+			int n = old->nluns;
+			memcpy(oldluns, old->luns, sizeof(oldluns[0]) * (size_t)n);
+			struct tgt_target *next = TAILQ_NEXT(old, link);
+			struct tgt_target **prevp = old->link.tqe_prev;
+			*old = *staged[i];
+			old->link.tqe_next = next;
+			old->link.tqe_prev = prevp;
+			for (int j = 0; j < n; j++) {
+				tgt_lun_put(oldluns[j].lu);
+			}
+			free(staged[i]);
+		} else {
+			TAILQ_INSERT_TAIL(server_targets(), staged[i], link);
+			if (!initial) {
+				tgt_info("target %s added", staged[i]->iqn);
+			}
+		}
+		staged[i] = NULL;
+	}
+	server_revalidate_sessions();
+	return 0;
+fail:
+	for (int i = 0; i < cfg->ntargets; i++) {
+		if (staged[i]) {
+			for (int j = 0; j < staged[i]->nluns; j++) {
+				tgt_lun_put(staged[i]->luns[j].lu);
+			}
+			free(staged[i]);
+		}
+	}
+	return r;
+}
+
+void main_handle_signal(int sig);
+
+void
+main_handle_signal(int sig)
+{
+	if (sig == SIGHUP) {
+		struct tgt_config cfg;
+		tgt_info("SIGHUP: reloading the configuration");
+		if (parse_args(saved_argc, saved_argv, &cfg) < 0) {
+			tgt_err("reload failed: keeping the running configuration");
+			return;
+		}
+		if (apply_config(&cfg, false) < 0) {
+			tgt_err("reload failed: keeping the running configuration");
+		}
+		tgt_config_free(&cfg);
+		return;
+	}
+	tgt_info("signal %d: logging sessions out and stopping", sig);
+	server_request_stop();
+}
+
+int
+main(int argc, char **argv)
+{
+	struct tgt_config cfg;
+
+	saved_argc = argc;
+	saved_argv = argv;
+	signal(SIGPIPE, SIG_IGN);
+	if (parse_args(argc, argv, &cfg) < 0) {
+		return 2;
+	}
+	if (server_init() < 0) {
+		tgt_err("epoll: %s", strerror(errno));
+		return 1;
+	}
+	if (apply_config(&cfg, true) < 0) {
+		return 1;
+	}
+	if (!foreground) {
+		if (daemon(0, 0) < 0) {
+			tgt_err("daemon: %s", strerror(errno));
+			return 1;
+		}
+		use_syslog = true;
+		openlog("vdisk-target", LOG_PID, LOG_DAEMON);
+	}
+	if (cfg.pidfile[0]) {
+		FILE *f = fopen(cfg.pidfile, "we");
+		if (f) {
+			fprintf(f, "%d\n", (int)getpid());
+			fclose(f);
+		}
+	}
+	/* workers start after daemon() (threads do not survive fork) and with the
+	 * signals blocked, so that only the loop's signalfd sees them */
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigprocmask(SIG_BLOCK, &set, NULL);
+	int r = workq_start(cfg.workers);
+	if (r < 0) {
+		tgt_err("cannot start workers: %s", strerror(-r));
+		return 1;
+	}
+	struct tgt_target *t;
+	TAILQ_FOREACH (t, server_targets(), link) {
+		tgt_info("serving %s: %d LUN(s) on %d portal(s)", t->iqn, t->nluns, t->nportals);
+	}
+	server_run();
+	server_close_portals();
+	while ((t = TAILQ_FIRST(server_targets()))) {
+		TAILQ_REMOVE(server_targets(), t, link);
+		for (int i = 0; i < t->nluns; i++) {
+			tgt_lun_put(t->luns[i].lu);
+		}
+		free(t);
+	}
+	if (cfg.pidfile[0]) {
+		unlink(cfg.pidfile);
+	}
+	tgt_config_free(&cfg);
+	tgt_info("stopped");
+	return 0;
+}
