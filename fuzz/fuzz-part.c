@@ -26,7 +26,7 @@ fz_read(void *opaque, void *buf, size_t len, uint64_t off)
 	size_t i;
 
 	if (off + len > d->size) {
-		abort();	/* the parser promised to stay inside the disk */
+		abort(); /* the parser promised to stay inside the disk */
 	}
 	for (i = 0; i < len; i++) {
 		uint64_t o = off + i;
@@ -49,7 +49,7 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct vdfs_part parts[VDFS_PART_MAX];
-	struct fz_disk d = { .data = data, .len = size, .size = 2u << 20 };
+	struct fz_disk d = {.data = data, .len = size, .size = 2u << 20};
 	int n, i;
 
 	if (size > d.size) {

@@ -17,7 +17,7 @@ dd if="$T/base" of="$M/disk" bs=1M seek=100 conv=notrunc,fsync status=none
 
 fio --name=writers --filename="$M/disk" --rw=randwrite --bsrange=4k-64k --offset=0 --size=16M \
 	--offset_increment=16M --numjobs=4 --ioengine=psync --direct=1 --time_based --runtime=$RUN \
-	--verify=crc32c --verify_backlog=64 --verify_fatal=1 --randseed=5 \
+	--verify=crc32c --verify_backlog=64 --verify_fatal=1 --verify_state_save=0 --randseed=5 \
 	--output="$T/fio-w.out" >/dev/null 2>&1 &
 w_pid=$!
 fio --name=readers --filename="$M/disk" --rw=randread --bsrange=4k-1M --size=128M --numjobs=4 \
