@@ -18,6 +18,7 @@
 #include "../../tools/target/sbc.c"
 #include "../../tools/target/scsi.c"
 #include "../../tools/target/spc.c"
+#include "../../tools/target/xcopy.c"
 
 int tgt_verbose;
 void

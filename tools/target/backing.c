@@ -36,6 +36,25 @@
 
 #define TGT_NAA_OUI 0x0d7e5au /* vendor part of the NAA id (locally chosen) */
 
+/* Every open LUN, for EXTENDED COPY's target descriptors. */
+static pthread_mutex_t lun_registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static TAILQ_HEAD(, tgt_lun) lun_registry = TAILQ_HEAD_INITIALIZER(lun_registry);
+
+struct tgt_lun *
+tgt_lun_find_naa(const uint8_t naa[16])
+{
+	struct tgt_lun *lu, *found = NULL;
+	pthread_mutex_lock(&lun_registry_lock);
+	TAILQ_FOREACH (lu, &lun_registry, all_link) {
+		if (!memcmp(lu->naa, naa, 16)) {
+			found = tgt_lun_get(lu);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&lun_registry_lock);
+	return found;
+}
+
 struct tgt_lun *
 tgt_lun_open(const char *path, bool ro, const char *serial_override, uint32_t pbsize)
 {
@@ -119,6 +138,9 @@ tgt_lun_open(const char *path, bool ro, const char *serial_override, uint32_t pb
 	pthread_rwlock_init(&lu->io_lock, &attr);
 	pthread_rwlockattr_destroy(&attr);
 	pthread_mutex_init(&lu->lock, NULL);
+	pthread_mutex_lock(&lun_registry_lock);
+	TAILQ_INSERT_TAIL(&lun_registry, lu, all_link);
+	pthread_mutex_unlock(&lun_registry_lock);
 	return lu;
 err:
 	if (lu->fd >= 0) {
@@ -145,9 +167,14 @@ tgt_lun_put(struct tgt_lun *lu)
 	if (!lu) {
 		return;
 	}
+	/* the registry lock orders the last put against tgt_lun_find_naa() */
+	pthread_mutex_lock(&lun_registry_lock);
 	if (atomic_fetch_sub_explicit((_Atomic int *)&lu->refs, 1, memory_order_acq_rel) != 1) {
+		pthread_mutex_unlock(&lun_registry_lock);
 		return;
 	}
+	TAILQ_REMOVE(&lun_registry, lu, all_link);
+	pthread_mutex_unlock(&lun_registry_lock);
 	close(lu->fd);
 	pthread_rwlock_destroy(&lu->io_lock);
 	pthread_mutex_destroy(&lu->lock);

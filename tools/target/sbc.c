@@ -113,7 +113,8 @@ sbc_read(struct scsi_cmd *cmd)
 	if (cmd->edtl < want) {
 		want = cmd->edtl;
 	}
-	if (scsi_alloc_in(cmd, (uint32_t)len) < 0) {
+	/* not zeroed: the first `want` bytes are read, the rest is never sent */
+	if (scsi_alloc_in_raw(cmd, (uint32_t)len) < 0) {
 		return scsi_sense_errno(cmd, -ENOMEM);
 	}
 	pthread_rwlock_rdlock(&lu->io_lock);
