@@ -26,8 +26,13 @@ TPID=
 cleanup() {
 	[ -n "$VPID" ] && kill "$VPID" 2>/dev/null || :
 	if [ -n "$TPID" ]; then
+		# tgtd ignores SIGTERM: remove the target, stop the system, then kill
+		tgtadm -C "$CTL" --lld iscsi --op unbind --mode target --tid 1 -I ALL >/dev/null 2>&1 || :
+		tgtadm -C "$CTL" --lld iscsi --op delete --mode target --tid 1 --force >/dev/null 2>&1 || :
 		tgtadm -C "$CTL" --op delete --mode system >/dev/null 2>&1 || :
 		kill "$TPID" 2>/dev/null || :
+		sleep 1
+		kill -9 "$TPID" 2>/dev/null || :
 	fi
 	wait 2>/dev/null || :
 	rm -rf "$W"
