@@ -20,6 +20,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <pthread.h>
+
 #include "vdisk.h"
 
 enum vd_thread_model {
@@ -96,11 +98,15 @@ struct vd_layer {
 	char *name;			/* snapshot name of this layer if its format names it (malloc'd) */
 	int64_t created;		/* seconds since the epoch, 0 if unknown */
 	uint8_t uuid[16];
+	/* What this layer records about its backing (native overlays): the core names the backing layer so. */
+	char *backing_name;		/* malloc'd, NULL if not recorded */
+	int64_t backing_created;
 
 	/* Core-owned: */
 	struct vd_chain *chain;		/* the chain this layer is in (NULL while creating) */
 	int index;			/* position in the chain, 0 = top */
 	int refs;			/* shared by snapshot views; protected by the chain lock */
+	pthread_mutex_t serialize;	/* taken around hooks of VD_THREAD_SERIALIZE drivers */
 	vd_passphrase_fn passphrase;	/* for encrypted native layers */
 	void *passphrase_opaque;
 };

@@ -51,14 +51,20 @@ vd_set_error(int errnum, const char *fmt, ...)
 void
 vd_error_prefix(const char *fmt, ...)
 {
-	char pre[VD_ERRLEN], old[VD_ERRLEN];
+	char old[VD_ERRLEN];
+	size_t n;
 	va_list ap;
 
-	va_start(ap, fmt);
-	vsnprintf(pre, sizeof(pre), fmt, ap);
-	va_end(ap);
 	memcpy(old, vd_errbuf, sizeof(old));
-	snprintf(vd_errbuf, sizeof(vd_errbuf), "%s: %s", pre, old);
+	va_start(ap, fmt);
+	vsnprintf(vd_errbuf, sizeof(vd_errbuf), fmt, ap);
+	va_end(ap);
+	n = strlen(vd_errbuf);
+	if (n + 2 < sizeof(vd_errbuf)) {
+		memcpy(vd_errbuf + n, ": ", 3);
+		n += 2;
+		strncat(vd_errbuf + n, old, sizeof(vd_errbuf) - n - 1);
+	}
 }
 
 bool

@@ -1,0 +1,669 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The public API (vdisk.h) over a chain: opening, I/O dispatch with capability
+ * and bounds checks, layer and snapshot listing, checking.
+ *
+ * Locking: the chain's rwlock is held for reading around every I/O call, so
+ * I/O runs in parallel (drivers lock for themselves, or the core serialises
+ * them per their thread model); snapshot operations take it for writing,
+ * which waits for in-flight I/O and so gives a clean point-in-time cut.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <pthread.h>
+
+#include "chain.h"
+#include "util.h"
+#include "vdk.h"
+
+static int
+image_check_range(struct vd_image *img, uint64_t off, uint64_t len)
+{
+	uint64_t end;
+
+	if (VD_ADD_OVERFLOW(off, len, &end) || end > img->top->size) {
+		return vd_set_error(EINVAL, "%s: request %llu+%llu beyond the end of the disk (%llu)",
+				    img->path, (unsigned long long)off, (unsigned long long)len,
+				    (unsigned long long)img->top->size);
+	}
+	return 0;
+}
+
+static struct vd_image *
+image_new(struct vd_chain *c, struct vd_layer *top, struct vd_layer *anchor, const char *path)
+{
+	struct vd_image *img = calloc(1, sizeof(*img));
+
+	if (!img) {
+		return NULL;
+	}
+	img->chain = c;
+	img->top = top;
+	img->anchor = anchor;
+	img->path = strdup(path);
+	img->merged = merged_new();
+	if (!img->path || !img->merged) {
+		free(img->path);
+		merged_free(img->merged);
+		free(img);
+		return NULL;
+	}
+	return img;
+}
+
+static void
+chain_destroy(struct vd_chain *c)
+{
+	for (int i = 0; i < c->n; i++) {
+		chain_layer_close(c->layers[i]);
+	}
+	free(c->layers);
+	pthread_rwlock_destroy(&c->lock);
+	free(c);
+}
+
+struct vd_image *
+vd_open(const char *path, const struct vd_open_opts *opts)
+{
+	struct vd_open_opts def = { 0 };
+	struct vd_chain *c;
+	struct vd_layer *top;
+	struct vd_image *img;
+	int r;
+
+	if (!opts) {
+		opts = &def;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		vd_set_error(ENOMEM, "out of memory");
+		errno = ENOMEM;
+		return NULL;
+	}
+	pthread_rwlock_init(&c->lock, NULL);
+	c->flags = opts->flags;
+	c->passphrase = opts->passphrase;
+	c->passphrase_opaque = opts->passphrase_opaque;
+	r = chain_layer_open(path, opts->format, opts->flags & VD_OPEN_RDWR, false, c->passphrase,
+			     c->passphrase_opaque, &top);
+	if (r < 0) {
+		goto err;
+	}
+	c->layers = malloc(sizeof(*c->layers));
+	if (!c->layers) {
+		chain_layer_close(top);
+		r = vd_set_error(ENOMEM, "out of memory");
+		goto err;
+	}
+	c->layers[0] = top;
+	c->n = 1;
+	top->chain = c;
+	r = chain_open_backing(c);
+	if (r < 0) {
+		goto err;
+	}
+	/* An overlay smaller than its backing is fine; a layer of another size reads zeroes past its end. */
+	img = image_new(c, top, top, path);
+	if (!img) {
+		r = vd_set_error(ENOMEM, "out of memory");
+		goto err;
+	}
+	img->readonly = !(opts->flags & VD_OPEN_RDWR);
+	c->main = img;
+	return img;
+err:
+	chain_destroy(c);
+	errno = -r;
+	return NULL;
+}
+
+int
+vd_close(struct vd_image *img)
+{
+	struct vd_chain *c;
+	int r = 0;
+
+	if (!img) {
+		return 0;
+	}
+	c = img->chain;
+	if (img->is_view) {
+		pthread_rwlock_wrlock(&c->lock);
+		if (!img->own_top) {
+			img->top->refs--;
+		}
+		c->views--;
+		pthread_rwlock_unlock(&c->lock);
+		if (img->own_top) {
+			chain_layer_close(img->top);
+		}
+	} else {
+		if (!img->readonly) {
+			r = vd_flush(img);
+		}
+		chain_destroy(c);
+	}
+	merged_free(img->merged);
+	free(img->path);
+	free(img);
+	return r;
+}
+
+uint64_t
+vd_get_size(const struct vd_image *img)
+{
+	return img->top->size;
+}
+
+uint32_t
+vd_get_block_size(const struct vd_image *img)
+{
+	return img->top->granularity;
+}
+
+bool
+vd_is_readonly(const struct vd_image *img)
+{
+	return img->readonly;
+}
+
+const char *
+vd_get_path(const struct vd_image *img)
+{
+	return img->path;
+}
+
+int
+vd_pread(struct vd_image *img, void *buf, size_t count, uint64_t offset)
+{
+	struct vd_chain *c = img->chain;
+	char *p = buf;
+	int r;
+
+	r = image_check_range(img, offset, count);
+	if (r < 0) {
+		return r;
+	}
+	pthread_rwlock_rdlock(&c->lock);
+	while (count > 0) {
+		struct vd_extent e;
+
+		r = layer_block_status(img->top, offset, count, &e);
+		if (r < 0) {
+			break;
+		}
+		if (e.type == VD_EXTENT_DATA) {
+			r = layer_pread(img->top, p, (size_t)e.length, offset);
+		} else if (e.type == VD_EXTENT_ZERO) {
+			memset(p, 0, (size_t)e.length);
+		} else {
+			r = chain_read_below(img, p, (size_t)e.length, offset);
+		}
+		if (r < 0) {
+			break;
+		}
+		p += e.length;
+		offset += e.length;
+		count -= (size_t)e.length;
+	}
+	pthread_rwlock_unlock(&c->lock);
+	return r;
+}
+
+static int
+image_check_writable(struct vd_image *img)
+{
+	if (img->readonly || img->is_view || !img->top->drv->pwrite) {
+		return vd_set_error(EROFS, "%s: image is read-only", img->path);
+	}
+	return 0;
+}
+
+int
+vd_pwrite(struct vd_image *img, const void *buf, size_t count, uint64_t offset)
+{
+	struct vd_layer *top;
+	int r;
+
+	r = image_check_writable(img);
+	if (r == 0) {
+		r = image_check_range(img, offset, count);
+	}
+	if (r < 0 || count == 0) {
+		return r;
+	}
+	pthread_rwlock_rdlock(&img->chain->lock);
+	top = img->top;
+	if (top->drv->thread_model == VD_THREAD_SERIALIZE) {
+		pthread_mutex_lock(&top->serialize);
+	}
+	r = top->drv->pwrite(top, buf, count, offset);
+	if (top->drv->thread_model == VD_THREAD_SERIALIZE) {
+		pthread_mutex_unlock(&top->serialize);
+	}
+	pthread_rwlock_unlock(&img->chain->lock);
+	return r;
+}
+
+int
+vd_write_zeroes(struct vd_image *img, uint64_t offset, uint64_t length)
+{
+	struct vd_layer *top;
+	int r;
+
+	r = image_check_writable(img);
+	if (r == 0) {
+		r = image_check_range(img, offset, length);
+	}
+	if (r < 0 || length == 0) {
+		return r;
+	}
+	pthread_rwlock_rdlock(&img->chain->lock);
+	top = img->top;
+	if (top->drv->thread_model == VD_THREAD_SERIALIZE) {
+		pthread_mutex_lock(&top->serialize);
+	}
+	r = top->drv->zero ? top->drv->zero(top, offset, length) : -EOPNOTSUPP;
+	if (top->drv->thread_model == VD_THREAD_SERIALIZE) {
+		pthread_mutex_unlock(&top->serialize);
+	}
+	pthread_rwlock_unlock(&img->chain->lock);
+	if (r == -EOPNOTSUPP) {
+		r = vd_set_error(EOPNOTSUPP, "%s: zeroing not supported", img->path);
+	}
+	return r;
+}
+
+int
+vd_discard(struct vd_image *img, uint64_t offset, uint64_t length)
+{
+	return vd_write_zeroes(img, offset, length);
+}
+
+int
+vd_flush(struct vd_image *img)
+{
+	struct vd_layer *top;
+	int r = 0;
+
+	if (img->readonly || img->is_view) {
+		return 0;
+	}
+	pthread_rwlock_rdlock(&img->chain->lock);
+	top = img->top;
+	if (top->drv->flush) {
+		if (top->drv->thread_model == VD_THREAD_SERIALIZE) {
+			pthread_mutex_lock(&top->serialize);
+		}
+		r = top->drv->flush(top);
+		if (top->drv->thread_model == VD_THREAD_SERIALIZE) {
+			pthread_mutex_unlock(&top->serialize);
+		}
+	}
+	pthread_rwlock_unlock(&img->chain->lock);
+	return r;
+}
+
+int
+vd_block_status(struct vd_image *img, uint64_t offset, uint64_t length, struct vd_extent *ext)
+{
+	int r;
+
+	r = image_check_range(img, offset, length);
+	if (r < 0) {
+		return r;
+	}
+	if (length == 0) {
+		return vd_set_error(EINVAL, "%s: empty block status request", img->path);
+	}
+	pthread_rwlock_rdlock(&img->chain->lock);
+	r = layer_block_status(img->top, offset, length, ext);
+	if (r == 0) {
+		if (ext->type != VD_EXTENT_HOLE) {
+			ext->layer = 0;
+		} else {
+			r = chain_status_below(img, offset, ext->length, ext);
+			if (r == 0 && ext->layer >= 0) {
+				ext->layer -= img->anchor->index;
+			}
+		}
+	}
+	pthread_rwlock_unlock(&img->chain->lock);
+	return r;
+}
+
+/* ---- layers and snapshots ------------------------------------------------- */
+
+/* The layers an image sees: its top, then the chain below its anchor. */
+static int
+image_depth(const struct vd_image *img)
+{
+	return 1 + img->chain->n - (img->anchor->index + 1);
+}
+
+static struct vd_layer *
+image_layer(const struct vd_image *img, int idx)
+{
+	if (idx == 0) {
+		return img->top;
+	}
+	return img->chain->layers[img->anchor->index + idx];
+}
+
+int
+vd_layer_count(const struct vd_image *img)
+{
+	return image_depth(img);
+}
+
+int
+vd_layer_info(struct vd_image *img, int idx, struct vd_layer_info *info)
+{
+	struct vd_layer *l;
+	struct stat st;
+	int r = 0;
+
+	pthread_rwlock_rdlock(&img->chain->lock);
+	if (idx < 0 || idx >= image_depth(img)) {
+		r = vd_set_error(EINVAL, "%s: no layer %d", img->path, idx);
+		goto out;
+	}
+	l = image_layer(img, idx);
+	memset(info, 0, sizeof(*info));
+	info->path = l->path;
+	info->format = l->drv->name;
+	info->name = (idx == 0 && !img->is_view) ? NULL : l->name;
+	info->created = l->created;
+	info->size = l->size;
+	info->allocated = l->drv->allocated ? l->drv->allocated(l) : 0;
+	info->file_size = fstat(l->fd, &st) == 0 ? (uint64_t)st.st_blocks * 512 : 0;
+	info->block_size = l->granularity;
+	info->readonly = l->readonly;
+	info->encrypted = l->encrypted;
+	info->cipher = l->cipher;
+	info->backing = l->backing;
+	memcpy(info->uuid, l->uuid, 16);
+out:
+	pthread_rwlock_unlock(&img->chain->lock);
+	return r;
+}
+
+bool
+vd_snapshot_name_valid(const char *name)
+{
+	size_t n = name ? strlen(name) : 0;
+
+	if (n == 0 || n > 64 || name[0] == '.' || name[0] == '-') {
+		return false;
+	}
+	for (size_t i = 0; i < n; i++) {
+		char ch = name[i];
+
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+		      strchr("._+:@-", ch))) {
+			return false;
+		}
+	}
+	return true;
+}
+
+/*
+ * Snapshot k (oldest first) of an image: walk its layers bottom-up; each layer
+ * contributes its internal snapshots, then itself if it is below the top.
+ * Returns the layer and, for an internal snapshot, its index in that layer (else -1).
+ */
+static int
+image_snapshot_at(struct vd_image *img, int k, struct vd_layer **lp, int *internal)
+{
+	int depth = image_depth(img);
+
+	for (int i = depth - 1; i >= 0; i--) {
+		struct vd_layer *l = image_layer(img, i);
+		int ni = l->drv->snapshot_count ? l->drv->snapshot_count(l) : 0;
+
+		if (ni < 0) {
+			ni = 0;
+		}
+		if (k < ni) {
+			*lp = l;
+			*internal = k;
+			return 0;
+		}
+		k -= ni;
+		if (i > 0) {
+			if (k == 0) {
+				*lp = l;
+				*internal = -1;
+				return 0;
+			}
+			k--;
+		}
+	}
+	return -ENOENT;
+}
+
+static int
+image_snapshot_count_locked(struct vd_image *img)
+{
+	int n = 0, depth = image_depth(img);
+
+	for (int i = 0; i < depth; i++) {
+		struct vd_layer *l = image_layer(img, i);
+		int ni = l->drv->snapshot_count ? l->drv->snapshot_count(l) : 0;
+
+		n += (ni > 0 ? ni : 0) + (i > 0);
+	}
+	return n;
+}
+
+int
+vd_snapshot_count(struct vd_image *img)
+{
+	int n;
+
+	pthread_rwlock_rdlock(&img->chain->lock);
+	n = image_snapshot_count_locked(img);
+	pthread_rwlock_unlock(&img->chain->lock);
+	return n;
+}
+
+static int
+image_snapshot_info_locked(struct vd_image *img, int idx, struct vd_snapshot_info *info)
+{
+	struct vd_layer *l;
+	int in;
+
+	memset(info, 0, sizeof(*info));
+	if (idx < 0 || image_snapshot_at(img, idx, &l, &in) < 0) {
+		return vd_set_error(ENOENT, "%s: no snapshot %d", img->path, idx);
+	}
+	info->layer = l == img->top ? 0 : l->index - img->anchor->index;
+	info->internal = in >= 0;
+	if (in >= 0) {
+		int r = l->drv->snapshot_info(l, in, &info->name, &info->created);
+
+		if (r < 0) {
+			return r;
+		}
+	} else {
+		info->name = l->name;
+		info->created = l->created;
+		info->allocated = l->drv->allocated ? l->drv->allocated(l) : 0;
+	}
+	if (idx > 0) {
+		struct vd_snapshot_info prev;
+
+		if (image_snapshot_info_locked(img, idx - 1, &prev) == 0) {
+			info->parent = prev.name;
+		}
+	}
+	return 0;
+}
+
+int
+vd_snapshot_info(struct vd_image *img, int idx, struct vd_snapshot_info *info)
+{
+	int r;
+
+	pthread_rwlock_rdlock(&img->chain->lock);
+	r = image_snapshot_info_locked(img, idx, info);
+	pthread_rwlock_unlock(&img->chain->lock);
+	return r;
+}
+
+int
+vd_snapshot_find(struct vd_image *img, const char *name)
+{
+	int n, found = -ENOENT;
+
+	pthread_rwlock_rdlock(&img->chain->lock);
+	n = image_snapshot_count_locked(img);
+	for (int i = 0; i < n; i++) {
+		struct vd_snapshot_info si;
+
+		if (image_snapshot_info_locked(img, i, &si) == 0 && si.name &&
+		    strcmp(si.name, name) == 0) {
+			found = i;
+		}
+	}
+	pthread_rwlock_unlock(&img->chain->lock);
+	if (found < 0) {
+		vd_set_error(ENOENT, "%s: no snapshot named '%s'", img->path, name);
+	}
+	return found;
+}
+
+struct vd_image *
+vd_snapshot_open(struct vd_image *img, int idx)
+{
+	struct vd_chain *c = img->chain;
+	struct vd_layer *l, *view = NULL;
+	struct vd_image *v = NULL;
+	int in, r;
+
+	pthread_rwlock_wrlock(&c->lock);
+	if (idx < 0 || image_snapshot_at(img, idx, &l, &in) < 0) {
+		vd_set_error(ENOENT, "%s: no snapshot %d", img->path, idx);
+		goto out;
+	}
+	if (in >= 0) {
+		view = calloc(1, sizeof(*view));
+		if (!view) {
+			vd_set_error(ENOMEM, "out of memory");
+			goto out;
+		}
+		view->drv = l->drv;
+		view->fd = -1;
+		view->readonly = true;
+		view->refs = 1;
+		pthread_mutex_init(&view->serialize, NULL);
+		view->path = strdup(l->path);
+		view->st = l->drv->instance_size ? calloc(1, l->drv->instance_size) : NULL;
+		r = l->drv->snapshot_open(l, in, view);
+		if (r < 0) {
+			view->drv = NULL;
+			chain_layer_close(view);
+			goto out;
+		}
+		view->chain = c;
+		view->index = l->index;
+		v = image_new(c, view, l, l->path);
+		if (!v) {
+			chain_layer_close(view);
+			goto out;
+		}
+		v->own_top = true;
+	} else {
+		v = image_new(c, l, l, l->path);
+		if (!v) {
+			goto out;
+		}
+		l->refs++;
+	}
+	v->is_view = true;
+	v->readonly = true;
+	c->views++;
+out:
+	pthread_rwlock_unlock(&c->lock);
+	if (!v) {
+		errno = vd_get_errno() ? vd_get_errno() : ENOMEM;
+	}
+	return v;
+}
+
+/* ---- layer helpers used by drivers ----------------------------------------- */
+
+int
+vd_layer_read_below(struct vd_layer *l, void *buf, size_t len, uint64_t off)
+{
+	struct vd_chain *c = l->chain;
+	struct vd_image tmp;
+
+	if (!c || l->index + 1 >= c->n) {
+		memset(buf, 0, len);
+		return 0;
+	}
+	if (c->main && c->main->anchor == l) {
+		return chain_read_below(c->main, buf, len, off);
+	}
+	/* A layer other than the top (merging a snapshot): walk without the cache. */
+	memset(&tmp, 0, sizeof(tmp));
+	tmp.chain = c;
+	tmp.top = l;
+	tmp.anchor = l;
+	tmp.path = l->path;
+	tmp.merged = merged_new();
+	if (!tmp.merged) {
+		return vd_set_error(ENOMEM, "out of memory");
+	}
+	int r = chain_read_below(&tmp, buf, len, off);
+
+	merged_free(tmp.merged);
+	return r;
+}
+
+int
+vd_layer_open_related(struct vd_layer *l, const char *path, int flags)
+{
+	char *full = vd_resolve_relative(l->path, path);
+	int fd;
+
+	if (!full) {
+		return vd_set_error(ENOMEM, "out of memory");
+	}
+	fd = open(full, flags | O_CLOEXEC);
+	if (fd < 0) {
+		int e = errno;
+
+		vd_set_error(e, "%s: cannot open %s: %s", l->path, full, strerror(e));
+		free(full);
+		return -e;
+	}
+	free(full);
+	return fd;
+}
+
+/* ---- checking --------------------------------------------------------------- */
+
+int
+vd_check(struct vd_image *img, vd_check_fn report, void *opaque, struct vd_check_result *res)
+{
+	int r = 0, depth;
+
+	memset(res, 0, sizeof(*res));
+	pthread_rwlock_rdlock(&img->chain->lock);
+	depth = image_depth(img);
+	for (int i = 0; i < depth && r == 0; i++) {
+		struct vd_layer *l = image_layer(img, i);
+
+		if (l->drv->check) {
+			r = l->drv->check(l, report, opaque, i, res);
+		}
+	}
+	pthread_rwlock_unlock(&img->chain->lock);
+	return r;
+}

@@ -1,0 +1,1889 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The native driver (.vdk): header, map tree, allocator, I/O, commit.
+ * The byte format is specified in format/FORMAT.md.
+ *
+ * Design notes.
+ *
+ * Map. A radix tree of nodes of `ne` 32-byte entries; leaves map virtual
+ * blocks. Nodes live in a cache keyed by (level, index). A node changed since
+ * the last commit is dirty and pinned (never evicted); clean nodes are kept in
+ * an LRU list and evicted past cache_limit. Parent entries of dirty nodes are
+ * stale until the commit, which writes dirty nodes level by level, bottom-up,
+ * each to a newly allocated place, and fixes the parent entries as it goes.
+ *
+ * Never overwriting committed bytes. Every write of a block goes to a freshly
+ * allocated place. The block it replaces is freed in one of two ways: if it
+ * was allocated after the last commit ("fresh"), nothing on disk refers to it
+ * and it goes to limbo at once; otherwise the committed tree still refers to
+ * it and it waits in `pending` until the next commit succeeds, then goes to
+ * limbo. Limbo blocks are not reused until no reader can still be reading
+ * them: readers hold `reuse` for reading from the map look-up until their
+ * pread is done, and recycling limbo takes `reuse` for writing.
+ *
+ * Free space is not stored on disk: opening for writing walks the committed
+ * tree and marks what it references; the rest of the file is free. Blocks
+ * written after the last commit before a crash thus become free again.
+ *
+ * THREAD MODEL: VD_THREAD_INTERNAL. `lock` protects the tree, the cache and
+ * the allocator and is never held across data I/O, except during a commit.
+ * Partial-block writes read-modify-write under a stripe lock per group of
+ * blocks, so that two writes into different parts of one block cannot lose
+ * each other's bytes.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <pthread.h>
+
+#include <sodium.h>
+#include <xxhash.h>
+
+#include "chain.h"
+#include "util.h"
+#include "vdk.h"
+
+#define VDK_BATCH 256			/* blocks handled per lock acquisition */
+#define VDK_STRIPE_SHIFT 4		/* 16 blocks per stripe group */
+#define VDK_CACHE_TOP (64ull << 20)
+#define VDK_CACHE_FROZEN (16ull << 20)
+#define VDK_AUTOCOMMIT_DIRTY (64ull << 20)	/* dirty node bytes */
+#define VDK_CTR_RESERVE (1ull << 20)
+
+struct vdk_node {
+	uint32_t level;
+	uint64_t index;
+	uint64_t phys;			/* where this version is on disk, 0 if never written */
+	bool dirty;
+	struct vdk_node *hnext;
+	struct vdk_node *prev, *next;	/* LRU (clean) */
+	struct vdk_node *dnext;		/* dirty list */
+	uint8_t *data;
+};
+
+/* ---- entries and header --------------------------------------------------- */
+
+void
+vdk_entry_decode(const uint8_t *p, struct vdk_entry *e)
+{
+	e->ptr = vd_le64(p);
+	e->ctr = vd_le64(p + 8);
+	memcpy(e->sum, p + 16, 16);
+}
+
+static void
+vdk_entry_encode(uint8_t *p, const struct vdk_entry *e)
+{
+	vd_put_le64(p, e->ptr);
+	vd_put_le64(p + 8, e->ctr);
+	memcpy(p + 16, e->sum, 16);
+}
+
+static void
+vdk_hash128(const void *buf, size_t len, uint64_t seed, uint8_t out[16])
+{
+	XXH128_hash_t h = XXH3_128bits_withSeed(buf, len, seed);
+
+	vd_put_le64(out, h.low64);
+	vd_put_le64(out + 8, h.high64);
+}
+
+static uint64_t
+vdk_node_seed(uint32_t level, uint64_t index)
+{
+	return ((uint64_t)level << 56) ^ index;
+}
+
+static void
+vdk_node_sum(struct vdk_state *st, uint32_t level, uint64_t index, const uint8_t *buf,
+	     uint8_t out[16])
+{
+	if (st->crypt) {
+		vdk_crypt_mac(st->crypt, vdk_node_seed(level, index), buf, st->node_size, out);
+	} else {
+		vdk_hash128(buf, st->node_size, vdk_node_seed(level, index), out);
+	}
+}
+
+void
+vdk_header_encode(const struct vdk_header *h, uint8_t *buf, struct vdk_crypt *crypt)
+{
+	size_t n;
+
+	memset(buf, 0, VDK_HDR_SIZE);
+	memcpy(buf + VDK_H_MAGIC, VDK_MAGIC, 8);
+	vd_put_le32(buf + VDK_H_VERSION, VDK_VERSION);
+	vd_put_le32(buf + VDK_H_HDRSIZE, VDK_HDR_SIZE);
+	vd_put_le64(buf + VDK_H_INCOMPAT, h->incompat);
+	vd_put_le64(buf + VDK_H_COMPAT, h->compat);
+	vd_put_le64(buf + VDK_H_AUTOCLEAR, h->autoclear);
+	memcpy(buf + VDK_H_UUID, h->uuid, 16);
+	vd_put_le64(buf + VDK_H_GEN, h->gen);
+	vd_put_le64(buf + VDK_H_SIZE, h->size);
+	vd_put_le32(buf + VDK_H_BLOCK, h->block_size);
+	vd_put_le32(buf + VDK_H_NODE_ENTRIES, h->node_entries);
+	vd_put_le32(buf + VDK_H_LEVELS, h->levels);
+	vd_put_le32(buf + VDK_H_FLAGS, h->flags);
+	vdk_entry_encode(buf + VDK_H_ROOT, &h->root);
+	vd_put_le64(buf + VDK_H_FILE_END, h->file_end);
+	vd_put_le64(buf + VDK_H_CTR, h->ctr_next);
+	vd_put_le64(buf + VDK_H_CREATED, (uint64_t)h->created);
+	vd_put_le64(buf + VDK_H_BACKING_CREATED, (uint64_t)h->backing_created);
+	n = strlen(h->backing);
+	vd_put_le16(buf + VDK_H_BACKING_LEN, (uint16_t)n);
+	memcpy(buf + VDK_H_BACKING, h->backing, n);
+	n = strlen(h->backing_fmt);
+	vd_put_le16(buf + VDK_H_BFMT_LEN, (uint16_t)n);
+	memcpy(buf + VDK_H_BFMT, h->backing_fmt, n);
+	n = strlen(h->backing_name);
+	vd_put_le16(buf + VDK_H_BNAME_LEN, (uint16_t)n);
+	memcpy(buf + VDK_H_BNAME, h->backing_name, n);
+	memcpy(buf + VDK_H_CRYPT, h->crypt_area, VDK_CRYPT_AREA_SIZE);
+	vd_put_le64(buf + VDK_H_ALLOCATED, h->allocated_blocks);
+	if (crypt) {
+		vdk_crypt_mac(crypt, 0x4844520000000000ull, buf, VDK_H_MAC, buf + VDK_H_MAC);
+	}
+	vdk_hash128(buf, VDK_H_CSUM, 0, buf + VDK_H_CSUM);
+}
+
+/* Decode and validate one header slot; 0, or -EINVAL with a reason in *why. */
+static int
+vdk_header_decode(const uint8_t *buf, struct vdk_header *h, const char **why)
+{
+	uint8_t sum[16];
+	unsigned bl, fl, nl;
+
+	if (memcmp(buf + VDK_H_MAGIC, VDK_MAGIC, 8) != 0) {
+		*why = "not a vdk image (bad magic)";
+		return -EINVAL;
+	}
+	vdk_hash128(buf, VDK_H_CSUM, 0, sum);
+	if (memcmp(sum, buf + VDK_H_CSUM, 16) != 0) {
+		*why = "bad header checksum";
+		return -EINVAL;
+	}
+	if (vd_le32(buf + VDK_H_VERSION) != VDK_VERSION ||
+	    vd_le32(buf + VDK_H_HDRSIZE) != VDK_HDR_SIZE) {
+		*why = "unsupported version";
+		return -ENOTSUP;
+	}
+	memset(h, 0, sizeof(*h));
+	h->incompat = vd_le64(buf + VDK_H_INCOMPAT);
+	h->compat = vd_le64(buf + VDK_H_COMPAT);
+	h->autoclear = vd_le64(buf + VDK_H_AUTOCLEAR);
+	memcpy(h->uuid, buf + VDK_H_UUID, 16);
+	h->gen = vd_le64(buf + VDK_H_GEN);
+	h->size = vd_le64(buf + VDK_H_SIZE);
+	h->block_size = vd_le32(buf + VDK_H_BLOCK);
+	h->node_entries = vd_le32(buf + VDK_H_NODE_ENTRIES);
+	h->levels = vd_le32(buf + VDK_H_LEVELS);
+	h->flags = vd_le32(buf + VDK_H_FLAGS);
+	vdk_entry_decode(buf + VDK_H_ROOT, &h->root);
+	h->file_end = vd_le64(buf + VDK_H_FILE_END);
+	h->ctr_next = vd_le64(buf + VDK_H_CTR);
+	h->created = (int64_t)vd_le64(buf + VDK_H_CREATED);
+	h->backing_created = (int64_t)vd_le64(buf + VDK_H_BACKING_CREATED);
+	h->allocated_blocks = vd_le64(buf + VDK_H_ALLOCATED);
+	bl = vd_le16(buf + VDK_H_BACKING_LEN);
+	fl = vd_le16(buf + VDK_H_BFMT_LEN);
+	nl = vd_le16(buf + VDK_H_BNAME_LEN);
+	if (bl > VDK_BACKING_MAX || fl > VDK_BFMT_MAX || nl > VDK_BNAME_MAX) {
+		*why = "bad backing reference length";
+		return -EINVAL;
+	}
+	memcpy(h->backing, buf + VDK_H_BACKING, bl);
+	memcpy(h->backing_fmt, buf + VDK_H_BFMT, fl);
+	memcpy(h->backing_name, buf + VDK_H_BNAME, nl);
+	if (memchr(h->backing, '\0', bl) || memchr(h->backing_fmt, '\0', fl) ||
+	    memchr(h->backing_name, '\0', nl)) {
+		*why = "bad backing reference";
+		return -EINVAL;
+	}
+	memcpy(h->crypt_area, buf + VDK_H_CRYPT, VDK_CRYPT_AREA_SIZE);
+	return 0;
+}
+
+/* Check that the geometry in a header is sane and self-consistent. */
+static int
+vdk_header_validate(const struct vdk_header *h, const char **why)
+{
+	uint64_t nblocks, cap = 1;
+
+	if (!VD_IS_POW2(h->block_size) || h->block_size < VD_MIN_BLOCK_SIZE ||
+	    h->block_size > VD_MAX_BLOCK_SIZE) {
+		*why = "bad block size";
+		return -EINVAL;
+	}
+	if (h->size == 0 || h->size > VD_MAX_SIZE || h->size % 512) {
+		*why = "bad virtual size";
+		return -EINVAL;
+	}
+	if (!VD_IS_POW2(h->node_entries) ||
+	    h->node_entries != VD_MAX((uint32_t)VDK_MIN_NODE_ENTRIES, h->block_size / 32)) {
+		*why = "bad node size";
+		return -EINVAL;
+	}
+	if (h->levels < 1 || h->levels > VDK_MAX_LEVELS) {
+		*why = "bad tree depth";
+		return -EINVAL;
+	}
+	nblocks = VD_DIV_ROUND_UP(h->size, h->block_size);
+	for (uint32_t i = 0; i < h->levels; i++) {
+		cap *= h->node_entries;
+	}
+	if (cap < nblocks || (h->levels > 1 && cap / h->node_entries >= nblocks)) {
+		*why = "tree depth does not match the size";
+		return -EINVAL;
+	}
+	if (h->incompat & ~VDK_INCOMPAT_KNOWN) {
+		*why = "unsupported feature (incompatible feature bits set)";
+		return -ENOTSUP;
+	}
+	if ((h->root.ptr & VDK_PTR_FLAGS) & ~VDK_PTR_PRESENT) {
+		*why = "bad root entry";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int
+vdk_header_read(int fd, const char *path, struct vdk_header *h)
+{
+	uint8_t buf[VDK_HDR_SIZE];
+	struct vdk_header cand;
+	const char *why = "no valid header", *why0 = NULL;
+	int best = -1, r, err = -EINVAL;
+	uint64_t gens[VDK_HDR_SLOTS] = { 0 };
+	bool valid[VDK_HDR_SLOTS] = { false }, damaged[VDK_HDR_SLOTS] = { false };
+
+	for (int s = 0; s < VDK_HDR_SLOTS; s++) {
+		r = vd_pread_zerofill(fd, buf, sizeof(buf), (uint64_t)s * VDK_HDR_SIZE);
+		if (r < 0) {
+			return vd_set_error(r, "%s: cannot read header: %s", path, strerror(-r));
+		}
+		r = vdk_header_decode(buf, &cand, &why);
+		if (r == 0) {
+			r = vdk_header_validate(&cand, &why);
+		}
+		if (r < 0) {
+			if (!why0) {
+				why0 = why;
+				err = r;
+			}
+			/* A copy that was written once (magic present) but does not verify. */
+			damaged[s] = memcmp(buf, VDK_MAGIC, 8) == 0;
+			continue;
+		}
+		if (best < 0 || cand.gen > h->gen) {
+			*h = cand;
+			h->slot = s;
+			best = s;
+		}
+		gens[s] = cand.gen;
+		valid[s] = true;
+	}
+	h->slots_ok = 0;
+	for (int s = 0; s < VDK_HDR_SLOTS; s++) {
+		h->slots_ok += valid[s] && gens[s] == h->gen;
+		h->slot_damaged[s] = damaged[s];
+	}
+	if (best < 0) {
+		return vd_set_error(err == -ENOTSUP ? ENOTSUP : EINVAL, "%s: %s", path,
+				    why0 ? why0 : "no valid header");
+	}
+	return 0;
+}
+
+int
+vdk_header_write(int fd, const char *path, struct vdk_header *h, struct vdk_crypt *crypt)
+{
+	uint8_t buf[VDK_HDR_SIZE];
+	int r = 0;
+
+	/* Both copies, one after the other, each made durable before the next is touched. */
+	h->gen++;
+	vdk_header_encode(h, buf, crypt);
+	for (int slot = 0; slot < VDK_HDR_SLOTS && r == 0; slot++) {
+		r = vd_full_pwrite(fd, buf, sizeof(buf), (uint64_t)slot * VDK_HDR_SIZE);
+		if (r == 0) {
+			r = vd_fdatasync(fd);
+		}
+	}
+	if (r < 0) {
+		h->gen--;
+		return vd_set_error(r, "%s: cannot write header: %s", path, strerror(-r));
+	}
+	h->slot = 0;
+	h->slots_ok = VDK_HDR_SLOTS;
+	return 0;
+}
+
+static uint32_t
+vdk_levels_for(uint64_t nblocks, uint32_t ne)
+{
+	uint32_t levels = 1;
+	uint64_t cap = ne;
+
+	while (cap < nblocks) {
+		cap *= ne;
+		levels++;
+	}
+	return levels;
+}
+
+static uint64_t
+vdk_data_start(uint32_t bs)
+{
+	return VD_ALIGN_UP((uint64_t)VDK_HDR_SIZE * VDK_HDR_SLOTS, (uint64_t)bs);
+}
+
+int
+vdk_create_file(const char *path, uint64_t size, uint32_t block_size, const char *backing,
+		const char *backing_fmt, const char *backing_name, int64_t backing_created,
+		const uint8_t *crypt_area, const uint8_t *uuid, struct vdk_crypt *crypt,
+		uint64_t ctr_start)
+{
+	struct vdk_header h;
+	uint8_t buf[VDK_HDR_SIZE];
+	int fd, r;
+
+	memset(&h, 0, sizeof(h));
+	if (uuid) {
+		memcpy(h.uuid, uuid, 16);
+	} else {
+		randombytes_buf(h.uuid, 16);
+	}
+	h.size = size;
+	h.block_size = block_size;
+	h.node_entries = VD_MAX((uint32_t)VDK_MIN_NODE_ENTRIES, block_size / 32);
+	h.levels = vdk_levels_for(VD_DIV_ROUND_UP(size, block_size), h.node_entries);
+	h.created = (int64_t)time(NULL);
+	h.file_end = vdk_data_start(block_size);
+	if (backing) {
+		if (strlen(backing) > VDK_BACKING_MAX || strlen(backing_fmt) > VDK_BFMT_MAX ||
+		    (backing_name && strlen(backing_name) > VDK_BNAME_MAX)) {
+			return vd_set_error(ENAMETOOLONG, "%s: backing reference too long", path);
+		}
+		strcpy(h.backing, backing);
+		strcpy(h.backing_fmt, backing_fmt);
+		if (backing_name) {
+			strcpy(h.backing_name, backing_name);
+		}
+		h.backing_created = backing_created;
+	}
+	if (crypt_area) {
+		memcpy(h.crypt_area, crypt_area, VDK_CRYPT_AREA_SIZE);
+		h.incompat |= VDK_INCOMPAT_ENCRYPTED;
+		h.ctr_next = ctr_start + VDK_CTR_RESERVE;
+	}
+	h.gen = 1;
+	vdk_header_encode(&h, buf, crypt);
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		return vd_set_error(errno, "%s: %s", path, strerror(errno));
+	}
+	r = vd_full_pwrite(fd, buf, sizeof(buf), 0);
+	if (r == 0) {
+		r = vd_full_pwrite(fd, buf, sizeof(buf), VDK_HDR_SIZE);
+	}
+	if (r == 0 && ftruncate(fd, (off_t)h.file_end) < 0) {
+		r = -errno;
+	}
+	if (r == 0) {
+		r = vd_fdatasync(fd);
+	}
+	close(fd);
+	if (r < 0) {
+		unlink(path);
+		return vd_set_error(r, "%s: %s", path, strerror(-r));
+	}
+	return 0;
+}
+
+/* ---- node cache ------------------------------------------------------------ */
+
+static uint32_t
+vdk_hash_key(uint32_t level, uint64_t index, uint32_t size)
+{
+	uint64_t k = (index << 3) ^ level;
+
+	k *= 0x9E3779B97F4A7C15ull;
+	return (uint32_t)(k >> 32) & (size - 1);
+}
+
+static struct vdk_node *
+vdk_cache_find(struct vdk_state *st, uint32_t level, uint64_t index)
+{
+	struct vdk_node *n = st->hash[vdk_hash_key(level, index, st->hash_size)];
+
+	for (; n; n = n->hnext) {
+		if (n->level == level && n->index == index) {
+			return n;
+		}
+	}
+	return NULL;
+}
+
+static void
+vdk_lru_unlink(struct vdk_state *st, struct vdk_node *n)
+{
+	if (n->prev) {
+		n->prev->next = n->next;
+	} else if (st->lru_head == n) {
+		st->lru_head = n->next;
+	}
+	if (n->next) {
+		n->next->prev = n->prev;
+	} else if (st->lru_tail == n) {
+		st->lru_tail = n->prev;
+	}
+	n->prev = n->next = NULL;
+}
+
+static void
+vdk_lru_push(struct vdk_state *st, struct vdk_node *n)
+{
+	n->prev = NULL;
+	n->next = st->lru_head;
+	if (st->lru_head) {
+		st->lru_head->prev = n;
+	}
+	st->lru_head = n;
+	if (!st->lru_tail) {
+		st->lru_tail = n;
+	}
+}
+
+static void
+vdk_cache_remove(struct vdk_state *st, struct vdk_node *n)
+{
+	struct vdk_node **pp = &st->hash[vdk_hash_key(n->level, n->index, st->hash_size)];
+
+	while (*pp != n) {
+		pp = &(*pp)->hnext;
+	}
+	*pp = n->hnext;
+	vdk_lru_unlink(st, n);
+	st->cached_bytes -= st->node_size;
+	free(n->data);
+	free(n);
+}
+
+static void
+vdk_cache_evict(struct vdk_state *st)
+{
+	while (st->cached_bytes > st->cache_limit && st->lru_tail) {
+		vdk_cache_remove(st, st->lru_tail);
+	}
+}
+
+static struct vdk_node *
+vdk_cache_insert(struct vdk_state *st, uint32_t level, uint64_t index)
+{
+	struct vdk_node *n = calloc(1, sizeof(*n));
+	uint32_t h;
+
+	if (!n) {
+		return NULL;
+	}
+	n->data = malloc(st->node_size);
+	if (!n->data) {
+		free(n);
+		return NULL;
+	}
+	n->level = level;
+	n->index = index;
+	h = vdk_hash_key(level, index, st->hash_size);
+	n->hnext = st->hash[h];
+	st->hash[h] = n;
+	st->cached_bytes += st->node_size;
+	vdk_lru_push(st, n);
+	return n;
+}
+
+int
+vdk_node_read(struct vd_layer *l, const struct vdk_entry *e, uint32_t level, uint64_t index,
+	      uint8_t *buf)
+{
+	struct vdk_state *st = l->st;
+	uint64_t off = e->ptr & ~VDK_PTR_FLAGS;
+	uint8_t sum[16];
+	int r;
+
+	if (off < st->data_start || off % st->bs) {
+		return vd_set_error(EIO, "%s: map node (level %u, #%llu) has a bad offset %llu",
+				    l->path, level, (unsigned long long)index,
+				    (unsigned long long)off);
+	}
+	r = vd_full_pread(l->fd, buf, st->node_size, off);
+	if (r < 0) {
+		return vd_set_error(EIO, "%s: cannot read map node at %llu: %s", l->path,
+				    (unsigned long long)off, strerror(-r));
+	}
+	vdk_node_sum(st, level, index, buf, sum);
+	if (sodium_memcmp(sum, e->sum, 16) != 0) {
+		return vd_set_error(EIO, "%s: map node (level %u, #%llu) at offset %llu: bad checksum",
+				    l->path, level, (unsigned long long)index,
+				    (unsigned long long)off);
+	}
+	return 0;
+}
+
+static void
+vdk_mark_dirty(struct vdk_state *st, struct vdk_node *n)
+{
+	if (!n->dirty) {
+		n->dirty = true;
+		vdk_lru_unlink(st, n);
+		n->dnext = st->dirty_list;
+		st->dirty_list = n;
+		st->ndirty++;
+	}
+	st->dirty = true;
+}
+
+/*
+ * The node (level, index), loaded through its parents. With create, a missing
+ * node is made empty and dirty. Returns NULL with *err = 0 for "not present".
+ */
+static struct vdk_node *
+vdk_get_node(struct vd_layer *l, uint32_t level, uint64_t index, bool create, int *err)
+{
+	struct vdk_state *st = l->st;
+	struct vdk_node *n = vdk_cache_find(st, level, index);
+	struct vdk_entry e;
+
+	*err = 0;
+	if (n) {
+		if (!n->dirty && n != st->lru_head) {
+			vdk_lru_unlink(st, n);
+			vdk_lru_push(st, n);
+		}
+		return n;
+	}
+	if (level == st->levels - 1) {
+		e = st->root;
+	} else {
+		struct vdk_node *p = vdk_get_node(l, level + 1, index >> st->nshift, create, err);
+
+		if (!p) {
+			return NULL;
+		}
+		vdk_entry_decode(p->data + (index & (st->ne - 1)) * VDK_ENTRY_SIZE, &e);
+	}
+	if (!(e.ptr & VDK_PTR_PRESENT) && !create) {
+		return NULL;
+	}
+	n = vdk_cache_insert(st, level, index);
+	if (!n) {
+		*err = vd_set_error(ENOMEM, "out of memory");
+		return NULL;
+	}
+	if (e.ptr & VDK_PTR_PRESENT) {
+		*err = vdk_node_read(l, &e, level, index, n->data);
+		if (*err < 0) {
+			vdk_cache_remove(st, n);
+			return NULL;
+		}
+		n->phys = e.ptr & ~VDK_PTR_FLAGS;
+	} else {
+		memset(n->data, 0, st->node_size);
+		vdk_mark_dirty(st, n);
+	}
+	vdk_cache_evict(st);
+	return n;
+}
+
+int
+vdk_lookup_locked(struct vd_layer *l, uint64_t vb, struct vdk_entry *e)
+{
+	struct vdk_state *st = l->st;
+	struct vdk_node *n;
+	int err;
+
+	n = vdk_get_node(l, 0, vb >> st->nshift, false, &err);
+	if (!n) {
+		memset(e, 0, sizeof(*e));
+		return err;
+	}
+	vdk_entry_decode(n->data + (vb & (st->ne - 1)) * VDK_ENTRY_SIZE, e);
+	return 0;
+}
+
+/* ---- allocator ------------------------------------------------------------- */
+
+static bool
+bit_get(const uint8_t *bm, uint64_t i)
+{
+	return bm[i >> 3] & (1u << (i & 7));
+}
+
+static void
+bit_set(uint8_t *bm, uint64_t i)
+{
+	bm[i >> 3] |= (uint8_t)(1u << (i & 7));
+}
+
+static void
+bit_clear(uint8_t *bm, uint64_t i)
+{
+	bm[i >> 3] &= (uint8_t)~(1u << (i & 7));
+}
+
+static int
+vdk_bitmap_grow(struct vdk_state *st, uint64_t blocks)
+{
+	uint64_t nb = st->nbits ? st->nbits : 4096;
+	uint8_t *u, *f;
+
+	if (blocks <= st->nbits) {
+		return 0;
+	}
+	while (nb < blocks) {
+		nb *= 2;
+	}
+	u = realloc(st->used, nb / 8);
+	if (!u) {
+		return -ENOMEM;
+	}
+	st->used = u;
+	f = realloc(st->fresh, nb / 8);
+	if (!f) {
+		return -ENOMEM;
+	}
+	st->fresh = f;
+	memset(st->used + st->nbits / 8, 0, (nb - st->nbits) / 8);
+	memset(st->fresh + st->nbits / 8, 0, (nb - st->nbits) / 8);
+	st->nbits = nb;
+	return 0;
+}
+
+static int
+vec_push(uint64_t **v, uint64_t *n, uint64_t *cap, uint64_t x)
+{
+	if (*n == *cap) {
+		uint64_t nc = *cap ? *cap * 2 : 1024;
+		uint64_t *nv = realloc(*v, nc * sizeof(**v));
+
+		if (!nv) {
+			return -ENOMEM;
+		}
+		*v = nv;
+		*cap = nc;
+	}
+	(*v)[(*n)++] = x;
+	return 0;
+}
+
+/* Mark [b, b+n) used while walking the tree at open. -EIO if already used (cross-link). */
+static int
+vdk_mark_used(struct vdk_state *st, uint64_t b, uint64_t n)
+{
+	if (vdk_bitmap_grow(st, b + n) < 0) {
+		return -ENOMEM;
+	}
+	for (uint64_t i = b; i < b + n; i++) {
+		if (bit_get(st->used, i)) {
+			return -EEXIST;
+		}
+		bit_set(st->used, i);
+	}
+	if (b + n > st->file_blocks) {
+		st->file_blocks = b + n;
+	}
+	return 0;
+}
+
+/*
+ * Allocate up to want contiguous blocks (at least 1; exactly want if exact):
+ * next-fit over the free blocks inside the file, else at the end of the file.
+ * Returns the first block in *first and the count in *got.
+ */
+static int
+vdk_alloc(struct vdk_state *st, uint64_t want, uint64_t *first, uint64_t *got, bool exact)
+{
+	uint64_t start = st->data_start >> st->bshift, i = 0, n = 0, scanned = 0;
+	uint64_t span = st->file_blocks - start;
+	bool found = false;
+
+	if (st->cursor < start || st->cursor >= st->file_blocks) {
+		st->cursor = start;
+	}
+	for (i = st->cursor; st->free_count > 0 && scanned < span;) {
+		if ((i & 7) == 0 && i + 8 <= st->file_blocks && st->used[i >> 3] == 0xff) {
+			i += 8;
+			scanned += 8;
+		} else if (bit_get(st->used, i)) {
+			i++;
+			scanned++;
+		} else {
+			for (n = 1; n < want && i + n < st->file_blocks && !bit_get(st->used, i + n);
+			     n++) {
+			}
+			if (n == want || (!exact && i + n < st->file_blocks) ||
+			    i + n == st->file_blocks) {
+				found = true;
+				break;
+			}
+			i += n;
+			scanned += n;
+		}
+		if (i >= st->file_blocks) {
+			i = start;
+		}
+	}
+	if (!found) {
+		i = st->file_blocks;
+		n = 0;
+	}
+	if (i + n == st->file_blocks && n < want) {
+		/* The run reaches the end of the file: extend it there. */
+		uint64_t grow = want - n;
+
+		if (vdk_bitmap_grow(st, st->file_blocks + grow) < 0) {
+			return vd_set_error(ENOMEM, "out of memory");
+		}
+		st->file_blocks += grow;
+		st->free_count += grow;
+		n = want;
+	}
+	for (uint64_t k = i; k < i + n; k++) {
+		bit_set(st->used, k);
+		bit_set(st->fresh, k);
+	}
+	if (vec_push(&st->freshv, &st->nfreshv, &st->cfreshv, (i << 20) | n) < 0) {
+		return vd_set_error(ENOMEM, "out of memory");
+	}
+	st->free_count -= n;
+	st->cursor = i + n;
+	*first = i;
+	*got = n;
+	return 0;
+}
+
+/* A block (or node run) is no longer referenced by the in-memory tree. */
+static int
+vdk_release(struct vdk_state *st, uint64_t b, uint64_t n)
+{
+	for (uint64_t k = b; k < b + n; k++) {
+		int r;
+
+		if (bit_get(st->fresh, k)) {
+			bit_clear(st->fresh, k);
+			r = vec_push(&st->limbo, &st->nlimbo, &st->climbo, k);
+		} else {
+			r = vec_push(&st->pending, &st->npending, &st->cpending, k);
+		}
+		if (r < 0) {
+			return vd_set_error(ENOMEM, "out of memory");
+		}
+	}
+	return 0;
+}
+
+/* Make limbo blocks allocatable once no reader can be using them. Takes the locks itself. */
+static void
+vdk_reclaim(struct vdk_state *st)
+{
+	pthread_rwlock_wrlock(&st->reuse);
+	pthread_mutex_lock(&st->lock);
+	for (uint64_t i = 0; i < st->nlimbo; i++) {
+		if (bit_get(st->used, st->limbo[i])) {
+			bit_clear(st->used, st->limbo[i]);
+			st->free_count++;
+		}
+		if (st->limbo[i] < st->cursor) {
+			st->cursor = st->limbo[i];
+		}
+	}
+	st->nlimbo = 0;
+	pthread_mutex_unlock(&st->lock);
+	pthread_rwlock_unlock(&st->reuse);
+}
+
+static void
+vdk_maybe_reclaim(struct vdk_state *st)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&st->lock);
+	n = st->nlimbo;
+	pthread_mutex_unlock(&st->lock);
+	if (n >= 1024 || (n > 0 && n * 16 >= st->file_blocks)) {
+		vdk_reclaim(st);
+	}
+}
+
+/* ---- commit ---------------------------------------------------------------- */
+
+static int
+vdk_reserve_ctr_locked(struct vd_layer *l, uint64_t need)
+{
+	struct vdk_state *st = l->st;
+
+	if (st->ctr_next + need < st->hdr.ctr_next) {
+		return 0;
+	}
+	/* Commit a bigger reservation with the committed tree (root unchanged). */
+	st->hdr.ctr_next = st->ctr_next + need + VDK_CTR_RESERVE;
+	return vdk_header_write(l->fd, l->path, &st->hdr, st->crypt);
+}
+
+int
+vdk_commit_locked(struct vd_layer *l)
+{
+	struct vdk_state *st = l->st;
+	struct vdk_header h;
+	struct vdk_node *n, *next;
+	uint8_t sum[16];
+	int r;
+
+	if (!st->dirty) {
+		return 0;
+	}
+	/* Write dirty nodes bottom-up; each write may dirty its parent (added to the list). */
+	for (uint32_t level = 0; level < st->levels; level++) {
+		for (n = st->dirty_list; n; n = n->dnext) {
+			uint64_t first, got;
+			struct vdk_entry e;
+
+			if (n->level != level) {
+				continue;
+			}
+			r = vdk_alloc(st, st->node_blocks, &first, &got, true);
+			if (r < 0) {
+				return r;
+			}
+			vdk_node_sum(st, level, n->index, n->data, sum);
+			r = vd_full_pwrite(l->fd, n->data, st->node_size, first << st->bshift);
+			if (r < 0) {
+				for (uint64_t k = first; k < first + got; k++) {
+					bit_clear(st->fresh, k);
+					bit_clear(st->used, k);
+				}
+				st->free_count += got;
+				return vd_set_error(r, "%s: cannot write map: %s", l->path,
+						    strerror(-r));
+			}
+			if (n->phys) {
+				vdk_release(st, n->phys >> st->bshift, st->node_blocks);
+			}
+			n->phys = first << st->bshift;
+			e.ptr = n->phys | VDK_PTR_PRESENT;
+			e.ctr = 0;
+			memcpy(e.sum, sum, 16);
+			if (level == st->levels - 1) {
+				st->root = e;
+			} else {
+				struct vdk_node *p = vdk_get_node(l, level + 1, n->index >> st->nshift,
+								  true, &r);
+
+				if (!p) {
+					return r;
+				}
+				vdk_entry_encode(p->data + (n->index & (st->ne - 1)) * VDK_ENTRY_SIZE,
+						 &e);
+				vdk_mark_dirty(st, p);
+			}
+		}
+	}
+	r = vd_fdatasync(l->fd);
+	if (r < 0) {
+		return vd_set_error(r, "%s: flush: %s", l->path, strerror(-r));
+	}
+	h = st->hdr;
+	h.root = st->root;
+	h.file_end = st->file_blocks << st->bshift;
+	h.allocated_blocks = st->allocated_blocks;
+	if (st->crypt && h.ctr_next < st->ctr_next + VDK_CTR_RESERVE / 2) {
+		h.ctr_next = st->ctr_next + VDK_CTR_RESERVE;
+	}
+	r = vdk_header_write(l->fd, l->path, &h, st->crypt);
+	if (r < 0) {
+		return r;
+	}
+	st->hdr = h;
+	/* Committed: the nodes are clean, pending blocks may be recycled, nothing is fresh. */
+	for (n = st->dirty_list; n; n = next) {
+		next = n->dnext;
+		n->dirty = false;
+		n->dnext = NULL;
+		vdk_lru_push(st, n);
+	}
+	st->dirty_list = NULL;
+	st->ndirty = 0;
+	st->dirty = false;
+	for (uint64_t i = 0; i < st->npending; i++) {
+		if (vec_push(&st->limbo, &st->nlimbo, &st->climbo, st->pending[i]) < 0) {
+			break;	/* leaked until the next open: harmless */
+		}
+	}
+	st->npending = 0;
+	for (uint64_t i = 0; i < st->nfreshv; i++) {
+		uint64_t b = st->freshv[i] >> 20, n = st->freshv[i] & ((1u << 20) - 1);
+
+		for (uint64_t k = b; k < b + n; k++) {
+			bit_clear(st->fresh, k);
+		}
+	}
+	st->nfreshv = 0;
+	vdk_cache_evict(st);
+	return 0;
+}
+
+/* ---- data path ------------------------------------------------------------- */
+
+static void
+vdk_data_sum(const void *buf, size_t len, uint64_t vb, uint8_t out[16])
+{
+	vdk_hash128(buf, len, vb, out);
+}
+
+int
+vdk_verify_block(struct vd_layer *l, uint64_t vb, const struct vdk_entry *e, uint8_t *buf)
+{
+	struct vdk_state *st = l->st;
+	uint8_t sum[16];
+
+	if (st->crypt) {
+		if (vdk_crypt_open(st->crypt, vb, e->ctr, buf, buf, st->bs, e->sum) < 0) {
+			return vd_set_error(EIO,
+					    "%s: block %llu (offset %llu): authentication failed "
+					    "(corrupt or tampered)",
+					    l->path, (unsigned long long)vb,
+					    (unsigned long long)(vb << st->bshift));
+		}
+		return 0;
+	}
+	vdk_data_sum(buf, st->bs, vb, sum);
+	if (memcmp(sum, e->sum, 16) != 0) {
+		return vd_set_error(EIO, "%s: block %llu (offset %llu): bad checksum", l->path,
+				    (unsigned long long)vb, (unsigned long long)(vb << st->bshift));
+	}
+	return 0;
+}
+
+static int
+vdk_read_phys(struct vd_layer *l, void *buf, size_t len, uint64_t off)
+{
+	int r = vd_full_pread(l->fd, buf, len, off);
+
+	if (r < 0) {
+		return vd_set_error(EIO, "%s: read at %llu: %s", l->path, (unsigned long long)off,
+				    strerror(-r));
+	}
+	return 0;
+}
+
+static int
+vdk_pread(struct vd_layer *l, void *buf, size_t len, uint64_t off)
+{
+	struct vdk_state *st = l->st;
+	struct vdk_entry ents[VDK_BATCH];
+	uint8_t *bounce = NULL, *p = buf;
+	uint64_t vb = off >> st->bshift;
+	uint32_t head = (uint32_t)(off & (st->bs - 1));
+	int r = 0;
+
+	while (len > 0) {
+		uint64_t nb = VD_MIN((uint64_t)VDK_BATCH, (head + len + st->bs - 1) >> st->bshift);
+		uint64_t i, j;
+
+		pthread_rwlock_rdlock(&st->reuse);
+		pthread_mutex_lock(&st->lock);
+		for (i = 0; i < nb && r == 0; i++) {
+			r = vdk_lookup_locked(l, vb + i, &ents[i]);
+		}
+		pthread_mutex_unlock(&st->lock);
+		for (i = 0; i < nb && r == 0; i = j) {
+			uint64_t boff = i == 0 ? head : 0;
+			size_t want = (size_t)VD_MIN((uint64_t)len, st->bs - boff);
+			bool whole = boff == 0 && want == st->bs;
+
+			j = i + 1;
+
+			if (!(ents[i].ptr & VDK_PTR_PRESENT)) {
+				memset(p, 0, want);
+				p += want;
+				len -= want;
+				continue;
+			}
+			if (whole) {
+				/* A run of whole blocks contiguous on disk: one pread into buf. */
+				while (j < nb && len >= (j - i + 1) * (uint64_t)st->bs &&
+				       (ents[j].ptr & VDK_PTR_PRESENT) &&
+				       (ents[j].ptr & ~VDK_PTR_FLAGS) ==
+					       (ents[i].ptr & ~VDK_PTR_FLAGS) + ((j - i) << st->bshift)) {
+					j++;
+				}
+				want = (size_t)((j - i) << st->bshift);
+				r = vdk_read_phys(l, p, want, ents[i].ptr & ~VDK_PTR_FLAGS);
+				for (uint64_t k = i; k < j && r == 0; k++) {
+					r = vdk_verify_block(l, vb + k, &ents[k],
+							     p + ((k - i) << st->bshift));
+				}
+			} else {
+				if (!bounce) {
+					bounce = malloc(st->bs);
+					if (!bounce) {
+						r = vd_set_error(ENOMEM, "out of memory");
+						break;
+					}
+				}
+				r = vdk_read_phys(l, bounce, st->bs, ents[i].ptr & ~VDK_PTR_FLAGS);
+				if (r == 0) {
+					r = vdk_verify_block(l, vb + i, &ents[i], bounce);
+				}
+				memcpy(p, bounce + boff, want);
+			}
+			if (r < 0) {
+				memset(p, 0, want);	/* never hand out unverified bytes */
+			}
+			p += want;
+			len -= want;
+		}
+		pthread_rwlock_unlock(&st->reuse);
+		if (r < 0) {
+			break;
+		}
+		vb += nb;
+		head = 0;
+	}
+	free(bounce);
+	return r;
+}
+
+/* The full current content of block vb as this layer (and those below) show it. */
+static int
+vdk_read_block_full(struct vd_layer *l, uint64_t vb, uint8_t *buf)
+{
+	struct vdk_state *st = l->st;
+	struct vdk_entry e;
+	uint64_t off = vb << st->bshift;
+	size_t len = st->bs;
+	int r;
+
+	pthread_mutex_lock(&st->lock);
+	r = vdk_lookup_locked(l, vb, &e);
+	pthread_mutex_unlock(&st->lock);
+	if (r < 0) {
+		return r;
+	}
+	if (off + len > l->size) {
+		memset(buf, 0, len);
+		len = (size_t)(l->size - off);
+	}
+	if (e.ptr & VDK_PTR_PRESENT) {
+		return vdk_pread(l, buf, len, off);
+	}
+	if (e.ptr & VDK_PTR_ZERO) {
+		memset(buf, 0, len);
+		return 0;
+	}
+	return vd_layer_read_below(l, buf, len, off);
+}
+
+static void
+vdk_lock_stripes(struct vdk_state *st, uint64_t vb, uint64_t nb, bool lock)
+{
+	uint64_t g0 = vb >> VDK_STRIPE_SHIFT, g1 = (vb + nb - 1) >> VDK_STRIPE_SHIFT;
+	size_t ns = VD_ARRAY_SIZE(st->stripes);
+
+	if (g1 - g0 + 1 >= ns) {
+		for (size_t s = 0; s < ns; s++) {
+			lock ? pthread_mutex_lock(&st->stripes[s]) : pthread_mutex_unlock(&st->stripes[s]);
+		}
+		return;
+	}
+	/* Ascending stripe order whatever the wrap-around: two passes. */
+	for (int pass = 0; pass < 2; pass++) {
+		for (uint64_t g = g0; g <= g1; g++) {
+			size_t s = g % ns;
+			bool low = s < g0 % ns;
+
+			if ((pass == 0) == low) {
+				lock ? pthread_mutex_lock(&st->stripes[s])
+				     : pthread_mutex_unlock(&st->stripes[s]);
+			}
+		}
+	}
+}
+
+/* Point block vb at `ne` (new entry); release what it pointed at. Caller holds st->lock. */
+static int
+vdk_set_entry_locked(struct vd_layer *l, uint64_t vb, const struct vdk_entry *ne)
+{
+	struct vdk_state *st = l->st;
+	struct vdk_node *n;
+	struct vdk_entry old;
+	uint8_t *p;
+	int r;
+
+	n = vdk_get_node(l, 0, vb >> st->nshift, true, &r);
+	if (!n) {
+		return r;
+	}
+	p = n->data + (vb & (st->ne - 1)) * VDK_ENTRY_SIZE;
+	vdk_entry_decode(p, &old);
+	vdk_entry_encode(p, ne);
+	vdk_mark_dirty(st, n);
+	if (old.ptr & VDK_PTR_PRESENT) {
+		st->allocated_blocks--;
+		r = vdk_release(st, (old.ptr & ~VDK_PTR_FLAGS) >> st->bshift, 1);
+		if (r < 0) {
+			return r;
+		}
+	}
+	if (ne->ptr & VDK_PTR_PRESENT) {
+		st->allocated_blocks++;
+	}
+	return 0;
+}
+
+/* Write nb whole blocks from data (nb*bs bytes, may be modified when encrypting) at vb. */
+static int
+vdk_write_blocks(struct vd_layer *l, uint64_t vb, uint64_t nb, const uint8_t *data)
+{
+	struct vdk_state *st = l->st;
+	struct vdk_entry ents[VDK_BATCH];
+	uint8_t *enc = NULL;
+	uint64_t i = 0;
+	int r = 0;
+
+	if (st->crypt) {
+		enc = malloc(nb << st->bshift);
+		if (!enc) {
+			return vd_set_error(ENOMEM, "out of memory");
+		}
+	}
+	while (i < nb && r == 0) {
+		uint64_t j = i, first, got, ctr0 = 0;
+
+		/* A run of blocks: all zero (no data), or all data. */
+		bool zero = !st->crypt && vd_is_zero(data + (i << st->bshift), st->bs);
+
+		while (j < nb && j - i < VDK_BATCH &&
+		       (!st->crypt && vd_is_zero(data + (j << st->bshift), st->bs)) == zero) {
+			j++;
+		}
+		if (zero) {
+			pthread_mutex_lock(&st->lock);
+			for (uint64_t k = i; k < j && r == 0; k++) {
+				struct vdk_entry ze = { .ptr = st->has_backing ? VDK_PTR_ZERO : 0 };
+
+				r = vdk_set_entry_locked(l, vb + k, &ze);
+			}
+			pthread_mutex_unlock(&st->lock);
+			i = j;
+			continue;
+		}
+		pthread_mutex_lock(&st->lock);
+		r = vdk_alloc(st, j - i, &first, &got, false);
+		if (r == 0 && st->crypt) {
+			r = vdk_reserve_ctr_locked(l, got);
+			ctr0 = st->ctr_next;
+			st->ctr_next += got;
+		}
+		pthread_mutex_unlock(&st->lock);
+		if (r < 0) {
+			break;
+		}
+		const uint8_t *src = data + (i << st->bshift);
+
+		for (uint64_t k = 0; k < got && r == 0; k++) {
+			struct vdk_entry *e = &ents[k];
+
+			e->ptr = ((first + k) << st->bshift) | VDK_PTR_PRESENT;
+			e->ctr = 0;
+			if (st->crypt) {
+				e->ctr = ctr0 + k;
+				r = vdk_crypt_seal(st->crypt, vb + i + k, e->ctr,
+						   src + (k << st->bshift), enc + (k << st->bshift),
+						   st->bs, e->sum);
+			} else {
+				vdk_data_sum(src + (k << st->bshift), st->bs, vb + i + k, e->sum);
+			}
+		}
+		if (r == 0) {
+			r = vd_full_pwrite(l->fd, st->crypt ? enc : src, got << st->bshift,
+					   first << st->bshift);
+			if (r < 0) {
+				r = vd_set_error(r, "%s: write: %s", l->path, strerror(-r));
+			}
+		}
+		pthread_mutex_lock(&st->lock);
+		if (r < 0) {
+			/* Nothing refers to the new blocks: give them back at once. */
+			for (uint64_t k = first; k < first + got; k++) {
+				bit_clear(st->fresh, k);
+				bit_clear(st->used, k);
+			}
+			st->free_count += got;
+			st->cursor = VD_MIN(st->cursor, first);
+		}
+		for (uint64_t k = 0; k < got && r == 0; k++) {
+			r = vdk_set_entry_locked(l, vb + i + k, &ents[k]);
+		}
+		pthread_mutex_unlock(&st->lock);
+		i += got;
+	}
+	free(enc);
+	return r;
+}
+
+static int
+vdk_maybe_autocommit(struct vd_layer *l)
+{
+	struct vdk_state *st = l->st;
+	int r = 0;
+
+	pthread_mutex_lock(&st->lock);
+	/* Bound what a commit owes: dirty map, and space held back for the committed tree. */
+	if ((uint64_t)st->ndirty * st->node_size > VDK_AUTOCOMMIT_DIRTY ||
+	    st->npending > VD_MAX(4096u, st->file_blocks / 16)) {
+		r = vdk_commit_locked(l);
+	}
+	pthread_mutex_unlock(&st->lock);
+	return r;
+}
+
+static int
+vdk_pwrite(struct vd_layer *l, const void *buf, size_t len, uint64_t off)
+{
+	struct vdk_state *st = l->st;
+	const uint8_t *src = buf;
+	uint8_t *tmp = NULL;
+	uint64_t vb = off >> st->bshift;
+	uint64_t vb_end = (off + len + st->bs - 1) >> st->bshift;
+	int r = 0;
+
+	vdk_maybe_reclaim(st);
+	vdk_lock_stripes(st, vb, vb_end - vb, true);
+	while (len > 0 && r == 0) {
+		uint32_t head = (uint32_t)(off & (st->bs - 1));
+
+		if (head || len < st->bs) {
+			/* Partial block: read, merge, write the whole block. */
+			size_t n = (size_t)VD_MIN((uint64_t)len, (uint64_t)st->bs - head);
+
+			if (!tmp) {
+				tmp = malloc(st->bs);
+				if (!tmp) {
+					r = vd_set_error(ENOMEM, "out of memory");
+					break;
+				}
+			}
+			r = vdk_read_block_full(l, off >> st->bshift, tmp);
+			if (r == 0) {
+				memcpy(tmp + head, src, n);
+				r = vdk_write_blocks(l, off >> st->bshift, 1, tmp);
+			}
+			src += n;
+			off += n;
+			len -= n;
+		} else {
+			uint64_t nb = VD_MIN((uint64_t)len >> st->bshift, (uint64_t)VDK_BATCH * 16);
+
+			r = vdk_write_blocks(l, off >> st->bshift, nb, src);
+			src += nb << st->bshift;
+			off += nb << st->bshift;
+			len -= (size_t)(nb << st->bshift);
+		}
+	}
+	vdk_lock_stripes(st, vb, vb_end - vb, false);
+	free(tmp);
+	if (r == 0) {
+		r = vdk_maybe_autocommit(l);
+	}
+	return r;
+}
+
+static int
+vdk_zero(struct vd_layer *l, uint64_t off, uint64_t len)
+{
+	struct vdk_state *st = l->st;
+	uint8_t *zeroes;
+	int r = 0;
+
+	zeroes = calloc(1, st->bs);
+	if (!zeroes) {
+		return vd_set_error(ENOMEM, "out of memory");
+	}
+	while (len > 0 && r == 0) {
+		uint32_t head = (uint32_t)(off & (st->bs - 1));
+		uint64_t n;
+
+		if (head || len < st->bs) {
+			n = VD_MIN(len, (uint64_t)st->bs - head);
+			r = vdk_pwrite(l, zeroes, (size_t)n, off);
+		} else {
+			struct vdk_entry ze = { .ptr = st->has_backing ? VDK_PTR_ZERO : 0 };
+			uint64_t b = off >> st->bshift;
+
+			n = VD_MIN(len >> st->bshift, (uint64_t)VDK_BATCH * 64) << st->bshift;
+			vdk_lock_stripes(st, b, n >> st->bshift, true);
+			pthread_mutex_lock(&st->lock);
+			for (uint64_t k = 0; k < (n >> st->bshift) && r == 0; k++) {
+				r = vdk_set_entry_locked(l, b + k, &ze);
+			}
+			pthread_mutex_unlock(&st->lock);
+			vdk_lock_stripes(st, b, n >> st->bshift, false);
+		}
+		off += n;
+		len -= n;
+	}
+	free(zeroes);
+	if (r == 0) {
+		r = vdk_maybe_autocommit(l);
+	}
+	return r;
+}
+
+static int
+vdk_flush(struct vd_layer *l)
+{
+	struct vdk_state *st = l->st;
+	int r;
+
+	if (!st->writable) {
+		return 0;
+	}
+	pthread_mutex_lock(&st->lock);
+	r = vdk_commit_locked(l);
+	pthread_mutex_unlock(&st->lock);
+	return r;
+}
+
+static int
+vdk_block_status(struct vd_layer *l, uint64_t off, uint64_t len, struct vd_extent *ext)
+{
+	struct vdk_state *st = l->st;
+	uint64_t vb = off >> st->bshift, vb_end = (off + len + st->bs - 1) >> st->bshift;
+	int type = -1, r = 0;
+
+	pthread_mutex_lock(&st->lock);
+	while (vb < vb_end && vb - (off >> st->bshift) < (1ull << 24)) {
+		uint64_t leaf_end = ((vb >> st->nshift) + 1) << st->nshift;
+		struct vdk_node *n = vdk_get_node(l, 0, vb >> st->nshift, false, &r);
+
+		if (!n) {
+			if (r < 0 || (type >= 0 && type != VD_EXTENT_HOLE)) {
+				break;
+			}
+			type = VD_EXTENT_HOLE;	/* a missing leaf: the whole leaf is a hole */
+			vb = leaf_end;
+			continue;
+		}
+		for (; vb < vb_end && vb < leaf_end; vb++) {
+			uint64_t ptr = vd_le64(n->data + (vb & (st->ne - 1)) * VDK_ENTRY_SIZE);
+			int t = (ptr & VDK_PTR_PRESENT) ? VD_EXTENT_DATA
+				: (ptr & VDK_PTR_ZERO)  ? VD_EXTENT_ZERO
+							: VD_EXTENT_HOLE;
+
+			if (type >= 0 && t != type) {
+				goto done;
+			}
+			type = t;
+		}
+	}
+done:
+	pthread_mutex_unlock(&st->lock);
+	if (r < 0) {
+		return r;
+	}
+	ext->offset = off;
+	ext->length = VD_MIN(vb << st->bshift, off + len) - off;
+	ext->type = (enum vd_extent_type)type;
+	ext->layer = 0;
+	return 0;
+}
+
+static uint64_t
+vdk_allocated(struct vd_layer *l)
+{
+	struct vdk_state *st = l->st;
+	uint64_t n;
+
+	pthread_mutex_lock(&st->lock);
+	n = (st->writable ? st->allocated_blocks : st->hdr.allocated_blocks) << st->bshift;
+	pthread_mutex_unlock(&st->lock);
+	return n;
+}
+
+/* ---- open / close ----------------------------------------------------------- */
+
+static int
+vdk_probe(const uint8_t *buf, size_t len, uint64_t file_size, const char *filename)
+{
+	(void)file_size;
+	(void)filename;
+	if (len >= 8 && memcmp(buf, VDK_MAGIC, 8) == 0) {
+		return 100;
+	}
+	/* Slot 0 may be torn while slot 1 is good. */
+	if (len >= VDK_HDR_SIZE + 8 && memcmp(buf + VDK_HDR_SIZE, VDK_MAGIC, 8) == 0) {
+		return 100;
+	}
+	return 0;
+}
+
+static void
+vdk_count_free(struct vdk_state *st)
+{
+	st->free_count = 0;
+	for (uint64_t b = st->data_start >> st->bshift; b < st->file_blocks; b++) {
+		st->free_count += !bit_get(st->used, b);
+	}
+}
+
+/* Walk the committed tree, marking every node and data block used. */
+static int
+vdk_walk_mark(struct vd_layer *l, const struct vdk_entry *e, uint32_t level, uint64_t index,
+	      uint8_t *bufs)
+{
+	struct vdk_state *st = l->st;
+	uint8_t *buf = bufs + (size_t)level * st->node_size;
+	int r;
+
+	r = vdk_node_read(l, e, level, index, buf);
+	if (r < 0) {
+		return r;
+	}
+	if (vdk_mark_used(st, (e->ptr & ~VDK_PTR_FLAGS) >> st->bshift, st->node_blocks) < 0) {
+		return vd_set_error(EIO, "%s: map node (level %u, #%llu) overlaps other data",
+				    l->path, level, (unsigned long long)index);
+	}
+	for (uint32_t i = 0; i < st->ne; i++) {
+		struct vdk_entry c;
+		uint64_t ci = (index << st->nshift) + i;
+
+		vdk_entry_decode(buf + (size_t)i * VDK_ENTRY_SIZE, &c);
+		if (!(c.ptr & VDK_PTR_PRESENT)) {
+			continue;
+		}
+		if (level == 0) {
+			uint64_t b = (c.ptr & ~VDK_PTR_FLAGS) >> st->bshift;
+
+			if (ci >= st->nblocks || (c.ptr & ~VDK_PTR_FLAGS) < st->data_start ||
+			    (c.ptr & ~VDK_PTR_FLAGS) % st->bs) {
+				return vd_set_error(EIO, "%s: block %llu: bad map entry", l->path,
+						    (unsigned long long)ci);
+			}
+			if (vdk_mark_used(st, b, 1) < 0) {
+				return vd_set_error(EIO, "%s: block %llu shares space with other data",
+						    l->path, (unsigned long long)ci);
+			}
+			st->allocated_blocks++;
+		} else {
+			r = vdk_walk_mark(l, &c, level - 1, ci, bufs);
+			if (r < 0) {
+				return r;
+			}
+			buf = bufs + (size_t)level * st->node_size;
+		}
+	}
+	return 0;
+}
+
+static int
+vdk_unlock(struct vd_layer *l)
+{
+	struct vdk_state *st = l->st;
+	char *pass;
+	int r;
+
+	if (!l->passphrase) {
+		return vd_set_error(EACCES, "%s: image is encrypted: a passphrase is needed", l->path);
+	}
+	if (sodium_init() < 0) {
+		return vd_set_error(EIO, "libsodium failed to initialise");
+	}
+	pass = sodium_malloc(1024);
+	if (!pass) {
+		return vd_set_error(ENOMEM, "out of memory");
+	}
+	pass[0] = '\0';
+	r = l->passphrase(l->passphrase_opaque, l->path, pass, 1024);
+	if (r == 0) {
+		r = vdk_crypt_unlock(st->hdr.crypt_area, st->hdr.uuid, pass, &st->crypt);
+		if (r < 0) {
+			vd_error_prefix("%s", l->path);
+		}
+	}
+	sodium_free(pass);
+	return r;
+}
+
+static int
+vdk_open(struct vd_layer *l)
+{
+	struct vdk_state *st = l->st;
+	struct stat sb;
+	uint8_t buf[VDK_HDR_SIZE];
+	int r;
+
+	pthread_rwlockattr_t ra;
+
+	pthread_rwlockattr_init(&ra);
+	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&st->reuse, &ra);
+	pthread_rwlockattr_destroy(&ra);
+	pthread_mutex_init(&st->lock, NULL);
+	for (size_t i = 0; i < VD_ARRAY_SIZE(st->stripes); i++) {
+		pthread_mutex_init(&st->stripes[i], NULL);
+	}
+	r = vdk_header_read(l->fd, l->path, &st->hdr);
+	if (r < 0) {
+		return r;
+	}
+	st->bs = st->hdr.block_size;
+	st->bshift = (uint32_t)__builtin_ctz(st->bs);
+	st->ne = st->hdr.node_entries;
+	st->nshift = (uint32_t)__builtin_ctz(st->ne);
+	st->node_size = st->ne * VDK_ENTRY_SIZE;
+	st->node_blocks = VD_MAX(1u, st->node_size / st->bs);
+	st->levels = st->hdr.levels;
+	st->nblocks = VD_DIV_ROUND_UP(st->hdr.size, st->bs);
+	st->data_start = vdk_data_start(st->bs);
+	st->root = st->hdr.root;
+	st->writable = !l->readonly;
+	st->has_backing = st->hdr.backing[0] != '\0';
+	st->cache_limit = st->writable ? VDK_CACHE_TOP : VDK_CACHE_FROZEN;
+	st->hash_size = 16384;
+	st->hash = calloc(st->hash_size, sizeof(*st->hash));
+	if (!st->hash) {
+		return vd_set_error(ENOMEM, "out of memory");
+	}
+	if (st->writable && st->hdr.slots_ok < VDK_HDR_SLOTS && !(st->hdr.incompat & VDK_INCOMPAT_ENCRYPTED)) {
+		/* One copy is stale or damaged (a crash during a commit): rewrite both. */
+		r = vdk_header_write(l->fd, l->path, &st->hdr, NULL);
+		if (r < 0) {
+			return r;
+		}
+	}
+	if (st->writable && (st->hdr.flags & VDK_FLAG_CORRUPT)) {
+		return vd_set_error(EIO, "%s: image is marked corrupt; open it read-only", l->path);
+	}
+	l->size = st->hdr.size;
+	l->granularity = st->bs;
+	l->created = st->hdr.created;
+	memcpy(l->uuid, st->hdr.uuid, 16);
+	if (st->has_backing) {
+		l->backing = strdup(st->hdr.backing);
+		l->backing_format = st->hdr.backing_fmt[0] ? strdup(st->hdr.backing_fmt) : NULL;
+		if (st->hdr.backing_name[0]) {
+			l->backing_name = strdup(st->hdr.backing_name);
+		}
+		l->backing_created = st->hdr.backing_created;
+		if (!l->backing) {
+			return vd_set_error(ENOMEM, "out of memory");
+		}
+	}
+	if (st->hdr.incompat & VDK_INCOMPAT_ENCRYPTED) {
+		l->encrypted = true;
+		l->cipher = vdk_crypt_area_cipher(st->hdr.crypt_area);
+		r = vdk_unlock(l);
+		if (r < 0) {
+			return r;
+		}
+		/* Now that the key is known, the header MAC must match. */
+		vdk_header_encode(&st->hdr, buf, st->crypt);
+		{
+			uint8_t raw[VDK_HDR_SIZE];
+
+			r = vd_full_pread(l->fd, raw, sizeof(raw), (uint64_t)st->hdr.slot * VDK_HDR_SIZE);
+			if (r < 0 || sodium_memcmp(raw + VDK_H_MAC, buf + VDK_H_MAC, 16) != 0) {
+				return vd_set_error(EIO, "%s: header authentication failed (tampered)",
+						    l->path);
+			}
+		}
+		st->ctr_next = st->hdr.ctr_next;
+	}
+	if (st->writable) {
+		uint8_t *bufs;
+
+		if (fstat(l->fd, &sb) < 0) {
+			return vd_set_error(errno, "%s: %s", l->path, strerror(errno));
+		}
+		st->file_blocks = st->data_start >> st->bshift;
+		if (vdk_bitmap_grow(st, st->file_blocks + 1) < 0) {
+			return vd_set_error(ENOMEM, "out of memory");
+		}
+		for (uint64_t b = 0; b < st->file_blocks; b++) {
+			bit_set(st->used, b);
+		}
+		if (st->root.ptr & VDK_PTR_PRESENT) {
+			bufs = malloc((size_t)st->node_size * st->levels);
+			if (!bufs) {
+				return vd_set_error(ENOMEM, "out of memory");
+			}
+			r = vdk_walk_mark(l, &st->root, st->levels - 1, 0, bufs);
+			free(bufs);
+			if (r < 0) {
+				return r;
+			}
+		}
+		/* Everything past the tree up to the end of the file is free space. */
+		uint64_t fb = (uint64_t)sb.st_size >> st->bshift;
+
+		if (fb > st->file_blocks) {
+			if (vdk_bitmap_grow(st, fb) < 0) {
+				return vd_set_error(ENOMEM, "out of memory");
+			}
+			st->file_blocks = fb;
+		}
+		vdk_count_free(st);
+		if (st->crypt) {
+			/* Counters up to the committed reservation may have been used: skip them. */
+			st->ctr_next = st->hdr.ctr_next;
+			st->hdr.ctr_next = st->ctr_next + VDK_CTR_RESERVE;
+			r = vdk_header_write(l->fd, l->path, &st->hdr, st->crypt);
+			if (r < 0) {
+				return r;
+			}
+		}
+	} else {
+		st->allocated_blocks = st->hdr.allocated_blocks;
+	}
+	return 0;
+}
+
+static void
+vdk_close(struct vd_layer *l)
+{
+	struct vdk_state *st = l->st;
+	struct vdk_node *n, *next;
+
+	if (st->writable && st->dirty) {
+		pthread_mutex_lock(&st->lock);
+		vdk_commit_locked(l);
+		pthread_mutex_unlock(&st->lock);
+	}
+	if (st->hash) {
+		for (uint32_t i = 0; i < st->hash_size; i++) {
+			for (n = st->hash[i]; n; n = next) {
+				next = n->hnext;
+				free(n->data);
+				free(n);
+			}
+		}
+	}
+	free(st->hash);
+	free(st->used);
+	free(st->fresh);
+	free(st->pending);
+	free(st->limbo);
+	free(st->freshv);
+	vdk_crypt_destroy(st->crypt);
+	pthread_mutex_destroy(&st->lock);
+	pthread_rwlock_destroy(&st->reuse);
+	for (size_t i = 0; i < VD_ARRAY_SIZE(st->stripes); i++) {
+		pthread_mutex_destroy(&st->stripes[i]);
+	}
+}
+
+/* ---- helpers for snapshots and merging ---------------------------------------- */
+
+int
+vdk_set_backing(struct vd_layer *l, const char *backing, const char *fmt, const char *name,
+		int64_t created)
+{
+	struct vdk_state *st = l->st;
+	struct vdk_header h;
+	int r;
+
+	if ((backing && strlen(backing) > VDK_BACKING_MAX) || (fmt && strlen(fmt) > VDK_BFMT_MAX) ||
+	    (name && strlen(name) > VDK_BNAME_MAX)) {
+		return vd_set_error(ENAMETOOLONG, "%s: backing reference too long", l->path);
+	}
+	pthread_mutex_lock(&st->lock);
+	r = vdk_commit_locked(l);
+	if (r == 0) {
+		h = st->hdr;
+		memset(h.backing, 0, sizeof(h.backing));
+		memset(h.backing_fmt, 0, sizeof(h.backing_fmt));
+		memset(h.backing_name, 0, sizeof(h.backing_name));
+		if (backing) {
+			strcpy(h.backing, backing);
+			strcpy(h.backing_fmt, fmt ? fmt : "");
+			strcpy(h.backing_name, name ? name : "");
+		}
+		h.backing_created = backing ? created : 0;
+		r = vdk_header_write(l->fd, l->path, &h, st->crypt);
+		if (r == 0) {
+			st->hdr = h;
+			st->has_backing = backing != NULL;
+		}
+	}
+	pthread_mutex_unlock(&st->lock);
+	if (r == 0) {
+		free(l->backing);
+		free(l->backing_format);
+		free(l->backing_name);
+		l->backing = backing ? strdup(backing) : NULL;
+		l->backing_format = backing && fmt ? strdup(fmt) : NULL;
+		l->backing_name = backing && name ? strdup(name) : NULL;
+		l->backing_created = backing ? created : 0;
+	}
+	return r;
+}
+
+int
+vdk_make_writable(struct vd_layer *l)
+{
+	struct vdk_state *st = l->st;
+	struct stat sb;
+	uint8_t *bufs;
+	int fd, r;
+
+	if (st->writable) {
+		return 0;
+	}
+	fd = open(l->path, O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		return vd_set_error(errno, "%s: cannot open for writing: %s", l->path, strerror(errno));
+	}
+	if (dup3(fd, l->fd, O_CLOEXEC) < 0) {
+		r = -errno;
+		close(fd);
+		return vd_set_error(-r, "%s: %s", l->path, strerror(-r));
+	}
+	close(fd);
+	r = vd_lock_fd(l->fd, l->path, true);
+	if (r < 0) {
+		return r;
+	}
+	pthread_mutex_lock(&st->lock);
+	/* Start the allocator afresh from the committed tree (the layer may have been a top before). */
+	if (st->nbits) {
+		memset(st->used, 0, st->nbits / 8);
+		memset(st->fresh, 0, st->nbits / 8);
+	}
+	st->nlimbo = st->npending = st->nfreshv = 0;
+	st->cursor = 0;
+	st->file_blocks = st->data_start >> st->bshift;
+	st->allocated_blocks = 0;
+	r = vdk_bitmap_grow(st, st->file_blocks + 1);
+	for (uint64_t b = 0; r == 0 && b < st->file_blocks; b++) {
+		bit_set(st->used, b);
+	}
+	if (r == 0 && (st->root.ptr & VDK_PTR_PRESENT)) {
+		bufs = malloc((size_t)st->node_size * st->levels);
+		r = bufs ? vdk_walk_mark(l, &st->root, st->levels - 1, 0, bufs) : -ENOMEM;
+		free(bufs);
+	}
+	if (r == 0 && fstat(l->fd, &sb) == 0 && ((uint64_t)sb.st_size >> st->bshift) > st->file_blocks) {
+		uint64_t fb = (uint64_t)sb.st_size >> st->bshift;
+
+		r = vdk_bitmap_grow(st, fb);
+		st->file_blocks = fb;
+	}
+	vdk_count_free(st);
+	if (r == 0) {
+		st->writable = true;
+		l->readonly = false;
+		st->cache_limit = VDK_CACHE_TOP;
+		if (st->crypt) {
+			st->ctr_next = st->hdr.ctr_next;
+			st->hdr.ctr_next = st->ctr_next + VDK_CTR_RESERVE;
+			r = vdk_header_write(l->fd, l->path, &st->hdr, st->crypt);
+		}
+	}
+	pthread_mutex_unlock(&st->lock);
+	return r;
+}
+
+/* ---- creating ------------------------------------------------------------------ */
+
+int
+vd_create(const char *path, const struct vd_create_opts *opts)
+{
+	uint64_t size = opts->size;
+	uint32_t bs = opts->block_size ? opts->block_size : VD_DEFAULT_BLOCK_SIZE;
+	char *rel = NULL, *fmt = NULL;
+	uint8_t area[VDK_CRYPT_AREA_SIZE], uuid[16];
+	struct vdk_crypt *crypt = NULL;
+	int r;
+
+	if (sodium_init() < 0) {
+		return vd_set_error(EIO, "libsodium failed to initialise");
+	}
+	if (!VD_IS_POW2(bs) || bs < VD_MIN_BLOCK_SIZE || bs > VD_MAX_BLOCK_SIZE) {
+		return vd_set_error(EINVAL, "%s: block size must be a power of two from 4K to 1M",
+				    path);
+	}
+	if (opts->backing) {
+		struct vd_open_opts bo = {
+			.format = opts->backing_format,
+			.passphrase = opts->backing_passphrase,
+			.passphrase_opaque = opts->backing_passphrase_opaque,
+		};
+		struct vd_image *b = vd_open(opts->backing, &bo);
+		struct vd_layer_info bi;
+
+		if (!b) {
+			return -vd_get_errno();
+		}
+		vd_layer_info(b, 0, &bi);
+		fmt = strdup(bi.format);
+		if (size == 0) {
+			size = vd_get_size(b);
+		}
+		vd_close(b);
+		rel = vd_make_relative(path, opts->backing);
+		if (!rel || !fmt) {
+			free(rel);
+			free(fmt);
+			return vd_set_error(ENOMEM, "out of memory");
+		}
+	}
+	if (size == 0) {
+		r = vd_set_error(EINVAL, "%s: a size is needed (-s SIZE)", path);
+		goto out;
+	}
+	size = VD_ALIGN_UP(size, 512ull);
+	if (size > VD_MAX_SIZE) {
+		r = vd_set_error(EFBIG, "%s: size too large (the maximum is 64 TiB)", path);
+		goto out;
+	}
+	randombytes_buf(uuid, sizeof(uuid));
+	if (opts->cipher) {
+		memset(area, 0, sizeof(area));
+		r = vdk_crypt_create(opts->cipher, opts->passphrase ? opts->passphrase : "",
+				     opts->pwhash_opslimit, opts->pwhash_memlimit, uuid, area, &crypt);
+		if (r < 0) {
+			vd_error_prefix("%s", path);
+			goto out;
+		}
+	}
+	r = vdk_create_file(path, size, bs, rel, fmt, NULL, 0, opts->cipher ? area : NULL, uuid,
+			    crypt, 0);
+out:
+	vdk_crypt_destroy(crypt);
+	sodium_memzero(area, sizeof(area));
+	free(rel);
+	free(fmt);
+	return r;
+}
+
+const struct vd_driver vd_vdk_driver = {
+	.name = "vdk",
+	.instance_size = sizeof(struct vdk_state),
+	.thread_model = VD_THREAD_INTERNAL,
+	.probe = vdk_probe,
+	.open = vdk_open,
+	.close = vdk_close,
+	.pread = vdk_pread,
+	.pwrite = vdk_pwrite,
+	.zero = vdk_zero,
+	.flush = vdk_flush,
+	.block_status = vdk_block_status,
+	.allocated = vdk_allocated,
+	.check = vdk_check,
+};

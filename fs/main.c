@@ -1,0 +1,396 @@
+// SPDX-License-Identifier: MIT
+/*
+ * vdiskfs: mount a disk image chain with FUSE.
+ *
+ *     vdiskfs [-f] [-o OPTIONS] [--key-file FILE | --key-fd N] IMAGE MOUNTPOINT
+ *
+ * Design notes. The order of events is what makes errors visible: arguments
+ * are parsed, the image is opened (and its passphrase asked for on the
+ * terminal), the FUSE mount is made, and only then does the process
+ * daemonize. Anything that can be seen before the mount (missing file,
+ * corrupt header, locked by another writer, wrong passphrase) is printed as
+ * "vdiskfs: IMAGE: message" with a non-zero exit while the caller still waits.
+ * The image's lock is a flock() on the open file description, which the
+ * daemonized child inherits, so opening before fuse_daemonize() is safe.
+ *
+ * Arguments may come in any order, so that mount(8) -> mount.fuse3 works from
+ * /etc/fstab: it runs `vdiskfs IMAGE MOUNTPOINT -o rw,...`. Our own options
+ * exist in both forms: --key-file FILE and -o key_file=FILE (the only form
+ * an fstab line can pass), likewise key_fd and format. "ro" is noticed and
+ * also handed on to the kernel mount.
+ *
+ * The image is opened by its real path: the daemon chdirs to /, and snapshot
+ * files are created next to the image.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include <pthread.h>
+
+#include "vdiskfs.h"	/* FUSE_USE_VERSION, then <fuse.h> */
+#include <fuse_lowlevel.h>
+
+#include "vdisk.h"
+#ifdef VDFS_HAVE_PASSPHRASE
+#include "passphrase.h"
+#endif
+
+#ifndef VDISK_VERSION
+#define VDISK_VERSION "0.1"
+#endif
+
+struct vdfs_opts {
+	char *key_file;
+	int key_fd;
+	char *format;
+	int ro;
+	int help;
+	int version;
+	char *image;
+	char *mountpoint;
+	int extra_args;
+};
+
+enum { KEY_RO, KEY_HELP, KEY_VERSION };
+
+#define VDFS_OPT(t, p) { t, offsetof(struct vdfs_opts, p), 1 }
+
+static const struct fuse_opt vdfs_opt_spec[] = {
+	VDFS_OPT("--key-file=%s", key_file),
+	VDFS_OPT("--key-file %s", key_file),
+	VDFS_OPT("key_file=%s", key_file),
+	VDFS_OPT("--key-fd=%d", key_fd),
+	VDFS_OPT("--key-fd %d", key_fd),
+	VDFS_OPT("key_fd=%d", key_fd),
+	VDFS_OPT("--format=%s", format),
+	VDFS_OPT("--format %s", format),
+	VDFS_OPT("format=%s", format),
+	FUSE_OPT_KEY("ro", KEY_RO),
+	FUSE_OPT_KEY("-h", KEY_HELP),
+	FUSE_OPT_KEY("--help", KEY_HELP),
+	FUSE_OPT_KEY("-V", KEY_VERSION),
+	FUSE_OPT_KEY("--version", KEY_VERSION),
+	FUSE_OPT_END
+};
+
+static bool log_to_syslog;
+
+void
+vdfs_log(struct vdfs *fs, const char *fmt, ...)
+{
+	va_list ap;
+
+	(void)fs;
+	va_start(ap, fmt);
+	if (log_to_syslog) {
+		vsyslog(LOG_NOTICE, fmt, ap);
+	} else {
+		fputs("vdiskfs: ", stderr);
+		vfprintf(stderr, fmt, ap);
+		fputc('\n', stderr);
+	}
+	va_end(ap);
+}
+
+static int
+vdfs_opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+	struct vdfs_opts *o = data;
+
+	(void)outargs;
+	switch (key) {
+	case KEY_RO:
+		o->ro = 1;
+		return 1;	/* keep: the kernel mount is read-only too */
+	case KEY_HELP:
+		o->help = 1;
+		return 0;
+	case KEY_VERSION:
+		o->version = 1;
+		return 0;
+	case FUSE_OPT_KEY_NONOPT:
+		if (!o->image) {
+			o->image = strdup(arg);
+		} else if (!o->mountpoint) {
+			o->mountpoint = strdup(arg);
+		} else {
+			o->extra_args = 1;
+		}
+		return 0;
+	default:
+		return 1;
+	}
+}
+
+static void
+usage(FILE *f)
+{
+	fprintf(f,
+		"usage: vdiskfs [options] IMAGE MOUNTPOINT\n"
+		"\n"
+		"Mount a disk image (and its chain of snapshots) as files:\n"
+		"  MOUNTPOINT/disk                    the current disk (read-write unless -o ro)\n"
+		"  MOUNTPOINT/partitions/pN           its MBR/GPT partitions\n"
+		"  MOUNTPOINT/snapshots/NAME/         disk, info, changed of each snapshot\n"
+		"  mkdir snapshots/NAME takes a snapshot, rmdir snapshots/NAME deletes one.\n"
+		"Unmount with fusermount3 -u MOUNTPOINT (the image is flushed, then closed).\n"
+		"\n"
+		"options:\n"
+		"  -f                     stay in the foreground\n"
+		"  -d                     debug output (implies -f)\n"
+		"  -s                     single-threaded\n"
+		"  -o ro                  read-only\n"
+		"  -o allow_other         let other users in (needs user_allow_other)\n"
+		"  --key-file FILE        passphrase of an encrypted image from FILE\n"
+		"  --key-fd N             passphrase from file descriptor N\n"
+		"                         (-o key_file=FILE, -o key_fd=N for /etc/fstab)\n"
+		"  --format FMT           driver of the top image (default: probe)\n"
+		"  -o format=FMT          the same\n"
+		"  -h, --help             this help\n"
+		"  -V, --version          version\n"
+		"\n"
+		"/etc/fstab: IMAGE MOUNTPOINT fuse.vdiskfs defaults 0 0\n"
+		"Without a key option an encrypted image asks for its passphrase on the terminal.\n");
+}
+
+/* The library's message, without a leading "PATH: " that we print ourselves. */
+static const char *
+strip_path(const char *msg, const char *a, const char *b)
+{
+	const char *paths[2] = { a, b };
+	size_t i, n;
+
+	for (i = 0; i < 2; i++) {
+		if (!paths[i]) {
+			continue;
+		}
+		n = strlen(paths[i]);
+		if (strncmp(msg, paths[i], n) == 0 && msg[n] == ':' && msg[n + 1] == ' ') {
+			return msg + n + 2;
+		}
+	}
+	return msg;
+}
+
+static bool
+no_write_permission(const char *path)
+{
+	struct stat st;
+
+	/* root ignores the mode bits: look at them ourselves. */
+	return stat(path, &st) == 0 && !(st.st_mode & (S_IWUSR | S_IWGRP | S_IWOTH));
+}
+
+/* -o fsname=PATH, with the characters that would split the option list escaped. */
+static int
+add_fsname(struct fuse_args *args, const char *path)
+{
+	char *opt = malloc(strlen(path) * 2 + 16), *p;
+
+	if (!opt) {
+		return -ENOMEM;
+	}
+	p = opt + sprintf(opt, "-ofsname=");
+	for (; *path; path++) {
+		if (*path == ',' || *path == '\\') {
+			*p++ = '\\';
+		}
+		*p++ = *path;
+	}
+	*p = '\0';
+	if (fuse_opt_add_arg(args, opt) < 0) {
+		free(opt);
+		return -ENOMEM;
+	}
+	free(opt);
+	return 0;
+}
+
+int
+main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct vdfs_opts o = { .key_fd = -1 };
+	struct fuse_cmdline_opts co = { 0 };
+	struct vd_open_opts oo = { 0 };
+	struct fuse_loop_config *lc = NULL;
+	struct fuse_session *se;
+	struct vdfs fs = { 0 };
+	char *slash;
+	int ret = 1, r;
+	bool mounted = false;
+#ifdef VDFS_HAVE_PASSPHRASE
+	struct vd_pass_src ps = { .key_fd = -1 };
+#endif
+
+	pthread_mutex_init(&fs.lock, NULL);
+	pthread_mutex_init(&fs.snap_op_lock, NULL);
+	if (fuse_opt_parse(&args, &o, vdfs_opt_spec, vdfs_opt_proc) < 0) {
+		usage(stderr);
+		goto out_args;
+	}
+	if (o.help) {
+		usage(stdout);
+		ret = 0;
+		goto out_args;
+	}
+	if (o.version) {
+		printf("vdiskfs %s (libfuse %s)\n", VDISK_VERSION, fuse_pkgversion());
+		ret = 0;
+		goto out_args;
+	}
+	if (!o.image || !o.mountpoint || o.extra_args) {
+		fprintf(stderr, "vdiskfs: %s\n", o.extra_args ? "too many arguments"
+			: "IMAGE and MOUNTPOINT are required");
+		usage(stderr);
+		goto out_args;
+	}
+	if (fuse_parse_cmdline(&args, &co) != 0) {
+		goto out_args;
+	}
+	fs.image_arg = o.image;
+	fs.foreground = co.foreground;
+
+	/* Open the image: every error here is printed, before the mount. */
+	fs.image_path = realpath(o.image, NULL);
+	if (!fs.image_path) {
+		fprintf(stderr, "vdiskfs: %s: %s\n", o.image, strerror(errno));
+		goto out_args;
+	}
+	fs.image_dir = strdup(fs.image_path);
+	if (!fs.image_dir) {
+		goto out_args;
+	}
+	slash = strrchr(fs.image_dir, '/');
+	if (slash == fs.image_dir) {
+		slash[1] = '\0';
+	} else if (slash) {
+		*slash = '\0';
+	}
+	oo.format = o.format;
+#ifdef VDFS_HAVE_PASSPHRASE
+	ps.key_file = o.key_file;
+	ps.key_fd = o.key_fd;
+	oo.passphrase = vd_pass_get;
+	oo.passphrase_opaque = &ps;
+#else
+	if (o.key_file || o.key_fd >= 0) {
+		fprintf(stderr, "vdiskfs: encryption support is not built in\n");
+		goto out_args;
+	}
+#endif
+	fs.readonly = o.ro;
+	if (!fs.readonly && no_write_permission(fs.image_path)) {
+		fprintf(stderr, "vdiskfs: %s: no write permission, mounting read-only\n", o.image);
+		fs.readonly = true;
+	}
+	oo.flags = fs.readonly ? 0 : VD_OPEN_RDWR;
+	fs.img = vd_open(fs.image_path, &oo);
+	if (!fs.img && !fs.readonly && (errno == EROFS || errno == EPERM)) {
+		fprintf(stderr, "vdiskfs: %s: %s; mounting read-only\n", o.image,
+			strip_path(vd_get_error(), fs.image_path, o.image));
+		fs.readonly = true;
+		oo.flags = 0;
+		fs.img = vd_open(fs.image_path, &oo);
+	}
+	if (!fs.img) {
+		fprintf(stderr, "vdiskfs: %s: %s\n", o.image,
+			strip_path(vd_get_error(), fs.image_path, o.image));
+		goto out_args;
+	}
+	if (vd_is_readonly(fs.img)) {
+		fs.readonly = true;
+	}
+	if (fs.readonly && !o.ro) {
+		fuse_opt_add_arg(&args, "-oro");
+	}
+	fs.size = vd_get_size(fs.img);
+	clock_gettime(CLOCK_REALTIME, &fs.mount_time);
+	r = vdfs_snaps_refresh(&fs);
+	if (r < 0) {
+		fprintf(stderr, "vdiskfs: %s: listing snapshots: %s\n", o.image,
+			strip_path(vd_get_error(), fs.image_path, o.image));
+		goto out_close;
+	}
+	/* Name the mount after the image (shown by mount(8) and in /proc/mounts). */
+	r = add_fsname(&args, fs.image_path);
+	if (r < 0) {
+		goto out_close;
+	}
+	fuse_opt_add_arg(&args, "-odefault_permissions");
+
+	fs.fuse = fuse_new(&args, &vdfs_ops, sizeof(vdfs_ops), &fs);
+	if (!fs.fuse) {
+		goto out_close;
+	}
+	if (fuse_mount(fs.fuse, o.mountpoint) != 0) {
+		goto out_destroy;
+	}
+	mounted = true;
+	if (!co.foreground) {
+		log_to_syslog = true;
+		openlog("vdiskfs", LOG_PID, LOG_DAEMON);
+	}
+	if (fuse_daemonize(co.foreground) != 0) {
+		goto out_unmount;
+	}
+	se = fuse_get_session(fs.fuse);
+	if (fuse_set_signal_handlers(se) != 0) {
+		goto out_unmount;
+	}
+	if (co.singlethread) {
+		r = fuse_loop(fs.fuse);
+	} else {
+		lc = fuse_loop_cfg_create();
+		if (!lc) {
+			goto out_signals;
+		}
+		fuse_loop_cfg_set_clone_fd(lc, 1);
+		fuse_loop_cfg_set_max_threads(lc, co.max_threads > 10 ? co.max_threads : 16);
+		fuse_loop_cfg_set_idle_threads(lc, co.max_idle_threads != UINT_MAX &&
+					       co.max_idle_threads ? co.max_idle_threads : 16);
+		r = fuse_loop_mt(fs.fuse, lc);
+		fuse_loop_cfg_destroy(lc);
+	}
+	ret = r == 0 ? 0 : 1;
+out_signals:
+	fuse_remove_signal_handlers(se);
+out_unmount:
+	if (mounted) {
+		fuse_unmount(fs.fuse);
+	}
+out_destroy:
+	fuse_destroy(fs.fuse);	/* calls vdfs_destroy: flush */
+out_close:
+	vdfs_tree_destroy(&fs);
+	r = vd_close(fs.img);
+	if (r < 0) {
+		vdfs_log(&fs, "%s: closing: %s", o.image, vd_get_error());
+		ret = 1;
+	}
+out_args:
+#ifdef VDFS_HAVE_PASSPHRASE
+	vd_pass_src_clear(&ps);
+#endif
+	free(fs.image_path);
+	free(fs.image_dir);
+	free(co.mountpoint);
+	free(o.image);
+	free(o.mountpoint);
+	free(o.key_file);
+	free(o.format);
+	fuse_opt_free_args(&args);
+	if (log_to_syslog) {
+		closelog();
+	}
+	return ret;
+}

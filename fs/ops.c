@@ -1,0 +1,856 @@
+// SPDX-License-Identifier: MIT
+/*
+ * vdiskfs FUSE operations: the tree
+ *     /disk  /partitions/pN  /snapshots/NAME/{disk,info,changed}
+ * on libfuse's high-level, path-based API.
+ *
+ * NOTES ON THE THREAD MODEL
+ *
+ * We use libfuse's high-level API with its multi-threaded loop (fuse_loop_mt,
+ * one cloned /dev/fuse fd per worker). The high-level API fits: the tree is
+ * small and fixed, the hot path (read/write on an open file) needs no path at
+ * all because we set nullpath_ok and keep everything in the file handle, so
+ * libfuse skips its path lookup (and its tree lock) for those requests. The
+ * low-level API would only save that bookkeeping on open/getattr.
+ *
+ * Several requests run at once, on several threads, with no lock of ours on
+ * the I/O path: libvdisk allows vd_pread/vd_pwrite/vd_discard/vd_write_zeroes/
+ * vd_flush/vd_block_status on one image from many threads, and snapshot
+ * creation and deletion concurrently with that I/O (the library quiesces
+ * internally, so a write that returned before mkdir is in the snapshot and one
+ * that starts after it is not). Our own shared state (the snapshot list, the
+ * views, the cached partition table) is protected by vdfs.lock, and mkdir/rmdir
+ * are serialised by vdfs.snap_op_lock. A file handle holds a reference to its
+ * snapshot entry and to the entry's view, so a rebuild of the list never frees
+ * something a request is using; rmdir of a snapshot whose files are open
+ * answers EBUSY.
+ *
+ * Caching: disk is page-cached by the kernel (writes are write-through: no
+ * writeback cache, so fsync and snapshots see everything that returned);
+ * snapshots/NAME/disk is immutable and opened with keep_cache; partitions/pN
+ * and the small text files use direct_io so they never show stale data. After
+ * a partition file was written, disk's cached pages are invalidated when that
+ * partition file is fsync'd or closed (never from inside a write: a
+ * notification from a request handler could wait on pages locked by a read
+ * queued behind it).
+ *
+ * Every op returns 0/count or -errno; library errors are logged with
+ * vd_get_error() (stderr with -f, else syslog) and returned unchanged.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <linux/falloc.h>
+
+#include <pthread.h>
+
+#include "vdiskfs.h"
+
+enum vdfs_kind {
+	K_ROOT, K_DISK, K_PARTS_DIR, K_PART, K_SNAPS_DIR, K_SNAP_DIR,
+	K_SNAP_DISK, K_SNAP_INFO, K_SNAP_CHANGED,
+};
+
+/* A path resolved to a node. snap holds a reference (vdfs_snap_put). */
+struct vdfs_node {
+	enum vdfs_kind kind;
+	struct vdfs_part part;
+	struct vdfs_snap *snap;
+};
+
+/* One open file. */
+struct vdfs_fh {
+	enum vdfs_kind kind;
+	struct vd_image *img;	/* disk, part: fs->img; snap disk: the view */
+	uint64_t base, len;	/* window onto img */
+	bool writable;
+	struct vdfs_snap *snap;	/* snapshot files: referenced, open_files counted */
+	char *txt;		/* info/changed contents */
+	size_t txt_len;
+};
+
+static struct vdfs *
+vdfs_get(void)
+{
+	return fuse_get_context()->private_data;
+}
+
+static int
+vdfs_err(struct vdfs *fs, const char *what, int ret)
+{
+	if (ret < 0 && ret != -ENOSPC) {
+		vdfs_log(fs, "%s: %s", what, vd_get_error());
+	}
+	return ret;
+}
+
+static void
+node_release(struct vdfs *fs, struct vdfs_node *n)
+{
+	vdfs_snap_put(fs, n->snap);
+	n->snap = NULL;
+}
+
+/* Resolve path; 0 or -ENOENT. */
+static int
+node_lookup(struct vdfs *fs, const char *path, struct vdfs_node *n)
+{
+	char name[256];
+	const char *p, *slash;
+	size_t len;
+
+	memset(n, 0, sizeof(*n));
+	if (strcmp(path, "/") == 0) {
+		n->kind = K_ROOT;
+		return 0;
+	}
+	if (strcmp(path, "/disk") == 0) {
+		n->kind = K_DISK;
+		return 0;
+	}
+	if (strcmp(path, "/partitions") == 0) {
+		n->kind = K_PARTS_DIR;
+		return 0;
+	}
+	if (strncmp(path, "/partitions/p", 13) == 0) {
+		struct vdfs_part parts[VDFS_PART_MAX];
+		char *end;
+		unsigned long num;
+		int i, np;
+
+		p = path + 13;
+		if (*p < '1' || *p > '9') {
+			return -ENOENT;
+		}
+		errno = 0;
+		num = strtoul(p, &end, 10);
+		if (*end || errno || num > UINT_MAX) {
+			return -ENOENT;
+		}
+		np = vdfs_parts_get(fs, parts, VDFS_PART_MAX);
+		for (i = 0; i < np; i++) {
+			if (parts[i].num == num) {
+				n->kind = K_PART;
+				n->part = parts[i];
+				return 0;
+			}
+		}
+		return -ENOENT;
+	}
+	if (strcmp(path, "/snapshots") == 0) {
+		n->kind = K_SNAPS_DIR;
+		return 0;
+	}
+	if (strncmp(path, "/snapshots/", 11) != 0) {
+		return -ENOENT;
+	}
+	p = path + 11;
+	slash = strchr(p, '/');
+	len = slash ? (size_t)(slash - p) : strlen(p);
+	if (len == 0 || len >= sizeof(name)) {
+		return -ENOENT;
+	}
+	memcpy(name, p, len);
+	name[len] = '\0';
+	n->snap = vdfs_snap_get(fs, name);
+	if (!n->snap) {
+		return -ENOENT;
+	}
+	if (!slash) {
+		n->kind = K_SNAP_DIR;
+	} else if (strcmp(slash, "/disk") == 0) {
+		n->kind = K_SNAP_DISK;
+	} else if (strcmp(slash, "/info") == 0) {
+		n->kind = K_SNAP_INFO;
+	} else if (strcmp(slash, "/changed") == 0) {
+		n->kind = K_SNAP_CHANGED;
+	} else {
+		node_release(fs, n);
+		return -ENOENT;
+	}
+	return 0;
+}
+
+static void
+stat_dir(struct vdfs *fs, struct stat *st, mode_t mode, nlink_t nlink)
+{
+	st->st_mode = S_IFDIR | mode;
+	st->st_nlink = nlink;
+	st->st_mtim = fs->mount_time;
+	st->st_ctim = fs->mount_time;
+	st->st_atim = fs->mount_time;
+}
+
+static void
+stat_file(struct stat *st, mode_t mode, uint64_t size, uint64_t allocated, struct timespec t)
+{
+	st->st_mode = S_IFREG | mode;
+	st->st_nlink = 1;
+	st->st_size = (off_t)size;
+	st->st_blocks = (blkcnt_t)((allocated + 511) / 512);
+	st->st_blksize = 65536;
+	st->st_mtim = t;
+	st->st_ctim = t;
+	st->st_atim = t;
+}
+
+static int
+vdfs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
+{
+	struct vdfs *fs = vdfs_get();
+	struct vdfs_node n;
+	struct timespec t;
+	mode_t rw = fs->readonly ? 0444 : 0644;
+	int ret;
+
+	memset(st, 0, sizeof(*st));
+	st->st_uid = getuid();
+	st->st_gid = getgid();
+	if (!path && fi) {
+		struct vdfs_fh *fh = (struct vdfs_fh *)(uintptr_t)fi->fh;
+
+		/* Only files reach here without a path (nullpath_ok). */
+		stat_file(st, fh->writable ? 0644 : 0444, fh->kind == K_SNAP_INFO ||
+			  fh->kind == K_SNAP_CHANGED ? fh->txt_len : fh->len, fh->len,
+			  fs->mount_time);
+		return 0;
+	}
+	ret = node_lookup(fs, path, &n);
+	if (ret < 0) {
+		return ret;
+	}
+	switch (n.kind) {
+	case K_ROOT:
+		stat_dir(fs, st, 0755, 4);
+		break;
+	case K_PARTS_DIR:
+		stat_dir(fs, st, 0755, 2);
+		break;
+	case K_SNAPS_DIR:
+		stat_dir(fs, st, fs->readonly ? 0555 : 0755, 2);
+		break;
+	case K_DISK:
+		stat_file(st, rw, fs->size, vdfs_allocated(fs), fs->mount_time);
+		break;
+	case K_PART:
+		stat_file(st, rw, n.part.length, n.part.length, fs->mount_time);
+		break;
+	case K_SNAP_DIR:
+	case K_SNAP_DISK:
+	case K_SNAP_INFO:
+	case K_SNAP_CHANGED: {
+		char *txt = NULL;
+		size_t len = 0;
+
+		t.tv_sec = (time_t)n.snap->created;
+		t.tv_nsec = 0;
+		if (n.kind == K_SNAP_DIR) {
+			stat_dir(fs, st, 0555, 2);
+			st->st_mtim = st->st_ctim = st->st_atim = t;
+		} else if (n.kind == K_SNAP_DISK) {
+			stat_file(st, 0444, fs->size, n.snap->allocated, t);
+		} else {
+			ret = n.kind == K_SNAP_INFO ? vdfs_snap_info_text(fs, n.snap, &txt, &len)
+						    : vdfs_snap_changed_text(fs, n.snap, &txt, &len);
+			free(txt);
+			if (ret < 0) {
+				break;
+			}
+			stat_file(st, 0444, len, len, t);
+		}
+		break;
+	}
+	}
+	node_release(fs, &n);
+	return ret;
+}
+
+/* Directories keep their resolved node in the handle (readdir may get no path). */
+static int
+vdfs_opendir(const char *path, struct fuse_file_info *fi)
+{
+	struct vdfs *fs = vdfs_get();
+	struct vdfs_node *n = malloc(sizeof(*n));
+	int ret;
+
+	if (!n) {
+		return -ENOMEM;
+	}
+	ret = node_lookup(fs, path, n);
+	if (ret == 0 && n->kind != K_ROOT && n->kind != K_PARTS_DIR && n->kind != K_SNAPS_DIR &&
+	    n->kind != K_SNAP_DIR) {
+		node_release(fs, n);
+		ret = -ENOTDIR;
+	}
+	if (ret < 0) {
+		free(n);
+		return ret;
+	}
+	fi->fh = (uint64_t)(uintptr_t)n;
+	return 0;
+}
+
+static int
+vdfs_releasedir(const char *path, struct fuse_file_info *fi)
+{
+	struct vdfs_node *n = (struct vdfs_node *)(uintptr_t)fi->fh;
+
+	(void)path;
+	node_release(vdfs_get(), n);
+	free(n);
+	return 0;
+}
+
+static int
+vdfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t offset,
+	     struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+{
+	struct vdfs *fs = vdfs_get();
+	struct vdfs_node *n = (struct vdfs_node *)(uintptr_t)fi->fh;
+	char name[32];
+	int i;
+
+	(void)path;
+	(void)offset;
+	(void)flags;
+	filler(buf, ".", NULL, 0, 0);
+	filler(buf, "..", NULL, 0, 0);
+	switch (n->kind) {
+	case K_ROOT:
+		filler(buf, "disk", NULL, 0, 0);
+		filler(buf, "partitions", NULL, 0, 0);
+		filler(buf, "snapshots", NULL, 0, 0);
+		break;
+	case K_PARTS_DIR: {
+		struct vdfs_part parts[VDFS_PART_MAX];
+		int np = vdfs_parts_get(fs, parts, VDFS_PART_MAX);
+
+		for (i = 0; i < np; i++) {
+			snprintf(name, sizeof(name), "p%u", parts[i].num);
+			filler(buf, name, NULL, 0, 0);
+		}
+		break;
+	}
+	case K_SNAPS_DIR:
+		/* Oldest first, as the library lists them. */
+		pthread_mutex_lock(&fs->lock);
+		for (i = 0; i < fs->nsnaps; i++) {
+			filler(buf, fs->snaps[i]->name, NULL, 0, 0);
+		}
+		pthread_mutex_unlock(&fs->lock);
+		break;
+	case K_SNAP_DIR:
+		filler(buf, "disk", NULL, 0, 0);
+		filler(buf, "info", NULL, 0, 0);
+		filler(buf, "changed", NULL, 0, 0);
+		break;
+	default:
+		return -ENOTDIR;
+	}
+	return 0;
+}
+
+static int
+vdfs_open(const char *path, struct fuse_file_info *fi)
+{
+	struct vdfs *fs = vdfs_get();
+	bool want_write = (fi->flags & O_ACCMODE) != O_RDONLY;
+	struct vdfs_fh *fh;
+	struct vdfs_node n;
+	int ret;
+
+	ret = node_lookup(fs, path, &n);
+	if (ret < 0) {
+		return ret;
+	}
+	fh = calloc(1, sizeof(*fh));
+	if (!fh) {
+		ret = -ENOMEM;
+		goto out;
+	}
+	fh->kind = n.kind;
+	switch (n.kind) {
+	case K_DISK:
+	case K_PART:
+		if (want_write && fs->readonly) {
+			ret = -EROFS;
+			break;
+		}
+		fh->img = fs->img;
+		fh->writable = !fs->readonly;
+		if (n.kind == K_DISK) {
+			fh->base = 0;
+			fh->len = fs->size;
+		} else {
+			fh->base = n.part.start;
+			fh->len = n.part.length;
+			fi->direct_io = 1;
+		}
+		break;
+	case K_SNAP_DISK:
+	case K_SNAP_INFO:
+	case K_SNAP_CHANGED:
+		if (want_write) {
+			ret = -EROFS;
+			break;
+		}
+		if (n.kind == K_SNAP_INFO) {
+			ret = vdfs_snap_info_text(fs, n.snap, &fh->txt, &fh->txt_len);
+		} else if (n.kind == K_SNAP_CHANGED) {
+			ret = vdfs_snap_changed_text(fs, n.snap, &fh->txt, &fh->txt_len);
+		}
+		if (ret < 0) {
+			break;
+		}
+		ret = vdfs_snap_open_file(fs, n.snap, &fh->img);
+		if (ret < 0) {
+			break;
+		}
+		fh->snap = n.snap;
+		n.snap = NULL;	/* the handle keeps the reference */
+		if (fh->kind == K_SNAP_DISK) {
+			fh->len = vd_get_size(fh->img);
+			fi->keep_cache = 1;	/* immutable */
+		} else {
+			fh->len = fh->txt_len;
+			fi->direct_io = 1;
+		}
+		break;
+	default:
+		ret = -EISDIR;
+		break;
+	}
+	if (ret < 0) {
+		free(fh->txt);
+		free(fh);
+		goto out;
+	}
+	fi->fh = (uint64_t)(uintptr_t)fh;
+out:
+	node_release(fs, &n);
+	return ret;
+}
+
+static int
+vdfs_release(const char *path, struct fuse_file_info *fi)
+{
+	struct vdfs *fs = vdfs_get();
+	struct vdfs_fh *fh = (struct vdfs_fh *)(uintptr_t)fi->fh;
+
+	(void)path;
+	if (fh->kind == K_PART && atomic_exchange(&fs->disk_stale, false)) {
+		fuse_invalidate_path(fs->fuse, "/disk");
+	}
+	if (fh->snap) {
+		vdfs_snap_close_file(fs, fh->snap);
+		vdfs_snap_put(fs, fh->snap);
+	}
+	free(fh->txt);
+	free(fh);
+	return 0;
+}
+
+/* Clip [off, off+*size) to the window; returns false at/after its end. */
+static bool
+fh_clip(const struct vdfs_fh *fh, off_t off, size_t *size)
+{
+	if (off < 0 || (uint64_t)off >= fh->len) {
+		return false;
+	}
+	if (*size > fh->len - (uint64_t)off) {
+		*size = (size_t)(fh->len - (uint64_t)off);
+	}
+	return true;
+}
+
+static int
+vdfs_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct vdfs_fh *fh = (struct vdfs_fh *)(uintptr_t)fi->fh;
+	int ret;
+
+	(void)path;
+	if (size > INT_MAX) {
+		size = INT_MAX;
+	}
+	if (!fh_clip(fh, off, &size) || size == 0) {
+		return 0;
+	}
+	if (fh->kind == K_SNAP_INFO || fh->kind == K_SNAP_CHANGED) {
+		memcpy(buf, fh->txt + off, size);
+		return (int)size;
+	}
+	ret = vd_pread(fh->img, buf, size, fh->base + (uint64_t)off);
+	if (ret < 0) {
+		return vdfs_err(vdfs_get(), "read", ret);
+	}
+	return (int)size;
+}
+
+/*
+ * After a write the partition table may have changed (MBR logical tables can
+ * sit anywhere in the disk, so every write counts): the next lookup under
+ * partitions/ re-reads it. A write through a partition also makes disk's
+ * page cache stale.
+ */
+static void
+note_write(struct vdfs *fs, const struct vdfs_fh *fh)
+{
+	atomic_fetch_add_explicit(&fs->write_gen, 1, memory_order_relaxed);
+	if (fh->kind == K_PART) {
+		atomic_store(&fs->disk_stale, true);
+	}
+}
+
+static int
+vdfs_write(const char *path, const char *buf, size_t size, off_t off,
+	   struct fuse_file_info *fi)
+{
+	struct vdfs *fs = vdfs_get();
+	struct vdfs_fh *fh = (struct vdfs_fh *)(uintptr_t)fi->fh;
+	int ret;
+
+	(void)path;
+	if (!fh->writable) {
+		return -EBADF;
+	}
+	if (size > INT_MAX) {
+		size = INT_MAX;
+	}
+	if (size == 0) {
+		return 0;
+	}
+	if (!fh_clip(fh, off, &size)) {
+		return -ENOSPC;	/* a disk does not grow */
+	}
+	ret = vd_pwrite(fh->img, buf, size, fh->base + (uint64_t)off);
+	if (ret < 0) {
+		return vdfs_err(fs, "write", ret);
+	}
+	note_write(fs, fh);
+	return (int)size;
+}
+
+static int
+vdfs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
+{
+	struct vdfs *fs = vdfs_get();
+	struct vdfs_fh *fh = (struct vdfs_fh *)(uintptr_t)fi->fh;
+	int ret;
+
+	(void)path;
+	(void)datasync;
+	if (!fh->writable) {
+		return 0;
+	}
+	ret = vd_flush(fs->img);
+	if (ret < 0) {
+		return vdfs_err(fs, "fsync", ret);
+	}
+	if (fh->kind == K_PART && atomic_exchange(&fs->disk_stale, false)) {
+		fuse_invalidate_path(fs->fuse, "/disk");
+	}
+	return 0;
+}
+
+static int
+vdfs_fallocate(const char *path, int mode, off_t off, off_t len, struct fuse_file_info *fi)
+{
+	struct vdfs *fs = vdfs_get();
+	struct vdfs_fh *fh = (struct vdfs_fh *)(uintptr_t)fi->fh;
+	uint64_t end;
+	int ret;
+
+	(void)path;
+	if (!fh->writable) {
+		return fh->kind == K_DISK || fh->kind == K_PART ? -EBADF : -EROFS;
+	}
+	if (off < 0 || len <= 0) {
+		return -EINVAL;
+	}
+	if (__builtin_add_overflow((uint64_t)off, (uint64_t)len, &end)) {
+		return -EFBIG;
+	}
+	switch (mode & ~FALLOC_FL_KEEP_SIZE) {
+	case 0:
+		/* Preallocation: the virtual disk has its full size already. */
+		return end > fh->len && !(mode & FALLOC_FL_KEEP_SIZE) ? -EFBIG : 0;
+	case FALLOC_FL_PUNCH_HOLE:
+		if (!(mode & FALLOC_FL_KEEP_SIZE)) {
+			return -EINVAL;
+		}
+		break;
+	case FALLOC_FL_ZERO_RANGE:
+		break;
+	default:
+		return -EOPNOTSUPP;
+	}
+	if ((uint64_t)off >= fh->len) {
+		return (mode & FALLOC_FL_KEEP_SIZE) ? 0 : -EFBIG;
+	}
+	if (end > fh->len) {
+		if (!(mode & FALLOC_FL_KEEP_SIZE)) {
+			return -EFBIG;
+		}
+		end = fh->len;
+	}
+	if ((mode & ~FALLOC_FL_KEEP_SIZE) == FALLOC_FL_PUNCH_HOLE) {
+		ret = vd_discard(fh->img, fh->base + (uint64_t)off, end - (uint64_t)off);
+	} else {
+		ret = vd_write_zeroes(fh->img, fh->base + (uint64_t)off, end - (uint64_t)off);
+	}
+	if (ret < 0) {
+		return vdfs_err(fs, "fallocate", ret);
+	}
+	note_write(fs, fh);
+	return 0;
+}
+
+static off_t
+vdfs_lseek(const char *path, off_t off, int whence, struct fuse_file_info *fi)
+{
+	struct vdfs_fh *fh = (struct vdfs_fh *)(uintptr_t)fi->fh;
+	uint64_t pos;
+	int ret;
+
+	(void)path;
+	if (whence != SEEK_DATA && whence != SEEK_HOLE) {
+		return -EINVAL;
+	}
+	if (off < 0 || (uint64_t)off >= fh->len) {
+		return -ENXIO;
+	}
+	if (fh->kind == K_SNAP_INFO || fh->kind == K_SNAP_CHANGED) {
+		return whence == SEEK_DATA ? off : (off_t)fh->len;
+	}
+	pos = (uint64_t)off;
+	while (pos < fh->len) {
+		struct vd_extent e;
+		bool data;
+
+		ret = vd_block_status(fh->img, fh->base + pos, fh->len - pos, &e);
+		if (ret < 0) {
+			return vdfs_err(vdfs_get(), "lseek", ret);
+		}
+		if (e.length == 0) {
+			return -EIO;
+		}
+		data = e.type == VD_EXTENT_DATA;
+		if (data == (whence == SEEK_DATA)) {
+			return (off_t)pos;
+		}
+		pos += e.length < fh->len - pos ? e.length : fh->len - pos;
+	}
+	/* No more data: ENXIO; the end of the file is the last hole. */
+	return whence == SEEK_DATA ? -ENXIO : (off_t)fh->len;
+}
+
+static int
+vdfs_statfs(const char *path, struct statvfs *sv)
+{
+	struct vdfs *fs = vdfs_get();
+
+	(void)path;
+	if (statvfs(fs->image_dir, sv) < 0) {
+		return -errno;
+	}
+	return 0;
+}
+
+static int
+vdfs_mkdir(const char *path, mode_t mode)
+{
+	struct vdfs *fs = vdfs_get();
+	const char *name;
+	int ret;
+
+	(void)mode;
+	if (strncmp(path, "/snapshots/", 11) != 0 || strchr(path + 11, '/')) {
+		return strcmp(path, "/snapshots") == 0 || strcmp(path, "/partitions") == 0
+		       ? -EEXIST : -EPERM;
+	}
+	name = path + 11;
+	if (fs->readonly) {
+		return -EROFS;
+	}
+	if (!vd_snapshot_name_valid(name)) {
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&fs->snap_op_lock);
+	if (vd_snapshot_find(fs->img, name) >= 0) {
+		ret = -EEXIST;
+	} else {
+		ret = vd_snapshot_create(fs->img, name);
+		if (ret < 0) {
+			vdfs_err(fs, "mkdir", ret);
+		} else {
+			vdfs_log(fs, "snapshot %s created", name);
+		}
+		vdfs_snaps_refresh(fs);
+	}
+	pthread_mutex_unlock(&fs->snap_op_lock);
+	return ret;
+}
+
+static int
+vdfs_rmdir(const char *path)
+{
+	struct vdfs *fs = vdfs_get();
+	struct vdfs_snap *s;
+	int ret;
+
+	if (strncmp(path, "/snapshots/", 11) != 0 || strchr(path + 11, '/')) {
+		return -EPERM;
+	}
+	if (fs->readonly) {
+		return -EROFS;
+	}
+	pthread_mutex_lock(&fs->snap_op_lock);
+	s = vdfs_snap_get(fs, path + 11);
+	if (!s) {
+		ret = -ENOENT;
+		goto out;
+	}
+	pthread_mutex_lock(&fs->lock);
+	ret = s->open_files > 0 ? -EBUSY : 0;
+	pthread_mutex_unlock(&fs->lock);
+	if (ret == 0) {
+		ret = vd_snapshot_delete(fs->img, s->name);
+		if (ret < 0) {
+			vdfs_err(fs, "rmdir", ret);
+		} else {
+			vdfs_log(fs, "snapshot %s deleted", s->name);
+		}
+		vdfs_snaps_refresh(fs);
+	}
+	vdfs_snap_put(fs, s);
+out:
+	pthread_mutex_unlock(&fs->snap_op_lock);
+	return ret;
+}
+
+static int
+vdfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
+{
+	struct vdfs *fs = vdfs_get();
+	struct vdfs_node n;
+	uint64_t len;
+	int ret;
+
+	if (fi) {
+		len = ((struct vdfs_fh *)(uintptr_t)fi->fh)->len;
+	} else {
+		ret = node_lookup(fs, path, &n);
+		if (ret < 0) {
+			return ret;
+		}
+		len = n.kind == K_DISK ? fs->size : n.kind == K_PART ? n.part.length : 0;
+		ret = n.kind == K_DISK || n.kind == K_PART ? 0 : -EROFS;
+		node_release(fs, &n);
+		if (ret < 0) {
+			return ret;
+		}
+	}
+	if (fs->readonly) {
+		return -EROFS;
+	}
+	/* A disk has a fixed size: only a no-op truncate succeeds. */
+	return (uint64_t)size == len ? 0 : -EPERM;
+}
+
+static int
+vdfs_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi)
+{
+	(void)path;
+	(void)tv;
+	(void)fi;
+	return 0;	/* times are not stored; accept so that touch works */
+}
+
+static int
+vdfs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
+{
+	(void)path;
+	(void)mode;
+	(void)fi;
+	return -EPERM;
+}
+
+static int
+vdfs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
+{
+	(void)path;
+	(void)uid;
+	(void)gid;
+	(void)fi;
+	return -EPERM;
+}
+
+static void *
+vdfs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
+{
+	struct vdfs *fs = vdfs_get();
+
+	cfg->nullpath_ok = 1;
+	cfg->entry_timeout = 1.0;
+	cfg->attr_timeout = 1.0;
+	cfg->negative_timeout = 0;
+	cfg->use_ino = 0;
+	conn->max_write = VDFS_MAX_IO;
+	conn->max_readahead = VDFS_MAX_IO;
+	conn->max_background = 64;
+	conn->congestion_threshold = 48;
+	if (conn->capable & FUSE_CAP_ASYNC_DIO) {
+		conn->want |= FUSE_CAP_ASYNC_DIO;
+	}
+	if (conn->capable & FUSE_CAP_ASYNC_READ) {
+		conn->want |= FUSE_CAP_ASYNC_READ;
+	}
+	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+	return fs;
+}
+
+static void
+vdfs_destroy(void *private_data)
+{
+	struct vdfs *fs = private_data;
+	int ret;
+
+	if (!fs->readonly) {
+		ret = vd_flush(fs->img);
+		if (ret < 0) {
+			vdfs_log(fs, "flush at unmount: %s", vd_get_error());
+		}
+	}
+}
+
+const struct fuse_operations vdfs_ops = {
+	.init = vdfs_init,
+	.destroy = vdfs_destroy,
+	.getattr = vdfs_getattr,
+	.opendir = vdfs_opendir,
+	.readdir = vdfs_readdir,
+	.releasedir = vdfs_releasedir,
+	.open = vdfs_open,
+	.release = vdfs_release,
+	.read = vdfs_read,
+	.write = vdfs_write,
+	.fsync = vdfs_fsync,
+	.fallocate = vdfs_fallocate,
+	.lseek = vdfs_lseek,
+	.statfs = vdfs_statfs,
+	.mkdir = vdfs_mkdir,
+	.rmdir = vdfs_rmdir,
+	.truncate = vdfs_truncate,
+	.utimens = vdfs_utimens,
+	.chmod = vdfs_chmod,
+	.chown = vdfs_chown,
+};

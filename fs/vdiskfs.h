@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vdiskfs: shared state of the FUSE daemon (main.c, tree.c, ops.c). The one
+ * place that sets FUSE_USE_VERSION (as libnbd's fuse/nbdfuse.h does).
+ */
+#ifndef FS_VDISKFS_H
+#define FS_VDISKFS_H
+
+#define FUSE_USE_VERSION 314
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <pthread.h>
+
+#include <fuse.h>
+
+#include "vdisk.h"
+
+#include "part.h"
+
+#define VDFS_MAX_IO	(1024u * 1024u)	/* max_write, max_read, readahead */
+
+/* One folder under snapshots/. Refcounted: file handles keep it alive. */
+struct vdfs_snap {
+	char *name;
+	char *parent;		/* NULL for the oldest */
+	int64_t created;
+	uint64_t allocated;
+	int layer;		/* layer index in the chain when last listed */
+	int refs;		/* protected by vdfs.lock */
+	int open_files;		/* open handles on its files; protected by vdfs.lock */
+	bool gone;		/* deleted (rmdir) or no longer listed; protected by vdfs.lock */
+	struct vd_image *view;	/* vd_snapshot_open view while open_files > 0; protected by vdfs.lock */
+	int view_layer;		/* in the view: index of this snapshot's own layer */
+	char *changed;		/* cached "changed" text; protected by vdfs.lock */
+	size_t changed_len;
+	unsigned changed_gen;	/* vdfs.snap_gen the cache was made for */
+};
+
+/* Whole-daemon state, created in main.c, passed to FUSE as private_data. */
+struct vdfs {
+	const char *image_arg;		/* IMAGE as given on the command line */
+	char *image_path;		/* its realpath (the daemon chdirs to /) */
+	char *image_dir;		/* directory holding it, for statfs */
+	struct vd_image *img;
+	bool readonly;
+	bool foreground;
+	uint64_t size;
+	struct timespec mount_time;
+	struct fuse *fuse;
+
+	pthread_mutex_t lock;		/* protects snaps, parts, the fields marked above */
+	pthread_mutex_t snap_op_lock;	/* serialises mkdir/rmdir (create/delete) */
+	struct vdfs_snap **snaps;	/* oldest first; protected by lock */
+	int nsnaps;
+	unsigned snap_gen;		/* bumped by every snapshot change; protected by lock */
+
+	struct vdfs_part parts[VDFS_PART_MAX];	/* protected by lock */
+	int nparts;
+	uint64_t parts_gen;		/* write_gen the table was read at */
+	bool parts_valid;
+
+	atomic_uint_fast64_t write_gen;	/* bumped by writes/discards that may touch a table */
+	atomic_bool disk_stale;		/* partitions were written: invalidate disk's cache */
+
+	uint64_t alloc_cache;		/* st_blocks source for disk; protected by lock */
+	time_t alloc_cache_time;
+};
+
+/* ops.c */
+extern const struct fuse_operations vdfs_ops;
+
+/* tree.c: all take vdfs.lock themselves. */
+/* Re-read the snapshot list from the image. 0 or -errno. */
+int vdfs_snaps_refresh(struct vdfs *fs);
+/* Find a snapshot by name and take a reference (NULL if none). */
+struct vdfs_snap *vdfs_snap_get(struct vdfs *fs, const char *name);
+void vdfs_snap_put(struct vdfs *fs, struct vdfs_snap *s);
+/* Open one of its files: takes a view reference (opens the view on first use). */
+int vdfs_snap_open_file(struct vdfs *fs, struct vdfs_snap *s, struct vd_image **view);
+void vdfs_snap_close_file(struct vdfs *fs, struct vdfs_snap *s);
+/* The info text (caller frees) and the changed text (caller frees). */
+int vdfs_snap_info_text(struct vdfs *fs, struct vdfs_snap *s, char **txt, size_t *len);
+int vdfs_snap_changed_text(struct vdfs *fs, struct vdfs_snap *s, char **txt, size_t *len);
+/* Copy of the partition table (re-read when the disk was written since). Returns n. */
+int vdfs_parts_get(struct vdfs *fs, struct vdfs_part *out, int max);
+/* Bytes allocated in the chain (for st_blocks of disk), cached for a second. */
+uint64_t vdfs_allocated(struct vdfs *fs);
+/* Close every view and drop every snapshot (at unmount). */
+void vdfs_tree_destroy(struct vdfs *fs);
+
+/* main.c: log to stderr in the foreground, else syslog. */
+void vdfs_log(struct vdfs *fs, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#endif

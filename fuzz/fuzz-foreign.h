@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Shared body of the foreign-format fuzz harnesses (fuzz-vmdk.c, fuzz-qcow2.c,
+ * fuzz-vhd.c, fuzz-vhdx.c): the input becomes a memfd opened through the
+ * driver, then the map is walked and data read, as the core would. The layer's
+ * path lies in a folder that does not exist, so relative extent, data-file and
+ * parent names (and .vmsd files) resolve to nothing.
+ */
+#ifndef FUZZ_FOREIGN_H
+#define FUZZ_FOREIGN_H
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "internal.h"
+#include "util.h"
+
+static void
+fuzz_walk(struct vd_layer *l)
+{
+	static uint8_t buf[1 << 16];
+	uint64_t off = 0;
+	int i;
+
+	/* At most 256 extents, at most 64 KiB read from each. */
+	for (i = 0; i < 256 && off < l->size; i++) {
+		struct vd_extent e;
+
+		if (l->drv->block_status(l, off, l->size - off, &e) < 0) {
+			break;
+		}
+		if (e.offset != off || e.length == 0 || e.length > l->size - off) {
+			abort();	/* a driver contract violation is a finding */
+		}
+		if (e.type == VD_EXTENT_DATA) {
+			(void)l->drv->pread(l, buf, VD_MIN(e.length, sizeof(buf)), off);
+		}
+		off += e.length;
+	}
+	/* An unaligned read across the start, and one at the end. */
+	if (l->size > 0) {
+		(void)l->drv->pread(l, buf, VD_MIN(l->size, 4097), 0);
+		(void)l->drv->pread(l, buf, VD_MIN(l->size, 1000), l->size - VD_MIN(l->size, 1000));
+	}
+}
+
+static void
+fuzz_free_strings(struct vd_layer *l)
+{
+	free(l->backing);
+	free(l->backing_format);
+	free(l->name);
+	l->backing = l->backing_format = l->name = NULL;
+}
+
+static int
+fuzz_driver(const struct vd_driver *drv, const uint8_t *data, size_t size)
+{
+	struct vd_layer l;
+	int fd = memfd_create("fuzz", MFD_CLOEXEC), i, n;
+
+	if (fd < 0) {
+		return 0;
+	}
+	if (size && write(fd, data, size) != (ssize_t)size) {
+		close(fd);
+		return 0;
+	}
+	(void)drv->probe(data, VD_MIN(size, 65536), size, "fuzz.img");
+	memset(&l, 0, sizeof(l));
+	l.drv = drv;
+	l.fd = fd;
+	l.readonly = true;
+	l.path = (char *)"/nonexistent-fuzz-dir/fuzz.img";
+	l.st = calloc(1, drv->instance_size);
+	if (drv->open(&l) == 0) {
+		if (!VD_IS_POW2(l.granularity) || l.granularity < 512 || l.granularity > (2u << 20)) {
+			abort();
+		}
+		fuzz_walk(&l);
+		n = drv->snapshot_count ? drv->snapshot_count(&l) : 0;
+		for (i = 0; i < n && i < 4; i++) {
+			struct vd_layer v;
+
+			memset(&v, 0, sizeof(v));
+			v.drv = drv;
+			v.fd = fd;
+			v.path = l.path;
+			v.st = calloc(1, drv->instance_size);
+			if (drv->snapshot_open(&l, i, &v) == 0) {
+				fuzz_walk(&v);
+				drv->close(&v);
+				fuzz_free_strings(&v);
+			}
+			free(v.st);
+		}
+		drv->close(&l);
+	}
+	fuzz_free_strings(&l);
+	free(l.st);
+	close(fd);
+	return 0;
+}
+
+#endif

@@ -1,0 +1,328 @@
+// SPDX-License-Identifier: MIT
+/*
+ * vdisk convert: copy IN (any format the library reads, its whole chain
+ * flattened) into a new raw file or a new native image.
+ *
+ * Sparse-aware in the manner of libnbd's nbdcopy: the source is walked with
+ * vd_block_status; unallocated and zero extents are skipped (a hole in a raw
+ * OUT, which is created with the full size by ftruncate, and unallocated in a
+ * fresh vdk OUT, both of which read as zeroes), and data extents are copied
+ * in chunks of up to 1 MiB, skipping block-sized pieces that turn out to be
+ * all zeroes. A raw OUT is written with plain pwrite and fsync'd at the end.
+ * -p prints progress in qemu-img's "(xx.xx/100%)" style.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "cli.h"
+
+#define VDISK_COPY_CHUNK (1u << 20)
+
+struct vdisk_conv {
+	struct vd_image *in, *out_img;
+	int out_fd;
+	const char *in_path, *out_path;
+	uint64_t size, done;
+	uint32_t zero_gran; /* granularity of the all-zero test */
+	bool progress;
+	double last_pct;
+	uint8_t *buf;
+};
+
+static bool
+vdisk_is_zero(const uint8_t *p, size_t len)
+{
+	static const uint8_t zero[256];
+	size_t n;
+
+	while (len) {
+		n = len < sizeof(zero) ? len : sizeof(zero);
+		if (memcmp(p, zero, n) != 0) {
+			return false;
+		}
+		p += n;
+		len -= n;
+	}
+	return true;
+}
+
+static void
+vdisk_conv_progress(struct vdisk_conv *cv, bool final)
+{
+	double pct;
+
+	if (!cv->progress) {
+		return;
+	}
+	pct = cv->size ? 100.0 * (double)cv->done / (double)cv->size : 100.0;
+	if (final || pct - cv->last_pct >= 1.0 || cv->last_pct < 0) {
+		printf("    (%.2f/100%%)\r", pct);
+		fflush(stdout);
+		cv->last_pct = pct;
+	}
+	if (final) {
+		printf("\n");
+	}
+}
+
+static int
+vdisk_conv_write(struct vdisk_conv *cv, const uint8_t *p, size_t len, uint64_t off)
+{
+	size_t done = 0;
+	ssize_t n;
+
+	if (cv->out_img) {
+		if (vd_pwrite(cv->out_img, p, len, off) < 0) {
+			vdisk_lib_error(cv->out_path);
+			return -1;
+		}
+		return 0;
+	}
+	while (done < len) {
+		n = pwrite(cv->out_fd, p + done, len - done, (off_t)(off + done));
+		if (n < 0 && errno == EINTR) {
+			continue;
+		}
+		if (n <= 0) {
+			vdisk_error(cv->out_path, "write failed: %s",
+				    n < 0 ? strerror(errno) : "short write");
+			return -1;
+		}
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+/* Copy one data extent, skipping all-zero pieces. */
+static int
+vdisk_conv_data(struct vdisk_conv *cv, uint64_t off, uint64_t len)
+{
+	while (len) {
+		size_t n = len < VDISK_COPY_CHUNK ? (size_t)len : VDISK_COPY_CHUNK;
+		size_t pos = 0;
+
+		if (vd_pread(cv->in, cv->buf, n, off) < 0) {
+			vdisk_lib_error(cv->in_path);
+			return -1;
+		}
+		while (pos < n) {
+			/* Pieces end on zero_gran boundaries of the virtual disk. */
+			uint64_t abs = off + pos;
+			size_t piece = cv->zero_gran - (size_t)(abs % cv->zero_gran);
+			size_t start = pos;
+
+			if (piece > n - pos) {
+				piece = n - pos;
+			}
+			if (vdisk_is_zero(cv->buf + pos, piece)) {
+				pos += piece;
+				continue;
+			}
+			/* Extend over the following non-zero pieces: one write. */
+			pos += piece;
+			while (pos < n) {
+				size_t p2 = cv->zero_gran < n - pos ? cv->zero_gran : n - pos;
+
+				if (vdisk_is_zero(cv->buf + pos, p2)) {
+					break;
+				}
+				pos += p2;
+			}
+			if (vdisk_conv_write(cv, cv->buf + start, pos - start, off + start) < 0) {
+				return -1;
+			}
+		}
+		off += n;
+		len -= n;
+		cv->done += n;
+		vdisk_conv_progress(cv, false);
+	}
+	return 0;
+}
+
+static int
+vdisk_conv_extent(void *opaque, const struct vd_extent *e)
+{
+	struct vdisk_conv *cv = opaque;
+
+	if (e->type != VD_EXTENT_DATA) {
+		cv->done += e->length;
+		vdisk_conv_progress(cv, false);
+		return 0;
+	}
+	/* -ECANCELED: the failure is reported already. */
+	return vdisk_conv_data(cv, e->offset, e->length) < 0 ? -ECANCELED : 0;
+}
+
+int
+vdisk_cmd_convert(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{"progress", no_argument, NULL, 'p'},
+		{"output-format", required_argument, NULL, 'O'},
+		{"format", required_argument, NULL, 'f'},
+		{"block-size", required_argument, NULL, OPT_BLOCK_SIZE},
+		{"encrypt", no_argument, NULL, OPT_ENCRYPT},
+		{"cipher", required_argument, NULL, OPT_CIPHER},
+		{"pwhash-ops", required_argument, NULL, OPT_PW_OPS},
+		{"pwhash-mem", required_argument, NULL, OPT_PW_MEM},
+		{NULL, 0, NULL, 0},
+	};
+	struct vdisk_conv cv = {.out_fd = -1, .last_pct = -1};
+	struct vd_create_opts co = {0};
+	const char *ofmt = "vdk", *ifmt = NULL, *cipher = NULL;
+	bool encrypt = false, created = false;
+	char *pass = NULL;
+	int c, rc = VDISK_EXIT_ERROR, walk;
+
+	while ((c = getopt_long(argc, argv, "+pO:f:", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'p':
+			cv.progress = true;
+			break;
+		case 'O':
+			ofmt = optarg;
+			break;
+		case 'f':
+			ifmt = optarg;
+			break;
+		case OPT_BLOCK_SIZE:
+			if (vdisk_parse_block_size("convert", optarg, &co.block_size) < 0) {
+				return VDISK_EXIT_ERROR;
+			}
+			break;
+		case OPT_ENCRYPT:
+			encrypt = true;
+			break;
+		case OPT_CIPHER:
+			cipher = optarg;
+			break;
+		case OPT_PW_OPS:
+		case OPT_PW_MEM:
+			if (vdisk_parse_pwhash("convert", c, optarg, &co.pwhash_opslimit,
+					       &co.pwhash_memlimit) < 0) {
+				return VDISK_EXIT_ERROR;
+			}
+			break;
+		default:
+			return vdisk_usage_error("convert", "bad option");
+		}
+	}
+	if (argc - optind != 2) {
+		return vdisk_usage_error("convert", "give IN and OUT");
+	}
+	cv.in_path = argv[optind];
+	cv.out_path = argv[optind + 1];
+	if (strcmp(ofmt, "raw") != 0 && strcmp(ofmt, "vdk") != 0) {
+		return vdisk_usage_error("convert", "-O '%s': the output format is raw or vdk",
+					 ofmt);
+	}
+	if (strcmp(ofmt, "raw") == 0 && (encrypt || co.block_size)) {
+		return vdisk_usage_error("convert", "--encrypt and --block-size are for -O vdk");
+	}
+	if (cipher && !encrypt) {
+		return vdisk_usage_error("convert", "--cipher needs --encrypt");
+	}
+	if (strcmp(cv.in_path, cv.out_path) == 0) {
+		vdisk_error(cv.out_path, "IN and OUT are the same file");
+		return VDISK_EXIT_ERROR;
+	}
+	cv.in = vdisk_open(cv.in_path, ifmt, 0);
+	if (!cv.in) {
+		return VDISK_EXIT_ERROR;
+	}
+	cv.size = vd_get_size(cv.in);
+	cv.buf = malloc(VDISK_COPY_CHUNK);
+	if (!cv.buf) {
+		vdisk_error(cv.out_path, "out of memory");
+		goto out;
+	}
+	if (strcmp(ofmt, "raw") == 0) {
+		cv.zero_gran = 4096;
+		cv.out_fd = open(cv.out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (cv.out_fd < 0) {
+			vdisk_error(cv.out_path, "cannot create: %s", strerror(errno));
+			goto out;
+		}
+		created = true;
+		if (ftruncate(cv.out_fd, (off_t)cv.size) < 0) {
+			vdisk_error(cv.out_path, "cannot set the size: %s", strerror(errno));
+			goto out;
+		}
+	} else {
+		co.size = cv.size;
+		if (encrypt) {
+			if (sodium_init() < 0 || !(pass = sodium_malloc(1024))) {
+				vdisk_error(cv.out_path, "out of secure memory");
+				goto out;
+			}
+			/* An encrypted IN already gave its passphrase: OUT takes the same. */
+			if (!vdisk_pass.cached) {
+				vdisk_pass.confirm = 1;
+			}
+			if (vd_pass_get(&vdisk_pass, cv.out_path, pass, 1024) < 0) {
+				vdisk_lib_error(cv.out_path);
+				goto out;
+			}
+			co.cipher = cipher ? cipher : "xchacha20poly1305";
+			co.passphrase = pass;
+		}
+		if (vd_create(cv.out_path, &co) < 0) {
+			vdisk_lib_error(cv.out_path);
+			goto out;
+		}
+		created = true;
+		cv.out_img = vdisk_open(cv.out_path, "vdk", VD_OPEN_RDWR);
+		if (!cv.out_img) {
+			goto out;
+		}
+		cv.zero_gran = vd_get_block_size(cv.out_img);
+	}
+	vdisk_conv_progress(&cv, false);
+	walk = vdisk_extents_walk(cv.in, vdisk_conv_extent, &cv);
+	if (walk < 0) {
+		if (cv.progress) {
+			printf("\n");
+		}
+		if (walk != -ECANCELED) {
+			vdisk_lib_error(cv.in_path);
+		}
+		goto out;
+	}
+	vdisk_conv_progress(&cv, true);
+	if (cv.out_img) {
+		if (vd_flush(cv.out_img) < 0) {
+			vdisk_lib_error(cv.out_path);
+			goto out;
+		}
+	} else if (fsync(cv.out_fd) < 0) {
+		vdisk_error(cv.out_path, "fsync failed: %s", strerror(errno));
+		goto out;
+	}
+	rc = VDISK_EXIT_OK;
+out:
+	if (cv.out_img && vd_close(cv.out_img) < 0 && rc == VDISK_EXIT_OK) {
+		vdisk_lib_error(cv.out_path);
+		rc = VDISK_EXIT_ERROR;
+	}
+	if (cv.out_fd >= 0 && close(cv.out_fd) < 0 && rc == VDISK_EXIT_OK) {
+		vdisk_error(cv.out_path, "close failed: %s", strerror(errno));
+		rc = VDISK_EXIT_ERROR;
+	}
+	if (rc != VDISK_EXIT_OK && created) {
+		unlink(cv.out_path); /* no half-written output left behind */
+	}
+	vd_close(cv.in);
+	free(cv.buf);
+	sodium_free(pass);
+	return rc;
+}
