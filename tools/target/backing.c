@@ -26,6 +26,7 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <pthread.h>
@@ -197,6 +198,29 @@ lun_pread(struct tgt_lun *lu, void *buf, size_t len, uint64_t off)
 		if (n == 0) { /* past the end of a file that shrank: zeros */
 			memset(p, 0, len);
 			return 0;
+		}
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+int
+lun_pread_nowait(struct tgt_lun *lu, void *buf, size_t len, uint64_t off)
+{
+	uint8_t *p = buf;
+	while (len) {
+		struct iovec iov = { .iov_base = p, .iov_len = len };
+		ssize_t n = preadv2(lu->fd, &iov, 1, (off_t)off, RWF_NOWAIT);
+		if (n < 0) {
+			if (errno == EINTR) {
+				continue;
+			}
+			return errno == EOPNOTSUPP || errno == EAGAIN ? -EAGAIN : -errno;
+		}
+		if (n == 0) {
+			return -EAGAIN; /* let the blocking path handle short files */
 		}
 		p += n;
 		len -= (size_t)n;

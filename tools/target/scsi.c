@@ -244,7 +244,14 @@ scsi_exec(struct scsi_cmd *cmd)
 				   cmd->nexus.alua_state == 2 ? ASC_ALUA_STANDBY : ASC_ALUA_UNAVAILABLE);
 			return;
 		}
-		pthread_mutex_lock(&cmd->lu->lock);
+		if (cmd->nowait) {
+			if (pthread_mutex_trylock(&cmd->lu->lock) != 0) {
+				cmd->would_block = true;
+				return;
+			}
+		} else {
+			pthread_mutex_lock(&cmd->lu->lock);
+		}
 		bool allowed = pr_check_access(cmd->lu, &cmd->nexus, op, cmd->cdb);
 		pthread_mutex_unlock(&cmd->lu->lock);
 		if (!allowed) {

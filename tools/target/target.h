@@ -215,6 +215,8 @@ struct scsi_cmd {
 	uint32_t in_len;
 	bool has_spdtl; /* a data-out command set spdtl: the bytes it wanted */
 	uint32_t spdtl;
+	bool nowait; /* on the loop thread: never block, set would_block instead */
+	bool would_block; /* nowait could not complete: run again on a worker */
 	uint8_t status;
 	uint8_t sense_len;
 	uint8_t sense[SCSI_SENSE_MAX];
@@ -346,6 +348,8 @@ void pr_lun_reset(struct tgt_lun *lu);
 
 /* ---- backend I/O and the worker pool (backing.c) ---- */
 int lun_pread(struct tgt_lun *lu, void *buf, size_t len, uint64_t off);
+/* pread from the page cache only: -EAGAIN when that would block. */
+int lun_pread_nowait(struct tgt_lun *lu, void *buf, size_t len, uint64_t off);
 int lun_pwrite(struct tgt_lun *lu, const void *buf, size_t len, uint64_t off);
 int lun_flush(struct tgt_lun *lu);
 int lun_punch(struct tgt_lun *lu, uint64_t off, uint64_t len);
