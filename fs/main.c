@@ -266,6 +266,17 @@ main(int argc, char *argv[])
 	if (fuse_parse_cmdline(&args, &co) != 0) {
 		goto out_args;
 	}
+	/* Absolute, so that unmounting works after the daemon chdir()s to /. */
+	{
+		char *mp = realpath(o.mountpoint, NULL);
+
+		if (!mp) {
+			fprintf(stderr, "vdiskfs: %s: %s\n", o.mountpoint, strerror(errno));
+			goto out_args;
+		}
+		free(o.mountpoint);
+		o.mountpoint = mp;
+	}
 	fs.image_arg = o.image;
 	fs.foreground = co.foreground;
 
@@ -372,7 +383,8 @@ main(int argc, char *argv[])
 		r = fuse_loop_mt(fs.fuse, lc);
 		fuse_loop_cfg_destroy(lc);
 	}
-	ret = r == 0 ? 0 : 1;
+	/* A positive value is the signal that ended the loop (SIGTERM...): a clean exit. */
+	ret = r >= 0 ? 0 : 1;
 out_signals:
 	fuse_remove_signal_handlers(se);
 out_unmount:
