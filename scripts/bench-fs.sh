@@ -244,6 +244,19 @@ done
 fusermount3 -u "$DIR/mnt-vd"
 wait_gone "$pid"
 
+
+# ---- vdiskfs ----
+log "column vdiskfs"
+"$VDISKFS" "$DIR/chain.vdk" "$DIR/mnt-vd"
+pid=$(find_pid "$DIR/mnt-vd" vdiskfs)
+PIDS="$PIDS $pid"
+cmp -s -n $((64 * 1048576)) "$DIR/mnt-vd/disk" "$DIR/raw.img" || log "WARNING: vdiskfs data differs"
+bench_col vdiskfs "$DIR/mnt-vd/disk" 0 "$pid"
+fusermount3 -u "$DIR/mnt-vd"
+wait_gone "$pid"
+
+# Memory: keep at most two copies of the data in /dev/shm at a time.
+rm -f "$DIR"/chain*.vdk "$DIR"/*.vdk
 log "qcow2 chain of 4 (qemu-io write -s)"
 prev=
 for k in 0 1 2 3; do
@@ -265,16 +278,6 @@ for k in 0 1 2 3; do
 	prev=q$k.qcow2
 done
 TOPQ=$DIR/q3.qcow2
-
-# ---- vdiskfs ----
-log "column vdiskfs"
-"$VDISKFS" "$DIR/chain.vdk" "$DIR/mnt-vd"
-pid=$(find_pid "$DIR/mnt-vd" vdiskfs)
-PIDS="$PIDS $pid"
-cmp -s -n $((64 * 1048576)) "$DIR/mnt-vd/disk" "$DIR/raw.img" || log "WARNING: vdiskfs data differs"
-bench_col vdiskfs "$DIR/mnt-vd/disk" 0 "$pid"
-fusermount3 -u "$DIR/mnt-vd"
-wait_gone "$pid"
 
 # ---- qemu-storage-daemon FUSE export ----
 log "column qsd-fuse"
@@ -309,7 +312,7 @@ kill "$qnbd" 2>/dev/null || :
 
 # ---- qcowmount (read-only, flattened image) ----
 log "column qcowmount (flattened qcow2)"
-rm -f "$DIR"/q?.qcow2 "$DIR/chain.vdk" "$DIR"/chain.*
+rm -f "$DIR"/q?.qcow2
 qemu-img convert -O qcow2 -f raw "$DIR/raw.img" "$DIR/flat.qcow2"
 mkdir -p "$DIR/mnt-qc"
 qcowmount "$DIR/flat.qcow2" "$DIR/mnt-qc" >/dev/null
