@@ -122,9 +122,19 @@ drop_caches() {
 	echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || :
 }
 
+# The images live in RAM (tmpfs) on a shared machine: stop before memory runs out.
+mem_guard() {
+	_avail=$(awk '/^MemAvailable:/ { print int($2 / 1024) }' /proc/meminfo)
+	if [ "$_avail" -lt 2048 ]; then
+		log "only $_avail MiB of memory left: stopping ($(du -shx "$DIR" | cut -f1) in $DIR)"
+		exit 3
+	fi
+}
+
 # run_fio FILE RW BS JOBS DIRECT -> "MiB/s bytes_moved"
 run_fio() {
 	_f=$1 _rw=$2 _bs=$3 _j=$4 _d=$5
+	mem_guard
 	case $_rw in *read*) [ "$_d" = 0 ] && drop_caches ;; esac
 	fio --name=b --filename="$_f" --rw="$_rw" --bs="$_bs" --numjobs="$_j" --group_reporting \
 		--ioengine=psync --direct="$_d" --size="$SIZE_B" --time_based --runtime="$RT" \
@@ -178,7 +188,7 @@ EOF
 				cpu=-
 			fi
 			echo "$d $r $mibs $cpu" >>"$DIR/res.$_name"
-			log "$_name $(row_name "$r") direct=$d: $mibs MiB/s, cpu $cpu us/MiB"
+			log "$_name $(row_name "$r") direct=$d: $mibs MiB/s, cpu $cpu us/MiB ($(du -shx "$DIR" | cut -f1) used)"
 		done
 	done
 	if [ $# -gt 0 ]; then
