@@ -80,7 +80,7 @@ FUZZ_B := build-fuzz
 FUZZ_TIME ?= 60
 FUZZ_SRCS := $(sort $(wildcard fuzz/fuzz-*.c))
 FUZZ_BINS := $(FUZZ_SRCS:fuzz/%.c=$(FUZZ_B)/%)
-FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -DVD_FUZZING \
 	-std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -pthread -Iformat -Itools/target -Itools/common
 
 fuzz-build: $(FUZZ_BINS)
