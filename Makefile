@@ -65,12 +65,14 @@ deps:
 check: deps
 	$(MAKE) all
 	$(MAKE) B=build-asan SAN=1 all
+	rm -f $(B)/skips.log build-asan/skips.log
 	VDISK_BUILD=$(CURDIR)/$(B) prove -j2 --timer --failures --exec tests/run-test.sh $(TESTS_ALL)
 	VDISK_BUILD=$(CURDIR)/build-asan VDISK_ASAN=1 prove -j2 --timer --failures --exec tests/run-test.sh $(TESTS_ASAN)
 	@scripts/check-skips.sh
 
 check-asan: deps
 	$(MAKE) B=build-asan SAN=1 all
+	rm -f build-asan/skips.log
 	VDISK_BUILD=$(CURDIR)/build-asan VDISK_ASAN=1 prove -j2 --timer --failures --exec tests/run-test.sh $(TESTS_ALL)
 
 # libFuzzer harnesses: fuzz/fuzz-NAME.c, built with clang against the library
