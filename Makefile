@@ -99,8 +99,10 @@ fuzz: fuzz-build
 			2>&1 | tail -3 || exit 1; done
 
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include
 	install -m 0755 $(PROGS) $(DESTDIR)$(PREFIX)/bin/
+	install -m 0644 $(LIB) $(DESTDIR)$(PREFIX)/lib/
+	install -m 0644 format/vdisk.h $(DESTDIR)$(PREFIX)/include/
 
 demo: all
 	@scripts/demo.sh
