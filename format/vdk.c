@@ -1138,6 +1138,22 @@ vdk_set_entry_locked(struct vd_layer *l, uint64_t vb, const struct vdk_entry *ne
 	uint8_t *p;
 	int r;
 
+	/* Writing "unallocated" or "zero" where it already is changes nothing: no new nodes. */
+	if (!(ne->ptr & VDK_PTR_PRESENT)) {
+		n = vdk_get_node(l, 0, vb >> st->nshift, false, &r);
+		if (!n && r < 0) {
+			return r;
+		}
+		if (!n && ne->ptr == 0) {
+			return 0;
+		}
+		if (n) {
+			vdk_entry_decode(n->data + (vb & (st->ne - 1)) * VDK_ENTRY_SIZE, &old);
+			if (old.ptr == ne->ptr) {
+				return 0;
+			}
+		}
+	}
 	n = vdk_get_node(l, 0, vb >> st->nshift, true, &r);
 	if (!n) {
 		return r;
