@@ -99,6 +99,12 @@ ok "snapshot reads as before" sh -c "$VDISK --key-file key2 convert -O raw p@s1.
 ok "no plaintext in the new top" sh -c "! grep -q -a 'AAAAAAAAAAAAAAAA' p.vdk"
 ok "overlay over an encrypted backing" \
 	$VDISK --key-file key2 create --encrypt $PW -b pp.vdk ov.vdk
+ok "overlay without --encrypt over an encrypted image" \
+	$VDISK --key-file key2 create $PW -b pp.vdk ov2.vdk
+ok "... is encrypted too" sh -c "$VDISK info ov2.vdk | grep -q 'encrypted: yes'"
+ok "... and opens with the same passphrase" sh -c "$VDISK --key-file key2 convert -O raw ov2.vdk ov2.raw && cmp -s pat.raw ov2.raw"
+ok "... and writes to it are not in the clear" sh -c \
+	"$VDISK --key-file key2 bench -q -w --pattern 0x41 -c 8 -s 4096 -d 1 ov2.vdk && ! grep -q -a AAAAAAAAAAAAAAAA ov2.vdk"
 ok "overlay reads through" sh -c "$VDISK --key-file key2 convert -O raw ov.vdk ov.raw && cmp -s pat.raw ov.raw"
 
 # Counters never repeat within a chain: no two data blocks of p.vdk and its
