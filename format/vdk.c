@@ -812,10 +812,13 @@ vdk_maybe_reclaim(struct vdk_state *st)
 {
 	uint64_t n;
 
+	bool go;
+
 	pthread_mutex_lock(&st->lock);
 	n = st->nlimbo;
+	go = n >= 1024 || (n > 0 && n * 16 >= st->file_blocks);
 	pthread_mutex_unlock(&st->lock);
-	if (n >= 1024 || (n > 0 && n * 16 >= st->file_blocks)) {
+	if (go) {
 		vdk_reclaim(st);
 	}
 }
