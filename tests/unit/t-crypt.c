@@ -250,6 +250,32 @@ test_slots(void)
 	check_int(vdk_crypt_slot_add(c, area, "x", OPS, 1ull << 40), -EINVAL);
 	check_int(vdk_crypt_slot_add(c, area, "again", OPS, MEM), 3);
 
+	/* Slots copy between copies of one area (the files of a chain), at any index. */
+	{
+		uint8_t a2[VDK_CRYPT_AREA_SIZE];
+		struct vdk_crypt *t = NULL;
+
+		memcpy(a2, area, sizeof(a2)); /* all 8 slots used */
+		check_int(vdk_crypt_slot_copy(area, 3, a2), -ENOSPC);
+		check_int(vdk_crypt_slot_remove(a2, 3), 0);
+		check_int(vdk_crypt_slot_find(a2, area, 3), -ENOENT);
+		check_int(vdk_crypt_slot_find(a2, area, 4), 4);
+		check_int(vdk_crypt_slot_copy(area, 3, a2), 3); /* same index when free */
+		check_int(vdk_crypt_slot_find(a2, area, 3), 3);
+		check_int(vdk_crypt_slot_remove(a2, 3), 0);
+		check_int(vdk_crypt_slot_remove(a2, 6), 0);
+		check_int(vdk_crypt_slot_copy(area, 3, a2), 3);
+		check_int(vdk_crypt_slot_remove(a2, 3), 0);
+		memcpy(a2 + 64 + 3 * 184, area + 64 + 4 * 184, 184); /* slot 3 taken by another */
+		check_int(vdk_crypt_slot_remove(a2, 4), 0);
+		check_int(vdk_crypt_slot_copy(area, 3, a2), 4); /* else the first free index */
+		check_int(vdk_crypt_slot_find(a2, area, 3), 4);
+		r = vdk_crypt_unlock(a2, uuid_a, "again", &t);
+		ok(r == 0, "a slot copied to another index still opens (%s)",
+		   r ? vd_get_error() : "ok");
+		vdk_crypt_destroy(t);
+	}
+
 	/*
 	 * Key check: a header field edited and a slot re-made around it (an
 	 * attacker who knows one passphrase but not the key) is caught.
