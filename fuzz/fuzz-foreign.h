@@ -33,7 +33,7 @@ fuzz_walk(struct vd_layer *l)
 			break;
 		}
 		if (e.offset != off || e.length == 0 || e.length > l->size - off) {
-			abort();	/* a driver contract violation is a finding */
+			abort(); /* a driver contract violation is a finding */
 		}
 		if (e.type == VD_EXTENT_DATA) {
 			(void)l->drv->pread(l, buf, VD_MIN(e.length, sizeof(buf)), off);
@@ -77,7 +77,8 @@ fuzz_driver(const struct vd_driver *drv, const uint8_t *data, size_t size)
 	l.path = (char *)"/nonexistent-fuzz-dir/fuzz.img";
 	l.st = calloc(1, drv->instance_size);
 	if (drv->open(&l) == 0) {
-		if (!VD_IS_POW2(l.granularity) || l.granularity < 512 || l.granularity > (2u << 20)) {
+		if (!VD_IS_POW2(l.granularity) || l.granularity < 512 ||
+		    l.granularity > (2u << 20)) {
 			abort();
 		}
 		fuzz_walk(&l);
