@@ -29,6 +29,9 @@ FUSE_CFLAGS := $(shell pkg-config --cflags fuse3 2>/dev/null)
 FUSE_LIBS := $(shell pkg-config --libs fuse3 2>/dev/null || echo -lfuse3)
 LIBS := -lxxhash -lsodium -lz -lzstd -lmd -lpthread
 
+# The library; fragments name it in their rules, so it is defined before them.
+LIB := $(B)/libvdisk.a
+
 # Filled in by the fragments.
 LIB_SRCS :=
 PROGS :=
@@ -41,12 +44,12 @@ include format/format.mk
 -include tools/target/target.mk
 -include tests/tests.mk
 
-LIB := $(B)/libvdisk.a
 LIB_OBJS := $(LIB_SRCS:%.c=$(B)/%.o)
 
 all: $(LIB) $(PROGS) $(UNIT_TESTS)
 
-$(B)/%.o: %.c
+# Flags live in the makefiles: a change there rebuilds everything.
+$(B)/%.o: %.c Makefile $(wildcard */*.mk tools/*/*.mk)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(EXTRA_CFLAGS_$(dir $<)) -c -o $@ $<
 
@@ -62,13 +65,13 @@ deps:
 check: deps
 	$(MAKE) all
 	$(MAKE) B=build-asan SAN=1 all
-	VDISK_BUILD=$(CURDIR)/$(B) prove -j2 --exec tests/run-test.sh $(TESTS_ALL)
-	VDISK_BUILD=$(CURDIR)/build-asan VDISK_ASAN=1 prove -j2 --exec tests/run-test.sh $(TESTS_ASAN)
+	VDISK_BUILD=$(CURDIR)/$(B) prove -j2 --failures --exec tests/run-test.sh $(TESTS_ALL)
+	VDISK_BUILD=$(CURDIR)/build-asan VDISK_ASAN=1 prove -j2 --failures --exec tests/run-test.sh $(TESTS_ASAN)
 	@scripts/check-skips.sh
 
 check-asan: deps
 	$(MAKE) B=build-asan SAN=1 all
-	VDISK_BUILD=$(CURDIR)/build-asan VDISK_ASAN=1 prove -j2 --exec tests/run-test.sh $(TESTS_ALL)
+	VDISK_BUILD=$(CURDIR)/build-asan VDISK_ASAN=1 prove -j2 --failures --exec tests/run-test.sh $(TESTS_ALL)
 
 # libFuzzer harnesses: fuzz/fuzz-NAME.c, built with clang against the library
 # sources; a harness for the target #includes the .c files it tests.

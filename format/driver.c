@@ -10,21 +10,17 @@
 
 extern const struct vd_driver vd_raw_driver;
 extern const struct vd_driver vd_vdk_driver;
-#ifdef VD_HAVE_FOREIGN
 extern const struct vd_driver vd_vmdk_driver;
 extern const struct vd_driver vd_qcow2_driver;
 extern const struct vd_driver vd_vhd_driver;
 extern const struct vd_driver vd_vhdx_driver;
-#endif
 
 const struct vd_driver *const vd_drivers[] = {
 	&vd_vdk_driver,
-#ifdef VD_HAVE_FOREIGN
 	&vd_vmdk_driver,
 	&vd_qcow2_driver,
 	&vd_vhd_driver,
 	&vd_vhdx_driver,
-#endif
 	&vd_raw_driver,
 	NULL,
 };

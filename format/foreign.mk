@@ -10,6 +10,3 @@ FOREIGN_CAT_OBJS := $(FOREIGN_SRCS:%.c=$(B)/%.o) $(B)/format/errors.o $(B)/forma
 $(B)/tests/foreign-cat: tests/foreign-cat.c $(FOREIGN_CAT_OBJS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LIBS)
-
-# driver.c lists the foreign drivers in vd_drivers[] when they are linked in.
-$(B)/format/driver.o: CFLAGS += -DVD_HAVE_FOREIGN

@@ -156,13 +156,23 @@ vd_close(struct vd_image *img)
 uint64_t
 vd_get_size(const struct vd_image *img)
 {
-	return img->top->size;
+	uint64_t n;
+
+	pthread_rwlock_rdlock(&img->chain->lock);
+	n = img->top->size;
+	pthread_rwlock_unlock(&img->chain->lock);
+	return n;
 }
 
 uint32_t
 vd_get_block_size(const struct vd_image *img)
 {
-	return img->top->granularity;
+	uint32_t n;
+
+	pthread_rwlock_rdlock(&img->chain->lock);
+	n = img->top->granularity;
+	pthread_rwlock_unlock(&img->chain->lock);
+	return n;
 }
 
 bool
@@ -184,12 +194,9 @@ vd_pread(struct vd_image *img, void *buf, size_t count, uint64_t offset)
 	char *p = buf;
 	int r;
 
-	r = image_check_range(img, offset, count);
-	if (r < 0) {
-		return r;
-	}
 	pthread_rwlock_rdlock(&c->lock);
-	while (count > 0) {
+	r = image_check_range(img, offset, count);
+	while (r == 0 && count > 0) {
 		struct vd_extent e;
 
 		r = layer_block_status(img->top, offset, count, &e);
@@ -229,14 +236,15 @@ vd_pwrite(struct vd_image *img, const void *buf, size_t count, uint64_t offset)
 	struct vd_layer *top;
 	int r;
 
+	pthread_rwlock_rdlock(&img->chain->lock);
 	r = image_check_writable(img);
 	if (r == 0) {
 		r = image_check_range(img, offset, count);
 	}
 	if (r < 0 || count == 0) {
+		pthread_rwlock_unlock(&img->chain->lock);
 		return r;
 	}
-	pthread_rwlock_rdlock(&img->chain->lock);
 	top = img->top;
 	if (top->drv->thread_model == VD_THREAD_SERIALIZE) {
 		pthread_mutex_lock(&top->serialize);
@@ -255,14 +263,15 @@ vd_write_zeroes(struct vd_image *img, uint64_t offset, uint64_t length)
 	struct vd_layer *top;
 	int r;
 
+	pthread_rwlock_rdlock(&img->chain->lock);
 	r = image_check_writable(img);
 	if (r == 0) {
 		r = image_check_range(img, offset, length);
 	}
 	if (r < 0 || length == 0) {
+		pthread_rwlock_unlock(&img->chain->lock);
 		return r;
 	}
-	pthread_rwlock_rdlock(&img->chain->lock);
 	top = img->top;
 	if (top->drv->thread_model == VD_THREAD_SERIALIZE) {
 		pthread_mutex_lock(&top->serialize);
@@ -313,15 +322,14 @@ vd_block_status(struct vd_image *img, uint64_t offset, uint64_t length, struct v
 {
 	int r;
 
-	r = image_check_range(img, offset, length);
-	if (r < 0) {
-		return r;
-	}
 	if (length == 0) {
 		return vd_set_error(EINVAL, "%s: empty block status request", img->path);
 	}
 	pthread_rwlock_rdlock(&img->chain->lock);
-	r = layer_block_status(img->top, offset, length, ext);
+	r = image_check_range(img, offset, length);
+	if (r == 0) {
+		r = layer_block_status(img->top, offset, length, ext);
+	}
 	if (r == 0) {
 		if (ext->type != VD_EXTENT_HOLE) {
 			ext->layer = 0;

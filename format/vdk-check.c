@@ -26,9 +26,32 @@ struct check_ctx {
 	uint8_t *seen;		/* bitmap of referenced file blocks */
 	uint64_t file_blocks;
 	uint8_t *nodes;		/* one node buffer per level */
-	uint8_t *data;		/* read buffer for data runs */
-	size_t data_size;
+	uint8_t *data;		/* one block, verified in place */
+	uint8_t *ra;		/* read-ahead window: data is mostly laid out in order */
+	uint64_t ra_off, ra_len;
 };
+
+#define CHECK_RA_SIZE (1u << 20)
+
+/* Read one block at file offset off through the read-ahead window. */
+static int
+check_read_block(struct check_ctx *cx, uint64_t off)
+{
+	struct vdk_state *st = cx->l->st;
+	int r;
+
+	if (off < cx->ra_off || off + st->bs > cx->ra_off + cx->ra_len) {
+		r = vd_pread_zerofill(cx->l->fd, cx->ra, CHECK_RA_SIZE, off);
+		if (r < 0) {
+			cx->ra_len = 0;
+			return r;
+		}
+		cx->ra_off = off;
+		cx->ra_len = CHECK_RA_SIZE;
+	}
+	memcpy(cx->data, cx->ra + (off - cx->ra_off), st->bs);
+	return 0;
+}
 
 static void
 check_say(struct check_ctx *cx, enum vd_check_severity sev, const char *fmt, ...)
@@ -127,7 +150,7 @@ check_node(struct check_ctx *cx, const struct vdk_entry *e, uint32_t level, uint
 		if (!check_claim(cx, doff >> st->bshift, 1, "block", ci)) {
 			continue;
 		}
-		r = vd_full_pread(l->fd, cx->data, st->bs, doff);
+		r = check_read_block(cx, doff);
 		if (r < 0) {
 			check_say(cx, VD_CHECK_CORRUPT, "block %llu: cannot read file offset %llu: %s",
 				  (unsigned long long)ci, (unsigned long long)doff, strerror(-r));
@@ -185,7 +208,8 @@ vdk_check(struct vd_layer *l, vd_check_fn report, void *opaque, int layer_idx,
 	cx.seen = calloc(1, cx.file_blocks / 8 + 1);
 	cx.nodes = malloc((size_t)st->node_size * st->levels);
 	cx.data = malloc(st->bs);
-	if (!cx.seen || !cx.nodes || !cx.data) {
+	cx.ra = malloc(VD_MAX((uint32_t)CHECK_RA_SIZE, st->bs));
+	if (!cx.seen || !cx.nodes || !cx.data || !cx.ra) {
 		r = vd_set_error(ENOMEM, "out of memory");
 		goto out;
 	}
@@ -211,5 +235,6 @@ out:
 	free(cx.seen);
 	free(cx.nodes);
 	free(cx.data);
+	free(cx.ra);
 	return r;
 }

@@ -812,10 +812,13 @@ vdk_maybe_reclaim(struct vdk_state *st)
 {
 	uint64_t n;
 
+	bool go;
+
 	pthread_mutex_lock(&st->lock);
 	n = st->nlimbo;
+	go = n >= 1024 || (n > 0 && n * 16 >= st->file_blocks);
 	pthread_mutex_unlock(&st->lock);
-	if (n >= 1024 || (n > 0 && n * 16 >= st->file_blocks)) {
+	if (go) {
 		vdk_reclaim(st);
 	}
 }
@@ -1521,7 +1524,7 @@ vdk_unlock(struct vd_layer *l)
 }
 
 static int
-vdk_open(struct vd_layer *l)
+vdk_open_layer(struct vd_layer *l)
 {
 	struct vdk_state *st = l->st;
 	struct stat sb;
@@ -1686,6 +1689,21 @@ vdk_close(struct vd_layer *l)
 	for (size_t i = 0; i < VD_ARRAY_SIZE(st->stripes); i++) {
 		pthread_mutex_destroy(&st->stripes[i]);
 	}
+}
+
+/* The core calls no close hook after a failed open: free what was set up (and wipe the key). */
+static int
+vdk_open(struct vd_layer *l)
+{
+	int r = vdk_open_layer(l);
+
+	if (r < 0) {
+		struct vdk_state *st = l->st;
+
+		st->dirty = false;
+		vdk_close(l);
+	}
+	return r;
 }
 
 /* ---- helpers for snapshots and merging ---------------------------------------- */

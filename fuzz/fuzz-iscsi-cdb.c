@@ -15,6 +15,7 @@
 #include "sbc.c"
 #include "scsi.c"
 #include "spc.c"
+#include "xcopy.c"
 
 int tgt_verbose;
 void

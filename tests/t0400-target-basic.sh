@@ -43,7 +43,7 @@ ok "qemu-img convert back over portal 2" qemu-img convert -f raw -O raw \
 	"$(lun_url 127.0.0.2 "$P2" 0)" "$T/back"
 ok "round trip is byte-identical" cmp -s "$T/src" "$T/back"
 ok_fail "writes to a read-only LUN fail" qemu-img convert -n -f raw -O raw "$T/src" \
-	"$(lun_url 127.0.0.1 "$P1" 1)"
+	"$(lun_url 127.0.0.1 "$P1" 1)" 2>/dev/null
 ok "read-only LUN unchanged" cmp -s "$T/ro" /dev/zero --bytes=16777216 2>/dev/null ||
 	ok "read-only LUN unchanged (all zero)" sh -c "[ \"\$(tr -d '\\000' <'$T/ro' | wc -c)\" -eq 0 ]"
 
@@ -77,12 +77,30 @@ sleep 0.3
 ok "a broken reload keeps serving" sh -c "iscsi-inq '$(lun_url 127.0.0.1 "$P1" 1)' >/dev/null"
 ok "SIGTERM after reloads" stop_target
 
+# two portal groups, the second one ALUA standby: discovery shows both TPGTs,
+# media access through the standby group is refused, the active one serves
+start_target --iqn "$IQN" --portal "127.0.0.1:$P1" --portal "127.0.0.2:$P2,2" --tpg 2=standby \
+	--lun 0="$T/disk"
+iscsi-ls -s "iscsi://127.0.0.1:$P1" >"$T/ls4" 2>&1
+ok "SendTargets shows TPGT 2 for the second portal" grep -q "Portal:127.0.0.2:$P2,2" "$T/ls4"
+ok "active group serves reads" qemu-img convert -f raw -O raw "$(lun_url 127.0.0.1 "$P1" 0)" "$T/b1"
+ok_fail "standby group refuses reads" qemu-img convert -f raw -O raw \
+	"$(lun_url 127.0.0.2 "$P2" 0)" "$T/b2" 2>/dev/null
+iscsi-inq -e 1 -c 128 "$(lun_url 127.0.0.2 "$P2" 0)" >"$T/vpd80.s" 2>&1
+ok "standby group still answers INQUIRY with the same serial" cmp -s "$T/vpd80.a" "$T/vpd80.s"
+ok "SIGTERM with two groups" stop_target
+
 # bad input: clear error, non-zero exit
-ok_fail "missing LUN refused" "$TARGET" -f --iqn "$IQN" --portal "127.0.0.1:$P1"
-ok_fail "bad IQN refused" "$TARGET" -f --iqn "nonsense" --portal "127.0.0.1:$P1" --lun 0="$T/disk"
-ok_fail "missing file refused" "$TARGET" -f --iqn "$IQN" --portal "127.0.0.1:$P1" \
+quiet() {
+	"$@" 2>/dev/null
+}
+ok_fail "missing LUN refused" quiet "$TARGET" -f --iqn "$IQN" --portal "127.0.0.1:$P1"
+ok_fail "bad IQN refused" quiet "$TARGET" -f --iqn "nonsense" --portal "127.0.0.1:$P1" --lun 0="$T/disk"
+ok_fail "missing file refused" quiet "$TARGET" -f --iqn "$IQN" --portal "127.0.0.1:$P1" \
 	--lun 0="$T/nope"
-ok_fail "bad portal refused" "$TARGET" -f --iqn "$IQN" --portal "127.0.0.1:99999" --lun 0="$T/disk"
+ok_fail "bad portal refused" quiet "$TARGET" -f --iqn "$IQN" --portal "127.0.0.1:99999" --lun 0="$T/disk"
+ok_fail "bad ALUA state refused" quiet "$TARGET" -f --iqn "$IQN" --portal "127.0.0.1:$P1" \
+	--tpg 1=sleepy --lun 0="$T/disk"
 "$TARGET" -f --iqn "$IQN" --lun 0="$T/disk,bogus" >"$T/err" 2>&1
 ok "error message names the problem" grep -q "unknown LUN option 'bogus'" "$T/err"
 done_testing

@@ -18,6 +18,7 @@
 #include "../../tools/target/sbc.c"
 #include "../../tools/target/scsi.c"
 #include "../../tools/target/spc.c"
+#include "../../tools/target/xcopy.c"
 
 int tgt_verbose;
 void
@@ -285,6 +286,48 @@ main(void)
 	done(c);
 	c = run(lu, B, rel6, 6, NULL, 0, 0);
 	check_int(c->status, 0);
+	done(c);
+
+	/* EXTENDED COPY (LID1): 8 blocks from LBA 0x1008 to LBA 100 of the same LUN */
+	uint8_t xp[16 + 32 + 28] = { 0 };
+	xp[0] = 7; /* list id */
+	put_be16(xp + 2, 32);
+	put_be32(xp + 8, 28);
+	uint8_t *td = xp + 16;
+	td[0] = 0xe4;
+	td[4] = 0x01; /* binary */
+	td[5] = 0x03; /* NAA, LU association */
+	td[7] = 16;
+	memcpy(td + 8, lu->naa, 16);
+	put_be24(td + 29, 512);
+	uint8_t *sd = xp + 48;
+	sd[0] = 0x02;
+	put_be16(sd + 2, 0x18);
+	put_be16(sd + 10, 8);
+	put_be64(sd + 12, 0x1008);
+	put_be64(sd + 20, 100);
+	uint8_t xc[16] = { 0x83, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, sizeof(xp), 0, 0 };
+	c = run(lu, A, xc, 16, xp, sizeof(xp), sizeof(xp));
+	check_int(c->status, 0);
+	done(c);
+	uint8_t r10x[10] = { 0x28, 0, 0, 0, 0, 100, 0, 0, 8, 0 };
+	c = run(lu, A, r10x, 10, NULL, 0, 4096);
+	ok(c->status == 0 && c->in[0] == 0x77 && c->in[4095] == 0x77, "EXTENDED COPY moved the blocks");
+	done(c);
+	uint8_t rcr[16] = { 0x84, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 64, 0, 0 };
+	c = run(lu, A, rcr, 16, NULL, 0, 64);
+	ok(c->status == 0 && c->in[4] == 1 && get_be32(c->in + 8) == 4096,
+	   "RECEIVE COPY RESULTS: completed, 4096 bytes");
+	done(c);
+	put_be64(sd + 20, 8190); /* beyond the end */
+	c = run(lu, A, xc, 16, xp, sizeof(xp), sizeof(xp));
+	ok(c->status == SAM_STAT_CHECK_CONDITION && (c->sense[2] & 0xf) == 0xa,
+	   "EXTENDED COPY past the end: COPY ABORTED");
+	done(c);
+	td[8] ^= 0xff; /* an NAA no LUN has */
+	put_be64(sd + 20, 100);
+	c = run(lu, A, xc, 16, xp, sizeof(xp), sizeof(xp));
+	ok(c->status == SAM_STAT_CHECK_CONDITION && asc(c) == 0x0d02, "unknown copy target");
 	done(c);
 
 	/* read-only LUN, unknown opcode, REPORT LUNS */

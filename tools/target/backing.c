@@ -26,6 +26,7 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <pthread.h>
@@ -35,6 +36,25 @@
 #include "target.h"
 
 #define TGT_NAA_OUI 0x0d7e5au /* vendor part of the NAA id (locally chosen) */
+
+/* Every open LUN, for EXTENDED COPY's target descriptors. */
+static pthread_mutex_t lun_registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static TAILQ_HEAD(, tgt_lun) lun_registry = TAILQ_HEAD_INITIALIZER(lun_registry);
+
+struct tgt_lun *
+tgt_lun_find_naa(const uint8_t naa[16])
+{
+	struct tgt_lun *lu, *found = NULL;
+	pthread_mutex_lock(&lun_registry_lock);
+	TAILQ_FOREACH (lu, &lun_registry, all_link) {
+		if (!memcmp(lu->naa, naa, 16)) {
+			found = tgt_lun_get(lu);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&lun_registry_lock);
+	return found;
+}
 
 struct tgt_lun *
 tgt_lun_open(const char *path, bool ro, const char *serial_override, uint32_t pbsize)
@@ -119,6 +139,9 @@ tgt_lun_open(const char *path, bool ro, const char *serial_override, uint32_t pb
 	pthread_rwlock_init(&lu->io_lock, &attr);
 	pthread_rwlockattr_destroy(&attr);
 	pthread_mutex_init(&lu->lock, NULL);
+	pthread_mutex_lock(&lun_registry_lock);
+	TAILQ_INSERT_TAIL(&lun_registry, lu, all_link);
+	pthread_mutex_unlock(&lun_registry_lock);
 	return lu;
 err:
 	if (lu->fd >= 0) {
@@ -145,9 +168,14 @@ tgt_lun_put(struct tgt_lun *lu)
 	if (!lu) {
 		return;
 	}
+	/* the registry lock orders the last put against tgt_lun_find_naa() */
+	pthread_mutex_lock(&lun_registry_lock);
 	if (atomic_fetch_sub_explicit((_Atomic int *)&lu->refs, 1, memory_order_acq_rel) != 1) {
+		pthread_mutex_unlock(&lun_registry_lock);
 		return;
 	}
+	TAILQ_REMOVE(&lun_registry, lu, all_link);
+	pthread_mutex_unlock(&lun_registry_lock);
 	close(lu->fd);
 	pthread_rwlock_destroy(&lu->io_lock);
 	pthread_mutex_destroy(&lu->lock);
@@ -170,6 +198,29 @@ lun_pread(struct tgt_lun *lu, void *buf, size_t len, uint64_t off)
 		if (n == 0) { /* past the end of a file that shrank: zeros */
 			memset(p, 0, len);
 			return 0;
+		}
+		p += n;
+		len -= (size_t)n;
+		off += (uint64_t)n;
+	}
+	return 0;
+}
+
+int
+lun_pread_nowait(struct tgt_lun *lu, void *buf, size_t len, uint64_t off)
+{
+	uint8_t *p = buf;
+	while (len) {
+		struct iovec iov = { .iov_base = p, .iov_len = len };
+		ssize_t n = preadv2(lu->fd, &iov, 1, (off_t)off, RWF_NOWAIT);
+		if (n < 0) {
+			if (errno == EINTR) {
+				continue;
+			}
+			return errno == EOPNOTSUPP || errno == EAGAIN ? -EAGAIN : -errno;
+		}
+		if (n == 0) {
+			return -EAGAIN; /* let the blocking path handle short files */
 		}
 		p += n;
 		len -= (size_t)n;

@@ -359,6 +359,40 @@ task_exec(struct tgt_work *w)
 	scsi_exec(&t->cmd);
 }
 
+static void task_respond(struct iscsi_conn *c, struct iscsi_task *t);
+
+/*
+ * Fast path: a small READ whose data is in the page cache completes right here
+ * (preadv2 RWF_NOWAIT, no lock waits), saving two thread hand-offs. Anything
+ * that could block - a page-cache miss, a FUSE file, a busy lock - goes to the
+ * workers as usual. Only when none of this session's commands is on a worker,
+ * so a read never overtakes an earlier write of the same initiator.
+ */
+static bool
+task_try_inline(struct iscsi_conn *c, struct iscsi_task *t)
+{
+	uint8_t op = t->cmd.cdb[0];
+	if (c->ntasks_queued || !t->cmd.lu || t->edtl > TGT_INLINE_READ_MAX ||
+	    (op != 0x08 && op != 0x28 && op != 0xa8 && op != 0x88)) {
+		return false;
+	}
+	t->cmd.nowait = true;
+	scsi_exec(&t->cmd);
+	t->cmd.nowait = false;
+	if (t->cmd.would_block) {
+		t->cmd.would_block = false;
+		free(t->cmd.in);
+		t->cmd.in = NULL;
+		t->cmd.in_len = 0;
+		t->cmd.status = SAM_STAT_GOOD;
+		t->cmd.sense_len = 0;
+		return false;
+	}
+	task_respond(c, t);
+	task_finish(t);
+	return true;
+}
+
 static void
 task_dispatch(struct iscsi_conn *c, struct iscsi_task *t)
 {
@@ -392,6 +426,9 @@ task_dispatch(struct iscsi_conn *c, struct iscsi_task *t)
 	}
 	cmd->edtl = t->edtl;
 	cmd->out_len = t->got;
+	if (task_try_inline(c, t)) {
+		return;
+	}
 	t->state = TASK_QUEUED;
 	c->ntasks_queued++;
 	t->work.fn = task_exec;

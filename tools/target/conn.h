@@ -20,6 +20,7 @@
 #define CONN_LOGIN_TIMEOUT 15 /* seconds to finish a login */
 #define CONN_NOP_INTERVAL 15 /* idle seconds before we ping with NOP-In */
 #define CONN_NOP_TIMEOUT 30 /* seconds to answer our ping */
+#define TGT_INLINE_READ_MAX (128u << 10) /* reads tried on the loop thread */
 
 struct ev_handler {
 	int fd;

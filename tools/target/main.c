@@ -10,6 +10,7 @@
  * in-flight commands finish (at most 5 s) and exits.
  */
 #include <errno.h>
+#include <malloc.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -343,6 +344,10 @@ main(int argc, char **argv)
 {
 	struct tgt_config cfg;
 
+	/* I/O buffers of up to 8 MiB come and go with every command: keep them on
+	 * the heap instead of a fresh mmap (and its page faults) each time */
+	mallopt(M_MMAP_THRESHOLD, 16 << 20);
+	mallopt(M_TRIM_THRESHOLD, 32 << 20);
 	saved_argc = argc;
 	saved_argv = argv;
 	signal(SIGPIPE, SIG_IGN);

@@ -113,12 +113,27 @@ sbc_read(struct scsi_cmd *cmd)
 	if (cmd->edtl < want) {
 		want = cmd->edtl;
 	}
-	if (scsi_alloc_in(cmd, (uint32_t)len) < 0) {
+	/* not zeroed: the first `want` bytes are read, the rest is never sent */
+	if (scsi_alloc_in_raw(cmd, (uint32_t)len) < 0) {
 		return scsi_sense_errno(cmd, -ENOMEM);
 	}
-	pthread_rwlock_rdlock(&lu->io_lock);
-	r = want ? lun_pread(lu, cmd->in, want, rw.lba * lu->block_size) : 0;
-	pthread_rwlock_unlock(&lu->io_lock);
+	if (cmd->nowait) {
+		/* on the event loop: only what the page cache has, never wait for a lock */
+		if (pthread_rwlock_tryrdlock(&lu->io_lock) != 0) {
+			cmd->would_block = true;
+			return SAM_STAT_GOOD;
+		}
+		r = want ? lun_pread_nowait(lu, cmd->in, want, rw.lba * lu->block_size) : 0;
+		pthread_rwlock_unlock(&lu->io_lock);
+		if (r == -EAGAIN) {
+			cmd->would_block = true;
+			return SAM_STAT_GOOD;
+		}
+	} else {
+		pthread_rwlock_rdlock(&lu->io_lock);
+		r = want ? lun_pread(lu, cmd->in, want, rw.lba * lu->block_size) : 0;
+		pthread_rwlock_unlock(&lu->io_lock);
+	}
 	if (r < 0) {
 		return scsi_sense_errno(cmd, r);
 	}

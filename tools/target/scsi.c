@@ -56,6 +56,8 @@ static const struct scsi_op_entry scsi_ops[] = {
 	{ 0x5a, false, { spc_mode_sense, SCSI_OP_READ_LIKE | SCSI_OP_ALUA_OK, 0, 10, U10 } },
 	{ 0x5e, false, { pr_in, SCSI_OP_RES6_OK | SCSI_OP_READ_LIKE | SCSI_OP_ALUA_OK, 0, 10, U10 } },
 	{ 0x5f, false, { pr_out, SCSI_OP_RES6_OK | SCSI_OP_READ_LIKE | SCSI_OP_ALUA_OK, 0, 10, U10 } },
+	{ 0x83, false, { xcopy_extended_copy, W, 0, 16, U16 } },
+	{ 0x84, false, { xcopy_receive_results, SCSI_OP_READ_LIKE, 0, 16, U16 } },
 	{ 0x88, false, { sbc_read, R, 0, 16, U16 } },
 	{ 0x89, false, { sbc_compare_and_write, W, 0, 16, U16 } },
 	{ 0x8a, false, { sbc_write, W, 0, 16, U16 } },
@@ -189,6 +191,19 @@ scsi_alloc_in(struct scsi_cmd *cmd, uint32_t len)
 	return 0;
 }
 
+int
+scsi_alloc_in_raw(struct scsi_cmd *cmd, uint32_t len)
+{
+	free(cmd->in);
+	cmd->in = malloc(len ? len : 1);
+	if (!cmd->in) {
+		cmd->in_len = 0;
+		return -ENOMEM;
+	}
+	cmd->in_len = len;
+	return 0;
+}
+
 static bool
 scsi_alua_allows(const struct scsi_cmd *cmd, const struct scsi_op *op)
 {
@@ -229,7 +244,14 @@ scsi_exec(struct scsi_cmd *cmd)
 				   cmd->nexus.alua_state == 2 ? ASC_ALUA_STANDBY : ASC_ALUA_UNAVAILABLE);
 			return;
 		}
-		pthread_mutex_lock(&cmd->lu->lock);
+		if (cmd->nowait) {
+			if (pthread_mutex_trylock(&cmd->lu->lock) != 0) {
+				cmd->would_block = true;
+				return;
+			}
+		} else {
+			pthread_mutex_lock(&cmd->lu->lock);
+		}
 		bool allowed = pr_check_access(cmd->lu, &cmd->nexus, op, cmd->cdb);
 		pthread_mutex_unlock(&cmd->lu->lock);
 		if (!allowed) {

@@ -43,7 +43,7 @@ spc_inquiry_std(struct scsi_cmd *cmd)
 	d[2] = 0x06; /* SPC-4 */
 	d[3] = 0x12; /* HiSup, response data format 2 */
 	d[4] = 66 - 5;
-	d[5] = 0x10; /* TPGS: implicit ALUA */
+	d[5] = 0x10 | 0x08; /* TPGS: implicit ALUA; 3PC: EXTENDED COPY */
 	d[7] = 0x02; /* CmdQue */
 	memcpy(d + 8, SPC_VENDOR, 8);
 	memcpy(d + 16, SPC_PRODUCT, 16);

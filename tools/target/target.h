@@ -47,6 +47,7 @@
 #define SCSI_SENSE_MAX 32
 #define SCSI_MAX_XFER (8u << 20) /* bytes per command; VPD B0 says so */
 #define PR_MAX_REGS 64
+#define XC_RESULTS 4 /* EXTENDED COPY results kept per LUN */
 
 extern int tgt_verbose;
 void tgt_log(int level, const char *func, int line, const char *fmt, ...)
@@ -99,12 +100,24 @@ struct tgt_lun {
 	char res6_iport[TGT_IPORT_MAX]; /* protected by lock */
 	uint16_t res6_rtpi; /* protected by lock */
 	uint8_t wce; /* write cache enable (mode page 8); protected by lock */
+	struct xcopy_result {
+		bool valid;
+		uint8_t list_id;
+		uint8_t status;
+		uint16_t segs;
+		uint32_t bytes;
+		char iport[TGT_IPORT_MAX];
+	} xres[XC_RESULTS]; /* protected by lock */
+	int xres_next; /* protected by lock */
+	TAILQ_ENTRY(tgt_lun) all_link; /* protected by the registry lock (backing.c) */
 };
 
 /* Open a LUN over path (file or block device); NULL + errno on failure. */
 struct tgt_lun *tgt_lun_open(const char *path, bool ro, const char *serial_override,
 			     uint32_t pbsize);
 struct tgt_lun *tgt_lun_get(struct tgt_lun *lu);
+/* Find an open LUN by its NAA id (for EXTENDED COPY); a reference, or NULL. */
+struct tgt_lun *tgt_lun_find_naa(const uint8_t naa[16]);
 void tgt_lun_put(struct tgt_lun *lu);
 
 /* ---- targets and configuration (config.c) ---- */
@@ -202,6 +215,8 @@ struct scsi_cmd {
 	uint32_t in_len;
 	bool has_spdtl; /* a data-out command set spdtl: the bytes it wanted */
 	uint32_t spdtl;
+	bool nowait; /* on the loop thread: never block, set would_block instead */
+	bool would_block; /* nowait could not complete: run again on a worker */
 	uint8_t status;
 	uint8_t sense_len;
 	uint8_t sense[SCSI_SENSE_MAX];
@@ -266,6 +281,8 @@ int scsi_sense_field(struct scsi_cmd *cmd, uint16_t field_byte);
 int scsi_sense_errno(struct scsi_cmd *cmd, int err);
 /* Allocate cmd->in of len bytes (zeroed); -ENOMEM on failure. */
 int scsi_alloc_in(struct scsi_cmd *cmd, uint32_t len);
+/* The same without zeroing, for buffers the caller fills entirely. */
+int scsi_alloc_in_raw(struct scsi_cmd *cmd, uint32_t len);
 /* The CDB length for an opcode from its group code. */
 int scsi_cdb_len(uint8_t op);
 /* Transfer length in bytes of the data-out a CDB asks for, or -1 when none/unknown. */
@@ -315,6 +332,9 @@ int sbc_unmap(struct scsi_cmd *cmd);
 int sbc_compare_and_write(struct scsi_cmd *cmd);
 int sbc_prefetch(struct scsi_cmd *cmd);
 int sbc_read_defect_data(struct scsi_cmd *cmd);
+/* xcopy.c */
+int xcopy_extended_copy(struct scsi_cmd *cmd);
+int xcopy_receive_results(struct scsi_cmd *cmd);
 /* pr.c */
 int pr_in(struct scsi_cmd *cmd);
 int pr_out(struct scsi_cmd *cmd);
@@ -328,6 +348,8 @@ void pr_lun_reset(struct tgt_lun *lu);
 
 /* ---- backend I/O and the worker pool (backing.c) ---- */
 int lun_pread(struct tgt_lun *lu, void *buf, size_t len, uint64_t off);
+/* pread from the page cache only: -EAGAIN when that would block. */
+int lun_pread_nowait(struct tgt_lun *lu, void *buf, size_t len, uint64_t off);
 int lun_pwrite(struct tgt_lun *lu, const void *buf, size_t len, uint64_t off);
 int lun_flush(struct tgt_lun *lu);
 int lun_punch(struct tgt_lun *lu, uint64_t off, uint64_t len);

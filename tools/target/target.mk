@@ -3,7 +3,7 @@
 TARGET_SRCS := tools/target/main.c tools/target/conn.c tools/target/login.c \
 	tools/target/param.c tools/target/chap.c tools/target/crc32c.c \
 	tools/target/config.c tools/target/backing.c tools/target/scsi.c \
-	tools/target/spc.c tools/target/sbc.c tools/target/pr.c
+	tools/target/spc.c tools/target/sbc.c tools/target/pr.c tools/target/xcopy.c
 TARGET_OBJS := $(TARGET_SRCS:%.c=$(B)/%.o)
 PROGS += $(B)/vdisk-target
 

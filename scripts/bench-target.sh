@@ -1,0 +1,131 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# bench-target.sh: vdisk-target against tgtd (Debian tgt), same backing file in
+# /dev/shm, same run, and qemu-img bench on the file itself as the local ceiling.
+#   scripts/bench-target.sh [SIZE_MIB]        (needs root for tgtd; default 512)
+# For each target: iscsi-perf reads (4 KiB, depth 32) and qemu-img bench reads
+# and writes (4 KiB at depth 1, 32, 128; 1 MiB sequential at depth 8). Besides
+# IOPS/throughput it reports each daemon's CPU time per I/O (utime+stime from
+# /proc divided by the I/Os), steadier than IOPS on a shared machine.
+# Prints a Markdown table. Numbers are only comparable within one run.
+set -eu
+SIZE_MIB=${1:-512}
+B=${VDISK_BUILD:-$(cd "$(dirname "$0")/.." && pwd)/build}
+TARGET=$B/vdisk-target
+W=$(mktemp -d /dev/shm/bench-target.XXXXXX)
+IMG=$W/disk.img
+IQN_V=iqn.2026-11.org.example:bench-vdisk
+IQN_T=iqn.2026-11.org.example:bench-tgt
+PV=${PV:-23260}
+PT=${PT:-23261}
+CTL=${CTL:-23262}
+TCK=$(getconf CLK_TCK)
+VPID=
+TPID=
+
+cleanup() {
+	[ -n "$VPID" ] && kill "$VPID" 2>/dev/null || :
+	if [ -n "$TPID" ]; then
+		# tgtd ignores SIGTERM: remove the target, stop the system, then kill
+		tgtadm -C "$CTL" --lld iscsi --op unbind --mode target --tid 1 -I ALL >/dev/null 2>&1 || :
+		tgtadm -C "$CTL" --lld iscsi --op delete --mode target --tid 1 --force >/dev/null 2>&1 || :
+		tgtadm -C "$CTL" --op delete --mode system >/dev/null 2>&1 || :
+		kill "$TPID" 2>/dev/null || :
+		sleep 1
+		kill -9 "$TPID" 2>/dev/null || :
+	fi
+	wait 2>/dev/null || :
+	rm -rf "$W"
+}
+trap cleanup EXIT INT TERM
+
+wait_port() {
+	perl -MIO::Socket::INET -e '
+		for (1..100) { exit 0 if IO::Socket::INET->new(PeerAddr=>"127.0.0.1", PeerPort=>$ARGV[0]);
+			select(undef,undef,undef,0.1) } exit 1' "$1"
+}
+
+# CPU ticks (utime + stime) of a process
+cpu_ticks() {
+	awk '{ print $14 + $15 }' "/proc/$1/stat"
+}
+
+# qemu-img bench: prints "seconds"
+qbench() { # URL_OR_FILE COUNT DEPTH SIZE [-w]
+	qemu-img bench -f raw -t writeback -c "$2" -d "$3" -s "$4" $5 "$1" 2>&1 |
+		sed -n 's/^Run completed in \([0-9.]*\) seconds.*/\1/p'
+}
+
+# One measurement: NAME PID URL COUNT DEPTH SIZE [-w]; prints "iops mbps us_cpu_per_io"
+measure() {
+	_pid=$1
+	shift
+	_c0=$([ -n "$_pid" ] && cpu_ticks "$_pid" || echo 0)
+	_s=$(qbench "$@")
+	_c1=$([ -n "$_pid" ] && cpu_ticks "$_pid" || echo 0)
+	awk -v s="$_s" -v n="$2" -v sz="$4" -v c="$((_c1 - _c0))" -v tck="$TCK" 'BEGIN {
+		if (s <= 0) s = 0.000001
+		printf "%d %.0f %.1f\n", n / s, n * sz / s / 1048576, c / tck * 1e6 / n }'
+}
+
+# iscsi-perf reads for 5 s at depth 32, 4 KiB: prints "iops us_cpu_per_io"
+iperf() { # PID URL
+	_c0=$(cpu_ticks "$1")
+	_o=$(timeout 15 iscsi-perf -m 32 -b 8 -t 5 "$2" 2>&1 | tr '\r' '\n' | grep 'iops average' | tail -1)
+	_c1=$(cpu_ticks "$1")
+	_iops=$(echo "$_o" | sed -n 's/.*iops average \([0-9]*\).*/\1/p')
+	awk -v i="${_iops:-0}" -v c="$((_c1 - _c0))" -v tck="$TCK" 'BEGIN {
+		n = i * 5; if (n <= 0) n = 1; printf "%d %.1f\n", i, c / tck * 1e6 / n }'
+}
+
+echo "# preparing a ${SIZE_MIB} MiB backing file in $W" >&2
+dd if=/dev/urandom of="$IMG" bs=1M count="$SIZE_MIB" status=none
+
+"$TARGET" -f -q --iqn "$IQN_V" --portal "127.0.0.1:$PV" --lun 0="$IMG" &
+VPID=$!
+tgtd -f -C "$CTL" --iscsi "portal=127.0.0.1:$PT" >/dev/null 2>&1 &
+TPID=$!
+wait_port "$PV"
+wait_port "$PT"
+sleep 0.5
+tgtadm -C "$CTL" --lld iscsi --op new --mode target --tid 1 -T "$IQN_T"
+tgtadm -C "$CTL" --lld iscsi --op new --mode logicalunit --tid 1 --lun 1 -b "$IMG"
+tgtadm -C "$CTL" --lld iscsi --op bind --mode target --tid 1 -I ALL
+UV="iscsi://127.0.0.1:$PV/$IQN_V/0"
+UT="iscsi://127.0.0.1:$PT/$IQN_T/1"
+
+N4=${N4:-40000}
+N1=${N1:-1000}
+echo "| workload | local file | vdisk-target | tgtd | vdisk/tgtd | vdisk/local | CPU µs/IO vdisk | CPU µs/IO tgtd |"
+echo "|---|---|---|---|---|---|---|---|"
+row() { # LABEL UNIT COUNT DEPTH SIZE [-w]
+	_label=$1
+	_unit=$2
+	shift 2
+	set -- "$@" ""
+	_l=$(measure "" "$IMG" "$1" "$2" "$3" "$4")
+	_v=$(measure "$VPID" "$UV" "$1" "$2" "$3" "$4")
+	_t=$(measure "$TPID" "$UT" "$1" "$2" "$3" "$4")
+	echo "$_l|$_v|$_t" | awk -F'|' -v label="$_label" -v unit="$_unit" '{
+		split($1, l, " "); split($2, v, " "); split($3, t, " ")
+		f = (unit == "MiB/s") ? 2 : 1
+		printf "| %s | %d %s | %d %s | %d %s | %.2f× | %.2f× | %.1f | %.1f |\n", label,
+			l[f], unit, v[f], unit, t[f], unit, v[f] / (t[f] ? t[f] : 1),
+			v[f] / (l[f] ? l[f] : 1), v[3], t[3] }'
+}
+row "4 KiB read, depth 1" IOPS $((N4 / 4)) 1 4096
+row "4 KiB read, depth 32" IOPS "$N4" 32 4096
+row "4 KiB read, depth 128" IOPS "$N4" 128 4096
+row "4 KiB write, depth 1" IOPS $((N4 / 4)) 1 4096 -w
+row "4 KiB write, depth 32" IOPS "$N4" 32 4096 -w
+row "4 KiB write, depth 128" IOPS "$N4" 128 4096 -w
+row "1 MiB sequential read, depth 8" MiB/s "$N1" 8 1048576
+row "1 MiB sequential write, depth 8" MiB/s "$N1" 8 1048576 -w
+pv=$(iperf "$VPID" "$UV")
+pt=$(iperf "$TPID" "$UT")
+echo "$pv|$pt" | awk -F'|' '{ split($1, v, " "); split($2, t, " ")
+	printf "| iscsi-perf 4 KiB read, depth 32 | | %d IOPS | %d IOPS | %.2f× | | %.1f | %.1f |\n",
+		v[1], t[1], v[1] / (t[1] ? t[1] : 1), v[2], t[2] }'
+echo
+echo "vdisk-target RSS: $(awk '/VmRSS/ { print $2 " " $3 }' /proc/$VPID/status)," \
+	"tgtd RSS: $(awk '/VmRSS/ { print $2 " " $3 }' /proc/$TPID/status)"
