@@ -316,7 +316,7 @@ qcow2_free(struct qcow2_state *s)
 static int
 qcow2_init_cache(struct qcow2_state *s)
 {
-	int nslots = (int)VD_MAX(4, VD_MIN(32, (32u << 20) / s->cluster_size));
+	int nslots = (int)VD_MAX(4, VD_MIN(32, (16u << 20) / s->cluster_size));
 
 	return ft_cache_init(&s->l2c, s->cluster_size, nslots);
 }
