@@ -300,7 +300,9 @@ vmdk_load_gd(struct vd_layer *l, struct vmdk_extent *e, uint64_t gd_off, uint64_
 		}
 		free(raw);
 	}
-	return ft_cache_init(&e->gtc, (size_t)e->gtes * e->esize, 16);
+	/* Grain tables are small: keep up to 4 MiB of them (16 to 256 tables). */
+	return ft_cache_init(&e->gtc, (size_t)e->gtes * e->esize,
+			     (int)VD_MIN(VD_MAX((4u << 20) / ((size_t)e->gtes * e->esize), 16u), 256u));
 }
 
 static int
@@ -1104,41 +1106,55 @@ vmdk_block_status(struct vd_layer *l, uint64_t off, uint64_t len, struct vd_exte
 	return 0;
 }
 
+/*
+ * Inflate the grain whose marker (or data, without markers) is at file offset
+ * host and copy n bytes at voff out of it. One read fetches the marker and, in
+ * the usual case, all of the compressed data; a second read gets the rest.
+ */
 static int
 vmdk_read_compressed(struct vd_layer *l, struct vmdk_extent *e, uint64_t host, uint64_t voff,
 		     uint8_t *buf, uint64_t n)
 {
-	uint64_t in_len, gpos = (voff - e->start) % e->grain, data_off = host;
-	uint8_t *in = NULL, *out = NULL, mk[12];
+	uint64_t gpos = (voff - e->start) % e->grain, avail = e->file_size - host;
+	uint64_t cap = 12 + 2 * e->grain + 4096, first, in_len, skip = 0;
+	uint8_t *in = malloc(cap), *out = malloc(e->grain);
 	size_t got = 0;
 	int ret;
 
-	if (e->markers) {
-		if (vd_full_pread(e->fd, mk, 12, host) < 0) {
-			return vd_set_error(EIO, "%s: cannot read grain marker at %" PRIu64,
-					    l->path, host);
-		}
-		in_len = vd_le32(mk + 8);
-		data_off = host + 12;
-		if (in_len == 0 || in_len > 2 * e->grain + 4096 ||
-		    !ft_in_file(data_off, in_len, e->file_size)) {
-			return vd_set_error(EIO,
-					    "%s: bad compressed grain at virtual offset %" PRIu64,
-					    l->path, voff - gpos);
-		}
-	} else {
-		in_len = VD_MIN(2 * e->grain, e->file_size - host);
-	}
-	in = malloc(in_len);
-	out = malloc(e->grain);
 	if (!in || !out) {
 		ret = -ENOMEM;
 		goto out;
 	}
-	ret = vd_full_pread(e->fd, in, in_len, data_off);
-	if (ret == 0) {
-		ret = ft_inflate(in, in_len, out, e->grain, &got);
+	if (e->markers) {
+		first = VD_MIN(avail, 12 + e->grain + 1024);
+		if (first < 12 || vd_full_pread(e->fd, in, first, host) < 0) {
+			ret = vd_set_error(EIO, "%s: cannot read grain marker at %" PRIu64, l->path,
+					   host);
+			goto out;
+		}
+		in_len = vd_le32(in + 8);
+		skip = 12;
+		if (in_len == 0 || in_len > 2 * e->grain + 4096 || in_len > avail - 12) {
+			ret = vd_set_error(EIO,
+					   "%s: bad compressed grain at virtual offset %" PRIu64,
+					   l->path, voff - gpos);
+			goto out;
+		}
+		if (12 + in_len > first &&
+		    vd_full_pread(e->fd, in + first, 12 + in_len - first, host + first) < 0) {
+			ret = vd_set_error(EIO, "%s: cannot read compressed grain at %" PRIu64,
+					   l->path, host);
+			goto out;
+		}
+	} else {
+		in_len = VD_MIN(2 * e->grain, avail);
+		if (vd_full_pread(e->fd, in, in_len, host) < 0) {
+			ret = vd_set_error(EIO, "%s: cannot read compressed grain at %" PRIu64,
+					   l->path, host);
+			goto out;
+		}
 	}
+	ret = ft_inflate(in + skip, in_len, out, e->grain, &got);
 	if (ret < 0 || gpos + n > got) {
 		ret = vd_set_error(EIO, "%s: corrupt compressed grain at virtual offset %" PRIu64,
 				   l->path, voff - gpos);
