@@ -347,7 +347,8 @@ main(int argc, char **argv)
 	/* I/O buffers of up to 8 MiB come and go with every command: keep them on
 	 * the heap instead of a fresh mmap (and its page faults) each time */
 	mallopt(M_MMAP_THRESHOLD, 16 << 20);
-	mallopt(M_TRIM_THRESHOLD, 32 << 20);
+	mallopt(M_TRIM_THRESHOLD, 16 << 20);
+	mallopt(M_ARENA_MAX, 2); /* workers share arenas: bounded RSS */
 	saved_argc = argc;
 	saved_argv = argv;
 	signal(SIGPIPE, SIG_IGN);
