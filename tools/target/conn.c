@@ -273,6 +273,9 @@ conn_reject(struct iscsi_conn *c, const uint8_t *bhs, uint8_t reason)
 static void
 task_free(struct iscsi_task *t)
 {
+	if (t->cmd.out) {
+		t->conn->write_buf -= t->edtl;
+	}
 	tgt_lun_put(t->cmd.lu);
 	free(t->cmd.out);
 	free(t->cmd.in);
@@ -859,9 +862,11 @@ handle_scsi_cmd(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *ahs, ui
 		conn_flush(c);
 		return;
 	}
-	if ((w && r) || (w && edtl > SCSI_MAX_XFER + 4096) || c->ntasks >= CONN_QUEUE_DEPTH) {
+	bool busy = c->ntasks >= CONN_QUEUE_DEPTH ||
+		    (w && c->write_buf + edtl > CONN_MAX_WRITE_BUF);
+	if ((w && r) || (w && edtl > SCSI_MAX_XFER + 4096) || busy) {
 		/* bidirectional, too large or too many: answer now, drop any data that follows */
-		if (c->ntasks >= CONN_QUEUE_DEPTH) {
+		if (busy) {
 			uint8_t h[ISCSI_BHS_LEN] = { 0 };
 			h[0] = ISCSI_OP_SCSI_RSP;
 			h[1] = 0x80;
@@ -898,6 +903,7 @@ handle_scsi_cmd(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *ahs, ui
 			conn_close(c);
 			return;
 		}
+		c->write_buf += edtl;
 		memcpy(t->cmd.out, data, dlen);
 		t->got = dlen;
 		t->unsol_next = dlen;

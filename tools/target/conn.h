@@ -21,6 +21,7 @@
 #define CONN_NOP_INTERVAL 15 /* idle seconds before we ping with NOP-In */
 #define CONN_NOP_TIMEOUT 30 /* seconds to answer our ping */
 #define TGT_INLINE_READ_MAX (128u << 10) /* reads tried on the loop thread */
+#define CONN_MAX_WRITE_BUF (64u << 20) /* Data-Out bytes buffered per session */
 
 struct ev_handler {
 	int fd;
@@ -134,6 +135,7 @@ struct iscsi_conn {
 	uint32_t next_ttt;
 	TAILQ_HEAD(, iscsi_task) tasks;
 	int ntasks;
+	uint64_t write_buf; /* Data-Out buffers of live tasks, bytes */
 	/* unit attentions pending for this I_T nexus */
 	int nua;
 	struct {
