@@ -117,6 +117,7 @@ tgt_lun_open(const char *path, bool ro, const char *serial_override, uint32_t pb
 	if (serial_override && *serial_override) {
 		MD5Update(&md5, (const uint8_t *)serial_override, strlen(serial_override));
 		snprintf(lu->serial, sizeof(lu->serial), "%s", serial_override);
+		lu->serial_set = true;
 	} else {
 		MD5Update(&md5, (const uint8_t *)real, strlen(real));
 	}

@@ -214,7 +214,9 @@ find_existing_lun(const struct tgt_lun_spec *s)
 		for (int i = 0; i < t->nluns; i++) {
 			struct tgt_lun *lu = t->luns[i].lu;
 			if (lu && !strcmp(lu->path, s->path) && lu->ro == s->ro &&
-			    (512u << lu->pb_exp) == s->pbsize) {
+			    (512u << lu->pb_exp) == s->pbsize &&
+			    (s->serial[0] ? lu->serial_set && !strcmp(lu->serial, s->serial)
+					  : !lu->serial_set)) {
 				return lu;
 			}
 		}

@@ -92,6 +92,7 @@ struct tgt_lun {
 	bool can_unmap;
 	uint8_t naa[16]; /* NAA 6 registered extended identifier */
 	char serial[40]; /* VPD 80 */
+	bool serial_set; /* serial given in the configuration */
 	uint64_t dev_key; /* st_dev/st_ino, to match LUNs across reloads */
 	pthread_rwlock_t io_lock; /* shared by I/O, exclusive for COMPARE AND WRITE */
 	pthread_mutex_t lock;
