@@ -79,7 +79,8 @@ struct tgt_target *
 server_find_target(const char *iqn)
 {
 	struct tgt_target *t;
-	TAILQ_FOREACH (t, &srv.targets, link) {
+	TAILQ_FOREACH(t, &srv.targets, link)
+	{
 		if (!t->removed && !strcmp(t->iqn, iqn)) {
 			return t;
 		}
@@ -184,7 +185,7 @@ conn_update_events(struct iscsi_conn *c, bool want_out)
 	if (c->want_out == want_out || c->dead) {
 		return;
 	}
-	struct epoll_event ev = { .events = EPOLLIN | (want_out ? EPOLLOUT : 0), .data.ptr = &c->ev };
+	struct epoll_event ev = {.events = EPOLLIN | (want_out ? EPOLLOUT : 0), .data.ptr = &c->ev};
 	epoll_ctl(srv.epfd, EPOLL_CTL_MOD, c->ev.fd, &ev);
 	c->want_out = want_out;
 }
@@ -196,13 +197,14 @@ conn_flush(struct iscsi_conn *c)
 		struct iovec iov[64];
 		int n = 0;
 		struct tx_pdu *p;
-		TAILQ_FOREACH (p, &c->txq, link) {
+		TAILQ_FOREACH(p, &c->txq, link)
+		{
 			if (n + 3 > 64) {
 				break;
 			}
 			size_t skip = p->sent;
-			const uint8_t *parts[3] = { p->hdr, p->data, p->trailer };
-			size_t lens[3] = { p->hlen, p->dlen, p->tlen };
+			const uint8_t *parts[3] = {p->hdr, p->data, p->trailer};
+			size_t lens[3] = {p->hlen, p->dlen, p->tlen};
 			for (int k = 0; k < 3; k++) {
 				if (skip >= lens[k]) {
 					skip -= lens[k];
@@ -252,7 +254,7 @@ conn_flush(struct iscsi_conn *c)
 void
 conn_reject(struct iscsi_conn *c, const uint8_t *bhs, uint8_t reason)
 {
-	uint8_t h[ISCSI_BHS_LEN] = { 0 };
+	uint8_t h[ISCSI_BHS_LEN] = {0};
 	uint8_t *copy = malloc(ISCSI_BHS_LEN);
 
 	if (!copy) {
@@ -322,7 +324,8 @@ static struct iscsi_task *
 task_find(struct iscsi_conn *c, uint32_t itt)
 {
 	struct iscsi_task *t;
-	TAILQ_FOREACH (t, &c->tasks, link) {
+	TAILQ_FOREACH(t, &c->tasks, link)
+	{
 		if (t->itt == itt) {
 			return t;
 		}
@@ -333,7 +336,7 @@ task_find(struct iscsi_conn *c, uint32_t itt)
 static void
 tmf_send(struct iscsi_conn *c, struct tmf_wait *w)
 {
-	uint8_t h[ISCSI_BHS_LEN] = { 0 };
+	uint8_t h[ISCSI_BHS_LEN] = {0};
 	h[0] = ISCSI_OP_TMF_RSP;
 	h[1] = 0x80;
 	h[2] = w->response;
@@ -470,7 +473,8 @@ task_respond(struct iscsi_conn *c, struct iscsi_task *t)
 			resid = edtl - cmd->spdtl;
 		}
 	}
-	bool status_in_data = xfer > 0 && cmd->sense_len == 0 && cmd->status != SAM_STAT_CHECK_CONDITION;
+	bool status_in_data =
+		xfer > 0 && cmd->sense_len == 0 && cmd->status != SAM_STAT_CHECK_CONDITION;
 	uint32_t max_pdu = c->params.max_xmit_dsl;
 	uint32_t burst = c->params.max_burst;
 	uint32_t off = 0, seq = 0, datasn = 0;
@@ -490,7 +494,7 @@ task_respond(struct iscsi_conn *c, struct iscsi_task *t)
 		if (n > burst - seq) {
 			n = burst - seq;
 		}
-		uint8_t h[ISCSI_BHS_LEN] = { 0 };
+		uint8_t h[ISCSI_BHS_LEN] = {0};
 		h[0] = ISCSI_OP_DATA_IN;
 		bool last = off + n == xfer;
 		seq += n;
@@ -516,7 +520,7 @@ task_respond(struct iscsi_conn *c, struct iscsi_task *t)
 		off += n;
 	}
 	if (!status_in_data) {
-		uint8_t h[ISCSI_BHS_LEN] = { 0 };
+		uint8_t h[ISCSI_BHS_LEN] = {0};
 		uint8_t *sense = NULL;
 		uint32_t slen = 0;
 		h[0] = ISCSI_OP_SCSI_RSP;
@@ -608,7 +612,7 @@ task_send_r2ts(struct iscsi_conn *c, struct iscsi_task *t)
 		s->datasn = 0;
 		t->r2t_next += len;
 		t->r2t_outstanding++;
-		uint8_t h[ISCSI_BHS_LEN] = { 0 };
+		uint8_t h[ISCSI_BHS_LEN] = {0};
 		h[0] = ISCSI_OP_R2T;
 		h[1] = 0x80;
 		memcpy(h + BHS_LUN, t->lun_raw, 8);
@@ -653,7 +657,7 @@ conn_protocol_error(struct iscsi_conn *c, const uint8_t *bhs, const char *why)
 static void
 task_fail_data(struct iscsi_conn *c, struct iscsi_task *t, const char *why)
 {
-	uint8_t h[ISCSI_BHS_LEN] = { 0 };
+	uint8_t h[ISCSI_BHS_LEN] = {0};
 	uint8_t *sense = malloc(2 + 18);
 	struct scsi_cmd tmp;
 
@@ -740,7 +744,7 @@ static void
 cmd_respond_now(struct iscsi_conn *c, const uint8_t *bhs, uint8_t key, uint16_t asc)
 {
 	struct scsi_cmd tmp;
-	uint8_t h[ISCSI_BHS_LEN] = { 0 };
+	uint8_t h[ISCSI_BHS_LEN] = {0};
 	uint8_t *sense = malloc(2 + 18);
 
 	memset(&tmp, 0, sizeof(tmp));
@@ -768,7 +772,8 @@ static void
 conn_set_ua(struct tgt_target *tg, bool all, uint64_t lun, uint16_t asc)
 {
 	struct iscsi_conn *c;
-	TAILQ_FOREACH (c, &srv.conns, link) {
+	TAILQ_FOREACH(c, &srv.conns, link)
+	{
 		if (!c->ffp || c->tgt != tg) {
 			continue;
 		}
@@ -820,7 +825,8 @@ conn_check_cmdsn(struct iscsi_conn *c, const uint8_t *bhs)
 	}
 	uint32_t max = c->exp_cmdsn + CONN_QUEUE_DEPTH - 1;
 	if (sn_lt(cmdsn, c->exp_cmdsn) || sn_lt(max, cmdsn)) {
-		tgt_dbg("%s: CmdSN %u outside [%u, %u], ignored", c->peer, cmdsn, c->exp_cmdsn, max);
+		tgt_dbg("%s: CmdSN %u outside [%u, %u], ignored", c->peer, cmdsn, c->exp_cmdsn,
+			max);
 		return false;
 	}
 	c->exp_cmdsn = cmdsn + 1;
@@ -851,8 +857,8 @@ handle_scsi_cmd(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *ahs, ui
 	if (conn_take_ua(c, bhs)) {
 		return;
 	}
-	if (dlen && (!w || !c->params.immediate_data || dlen > edtl ||
-		     dlen > c->params.first_burst)) {
+	if (dlen &&
+	    (!w || !c->params.immediate_data || dlen > edtl || dlen > c->params.first_burst)) {
 		conn_protocol_error(c, bhs, "bad immediate data");
 		return;
 	}
@@ -862,12 +868,12 @@ handle_scsi_cmd(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *ahs, ui
 		conn_flush(c);
 		return;
 	}
-	bool busy = c->ntasks >= CONN_QUEUE_DEPTH ||
-		    (w && c->write_buf + edtl > CONN_MAX_WRITE_BUF);
+	bool busy =
+		c->ntasks >= CONN_QUEUE_DEPTH || (w && c->write_buf + edtl > CONN_MAX_WRITE_BUF);
 	if ((w && r) || (w && edtl > SCSI_MAX_XFER + 4096) || busy) {
 		/* bidirectional, too large or too many: answer now, drop any data that follows */
 		if (busy) {
-			uint8_t h[ISCSI_BHS_LEN] = { 0 };
+			uint8_t h[ISCSI_BHS_LEN] = {0};
 			h[0] = ISCSI_OP_SCSI_RSP;
 			h[1] = 0x80;
 			h[3] = SAM_STAT_TASK_SET_FULL;
@@ -1040,7 +1046,7 @@ handle_nop_out(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *data, ui
 	if (!conn_check_cmdsn(c, bhs)) {
 		return;
 	}
-	uint8_t h[ISCSI_BHS_LEN] = { 0 };
+	uint8_t h[ISCSI_BHS_LEN] = {0};
 	uint8_t *echo = NULL;
 	h[0] = ISCSI_OP_NOP_IN;
 	h[1] = 0x80;
@@ -1064,7 +1070,7 @@ static void
 handle_logout(struct iscsi_conn *c, const uint8_t *bhs)
 {
 	uint8_t reason = bhs[1] & 0x7f;
-	uint8_t h[ISCSI_BHS_LEN] = { 0 };
+	uint8_t h[ISCSI_BHS_LEN] = {0};
 
 	conn_check_cmdsn(c, bhs);
 	h[0] = ISCSI_OP_LOGOUT_RSP;
@@ -1088,7 +1094,7 @@ handle_logout(struct iscsi_conn *c, const uint8_t *bhs)
 static void
 conn_send_nop_in(struct iscsi_conn *c)
 {
-	uint8_t h[ISCSI_BHS_LEN] = { 0 };
+	uint8_t h[ISCSI_BHS_LEN] = {0};
 	h[0] = ISCSI_OP_NOP_IN;
 	h[1] = 0x80;
 	put_be32(h + BHS_ITT, ISCSI_RSVD_TAG);
@@ -1107,12 +1113,12 @@ conn_send_nop_in(struct iscsi_conn *c)
 static void
 conn_send_async_logout(struct iscsi_conn *c)
 {
-	uint8_t h[ISCSI_BHS_LEN] = { 0 };
+	uint8_t h[ISCSI_BHS_LEN] = {0};
 	h[0] = ISCSI_OP_ASYNC;
 	h[1] = 0x80;
 	put_be32(h + BHS_ITT, ISCSI_RSVD_TAG);
 	conn_stamp(c, h, true);
-	h[36] = 1; /* target requests logout */
+	h[36] = 1;	     /* target requests logout */
 	put_be16(h + 38, 3); /* seconds to log out */
 	put_be16(h + 40, 2);
 	put_be16(h + 42, 0);
@@ -1240,7 +1246,8 @@ conn_parse(struct iscsi_conn *c)
 			const uint8_t *p = data + dlen + pad;
 			uint32_t got = p[0] | p[1] << 8 | p[2] << 16 | (uint32_t)p[3] << 24;
 			if (crc32c(data, dlen + pad) != got) {
-				/* ERL 0: reject the PDU and drop the connection (the data is lost) */
+				/* ERL 0: reject the PDU and drop the connection (the data is lost)
+				 */
 				conn_reject(c, bhs, ISCSI_REJECT_DIGEST);
 				c->closing = true;
 				conn_flush(c);
@@ -1399,7 +1406,8 @@ listener_event(struct ev_handler *h, uint32_t events)
 	for (int i = 0; i < 16; i++) {
 		struct sockaddr_storage ss;
 		socklen_t sl = sizeof(ss);
-		int fd = accept4(l->ev.fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int fd = accept4(l->ev.fd, (struct sockaddr *)&ss, &sl,
+				 SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
 			return;
 		}
@@ -1431,10 +1439,10 @@ listener_event(struct ev_handler *h, uint32_t events)
 		struct sockaddr_storage ls;
 		socklen_t lsl = sizeof(ls);
 		if (getsockname(fd, (struct sockaddr *)&ls, &lsl) == 0) {
-			getnameinfo((struct sockaddr *)&ls, lsl, c->local_host, sizeof(c->local_host),
-				    NULL, 0, NI_NUMERICHOST);
+			getnameinfo((struct sockaddr *)&ls, lsl, c->local_host,
+				    sizeof(c->local_host), NULL, 0, NI_NUMERICHOST);
 		}
-		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &c->ev };
+		struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &c->ev};
 		if (epoll_ctl(srv.epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
 			free(c->rxbuf);
 			free(c);
@@ -1471,8 +1479,9 @@ server_add_portal(const char *host, int port)
 	if (srv.nlisteners >= MAX_LISTENERS) {
 		return -ENOSPC;
 	}
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+	struct addrinfo hints = {.ai_family = AF_UNSPEC,
+				 .ai_socktype = SOCK_STREAM,
+				 .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
 	struct addrinfo *ai;
 	char ps[16];
 	snprintf(ps, sizeof(ps), "%d", port);
@@ -1500,7 +1509,7 @@ server_add_portal(const char *host, int port)
 	l->ev.cb = listener_event;
 	snprintf(l->host, sizeof(l->host), "%s", host);
 	l->port = port;
-	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &l->ev };
+	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &l->ev};
 	epoll_ctl(srv.epfd, EPOLL_CTL_ADD, fd, &ev);
 	return 0;
 }
@@ -1586,7 +1595,7 @@ server_run(void)
 	sigprocmask(SIG_BLOCK, &set, NULL);
 	sig_ev.fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
 	sig_ev.cb = signal_event;
-	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &sig_ev };
+	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &sig_ev};
 	epoll_ctl(srv.epfd, EPOLL_CTL_ADD, sig_ev.fd, &ev);
 
 	srv.wq_ev.fd = workq_eventfd();
@@ -1611,7 +1620,8 @@ server_run(void)
 		if (srv.stopping) {
 			bool busy = false;
 			struct iscsi_conn *c;
-			TAILQ_FOREACH (c, &srv.conns, link) {
+			TAILQ_FOREACH(c, &srv.conns, link)
+			{
 				busy = true;
 			}
 			if (!busy || now > srv.stop_deadline) {

@@ -57,44 +57,59 @@ static void
 usage(FILE *f)
 {
 	fprintf(f,
-		"usage: vdisk-target --iqn IQN --portal ADDR:PORT[,TPGT]... --lun N=PATH[,ro][,serial=S]...\n"
-		"                    [--chap USER:SECRET] [--mutual-chap USER:SECRET] [--allow IQN]...\n"
-		"                    [--tpg TPGT=STATE]... [--workers N] [--pidfile FILE] [-f] [-v|-q]\n"
+		"usage: vdisk-target --iqn IQN --portal ADDR:PORT[,TPGT]... --lun "
+		"N=PATH[,ro][,serial=S]...\n"
+		"                    [--chap USER:SECRET] [--mutual-chap USER:SECRET] [--allow "
+		"IQN]...\n"
+		"                    [--tpg TPGT=STATE]... [--workers N] [--pidfile FILE] [-f] "
+		"[-v|-q]\n"
 		"       vdisk-target --config FILE [-f] [-v|-q]\n"
 		"Export plain files or block devices as iSCSI LUNs on one or more portals.\n"
 		"  --iqn IQN            target name (iqn.YYYY-MM.reversed.domain:name)\n"
 		"  --portal A:P[,TPGT]  listen on address A port P in portal group TPGT (1)\n"
-		"  --lun N=PATH[,opts]  export PATH as LUN N; opts: ro, serial=S (fixed identity),\n"
+		"  --lun N=PATH[,opts]  export PATH as LUN N; opts: ro, serial=S (fixed "
+		"identity),\n"
 		"                       pbsize=B (physical block size, 4096 by default)\n"
 		"  --chap USER:SECRET   require CHAP from initiators\n"
 		"  --mutual-chap U:S    the target's own credentials for mutual CHAP\n"
 		"  --allow IQN          only these initiators may log in (repeatable)\n"
 		"  --tpg TPGT=STATE     ALUA state: active, non-optimized, standby, unavailable\n"
 		"  --workers N          I/O worker threads (default 4)\n"
-		"  --config FILE        read targets from FILE (see the README); SIGHUP rereads it\n"
+		"  --config FILE        read targets from FILE (see the README); SIGHUP rereads "
+		"it\n"
 		"  -f, --foreground     stay in the foreground, log to stderr\n"
 		"  -v, --verbose        more logging; -q, --quiet: errors only\n");
 }
 
-enum { OPT_IQN = 256, OPT_PORTAL, OPT_LUN, OPT_CHAP, OPT_MUTUAL, OPT_ALLOW, OPT_TPG,
-       OPT_WORKERS, OPT_CONFIG, OPT_PIDFILE };
+enum {
+	OPT_IQN = 256,
+	OPT_PORTAL,
+	OPT_LUN,
+	OPT_CHAP,
+	OPT_MUTUAL,
+	OPT_ALLOW,
+	OPT_TPG,
+	OPT_WORKERS,
+	OPT_CONFIG,
+	OPT_PIDFILE
+};
 
 static const struct option long_opts[] = {
-	{ "iqn", required_argument, NULL, OPT_IQN },
-	{ "portal", required_argument, NULL, OPT_PORTAL },
-	{ "lun", required_argument, NULL, OPT_LUN },
-	{ "chap", required_argument, NULL, OPT_CHAP },
-	{ "mutual-chap", required_argument, NULL, OPT_MUTUAL },
-	{ "allow", required_argument, NULL, OPT_ALLOW },
-	{ "tpg", required_argument, NULL, OPT_TPG },
-	{ "workers", required_argument, NULL, OPT_WORKERS },
-	{ "config", required_argument, NULL, OPT_CONFIG },
-	{ "pidfile", required_argument, NULL, OPT_PIDFILE },
-	{ "foreground", no_argument, NULL, 'f' },
-	{ "verbose", no_argument, NULL, 'v' },
-	{ "quiet", no_argument, NULL, 'q' },
-	{ "help", no_argument, NULL, 'h' },
-	{ NULL, 0, NULL, 0 },
+	{"iqn", required_argument, NULL, OPT_IQN},
+	{"portal", required_argument, NULL, OPT_PORTAL},
+	{"lun", required_argument, NULL, OPT_LUN},
+	{"chap", required_argument, NULL, OPT_CHAP},
+	{"mutual-chap", required_argument, NULL, OPT_MUTUAL},
+	{"allow", required_argument, NULL, OPT_ALLOW},
+	{"tpg", required_argument, NULL, OPT_TPG},
+	{"workers", required_argument, NULL, OPT_WORKERS},
+	{"config", required_argument, NULL, OPT_CONFIG},
+	{"pidfile", required_argument, NULL, OPT_PIDFILE},
+	{"foreground", no_argument, NULL, 'f'},
+	{"verbose", no_argument, NULL, 'v'},
+	{"quiet", no_argument, NULL, 'q'},
+	{"help", no_argument, NULL, 'h'},
+	{NULL, 0, NULL, 0},
 };
 
 static bool foreground;
@@ -210,7 +225,8 @@ static struct tgt_lun *
 find_existing_lun(const struct tgt_lun_spec *s)
 {
 	struct tgt_target *t;
-	TAILQ_FOREACH (t, server_targets(), link) {
+	TAILQ_FOREACH(t, server_targets(), link)
+	{
 		for (int i = 0; i < t->nluns; i++) {
 			struct tgt_lun *lu = t->luns[i].lu;
 			if (lu && !strcmp(lu->path, s->path) && lu->ro == s->ro &&
@@ -272,7 +288,8 @@ apply_config(struct tgt_config *cfg, bool initial)
 	}
 	/* commit: update targets in place so sessions keep their pointer */
 	struct tgt_target *t;
-	TAILQ_FOREACH (t, server_targets(), link) {
+	TAILQ_FOREACH(t, server_targets(), link)
+	{
 		bool keep = false;
 		for (int i = 0; i < cfg->ntargets; i++) {
 			keep |= !t->removed && !strcmp(t->iqn, staged[i]->iqn);
@@ -393,7 +410,8 @@ main(int argc, char **argv)
 		return 1;
 	}
 	struct tgt_target *t;
-	TAILQ_FOREACH (t, server_targets(), link) {
+	TAILQ_FOREACH(t, server_targets(), link)
+	{
 		tgt_info("serving %s: %d LUN(s) on %d portal(s)", t->iqn, t->nluns, t->nportals);
 	}
 	server_run();

@@ -474,10 +474,10 @@ sbc_write_same(struct scsi_cmd *cmd)
 	if (rw.nblocks == 0) {
 		/* WSNZ is clear in VPD B0: zero blocks means up to the last LBA */
 		if (rw.lba >= lu->nblocks || lu->nblocks - rw.lba > SBC_MAX_WS_BLOCKS) {
-			return scsi_sense(cmd, rw.lba > lu->nblocks ? SK_ILLEGAL_REQUEST
-								   : SK_ILLEGAL_REQUEST,
-					  rw.lba > lu->nblocks ? ASC_LBA_OUT_OF_RANGE
-							       : ASC_INVALID_FIELD_IN_CDB);
+			return scsi_sense(
+				cmd, rw.lba > lu->nblocks ? SK_ILLEGAL_REQUEST : SK_ILLEGAL_REQUEST,
+				rw.lba > lu->nblocks ? ASC_LBA_OUT_OF_RANGE
+						     : ASC_INVALID_FIELD_IN_CDB);
 		}
 		rw.nblocks = (uint32_t)(lu->nblocks - rw.lba);
 	}

@@ -20,6 +20,8 @@ struct scsi_op_entry {
 	struct scsi_op o;
 };
 
+// clang-format off
+/* one line per opcode reads better as a table */
 #define U6 { 0, 0xff, 0xff, 0xff, 0xff, 0x07 }
 #define U10 { 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x07 }
 #define U12 { 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x07 }
@@ -79,6 +81,7 @@ static const struct scsi_op_entry scsi_ops[] = {
 	{ 0xaf, false, { sbc_verify, R, 0, 12, U12 } },
 	{ 0xb7, false, { sbc_read_defect_data, R, 0, 12, U12 } },
 };
+// clang-format on
 
 const struct scsi_op *
 scsi_op_find(uint8_t op, uint8_t sa)
@@ -241,7 +244,8 @@ scsi_exec(struct scsi_cmd *cmd)
 	if (cmd->lu) {
 		if (!scsi_alua_allows(cmd, op)) {
 			scsi_sense(cmd, SK_NOT_READY,
-				   cmd->nexus.alua_state == 2 ? ASC_ALUA_STANDBY : ASC_ALUA_UNAVAILABLE);
+				   cmd->nexus.alua_state == 2 ? ASC_ALUA_STANDBY
+							      : ASC_ALUA_UNAVAILABLE);
 			return;
 		}
 		if (cmd->nowait) {

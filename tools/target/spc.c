@@ -44,7 +44,7 @@ spc_inquiry_std(struct scsi_cmd *cmd)
 	d[3] = 0x12; /* HiSup, response data format 2 */
 	d[4] = 66 - 5;
 	d[5] = 0x10 | 0x08; /* TPGS: implicit ALUA; 3PC: EXTENDED COPY */
-	d[7] = 0x02; /* CmdQue */
+	d[7] = 0x02;	    /* CmdQue */
 	memcpy(d + 8, SPC_VENDOR, 8);
 	memcpy(d + 16, SPC_PRODUCT, 16);
 	memcpy(d + 32, SPC_REVISION, 4);
@@ -58,7 +58,7 @@ spc_inquiry_std(struct scsi_cmd *cmd)
 static int
 spc_vpd(struct scsi_cmd *cmd, uint8_t page)
 {
-	static const uint8_t pages[] = { 0x00, 0x80, 0x83, 0x86, 0xb0, 0xb1, 0xb2 };
+	static const uint8_t pages[] = {0x00, 0x80, 0x83, 0x86, 0xb0, 0xb1, 0xb2};
 	struct tgt_lun *lu = cmd->lu;
 	uint8_t *d;
 	uint32_t n = 0;
@@ -129,8 +129,8 @@ spc_vpd(struct scsi_cmd *cmd, uint8_t page)
 		}
 		put_be64(d + 36, 16384);
 		put_be32(d + 44, 2048); /* maximum atomic transfer length */
-		put_be32(d + 48, 8); /* atomic alignment */
-		put_be32(d + 52, 8); /* atomic transfer length granularity */
+		put_be32(d + 48, 8);	/* atomic alignment */
+		put_be32(d + 52, 8);	/* atomic transfer length granularity */
 		break;
 	}
 	case 0xb1:
@@ -141,7 +141,7 @@ spc_vpd(struct scsi_cmd *cmd, uint8_t page)
 		n = 4;
 		if (lu->can_unmap) {
 			d[5] = 0x80 | 0x40 | 0x20 | 0x04; /* LBPU, LBPWS, LBPWS10, LBPRZ */
-			d[6] = 0x02; /* thin provisioned */
+			d[6] = 0x02;			  /* thin provisioned */
 		}
 		break;
 	default:
@@ -261,9 +261,9 @@ spc_mode_page(struct tgt_lun *lu, uint8_t page, uint8_t pc, uint8_t *p)
 		p[0] = 0x0a;
 		p[1] = 0x0a;
 		if (pc != 1) {
-			p[3] = 0x10; /* unrestricted reordering */
+			p[3] = 0x10;		  /* unrestricted reordering */
 			p[4] = lu->ro ? 0x08 : 0; /* SWP */
-			put_be16(p + 8, 0xffff); /* busy timeout period: unlimited */
+			put_be16(p + 8, 0xffff);  /* busy timeout period: unlimited */
 		}
 		return 12;
 	default:
@@ -394,7 +394,7 @@ spc_report_tpgs(struct scsi_cmd *cmd)
 	uint8_t *p = cmd->in + hl;
 	for (int i = 0; i < cmd->ntpgs; i++) {
 		p[0] = 0x80 | (cmd->tpgs[i].alua_state & 0x0f); /* PREF */
-		p[1] = 0x80 | 0x08 | 0x04 | 0x02 | 0x01; /* T, U, S, AN, AO supported */
+		p[1] = 0x80 | 0x08 | 0x04 | 0x02 | 0x01;	/* T, U, S, AN, AO supported */
 		put_be16(p + 2, cmd->tpgs[i].tag);
 		p[7] = 1;
 		put_be16(p + 10, (uint16_t)(i + 1));
@@ -501,8 +501,8 @@ spc_reserve6(struct scsi_cmd *cmd)
 	pthread_mutex_lock(&lu->lock);
 	if (lu->pr.reserved || lu->pr.nregs) {
 		st = SAM_STAT_RESERVATION_CONFLICT;
-	} else if (lu->res6 && (strcmp(lu->res6_iport, cmd->nexus.iport) ||
-				lu->res6_rtpi != cmd->nexus.rtpi)) {
+	} else if (lu->res6 &&
+		   (strcmp(lu->res6_iport, cmd->nexus.iport) || lu->res6_rtpi != cmd->nexus.rtpi)) {
 		st = SAM_STAT_RESERVATION_CONFLICT;
 	} else {
 		lu->res6 = true;
