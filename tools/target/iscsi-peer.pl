@@ -13,7 +13,7 @@ use IO::Select;
 
 my ($host, $port, $target, $scenario, @args) = @ARGV;
 die "usage: iscsi-peer.pl HOST PORT TARGET SCENARIO [ARGS]\n" unless $scenario;
-my $INIT = "iqn.2026-11.org.example:peer";
+my $INIT = $ENV{PEER_INITIATOR} // "iqn.2026-11.org.example:peer";
 $SIG{ALRM} = sub { die "timeout in scenario $scenario\n" };
 alarm(60);
 
@@ -293,6 +293,15 @@ if ($scenario eq "digests") {
 		$ttt, $cmdsn, $expstatsn, "");
 	send_pdu($s, $bhs, "");
 	fail("session gone after answering the ping") unless nop($s, "after ping");
+	fail("logout") unless logout($s);
+} elsif ($scenario eq "hold") {
+	# log in, stay for SECS seconds, then check the session still works
+	my $k = login($s);
+	fail("login status $k->{_status}") if $k->{_status};
+	print "ready\n";
+	STDOUT->flush();
+	sleep($args[0] // 3);
+	fail("session did not survive") unless nop($s, "still there?");
 	fail("logout") unless logout($s);
 } elsif ($scenario eq "reinstate") {
 	# a second login with the same initiator name and ISID replaces the first session
