@@ -63,5 +63,12 @@ cat "$T/keepalive.err" | sed "s/^/# /"
 ok "idle session pinged with NOP-In, answered, kept" wait $KEEP
 ok "login timeout logged" grep -q "login not finished" "$T/target.log"
 ok "still serving at the end" alive
+$PEER await-async >"$T/async.out" 2>&1 &
+ASYNC=$!
+for i in $(seq 50); do
+	grep -q ready "$T/async.out" && break
+	sleep 0.1
+done
 ok "SIGTERM: clean exit" stop_target
+ok "SIGTERM sent an Async logout request, the session logged out" wait $ASYNC
 done_testing

@@ -303,6 +303,16 @@ if ($scenario eq "digests") {
 	sleep($args[0] // 3);
 	fail("session did not survive") unless nop($s, "still there?");
 	fail("logout") unless logout($s);
+} elsif ($scenario eq "await-async") {
+	# log in and wait: a stopping target sends Async Message "logout requested"
+	my $k = login($s);
+	fail("login status $k->{_status}") if $k->{_status};
+	print "ready\n";
+	STDOUT->flush();
+	my ($r) = recv_pdu($s);
+	fail("no Async Message") unless $r && (unpack("C", $r) & 0x3f) == 0x32;
+	fail("Async event is not a logout request") unless unpack("C", substr($r, 36, 1)) == 1;
+	fail("logout after the Async Message") unless logout($s);
 } elsif ($scenario eq "reinstate") {
 	# a second login with the same initiator name and ISID replaces the first session
 	my $k = login($s);
