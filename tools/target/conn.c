@@ -334,7 +334,7 @@ task_find(struct iscsi_conn *c, uint32_t itt)
 }
 
 static void
-tmf_send(struct iscsi_conn *c, struct tmf_wait *w)
+conn_tmf_send(struct iscsi_conn *c, struct tmf_wait *w)
 {
 	uint8_t h[ISCSI_BHS_LEN] = {0};
 	h[0] = ISCSI_OP_TMF_RSP;
@@ -560,7 +560,7 @@ task_complete_all(void)
 		task_finish(t);
 		if (tw && --tw->pending == 0) {
 			if (!c->dead) {
-				tmf_send(c, tw);
+				conn_tmf_send(c, tw);
 			} else {
 				free(tw);
 			}
@@ -572,7 +572,7 @@ task_complete_all(void)
 }
 
 static void
-wq_event(struct ev_handler *h, uint32_t events)
+server_wq_event(struct ev_handler *h, uint32_t events)
 {
 	uint64_t v;
 	(void)events;
@@ -679,7 +679,7 @@ task_fail_data(struct iscsi_conn *c, struct iscsi_task *t, const char *why)
 }
 
 static void
-handle_data_out(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *data, uint32_t dlen)
+conn_handle_data_out(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *data, uint32_t dlen)
 {
 	uint32_t itt = get_be32(bhs + BHS_ITT);
 	uint32_t ttt = get_be32(bhs + BHS_TTT);
@@ -741,7 +741,7 @@ handle_data_out(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *data, u
 /* ---- SCSI command ---- */
 
 static void
-cmd_respond_now(struct iscsi_conn *c, const uint8_t *bhs, uint8_t key, uint16_t asc)
+conn_respond_now(struct iscsi_conn *c, const uint8_t *bhs, uint8_t key, uint16_t asc)
 {
 	struct scsi_cmd tmp;
 	uint8_t h[ISCSI_BHS_LEN] = {0};
@@ -807,7 +807,7 @@ conn_take_ua(struct iscsi_conn *c, const uint8_t *bhs)
 		if (c->ua[k].lun == lun) {
 			uint16_t asc = c->ua[k].asc;
 			c->ua[k] = c->ua[--c->nua];
-			cmd_respond_now(c, bhs, SK_UNIT_ATTENTION, asc);
+			conn_respond_now(c, bhs, SK_UNIT_ATTENTION, asc);
 			conn_flush(c);
 			return true;
 		}
@@ -834,8 +834,8 @@ conn_check_cmdsn(struct iscsi_conn *c, const uint8_t *bhs)
 }
 
 static void
-handle_scsi_cmd(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *ahs, uint32_t ahslen,
-		const uint8_t *data, uint32_t dlen)
+conn_handle_scsi_cmd(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *ahs, uint32_t ahslen,
+		     const uint8_t *data, uint32_t dlen)
 {
 	uint8_t flags = bhs[1];
 	uint32_t edtl = get_be32(bhs + BHS_CMD_EDTL);
@@ -864,7 +864,7 @@ handle_scsi_cmd(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *ahs, ui
 	}
 	if (ahslen) {
 		/* extended CDBs (> 16 bytes) are not used by any command we implement */
-		cmd_respond_now(c, bhs, SK_ILLEGAL_REQUEST, ASC_INVALID_OPCODE);
+		conn_respond_now(c, bhs, SK_ILLEGAL_REQUEST, ASC_INVALID_OPCODE);
 		conn_flush(c);
 		return;
 	}
@@ -881,7 +881,7 @@ handle_scsi_cmd(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *ahs, ui
 			conn_stamp(c, h, true);
 			conn_queue_pdu(c, h, NULL, 0, NULL, NULL);
 		} else {
-			cmd_respond_now(c, bhs, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_CDB);
+			conn_respond_now(c, bhs, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_CDB);
 		}
 		conn_flush(c);
 		return;
@@ -926,7 +926,7 @@ handle_scsi_cmd(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *ahs, ui
 /* ---- task management ---- */
 
 static void
-tmf_abort_task(struct iscsi_task *t, struct tmf_wait *w)
+conn_tmf_abort_task(struct iscsi_task *t, struct tmf_wait *w)
 {
 	if (t->state == TASK_DATA_OUT) {
 		task_finish(t);
@@ -942,19 +942,19 @@ tmf_abort_task(struct iscsi_task *t, struct tmf_wait *w)
 }
 
 static void
-tmf_abort_matching(struct iscsi_conn *c, struct tmf_wait *w, bool all_luns, const uint8_t *lun)
+conn_tmf_abort_matching(struct iscsi_conn *c, struct tmf_wait *w, bool all_luns, const uint8_t *lun)
 {
 	struct iscsi_task *t, *n;
 	TAILQ_FOREACH_SAFE(t, &c->tasks, link, n)
 	{
 		if (all_luns || !memcmp(t->lun_raw, lun, 8)) {
-			tmf_abort_task(t, w);
+			conn_tmf_abort_task(t, w);
 		}
 	}
 }
 
 static void
-tmf_reset_luns(struct tgt_target *tg, bool all, uint64_t lun)
+conn_tmf_reset_luns(struct tgt_target *tg, bool all, uint64_t lun)
 {
 	for (int i = 0; i < tg->nluns; i++) {
 		if (all || tg->luns[i].lun == lun) {
@@ -964,7 +964,7 @@ tmf_reset_luns(struct tgt_target *tg, bool all, uint64_t lun)
 }
 
 static void
-handle_tmf(struct iscsi_conn *c, const uint8_t *bhs)
+conn_handle_tmf(struct iscsi_conn *c, const uint8_t *bhs)
 {
 	uint8_t fn = bhs[1] & 0x7f;
 	struct tmf_wait *w = calloc(1, sizeof(*w));
@@ -990,7 +990,7 @@ handle_tmf(struct iscsi_conn *c, const uint8_t *bhs)
 	case ISCSI_TMF_ABORT_TASK: {
 		struct iscsi_task *t = task_find(c, get_be32(bhs + BHS_TMF_RTT));
 		if (t) {
-			tmf_abort_task(t, w);
+			conn_tmf_abort_task(t, w);
 		}
 		break;
 	}
@@ -1000,21 +1000,21 @@ handle_tmf(struct iscsi_conn *c, const uint8_t *bhs)
 			w->response = ISCSI_TMF_RSP_NO_LUN;
 			break;
 		}
-		tmf_abort_matching(c, w, false, bhs + BHS_LUN);
+		conn_tmf_abort_matching(c, w, false, bhs + BHS_LUN);
 		break;
 	case ISCSI_TMF_LUN_RESET:
 		if (!lun_ok) {
 			w->response = ISCSI_TMF_RSP_NO_LUN;
 			break;
 		}
-		tmf_abort_matching(c, w, false, bhs + BHS_LUN);
-		tmf_reset_luns(c->tgt, false, lun);
+		conn_tmf_abort_matching(c, w, false, bhs + BHS_LUN);
+		conn_tmf_reset_luns(c->tgt, false, lun);
 		conn_set_ua(c->tgt, false, lun, 0x2903); /* BUS DEVICE RESET FUNCTION OCCURRED */
 		break;
 	case ISCSI_TMF_TARGET_WARM_RESET:
 	case ISCSI_TMF_TARGET_COLD_RESET:
-		tmf_abort_matching(c, w, true, NULL);
-		tmf_reset_luns(c->tgt, true, 0);
+		conn_tmf_abort_matching(c, w, true, NULL);
+		conn_tmf_reset_luns(c->tgt, true, 0);
 		conn_set_ua(c->tgt, true, 0, 0x2900); /* POWER ON, RESET, OR BUS DEVICE RESET */
 		w->cold_reset = fn == ISCSI_TMF_TARGET_COLD_RESET;
 		break;
@@ -1025,14 +1025,14 @@ handle_tmf(struct iscsi_conn *c, const uint8_t *bhs)
 		break;
 	}
 	if (w->pending == 0) {
-		tmf_send(c, w);
+		conn_tmf_send(c, w);
 	}
 }
 
 /* ---- NOP, logout ---- */
 
 static void
-handle_nop_out(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *data, uint32_t dlen)
+conn_handle_nop_out(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *data, uint32_t dlen)
 {
 	uint32_t itt = get_be32(bhs + BHS_ITT);
 
@@ -1067,7 +1067,7 @@ handle_nop_out(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *data, ui
 }
 
 static void
-handle_logout(struct iscsi_conn *c, const uint8_t *bhs)
+conn_handle_logout(struct iscsi_conn *c, const uint8_t *bhs)
 {
 	uint8_t reason = bhs[1] & 0x7f;
 	uint8_t h[ISCSI_BHS_LEN] = {0};
@@ -1148,13 +1148,13 @@ conn_handle_pdu(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *ahs, ui
 	}
 	switch (op) {
 	case ISCSI_OP_SCSI_CMD:
-		handle_scsi_cmd(c, bhs, ahs, ahslen, data, dlen);
+		conn_handle_scsi_cmd(c, bhs, ahs, ahslen, data, dlen);
 		break;
 	case ISCSI_OP_DATA_OUT:
-		handle_data_out(c, bhs, data, dlen);
+		conn_handle_data_out(c, bhs, data, dlen);
 		break;
 	case ISCSI_OP_NOP_OUT:
-		handle_nop_out(c, bhs, data, dlen);
+		conn_handle_nop_out(c, bhs, data, dlen);
 		break;
 	case ISCSI_OP_TMF_REQ:
 		if (c->discovery) {
@@ -1162,7 +1162,7 @@ conn_handle_pdu(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *ahs, ui
 			conn_flush(c);
 			break;
 		}
-		handle_tmf(c, bhs);
+		conn_handle_tmf(c, bhs);
 		break;
 	case ISCSI_OP_TEXT_REQ:
 		if (!conn_check_cmdsn(c, bhs)) {
@@ -1171,7 +1171,7 @@ conn_handle_pdu(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *ahs, ui
 		text_handle(c, bhs, data, dlen);
 		break;
 	case ISCSI_OP_LOGOUT_REQ:
-		handle_logout(c, bhs);
+		conn_handle_logout(c, bhs);
 		break;
 	case ISCSI_OP_LOGIN_REQ:
 		conn_protocol_error(c, bhs, "login in full feature phase");
@@ -1399,7 +1399,7 @@ server_revalidate_sessions(void)
 /* ---- listeners and the loop ---- */
 
 static void
-listener_event(struct ev_handler *h, uint32_t events)
+server_listener_event(struct ev_handler *h, uint32_t events)
 {
 	struct listener *l = (struct listener *)h;
 	(void)events;
@@ -1506,7 +1506,7 @@ server_add_portal(const char *host, int port)
 	freeaddrinfo(ai);
 	struct listener *l = &srv.listeners[srv.nlisteners++];
 	l->ev.fd = fd;
-	l->ev.cb = listener_event;
+	l->ev.cb = server_listener_event;
 	snprintf(l->host, sizeof(l->host), "%s", host);
 	l->port = port;
 	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &l->ev};
@@ -1573,7 +1573,7 @@ server_tick(void)
 extern void main_handle_signal(int sig); /* main.c */
 
 static void
-signal_event(struct ev_handler *h, uint32_t events)
+server_signal_event(struct ev_handler *h, uint32_t events)
 {
 	struct signalfd_siginfo si;
 	(void)events;
@@ -1594,12 +1594,12 @@ server_run(void)
 	sigaddset(&set, SIGINT);
 	sigprocmask(SIG_BLOCK, &set, NULL);
 	sig_ev.fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
-	sig_ev.cb = signal_event;
+	sig_ev.cb = server_signal_event;
 	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &sig_ev};
 	epoll_ctl(srv.epfd, EPOLL_CTL_ADD, sig_ev.fd, &ev);
 
 	srv.wq_ev.fd = workq_eventfd();
-	srv.wq_ev.cb = wq_event;
+	srv.wq_ev.cb = server_wq_event;
 	ev.data.ptr = &srv.wq_ev;
 	epoll_ctl(srv.epfd, EPOLL_CTL_ADD, srv.wq_ev.fd, &ev);
 

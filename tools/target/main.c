@@ -54,7 +54,7 @@ tgt_log(int level, const char *func, int line, const char *fmt, ...)
 }
 
 static void
-usage(FILE *f)
+main_usage(FILE *f)
 {
 	fprintf(f,
 		"usage: vdisk-target --iqn IQN --portal ADDR:PORT[,TPGT]... --lun "
@@ -117,7 +117,7 @@ static char config_path[4096];
 
 /* Parse argv into cfg; 0, or -EINVAL with a message printed. */
 static int
-parse_args(int argc, char **argv, struct tgt_config *cfg)
+main_parse_args(int argc, char **argv, struct tgt_config *cfg)
 {
 	char err[512] = "";
 	struct tgt_config_target one;
@@ -188,10 +188,10 @@ parse_args(int argc, char **argv, struct tgt_config *cfg)
 			tgt_verbose = 0;
 			break;
 		case 'h':
-			usage(stdout);
+			main_usage(stdout);
 			exit(0);
 		default:
-			usage(stderr);
+			main_usage(stderr);
 			return -EINVAL;
 		}
 		if (r < 0) {
@@ -222,7 +222,7 @@ parse_args(int argc, char **argv, struct tgt_config *cfg)
 }
 
 static struct tgt_lun *
-find_existing_lun(const struct tgt_lun_spec *s)
+main_find_lun(const struct tgt_lun_spec *s)
 {
 	struct tgt_target *t;
 	TAILQ_FOREACH(t, server_targets(), link)
@@ -242,7 +242,7 @@ find_existing_lun(const struct tgt_lun_spec *s)
 
 /* Open every LUN of cfg and apply it to the running server; 0 or -errno. */
 static int
-apply_config(struct tgt_config *cfg, bool initial)
+main_apply_config(struct tgt_config *cfg, bool initial)
 {
 	struct tgt_target *staged[cfg->ntargets];
 	int r = 0;
@@ -260,7 +260,7 @@ apply_config(struct tgt_config *cfg, bool initial)
 		nt->nluns = 0;
 		for (int j = 0; j < ct->nspecs; j++) {
 			struct tgt_lun_spec *s = &ct->specs[j];
-			struct tgt_lun *lu = find_existing_lun(s);
+			struct tgt_lun *lu = main_find_lun(s);
 			if (lu) {
 				tgt_lun_get(lu);
 			} else {
@@ -344,11 +344,11 @@ main_handle_signal(int sig)
 	if (sig == SIGHUP) {
 		struct tgt_config cfg;
 		tgt_info("SIGHUP: reloading the configuration");
-		if (parse_args(saved_argc, saved_argv, &cfg) < 0) {
+		if (main_parse_args(saved_argc, saved_argv, &cfg) < 0) {
 			tgt_err("reload failed: keeping the running configuration");
 			return;
 		}
-		if (apply_config(&cfg, false) < 0) {
+		if (main_apply_config(&cfg, false) < 0) {
 			tgt_err("reload failed: keeping the running configuration");
 		}
 		tgt_config_free(&cfg);
@@ -371,14 +371,14 @@ main(int argc, char **argv)
 	saved_argc = argc;
 	saved_argv = argv;
 	signal(SIGPIPE, SIG_IGN);
-	if (parse_args(argc, argv, &cfg) < 0) {
+	if (main_parse_args(argc, argv, &cfg) < 0) {
 		return 2;
 	}
 	if (server_init() < 0) {
 		tgt_err("epoll: %s", strerror(errno));
 		return 1;
 	}
-	if (apply_config(&cfg, true) < 0) {
+	if (main_apply_config(&cfg, true) < 0) {
 		return 1;
 	}
 	if (!foreground) {
