@@ -208,10 +208,17 @@ chain_layer_open(const char *path, const char *fmt, bool rdwr, bool is_backing,
 		close(fd);
 		return vd_set_error(EROFS, "%s: %s images are read-only here", path, drv->name);
 	}
-	r = vd_lock_fd(fd, path, rdwr);
-	if (r < 0) {
-		close(fd);
-		return r;
+	/*
+	 * A writer locks its top exclusively; readers take no lock, so that
+	 * `vdisk info` or `snapshot list` work on an image that is mounted.
+	 * Backing layers of a writer are locked shared (chain_open_backing).
+	 */
+	if (rdwr) {
+		r = vd_lock_fd(fd, path, true);
+		if (r < 0) {
+			close(fd);
+			return r;
+		}
 	}
 	l = calloc(1, sizeof(*l));
 	if (!l) {
@@ -307,6 +314,15 @@ chain_open_backing(struct vd_chain *c)
 			return r;
 		}
 		free(bpath);
+		if (c->flags & VD_OPEN_RDWR) {
+			r = vd_lock_fd(b->fd, b->path, false);
+			if (r < 0) {
+				vd_set_error(EBUSY, "%s: backing file %s is open for writing elsewhere",
+					     l->path, b->path);
+				chain_layer_close(b);
+				return -EBUSY;
+			}
+		}
 		/* The same file twice in one chain is a loop. */
 		if (fstat(b->fd, &st_b) == 0) {
 			for (int i = 0; i < c->n; i++) {

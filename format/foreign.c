@@ -121,6 +121,14 @@ ft_file_size(int fd)
 	return st.st_size;
 }
 
+int64_t
+ft_file_mtime(int fd)
+{
+	struct stat st;
+
+	return fstat(fd, &st) == 0 ? (int64_t)st.st_mtime : 0;
+}
+
 bool
 ft_in_file(uint64_t off, uint64_t len, uint64_t file_size)
 {

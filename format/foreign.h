@@ -45,6 +45,9 @@ int ft_cache_read(struct ft_cache *c, int fd, uint64_t off, size_t pos, void *ou
 
 /* Size of the file behind fd, or -errno. */
 int64_t ft_file_size(int fd);
+/* Modification time of the file behind fd (seconds), 0 if unknown: the time a
+ * frozen layer was last written, used when the format records no creation time. */
+int64_t ft_file_mtime(int fd);
 /* true if [off, off+len) lies inside a file of file_size bytes (overflow-safe). */
 bool ft_in_file(uint64_t off, uint64_t len, uint64_t file_size);
 

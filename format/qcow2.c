@@ -466,6 +466,7 @@ qcow2_open(struct vd_layer *l)
 		goto fail;
 	}
 	free(data_file);
+	l->created = ft_file_mtime(s->fd);
 	l->size = s->size;
 	l->granularity = 1u << VD_MIN(s->unit_bits, 21);
 	return 0;

@@ -273,7 +273,7 @@ vhdx_open(struct vd_layer *l)
 	struct vhdx_state *s = l->st;
 	uint8_t h[4096], *rt = NULL, *mt = NULL, *it;
 	uint64_t bat_off = 0, bat_len = 0, meta_off = 0, meta_len = 0, size = 0, data_blocks, i;
-	uint32_t n, fparams_flags = 0;
+	uint32_t n, fparams_flags = 0, seen = 0;
 	bool have_fp = false, have_size = false, have_lss = false;
 	int64_t fsz = ft_file_size(l->fd);
 	int ret;
@@ -354,7 +354,15 @@ vhdx_open(struct vd_layer *l)
 	}
 	for (i = 0; i < n; i++) {
 		const uint8_t *e = mt + 32 + 32 * i;
+		int kind = vhdx_guid_is(e, vhdx_guid_fparams) ? 1 : vhdx_guid_is(e, vhdx_guid_vsize) ? 2 :
+			   vhdx_guid_is(e, vhdx_guid_lss) ? 3 : vhdx_guid_is(e, vhdx_guid_diskid) ? 4 :
+			   vhdx_guid_is(e, vhdx_guid_parent) ? 5 : 0;
 
+		if (kind && (seen & (1u << kind))) {
+			ret = vd_set_error(EINVAL, "%s: duplicate metadata item", l->path);
+			goto out;
+		}
+		seen |= 1u << kind;
 		if (vhdx_guid_is(e, vhdx_guid_fparams)) {
 			it = vhdx_item(l, meta_off, meta_len, e, 8);
 			if (!it) {
@@ -455,6 +463,7 @@ vhdx_open(struct vd_layer *l)
 		s->bat[i] = le64toh(s->bat[i]);
 	}
 	l->size = size;
+	l->created = ft_file_mtime(l->fd);
 	l->granularity = s->has_parent ? s->lss : VD_MIN(s->block, 1u << 21);
 	ret = 0;
 out:

@@ -592,26 +592,133 @@ vmdk_parse_extents(struct vd_layer *l, struct vmdk_state *s, const char *desc)
 
 /* ---- snapshot names from the .vmsd -------------------------------------- */
 
+/*
+ * One line of a .vmsd: 'key = "value"'. Returns false for other lines; key and
+ * value point into line (modified in place).
+ */
+static bool
+vmdk_kv(char *line, char **key, char **val)
+{
+	char *eq = strchr(line, '='), *k = line, *ke, *v, *ve;
+
+	if (!eq) {
+		return false;
+	}
+	while (*k == ' ' || *k == '\t') {
+		k++;
+	}
+	ke = eq;
+	while (ke > k && (ke[-1] == ' ' || ke[-1] == '\t')) {
+		ke--;
+	}
+	*ke = '\0';
+	v = eq + 1;
+	while (*v == ' ' || *v == '\t') {
+		v++;
+	}
+	ve = v + strlen(v);
+	while (ve > v && isspace((unsigned char)ve[-1])) {
+		ve--;
+	}
+	*ve = '\0';
+	if (ve - v >= 2 && *v == '"' && ve[-1] == '"') {
+		ve[-1] = '\0';
+		v++;
+	}
+	*key = k;
+	*val = v;
+	return *k != '\0';
+}
+
+/*
+ * Look for our file in one .vmsd (text, modified): snapshotN.diskM.fileName
+ * naming it gives snapshotN's displayName and createTimeHigh/Low (microseconds).
+ * Two linear passes, whatever the file holds.
+ */
+static void
+vmdk_vmsd_scan(struct vd_layer *l, char *text, const char *base)
+{
+	char *copy = strdup(text), *line, *save = NULL, *key, *val, want[48];
+	long snap = -1;
+	int64_t hi = 0, lo = 0;
+	bool have_hi = false, have_lo = false;
+	size_t wl;
+
+	if (!copy) {
+		return;
+	}
+	for (line = strtok_r(copy, "\n", &save); line && snap < 0;
+	     line = strtok_r(NULL, "\n", &save)) {
+		const char *slash;
+		char *end;
+		long n;
+
+		if (!vmdk_kv(line, &key, &val) || strncmp(key, "snapshot", 8) != 0) {
+			continue;
+		}
+		n = strtol(key + 8, &end, 10);
+		if (end == key + 8 || n < 0 || strncmp(end, ".disk", 5) != 0) {
+			continue;
+		}
+		end = strchr(end + 5, '.');
+		if (!end || strcmp(end, ".fileName") != 0) {
+			continue;
+		}
+		slash = strrchr(val, '/');
+		if (strcmp(val, base) == 0 || (slash && strcmp(slash + 1, base) == 0)) {
+			snap = n;
+		}
+	}
+	free(copy);
+	if (snap < 0) {
+		return;
+	}
+	snprintf(want, sizeof(want), "snapshot%ld.", snap);
+	wl = strlen(want);
+	for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		if (!vmdk_kv(line, &key, &val) || strncmp(key, want, wl) != 0) {
+			continue;
+		}
+		if (strcmp(key + wl, "displayName") == 0 && *val && !l->name) {
+			l->name = strdup(val);
+		} else if (strcmp(key + wl, "createTimeHigh") == 0) {
+			hi = strtoll(val, NULL, 0);
+			have_hi = true;
+		} else if (strcmp(key + wl, "createTimeLow") == 0) {
+			lo = strtoll(val, NULL, 0);
+			have_lo = true;
+		}
+	}
+	if (l->name && have_hi && have_lo) {
+		uint64_t us = ((uint64_t)(uint32_t)hi << 32) | (uint32_t)lo;
+
+		l->created = (int64_t)(us / 1000000);
+	}
+}
+
+/* Name this layer from a .vmsd file beside it (the first 16 .vmsd files looked at). */
 static void
 vmdk_vmsd_name(struct vd_layer *l)
 {
 	char *dir = vd_dirname(l->path), *base = strrchr(l->path, '/');
 	DIR *d;
 	struct dirent *de;
+	int seen = 0;
 
 	base = base ? base + 1 : l->path;
 	if (!dir) {
 		return;
 	}
 	d = opendir(dir);
-	while (d && !l->name && (de = readdir(d)) != NULL) {
+	while (d && !l->name && seen < 16 && (de = readdir(d)) != NULL) {
 		size_t n = strlen(de->d_name);
-		char *path, *text, key[96], *v;
-		int fd, i, k;
+		char *path, *text;
+		int fd;
 
 		if (n < 6 || strcmp(de->d_name + n - 5, ".vmsd") != 0) {
 			continue;
 		}
+		seen++;
 		if (asprintf(&path, "%s/%s", dir, de->d_name) < 0) {
 			break;
 		}
@@ -622,48 +729,10 @@ vmdk_vmsd_name(struct vd_layer *l)
 		}
 		text = ft_file_size(fd) >= 0 ? ft_read_text(fd, VMDK_MAX_DESC, NULL) : NULL;
 		close(fd);
-		if (!text) {
-			continue;
+		if (text) {
+			vmdk_vmsd_scan(l, text, base);
+			free(text);
 		}
-		/* snapshotI.diskK.fileName = "<our file>" */
-		for (i = 0; i < 1024 && !l->name; i++) {
-			for (k = 0; k < 64; k++) {
-				snprintf(key, sizeof(key), "snapshot%d.disk%d.fileName", i, k);
-				v = vmdk_desc_get(text, key);
-				if (!v) {
-					break;
-				}
-				if (strcmp(v, base) == 0 ||
-				    (strrchr(v, '/') && strcmp(strrchr(v, '/') + 1, base) == 0)) {
-					char *hi, *lo;
-
-					snprintf(key, sizeof(key), "snapshot%d.displayName", i);
-					l->name = vmdk_desc_get(text, key);
-					snprintf(key, sizeof(key), "snapshot%d.createTimeHigh", i);
-					hi = vmdk_desc_get(text, key);
-					snprintf(key, sizeof(key), "snapshot%d.createTimeLow", i);
-					lo = vmdk_desc_get(text, key);
-					if (hi && lo) {
-						uint64_t us = ((uint64_t)(uint32_t)strtol(hi, NULL, 0)
-							       << 32) |
-							      (uint32_t)strtoll(lo, NULL, 0);
-
-						l->created = (int64_t)(us / 1000000);
-					}
-					free(hi);
-					free(lo);
-					if (l->name && !*l->name) {
-						free(l->name);
-						l->name = NULL;
-					}
-				}
-				free(v);
-				if (l->name) {
-					break;
-				}
-			}
-		}
-		free(text);
 	}
 	if (d) {
 		closedir(d);
@@ -806,6 +875,10 @@ vmdk_open(struct vd_layer *l)
 	free(hint);
 	free(desc);
 	vmdk_vmsd_name(l);
+	if (!l->created) {
+		/* No .vmsd time: when the extents were last written (the data, not the descriptor). */
+		l->created = ft_file_mtime(s->ext[s->n - 1].fd >= 0 ? s->ext[s->n - 1].fd : l->fd);
+	}
 	return 0;
 fail:
 	free(hint);

@@ -36,7 +36,7 @@
 
 #include <pthread.h>
 
-#include "vdiskfs.h"	/* FUSE_USE_VERSION, then <fuse.h> */
+#include "vdiskfs.h" /* FUSE_USE_VERSION, then <fuse.h> */
 #include <fuse_lowlevel.h>
 
 #include "vdisk.h"
@@ -62,25 +62,26 @@ struct vdfs_opts {
 
 enum { KEY_RO, KEY_HELP, KEY_VERSION };
 
-#define VDFS_OPT(t, p) { t, offsetof(struct vdfs_opts, p), 1 }
+#define VDFS_OPT(t, p)                                                                             \
+	{                                                                                          \
+		t, offsetof(struct vdfs_opts, p), 1                                                \
+	}
 
-static const struct fuse_opt vdfs_opt_spec[] = {
-	VDFS_OPT("--key-file=%s", key_file),
-	VDFS_OPT("--key-file %s", key_file),
-	VDFS_OPT("key_file=%s", key_file),
-	VDFS_OPT("--key-fd=%d", key_fd),
-	VDFS_OPT("--key-fd %d", key_fd),
-	VDFS_OPT("key_fd=%d", key_fd),
-	VDFS_OPT("--format=%s", format),
-	VDFS_OPT("--format %s", format),
-	VDFS_OPT("format=%s", format),
-	FUSE_OPT_KEY("ro", KEY_RO),
-	FUSE_OPT_KEY("-h", KEY_HELP),
-	FUSE_OPT_KEY("--help", KEY_HELP),
-	FUSE_OPT_KEY("-V", KEY_VERSION),
-	FUSE_OPT_KEY("--version", KEY_VERSION),
-	FUSE_OPT_END
-};
+static const struct fuse_opt vdfs_opt_spec[] = {VDFS_OPT("--key-file=%s", key_file),
+						VDFS_OPT("--key-file %s", key_file),
+						VDFS_OPT("key_file=%s", key_file),
+						VDFS_OPT("--key-fd=%d", key_fd),
+						VDFS_OPT("--key-fd %d", key_fd),
+						VDFS_OPT("key_fd=%d", key_fd),
+						VDFS_OPT("--format=%s", format),
+						VDFS_OPT("--format %s", format),
+						VDFS_OPT("format=%s", format),
+						FUSE_OPT_KEY("ro", KEY_RO),
+						FUSE_OPT_KEY("-h", KEY_HELP),
+						FUSE_OPT_KEY("--help", KEY_HELP),
+						FUSE_OPT_KEY("-V", KEY_VERSION),
+						FUSE_OPT_KEY("--version", KEY_VERSION),
+						FUSE_OPT_END};
 
 static bool log_to_syslog;
 
@@ -110,7 +111,7 @@ vdfs_opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
 	switch (key) {
 	case KEY_RO:
 		o->ro = 1;
-		return 1;	/* keep: the kernel mount is read-only too */
+		return 1; /* keep: the kernel mount is read-only too */
 	case KEY_HELP:
 		o->help = 1;
 		return 0;
@@ -159,14 +160,15 @@ usage(FILE *f)
 		"  -V, --version          version\n"
 		"\n"
 		"/etc/fstab: IMAGE MOUNTPOINT fuse.vdiskfs defaults 0 0\n"
-		"Without a key option an encrypted image asks for its passphrase on the terminal.\n");
+		"Without a key option an encrypted image asks for its passphrase on the "
+		"terminal.\n");
 }
 
 /* The library's message, without a leading "PATH: " that we print ourselves. */
 static const char *
 strip_path(const char *msg, const char *a, const char *b)
 {
-	const char *paths[2] = { a, b };
+	const char *paths[2] = {a, b};
 	size_t i, n;
 
 	for (i = 0; i < 2; i++) {
@@ -219,17 +221,17 @@ int
 main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
-	struct vdfs_opts o = { .key_fd = -1 };
-	struct fuse_cmdline_opts co = { 0 };
-	struct vd_open_opts oo = { 0 };
+	struct vdfs_opts o = {.key_fd = -1};
+	struct fuse_cmdline_opts co = {0};
+	struct vd_open_opts oo = {0};
 	struct fuse_loop_config *lc = NULL;
 	struct fuse_session *se;
-	struct vdfs fs = { 0 };
+	struct vdfs fs = {0};
 	char *slash;
 	int ret = 1, r;
 	bool mounted = false;
 #ifdef VDFS_HAVE_PASSPHRASE
-	struct vd_pass_src ps = { .key_fd = -1 };
+	struct vd_pass_src ps = {.key_fd = -1};
 #endif
 
 	pthread_mutex_init(&fs.lock, NULL);
@@ -249,8 +251,8 @@ main(int argc, char *argv[])
 		goto out_args;
 	}
 	if (!o.image || !o.mountpoint || o.extra_args) {
-		fprintf(stderr, "vdiskfs: %s\n", o.extra_args ? "too many arguments"
-			: "IMAGE and MOUNTPOINT are required");
+		fprintf(stderr, "vdiskfs: %s\n",
+			o.extra_args ? "too many arguments" : "IMAGE and MOUNTPOINT are required");
 		usage(stderr);
 		goto out_args;
 	}
@@ -357,7 +359,9 @@ main(int argc, char *argv[])
 		fuse_loop_cfg_set_clone_fd(lc, 1);
 		fuse_loop_cfg_set_max_threads(lc, co.max_threads > 10 ? co.max_threads : 16);
 		fuse_loop_cfg_set_idle_threads(lc, co.max_idle_threads != UINT_MAX &&
-					       co.max_idle_threads ? co.max_idle_threads : 16);
+								   co.max_idle_threads
+							   ? co.max_idle_threads
+							   : 16);
 		r = fuse_loop_mt(fs.fuse, lc);
 		fuse_loop_cfg_destroy(lc);
 	}
@@ -369,7 +373,7 @@ out_unmount:
 		fuse_unmount(fs.fuse);
 	}
 out_destroy:
-	fuse_destroy(fs.fuse);	/* calls vdfs_destroy: flush */
+	fuse_destroy(fs.fuse); /* calls vdfs_destroy: flush */
 out_close:
 	vdfs_tree_destroy(&fs);
 	r = vd_close(fs.img);

@@ -55,8 +55,15 @@
 #include "vdiskfs.h"
 
 enum vdfs_kind {
-	K_ROOT, K_DISK, K_PARTS_DIR, K_PART, K_SNAPS_DIR, K_SNAP_DIR,
-	K_SNAP_DISK, K_SNAP_INFO, K_SNAP_CHANGED,
+	K_ROOT,
+	K_DISK,
+	K_PARTS_DIR,
+	K_PART,
+	K_SNAPS_DIR,
+	K_SNAP_DIR,
+	K_SNAP_DISK,
+	K_SNAP_INFO,
+	K_SNAP_CHANGED,
 };
 
 /* A path resolved to a node. snap holds a reference (vdfs_snap_put). */
@@ -69,10 +76,10 @@ struct vdfs_node {
 /* One open file. */
 struct vdfs_fh {
 	enum vdfs_kind kind;
-	struct vd_image *img;	/* disk, part: fs->img; snap disk: the view */
-	uint64_t base, len;	/* window onto img */
+	struct vd_image *img; /* disk, part: fs->img; snap disk: the view */
+	uint64_t base, len;   /* window onto img */
 	bool writable;
-	struct vdfs_snap *snap;	/* snapshot files: referenced, open_files counted */
+	struct vdfs_snap *snap; /* snapshot files: referenced, open_files counted */
 	char *txt;		/* info/changed contents */
 	size_t txt_len;
 };
@@ -218,9 +225,15 @@ vdfs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 		struct vdfs_fh *fh = (struct vdfs_fh *)(uintptr_t)fi->fh;
 
 		/* Only files reach here without a path (nullpath_ok). */
-		stat_file(st, fh->writable ? 0644 : 0444, fh->kind == K_SNAP_INFO ||
-			  fh->kind == K_SNAP_CHANGED ? fh->txt_len : fh->len, fh->len,
-			  fs->mount_time);
+		t = fs->mount_time;
+		if (fh->snap) {
+			t.tv_sec = (time_t)fh->snap->created;
+			t.tv_nsec = 0;
+		}
+		stat_file(st, fh->writable ? 0644 : 0444,
+			  fh->kind == K_SNAP_INFO || fh->kind == K_SNAP_CHANGED ? fh->txt_len
+										: fh->len,
+			  fh->len, t);
 		return 0;
 	}
 	ret = node_lookup(fs, path, &n);
@@ -258,8 +271,9 @@ vdfs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 		} else if (n.kind == K_SNAP_DISK) {
 			stat_file(st, 0444, fs->size, n.snap->allocated, t);
 		} else {
-			ret = n.kind == K_SNAP_INFO ? vdfs_snap_info_text(fs, n.snap, &txt, &len)
-						    : vdfs_snap_changed_text(fs, n.snap, &txt, &len);
+			ret = n.kind == K_SNAP_INFO
+				      ? vdfs_snap_info_text(fs, n.snap, &txt, &len)
+				      : vdfs_snap_changed_text(fs, n.snap, &txt, &len);
 			free(txt);
 			if (ret < 0) {
 				break;
@@ -415,10 +429,10 @@ vdfs_open(const char *path, struct fuse_file_info *fi)
 			break;
 		}
 		fh->snap = n.snap;
-		n.snap = NULL;	/* the handle keeps the reference */
+		n.snap = NULL; /* the handle keeps the reference */
 		if (fh->kind == K_SNAP_DISK) {
 			fh->len = vd_get_size(fh->img);
-			fi->keep_cache = 1;	/* immutable */
+			fi->keep_cache = 1; /* immutable */
 		} else {
 			fh->len = fh->txt_len;
 			fi->direct_io = 1;
@@ -511,8 +525,7 @@ note_write(struct vdfs *fs, const struct vdfs_fh *fh)
 }
 
 static int
-vdfs_write(const char *path, const char *buf, size_t size, off_t off,
-	   struct fuse_file_info *fi)
+vdfs_write(const char *path, const char *buf, size_t size, off_t off, struct fuse_file_info *fi)
 {
 	struct vdfs *fs = vdfs_get();
 	struct vdfs_fh *fh = (struct vdfs_fh *)(uintptr_t)fi->fh;
@@ -529,7 +542,7 @@ vdfs_write(const char *path, const char *buf, size_t size, off_t off,
 		return 0;
 	}
 	if (!fh_clip(fh, off, &size)) {
-		return -ENOSPC;	/* a disk does not grow */
+		return -ENOSPC; /* a disk does not grow */
 	}
 	ret = vd_pwrite(fh->img, buf, size, fh->base + (uint64_t)off);
 	if (ret < 0) {
@@ -674,8 +687,8 @@ vdfs_mkdir(const char *path, mode_t mode)
 
 	(void)mode;
 	if (strncmp(path, "/snapshots/", 11) != 0 || strchr(path + 11, '/')) {
-		return strcmp(path, "/snapshots") == 0 || strcmp(path, "/partitions") == 0
-		       ? -EEXIST : -EPERM;
+		return strcmp(path, "/snapshots") == 0 || strcmp(path, "/partitions") == 0 ? -EEXIST
+											   : -EPERM;
 	}
 	name = path + 11;
 	if (fs->readonly) {
@@ -772,7 +785,7 @@ vdfs_utimens(const char *path, const struct timespec tv[2], struct fuse_file_inf
 	(void)path;
 	(void)tv;
 	(void)fi;
-	return 0;	/* times are not stored; accept so that touch works */
+	return 0; /* times are not stored; accept so that touch works */
 }
 
 static int

@@ -31,11 +31,11 @@
 
 #include "part.h"
 
-#define GPT_SIG		"EFI PART"
-#define GPT_MAX_ENTRIES	4096u
-#define GPT_MAX_ESIZE	4096u
-#define GPT_MAX_ARRAY	(1u << 20)	/* entry array bytes we are willing to read */
-#define MBR_EBR_MAX	VDFS_PART_MAX
+#define GPT_SIG "EFI PART"
+#define GPT_MAX_ENTRIES 4096u
+#define GPT_MAX_ESIZE 4096u
+#define GPT_MAX_ARRAY (1u << 20) /* entry array bytes we are willing to read */
+#define MBR_EBR_MAX VDFS_PART_MAX
 
 struct part_ctx {
 	vdfs_part_read_fn rd;
@@ -177,7 +177,7 @@ gpt_try(struct part_ctx *c, uint64_t lba, uint32_t ssize)
 		uint64_t first = vd_le64(e + 32), last = vd_le64(e + 40);
 
 		if (part_is_zero(e, 16)) {
-			continue;	/* unused entry */
+			continue; /* unused entry */
 		}
 		if (first > last || first < first_usable || last > last_usable) {
 			continue;
@@ -197,7 +197,7 @@ out:
 static int
 gpt_scan(struct part_ctx *c)
 {
-	static const uint32_t ssizes[] = { 512, 4096 };
+	static const uint32_t ssizes[] = {512, 4096};
 	size_t i;
 	int ret;
 
@@ -229,7 +229,7 @@ static int
 mbr_logicals(struct part_ctx *c, uint64_t ext_start, uint64_t ext_len)
 {
 	uint8_t sec[512];
-	uint64_t ebr = 0;	/* relative to ext_start */
+	uint64_t ebr = 0; /* relative to ext_start */
 	unsigned num = 5;
 	int links, ret;
 
@@ -259,7 +259,7 @@ mbr_logicals(struct part_ctx *c, uint64_t ext_start, uint64_t ext_len)
 		}
 		next = vd_le32(e2 + 8);
 		if (next <= ebr) {
-			break;	/* must move forward: no loops */
+			break; /* must move forward: no loops */
 		}
 		ebr = next;
 	}
@@ -284,7 +284,7 @@ mbr_scan(struct part_ctx *c, bool *protective)
 		const uint8_t *e = sec + 446 + 16 * i;
 
 		if (e[0] != 0 && e[0] != 0x80) {
-			return 0;	/* not a partition table (e.g. a boot sector) */
+			return 0; /* not a partition table (e.g. a boot sector) */
 		}
 		if (e[4] == 0xee) {
 			*protective = true;
@@ -321,11 +321,15 @@ part_cmp(const void *a, const void *b)
 }
 
 int
-vdfs_part_scan(vdfs_part_read_fn rd, void *opaque, uint64_t disk_size,
-	       struct vdfs_part *out, int max)
+vdfs_part_scan(vdfs_part_read_fn rd, void *opaque, uint64_t disk_size, struct vdfs_part *out,
+	       int max)
 {
 	struct part_ctx c = {
-		.rd = rd, .opaque = opaque, .disk_size = disk_size, .out = out, .max = max,
+		.rd = rd,
+		.opaque = opaque,
+		.disk_size = disk_size,
+		.out = out,
+		.max = max,
 	};
 	bool protective;
 	int ret;
@@ -344,7 +348,7 @@ vdfs_part_scan(vdfs_part_read_fn rd, void *opaque, uint64_t disk_size,
 			return ret;
 		}
 		if (protective) {
-			c.n = 0;	/* protective MBR without a valid GPT: nothing trustworthy */
+			c.n = 0; /* protective MBR without a valid GPT: nothing trustworthy */
 		}
 	}
 	qsort(out, (size_t)c.n, sizeof(*out), part_cmp);

@@ -11,12 +11,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define VDFS_PART_MAX 256	/* at most this many partitions are exposed */
+#define VDFS_PART_MAX 256 /* at most this many partitions are exposed */
 
 struct vdfs_part {
-	unsigned num;		/* Linux-style number: MBR 1-4 primary, 5+ logical; GPT entry+1 */
-	uint64_t start;		/* byte offset in the disk */
-	uint64_t length;	/* bytes, > 0, start + length <= disk size */
+	unsigned num;	 /* Linux-style number: MBR 1-4 primary, 5+ logical; GPT entry+1 */
+	uint64_t start;	 /* byte offset in the disk */
+	uint64_t length; /* bytes, > 0, start + length <= disk size */
 };
 
 /* Read len bytes at off of the disk (off + len <= disk size is guaranteed). 0 or -errno. */
@@ -28,7 +28,7 @@ typedef int (*vdfs_part_read_fn)(void *opaque, void *buf, size_t len, uint64_t o
  * partitions. Fills out[0..n) sorted by num and returns n (0 when there is no
  * table), or -errno when reading failed.
  */
-int vdfs_part_scan(vdfs_part_read_fn rd, void *opaque, uint64_t disk_size,
-		   struct vdfs_part *out, int max);
+int vdfs_part_scan(vdfs_part_read_fn rd, void *opaque, uint64_t disk_size, struct vdfs_part *out,
+		   int max);
 
 #endif

@@ -113,7 +113,7 @@ vdfs_snaps_refresh(struct vdfs *fs)
 		for (j = 0; j < fs->nsnaps; j++) {
 			if (fs->snaps[j] && strcmp(fs->snaps[j]->name, si.name) == 0) {
 				s = fs->snaps[j];
-				fs->snaps[j] = NULL;	/* moved to the new list */
+				fs->snaps[j] = NULL; /* moved to the new list */
 				break;
 			}
 		}
@@ -188,7 +188,7 @@ snap_view_layer(struct vdfs *fs, struct vdfs_snap *s, struct vd_image *view)
 		}
 	}
 	free(path);
-	return 0;	/* a view's top is the snapshot itself */
+	return 0; /* a view's top is the snapshot itself */
 }
 
 /* Open the view of s if needed. Caller holds fs->lock. */
@@ -343,7 +343,7 @@ snap_changed_build(struct vdfs *fs, struct vd_image *view, int layer, struct str
 int
 vdfs_snap_changed_text(struct vdfs *fs, struct vdfs_snap *s, char **txt, size_t *len)
 {
-	struct strbuf b = { 0 };
+	struct strbuf b = {0};
 	bool temp_view = false;
 	int ret = 0;
 

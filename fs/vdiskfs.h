@@ -21,30 +21,31 @@
 
 #include "part.h"
 
-#define VDFS_MAX_IO	(1024u * 1024u)	/* max_write, max_read, readahead */
+#define VDFS_MAX_IO (1024u * 1024u) /* max_write, max_read, readahead */
 
 /* One folder under snapshots/. Refcounted: file handles keep it alive. */
 struct vdfs_snap {
 	char *name;
-	char *parent;		/* NULL for the oldest */
+	char *parent; /* NULL for the oldest */
 	int64_t created;
 	uint64_t allocated;
-	int layer;		/* layer index in the chain when last listed */
-	int refs;		/* protected by vdfs.lock */
-	int open_files;		/* open handles on its files; protected by vdfs.lock */
-	bool gone;		/* deleted (rmdir) or no longer listed; protected by vdfs.lock */
-	struct vd_image *view;	/* vd_snapshot_open view while open_files > 0; protected by vdfs.lock */
-	int view_layer;		/* in the view: index of this snapshot's own layer */
-	char *changed;		/* cached "changed" text; protected by vdfs.lock */
+	int layer;	/* layer index in the chain when last listed */
+	int refs;	/* protected by vdfs.lock */
+	int open_files; /* open handles on its files; protected by vdfs.lock */
+	bool gone;	/* deleted (rmdir) or no longer listed; protected by vdfs.lock */
+	struct vd_image
+		*view;	/* vd_snapshot_open view while open_files > 0; protected by vdfs.lock */
+	int view_layer; /* in the view: index of this snapshot's own layer */
+	char *changed;	/* cached "changed" text; protected by vdfs.lock */
 	size_t changed_len;
-	unsigned changed_gen;	/* vdfs.snap_gen the cache was made for */
+	unsigned changed_gen; /* vdfs.snap_gen the cache was made for */
 };
 
 /* Whole-daemon state, created in main.c, passed to FUSE as private_data. */
 struct vdfs {
-	const char *image_arg;		/* IMAGE as given on the command line */
-	char *image_path;		/* its realpath (the daemon chdirs to /) */
-	char *image_dir;		/* directory holding it, for statfs */
+	const char *image_arg; /* IMAGE as given on the command line */
+	char *image_path;      /* its realpath (the daemon chdirs to /) */
+	char *image_dir;       /* directory holding it, for statfs */
 	struct vd_image *img;
 	bool readonly;
 	bool foreground;
@@ -52,21 +53,21 @@ struct vdfs {
 	struct timespec mount_time;
 	struct fuse *fuse;
 
-	pthread_mutex_t lock;		/* protects snaps, parts, the fields marked above */
-	pthread_mutex_t snap_op_lock;	/* serialises mkdir/rmdir (create/delete) */
-	struct vdfs_snap **snaps;	/* oldest first; protected by lock */
+	pthread_mutex_t lock;	      /* protects snaps, parts, the fields marked above */
+	pthread_mutex_t snap_op_lock; /* serialises mkdir/rmdir (create/delete) */
+	struct vdfs_snap **snaps;     /* oldest first; protected by lock */
 	int nsnaps;
-	unsigned snap_gen;		/* bumped by every snapshot change; protected by lock */
+	unsigned snap_gen; /* bumped by every snapshot change; protected by lock */
 
-	struct vdfs_part parts[VDFS_PART_MAX];	/* protected by lock */
+	struct vdfs_part parts[VDFS_PART_MAX]; /* protected by lock */
 	int nparts;
-	uint64_t parts_gen;		/* write_gen the table was read at */
+	uint64_t parts_gen; /* write_gen the table was read at */
 	bool parts_valid;
 
-	atomic_uint_fast64_t write_gen;	/* bumped by writes/discards that may touch a table */
+	atomic_uint_fast64_t write_gen; /* bumped by writes/discards that may touch a table */
 	atomic_bool disk_stale;		/* partitions were written: invalidate disk's cache */
 
-	uint64_t alloc_cache;		/* st_blocks source for disk; protected by lock */
+	uint64_t alloc_cache; /* st_blocks source for disk; protected by lock */
 	time_t alloc_cache_time;
 };
 

@@ -10,19 +10,21 @@
 #   library: `vdisk bench` vs `qemu-img bench`, same options (the offset
 #            sequence of qemu-img bench): sequential 1 MiB reads (depth 1),
 #            scattered 4 KiB reads (-S 1052672 = 257 x 4 KiB) at depth 1 and 16.
+#            Also the CPU time (user + system) of each, steadier than the wall
+#            clock on a shared machine.
 #   FUSE:    fio through a vdiskfs mount vs the best existing FUSE route:
 #            qemu-storage-daemon's FUSE export (else qemu-nbd + nbdfuse).
 #            Sequential 1 MiB and random 4 KiB reads (psync, page cache
 #            dropped for the file before each run with fio --invalidate=1).
-# Rows whose tool is not built yet print "n/a". Each timed row is the best of
-# $ROUNDS runs (default 2).
+# Rows whose tool is not built yet print "n/a". Each row is the best of $ROUNDS
+# runs (default 3) per tool, the two tools alternating round after round.
 #
 # usage: scripts/bench-formats.sh [-q]   (-q: smaller images and counts, a smoke run)
 set -eu
 SRCDIR=$(cd "$(dirname "$0")/.." && pwd)
 VDISK=${VDISK:-$SRCDIR/build/vdisk}
 VDISKFS=${VDISKFS:-$SRCDIR/build/vdiskfs}
-ROUNDS=${ROUNDS:-2}
+ROUNDS=${ROUNDS:-3}
 QUICK=0
 [ "${1:-}" = "-q" ] && QUICK=1
 command -v qemu-img >/dev/null || { echo "bench-formats: qemu-img is missing" >&2; exit 1; }
@@ -41,7 +43,7 @@ trap 'exit 130' INT TERM
 cd "$W"
 
 M=1048576
-SIZE_G=4 BASE_M=1024 OVL_M=128 SEQ_N=4096 RND_N=100000 VSEQ_N=2048 VRND_N=20000 FIO_T=10
+SIZE_G=4 BASE_M=1024 OVL_M=128 SEQ_N=4096 RND_N=100000 VSEQ_N=2048 VRND_N=20000 FIO_T=5
 if [ $QUICK = 1 ]; then
 	SIZE_G=1 BASE_M=128 OVL_M=16 SEQ_N=1024 RND_N=20000 VSEQ_N=512 VRND_N=4000 FIO_T=3 ROUNDS=1
 fi
@@ -81,21 +83,12 @@ qemu-img convert -f qcow2 -O vmdk -o subformat=streamOptimized c3.qcow2 s.vmdk
 rm -f rnd
 
 # ---- library: vdisk bench vs qemu-img bench ----------------------------------
+# secs CMD...: the "Run completed in X seconds" of a bench run; its CPU time
+# (user + system, from /usr/bin/time) is left in $W/cpu.
 secs() {
-	"$@" 2>/dev/null | sed -n 's/^Run completed in \([0-9.]*\) seconds\.$/\1/p'
-}
-best() {
-	_n=$1
-	shift
-	_b=""
-	for _i in $(seq "$_n"); do
-		_t=$(secs "$@")
-		[ -z "$_t" ] && { echo ""; return; }
-		if [ -z "$_b" ] || [ "$(echo "$_t < $_b" | bc -l)" = 1 ]; then
-			_b=$_t
-		fi
-	done
-	echo "$_b"
+	/usr/bin/time -f '%U %S' -o "$W/cpu.1" "$@" 2>/dev/null |
+		sed -n 's/^Run completed in \([0-9.]*\) seconds\.$/\1/p'
+	awk '{ print $1 + $2 }' "$W/cpu.1" >"$W/cpu" 2>/dev/null
 }
 # rate COUNT BUFSIZE SECS: MiB/s for >= 64 KiB requests, else IOPS
 rate() {
@@ -118,14 +111,33 @@ row() {
 	ROWS="$ROWS
 | $1 | $2 | $3 | $4 |"
 }
+# min A B: the smaller of two times ("" counts as missing)
+min() {
+	if [ -z "$1" ]; then
+		echo "$2"
+	elif [ -z "$2" ] || [ "$(echo "$1 < $2" | bc -l)" = 1 ]; then
+		echo "$1"
+	else
+		echo "$2"
+	fi
+}
+# The two tools alternate, round after round, so that a busy moment on the shared
+# machine does not land on one of them only.
 lib_row() {
 	name=$1 fmt=$2 img=$3 count=$4 bs=$5
 	shift 5
 	log "bench-formats: $name"
-	q=$(best "$ROUNDS" qemu-img bench -f "$fmt" -c "$count" -s "$bs" "$@" "$img")
-	v=""
-	[ -x "$VDISK" ] && v=$(best "$ROUNDS" "$VDISK" bench -f "$fmt" -c "$count" -s "$bs" "$@" "$img")
-	row "$name" "$(rate "$count" "$bs" "$q")" "$(rate "$count" "$bs" "$v")" "$(ratio "$q" "$v")"
+	q="" v="" qc="" vc=""
+	for _r in $(seq "$ROUNDS"); do
+		q=$(min "$q" "$(secs qemu-img bench -f "$fmt" -c "$count" -s "$bs" "$@" "$img")")
+		qc=$(min "$qc" "$(cat "$W/cpu")")
+		if [ -x "$VDISK" ]; then
+			v=$(min "$v" "$(secs "$VDISK" bench -f "$fmt" -c "$count" -s "$bs" "$@" "$img")")
+			vc=$(min "$vc" "$(cat "$W/cpu")")
+		fi
+	done
+	ROWS="$ROWS
+| $name | $(rate "$count" "$bs" "$q") | $(rate "$count" "$bs" "$v") | $(ratio "$q" "$v") | ${qc:-n/a} s / ${vc:-n/a} s |"
 }
 lib_row "qcow2 chain (4 layers): sequential 1 MiB, depth 1" qcow2 c3.qcow2 $SEQ_N 1048576 -d 1
 lib_row "qcow2 chain (4 layers): scattered 4 KiB, depth 1" qcow2 c3.qcow2 $RND_N 4096 -d 1 -S 1052672
@@ -142,13 +154,24 @@ fio_rate() {
 		--time_based --runtime="$FIO_T" --readonly --output-format=terse --terse-version=3 \
 		2>/dev/null | awk -F';' -v rw="$2" '{ if (rw == "read") printf "%.0f\n", $7 / 1024; else print $8 }'
 }
+max() {
+	if [ -z "$1" ]; then
+		echo "$2"
+	elif [ -z "$2" ] || [ "$1" -gt "$2" ]; then
+		echo "$1"
+	else
+		echo "$2"
+	fi
+}
 fuse_pair() {
 	label=$1 ref=$2 ours=$3
 	for w in "read 1M MiB/s" "randread 4k IOPS"; do
 		set -- $w
-		r=$(fio_rate "$ref" "$1" "$2")
-		o=""
-		[ -n "$ours" ] && o=$(fio_rate "$ours" "$1" "$2")
+		r="" o=""
+		for _r in $(seq "$ROUNDS"); do
+			r=$(max "$r" "$(fio_rate "$ref" "$1" "$2")")
+			[ -n "$ours" ] && o=$(max "$o" "$(fio_rate "$ours" "$1" "$2")")
+		done
 		rat="n/a"
 		[ -n "$o" ] && [ -n "$r" ] && [ "$r" != 0 ] && rat=$(echo "$o / $r" | bc -l | xargs printf '%.2fx')
 		ROWS="$ROWS
@@ -198,8 +221,8 @@ Foreign-format reads, $(date -u +%Y-%m-%d), $(nproc) CPUs shared, images in /dev
 a ${SIZE_G} GiB qcow2 chain of depth 4 ($BASE_M MiB + 3 x $OVL_M MiB written) and the same
 disk as a streamOptimized VMDK ($(du -m s.vmdk | cut -f1) MiB). Best of $ROUNDS.
 
-| library (bench) | qemu-img bench | vdisk bench | vdisk / qemu-img |
-|---|---|---|---|$LIB_ROWS
+| library (bench) | qemu-img bench | vdisk bench | vdisk / qemu-img | CPU time qemu-img / vdisk |
+|---|---|---|---|---|$LIB_ROWS
 
 | FUSE | qemu-storage-daemon FUSE export | vdiskfs | vdiskfs / qemu |
 |---|---|---|---|$FUSE_ROWS

@@ -60,7 +60,7 @@ seek_hole() {
 
 daemon_pid() {
 	for _p in /proc/[0-9]*; do
-		_c=$(tr '\0' ' ' <"$_p/cmdline" 2>/dev/null) || continue
+		_c=$(cat "$_p/cmdline" 2>/dev/null | tr '\0' ' ')
 		case "$_c" in
 		*vdiskfs*" $1 "* | *vdiskfs*" $1") echo "${_p#/proc/}"; return 0 ;;
 		esac
@@ -107,4 +107,9 @@ same_region() {
 # vcheck IMG: `vdisk check` finds the chain clean (output kept in $T/check.out).
 vcheck() {
 	"$VDISK" check "$1" >"$T/check.out" 2>&1 || { sed 's/^/# /' "$T/check.out"; return 1; }
+}
+
+# quiet CMD...: run CMD with its output in $T/quiet.out (out of the TAP stream).
+quiet() {
+	"$@" >"$T/quiet.out" 2>&1
 }

@@ -40,8 +40,8 @@ ok "  the passphrase is not in the message" sh -c "! grep -q 'wrong one' '$T/err
 run_rc rc setsid -w "$VDISK" convert -O raw ce.vdk y.raw </dev/null
 ok_eq "$rc" 1 "no key and no terminal: exit 1"
 ok "  and the message says how to give one" grep -q -- "--key-file" "$T/err"
-ok "--key-fd" sh -c "'$VDISK' --key-fd 3 check ce.vdk 3<key1"
-ok "--key-fd=N form" sh -c "'$VDISK' check --key-fd=4 ce.vdk 4<key1"
+ok "--key-fd" sh -c "'$VDISK' --key-fd 3 check ce.vdk 3<key1 >/dev/null"
+ok "--key-fd=N form" sh -c "'$VDISK' check --key-fd=4 ce.vdk 4<key1 >/dev/null"
 
 # Key slots.
 "$VDISK" key list --json ce.vdk >k.json
@@ -54,8 +54,8 @@ ok "first one still does" vd --key-file key1 check ce.vdk
 run_rc rc "$VDISK" --key-file bad key add --new-key-file key2 ce.vdk
 ok "key add with a wrong passphrase refused" test "$rc" -eq 1
 ok "old and new passphrase on one fd (one per line)" \
-	sh -c "printf 'battery staple\nthird key\n' | '$VDISK' --key-fd 0 key add --new-key-fd 0 $fast ce.vdk"
-ok "  the third opens it" sh -c "printf 'third key\n' | '$VDISK' --key-fd 0 check ce.vdk"
+	sh -c "printf 'battery staple\nthird key\n' | '$VDISK' --key-fd 0 key add --new-key-fd 0 $fast ce.vdk >/dev/null"
+ok "  the third opens it" sh -c "printf 'third key\n' | '$VDISK' --key-fd 0 check ce.vdk >/dev/null"
 ok "key remove slot 0" vd --key-file key2 key remove ce.vdk 0
 run_rc rc "$VDISK" --key-file key1 check ce.vdk
 ok "removed passphrase no longer opens it" test "$rc" -eq 1

@@ -22,9 +22,9 @@ info=$("$FCAT" -i vm/vm-000002.vmdk)
 ok_eq "$(printf '%s\n' "$info" | awk '{print $5}' | tr '\n' ' ')" \
 	"backing=vm-000001.vmdk backing=vm.vmdk backing=- " "chain through parentFileNameHint"
 # Names and times from the .vmsd: "name=after upgrade created=..." per layer.
-got=$(printf '%s\n' "$info" | sed -n 's/.* name=\(.*\) created=\([0-9]*\) .*/\1|\2/p' | tr '\n' ';')
+got=$(printf '%s\n' "$info" | tail -n +2 | sed -n 's/.* name=\(.*\) created=\([0-9]*\) .*/\1|\2/p' | tr '\n' ';')
 exp=$(awk -F'\t' '{printf "%s|%s\n", $2, $3}' vm/expect-names.txt | tac | tr '\n' ';')
-ok_eq "$got" "-|0;$exp" "snapshot names and times from vm.vmsd"
+ok_eq "$got" "$exp" "snapshot names and times from vm.vmsd"
 ok "seSparse map reports zero grains" sh -c "'$FCAT' -m vm/vm-000002.vmdk | grep -q zero"
 ok "check passes on the chain" sh -c "'$FCAT' -c vm/vm-000002.vmdk >/dev/null"
 
@@ -49,4 +49,14 @@ ok "check reports the COWD corruption" sh -c "'$FCAT' -c novmsd/vm-000001.vmdk |
 cp vm/vm*.vmdk novmsd/
 dd if=/dev/urandom of=novmsd/vm-000002-sesparse.vmdk bs=1 seek=$((8 * 512)) count=64 conv=notrunc 2>/dev/null
 no_crash "seSparse with a garbage grain directory" novmsd/vm-000002.vmdk
+# A hostile .vmsd (1 MiB of snapshot keys) costs one linear scan, not a hang.
+mkdir big
+cp vm/vm*.vmdk big/
+python3 -c '
+import sys
+out = [
+    "snapshot%d.disk%d.fileName = \"other%d.vmdk\"\n" % (n // 64, n % 64, n)
+    for n in range(30000)]
+open("big/vm.vmsd", "w").write("".join(out))'
+ok "1 MiB .vmsd is scanned quickly" sh -c "timeout 10 '$FCAT' -i big/vm-000002.vmdk >/dev/null"
 done_testing

@@ -29,13 +29,13 @@ ok "untouched space reads as zeroes" is_zero "$M/disk" 50000000 1000000
 # fio with verification: random 4 KiB direct, sequential 1 MiB buffered, 4 jobs.
 FIO="fio --output=$T/fio.out --minimal"
 ok "fio randwrite 4k O_DIRECT --verify" $FIO --name=r --filename="$M/disk" --rw=randwrite --bs=4k \
-	--offset=128M --size=32M --direct=1 --ioengine=psync --verify=crc32c --verify_fatal=1 \
+	--offset=128M --size=32M --direct=1 --ioengine=psync --verify=crc32c --verify_fatal=1 --verify_state_save=0 \
 	--randrepeat=1 --randseed=42
 ok "fio write 1M buffered --verify" $FIO --name=s --filename="$M/disk" --rw=write --bs=1M \
-	--offset=160M --size=32M --verify=md5 --verify_fatal=1
+	--offset=160M --size=32M --verify=md5 --verify_fatal=1 --verify_state_save=0
 ok "fio 4 jobs randrw --verify" $FIO --name=j --filename="$M/disk" --rw=randwrite --bs=16k \
 	--offset=192M --size=8M --offset_increment=8M --numjobs=4 --direct=1 --verify=crc32c \
-	--verify_fatal=1 --randseed=7
+	--verify_fatal=1 --verify_state_save=0 --randseed=7
 ok "fsync" sh -c "dd if='$T/b' of='$M/disk' bs=1M seek=200 conv=notrunc,fsync status=none"
 
 # Fixed size: no growing, no shrinking.
@@ -53,10 +53,10 @@ ok "region a after remount" same_region "$M/disk" 3145000 3000000 "$T/a"
 ok "region b after remount" same_region "$M/disk" 104857600 1048576 "$T/b"
 ok "region c after remount" same_region "$M/disk" $((268435456 - 5000)) 5000 "$T/c"
 ok "fio verify-only after remount (4k random)" $FIO --name=r --filename="$M/disk" --rw=randwrite \
-	--bs=4k --offset=128M --size=32M --direct=1 --ioengine=psync --verify=crc32c --verify_fatal=1 \
+	--bs=4k --offset=128M --size=32M --direct=1 --ioengine=psync --verify=crc32c --verify_fatal=1 --verify_state_save=0 \
 	--randrepeat=1 --randseed=42 --verify_only
 ok "fio verify-only after remount (1M sequential)" $FIO --name=s --filename="$M/disk" --rw=write \
-	--bs=1M --offset=160M --size=32M --verify=md5 --verify_fatal=1 --verify_only
+	--bs=1M --offset=160M --size=32M --verify=md5 --verify_fatal=1 --verify_state_save=0 --verify_only
 
 # Holes. Nothing was written in [64M, 100M): SEEK_DATA from 64M lands on region b.
 d=$(seek_data "$M/disk" 67108864)

@@ -23,7 +23,7 @@ ok "second key slot" sh -c "$VDISK --key-file key key add --new-key-file key2 $P
 ok "clean image checks clean" sh -c "$VDISK --key-file key check e.vdk >/dev/null"
 $ENTRIES e.vdk >e.map
 ok_eq "$(grep -c '^D' e.map)" 256 "256 data blocks mapped"
-ok_eq "$(grep -c '^N' e.map)" 1 "one tree node"
+ok "tree nodes mapped" test "$(grep -c '^N' e.map)" -ge 1
 
 # flip FILE OFFSET BIT
 flip() {
@@ -112,12 +112,8 @@ active=$($ENTRIES t.vdk | awk '/^A/ {print $2}')
 flip t.vdk $((active * 4096 + 200)) 0
 $VDISK --key-file key check t.vdk >out 2>&1
 rc=$?
-if [ $rc -eq 0 ]; then
-	echo "not ok $((_tap_n + 1)) - damaged newest header copy reported by check # TODO vdk-check.c does not report a bad header copy (falls back silently)"
-	_tap_n=$((_tap_n + 1))
-else
-	ok "damaged newest header copy reported by check (rc $rc)" test "$rc" -ne 0
-fi
+ok "damaged newest header copy reported by check (rc $rc)" test "$rc" -ne 0
+diag "$(grep -i header out | head -1)"
 
 # A block copied over another: check names the overwritten block only.
 set -- $(awk '/^D/ && $2 == 5 {print $3}' e.map) $(awk '/^D/ && $2 == 9 {print $3}' e.map)

@@ -10,8 +10,7 @@
  *     the previous round is at or above the counter ceiling the header had
  *     committed before the child started (so counters handed out before a
  *     crash are never handed out again), and all counters in the map differ.
- * The image is 4 MiB of 4 KiB blocks: one tree level, so the map is the root
- * node and the test reads it directly.
+ * The map is read straight from the file (vdk-map-walk.h) after each round.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -30,6 +29,7 @@
 #include "vdisk.h"
 #include "vdk.h"
 #include "util.h"
+#include "vdk-map-walk.h"
 
 #define BS 4096u
 #define NB 1024u
@@ -115,35 +115,28 @@ child(uint64_t seed)
 	}
 }
 
+static void
+ctr_cb(void *opaque, uint64_t vb, const struct vdk_entry *e)
+{
+	uint64_t *ctr = opaque;
+
+	if (vb < NB) {
+		ctr[vb] = e->ctr;
+	}
+}
+
 /* Read the committed map: ctr of every data entry (0 if none) and the header ceiling. */
 static int
 read_map(uint64_t ctr[NB], uint64_t *ceiling)
 {
 	struct vdk_header h;
-	uint8_t *node = malloc(NB * VDK_ENTRY_SIZE);
-	int fd = open(path, O_RDONLY), r = -1;
+	int r;
 
 	memset(ctr, 0, NB * sizeof(*ctr));
-	if (fd >= 0 && node && vdk_header_read(fd, path, &h) == 0 && h.levels == 1) {
+	r = map_walk(path, &h, ctr_cb, ctr);
+	if (r == 0) {
 		*ceiling = h.ctr_next;
-		r = 0;
-		if ((h.root.ptr & VDK_PTR_PRESENT) &&
-		    vd_full_pread(fd, node, NB * VDK_ENTRY_SIZE, h.root.ptr & ~VDK_PTR_FLAGS) ==
-			    0) {
-			for (unsigned i = 0; i < NB; i++) {
-				struct vdk_entry e;
-
-				vdk_entry_decode(node + i * VDK_ENTRY_SIZE, &e);
-				if (e.ptr & VDK_PTR_PRESENT) {
-					ctr[i] = e.ctr;
-				}
-			}
-		}
 	}
-	if (fd >= 0) {
-		close(fd);
-	}
-	free(node);
 	return r;
 }
 
@@ -170,7 +163,7 @@ main(void)
 	static uint64_t prev[NB], cur[NB], sorted[NB];
 	static uint8_t buf[BS], want[BS];
 	int rounds = getenv("VDISK_ASAN") ? 60 : 200;
-	int bad_open = 0, bad_check = 0, bad_data = 0, bad_ctr = 0, bad_lost = 0;
+	int bad_open = 0, bad_check = 0, bad_data = 0, bad_ctr = 0, bad_lost = 0, mapped = 0;
 	uint64_t ceiling = 0, seed, total = 0;
 	char cmd[300];
 
@@ -191,7 +184,11 @@ main(void)
 		pid_t pid;
 		int st;
 
-		read_map(prev, &ceiling);
+		if (read_map(prev, &ceiling) != 0) {
+			diag("round %d: cannot read the map", round);
+			bad_ctr++;
+			break;
+		}
 		pid = fork();
 		if (pid == 0) {
 			child(seed * 1000003 + (uint64_t)round);
@@ -246,7 +243,15 @@ main(void)
 			sh->flushed[b] = v;
 		}
 		vd_close(img);
-		read_map(cur, &(uint64_t){0});
+		if (read_map(cur, &(uint64_t){0}) != 0) {
+			diag("round %d: cannot read the map", round);
+			bad_ctr++;
+			break;
+		}
+		mapped = 0;
+		for (unsigned i = 0; i < NB; i++) {
+			mapped += cur[i] != 0;
+		}
 		for (unsigned i = 0; i < NB; i++) {
 			if (cur[i] && cur[i] != prev[i] && cur[i] < ceiling) {
 				diag("round %d: block %u: counter %llu below the ceiling %llu "
@@ -270,6 +275,7 @@ main(void)
 	total = sh->writes;
 	diag("%llu writes in all", (unsigned long long)total);
 	ok(total > (uint64_t)rounds, "the children wrote (%llu writes)", (unsigned long long)total);
+	ok(mapped > (int)NB / 2, "the map read from the file has %d encrypted blocks", mapped);
 	check_int(bad_open, 0);
 	check_int(bad_check, 0);
 	check_int(bad_data, 0);

@@ -20,6 +20,7 @@
 #include "vdisk.h"
 #include "vdk.h"
 #include "util.h"
+#include "vdk-map-walk.h"
 
 #define BS 4096u
 #define NB 64u
@@ -48,28 +49,28 @@ open_img(const char *pass, bool rw)
 	return vd_open(path, &o);
 }
 
-/* File offset of virtual block vb (single-level tree), 0 if none. */
+struct find_block {
+	uint64_t vb, off;
+};
+
+static void
+find_cb(void *opaque, uint64_t vb, const struct vdk_entry *e)
+{
+	struct find_block *f = opaque;
+
+	if (vb == f->vb) {
+		f->off = e->ptr & ~VDK_PTR_FLAGS;
+	}
+}
+
+/* File offset of virtual block vb, 0 if none. */
 static uint64_t
 block_offset(uint64_t vb)
 {
-	struct vdk_header h;
-	struct vdk_entry e;
-	uint8_t ent[VDK_ENTRY_SIZE];
-	int fd = open(path, O_RDONLY);
-	uint64_t off = 0;
+	struct find_block f = {.vb = vb};
 
-	if (fd >= 0 && vdk_header_read(fd, path, &h) == 0 && h.levels == 1 &&
-	    (h.root.ptr & VDK_PTR_PRESENT) &&
-	    pread(fd, ent, sizeof(ent), (off_t)((h.root.ptr & ~VDK_PTR_FLAGS) + vb * 32)) == 32) {
-		vdk_entry_decode(ent, &e);
-		if (e.ptr & VDK_PTR_PRESENT) {
-			off = e.ptr & ~VDK_PTR_FLAGS;
-		}
-	}
-	if (fd >= 0) {
-		close(fd);
-	}
-	return off;
+	map_walk(path, NULL, find_cb, &f);
+	return f.off;
 }
 
 static void

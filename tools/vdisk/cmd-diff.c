@@ -33,7 +33,7 @@ vdisk_diff_emit(struct vdisk_diff_ctx *ctx)
 	const struct vd_extent *e = &ctx->run;
 
 	if (ctx->json) {
-		printf("%s\n    { \"start\": %" PRIu64 ", \"length\": %" PRIu64
+		printf("%s\n        { \"start\": %" PRIu64 ", \"length\": %" PRIu64
 		       ", \"type\": \"%s\" }",
 		       ctx->n ? "," : "", e->offset, e->length, vdisk_extent_type_name(e->type));
 	} else {

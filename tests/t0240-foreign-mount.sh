@@ -1,0 +1,69 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# Foreign chains through a real vdiskfs mount: the mount is read-only and says so,
+# `disk` equals `qemu-img convert -O raw`, and every snapshot folder's `disk`
+# equals the view of the chain member it stands for: qcow2 backing files and an
+# internal snapshot, an ESXi VMDK chain named from its .vmsd, a VHDX chain.
+. "$(dirname "$0")/lib.sh"
+requires test -x "$VDISKFS"
+requires test -c /dev/fuse
+requires command -v fusermount3
+cd "$T" || exit 1
+QI=qemu-img
+M=1048576
+
+# mount_ro IMAGE DIR: mount, expect the read-only notice, register the unmount.
+mount_ro() {
+	mkdir -p "$2"
+	"$VDISKFS" "$1" "$2" 2>"$T/mount.err"
+	_rc=$?
+	cleanup_fn fusermount3 -u "$T/$2"
+	ok "mount $1 (rc $_rc)" [ $_rc -eq 0 ]
+	ok "mount $1 says read-only" grep -q "read-only" "$T/mount.err"
+	wait_mounted "$T/$2" || diag "not mounted: $(cat "$T/mount.err")"
+}
+# same_file NAME FILE EXPECTED
+same_file() {
+	ok "$1" cmp -s "$2" "$3"
+}
+
+# qcow2: c0 <- c1 <- c2, internal snapshot "snapA" in the top.
+head -c $((4 * M)) /dev/urandom >r
+$QI create -q -f qcow2 c0.qcow2 16M
+qemu-io -f qcow2 -c "write -s r 0 4M" c0.qcow2 >/dev/null
+for i in 1 2; do
+	$QI create -q -f qcow2 -b c$((i - 1)).qcow2 -F qcow2 c$i.qcow2
+	qemu-io -f qcow2 -c "write -s r $((i * 3))M 2M" c$i.qcow2 >/dev/null
+done
+$QI snapshot -c snapA c2.qcow2
+qemu-io -f qcow2 -c "write -s r 12M 1M" -c "write -z 0 1M" c2.qcow2 >/dev/null
+for f in c0 c1 c2; do
+	$QI convert -O raw $f.qcow2 $f.raw
+done
+$QI convert -O raw -l snapshot.name=snapA c2.qcow2 snapA.raw
+mount_ro c2.qcow2 mq
+same_file "qcow2 chain: disk" mq/disk c2.raw
+same_file "qcow2 chain: snapshots/c0.qcow2/disk" mq/snapshots/c0.qcow2/disk c0.raw
+same_file "qcow2 chain: snapshots/c1.qcow2/disk" mq/snapshots/c1.qcow2/disk c1.raw
+same_file "qcow2 internal snapshot: snapshots/snapA/disk" mq/snapshots/snapA/disk snapA.raw
+ok "writing to a foreign disk fails" sh -c "! dd if=/dev/zero of=mq/disk bs=4k count=1 conv=notrunc 2>/dev/null"
+ok_eq "$(ls mq/snapshots | wc -l)" 3 "three snapshot folders"
+fusermount3 -u mq
+
+# ESXi VMDK chain with .vmsd names.
+python3 "$SRCDIR/tests/gen-vmdk.py" vm 11 || exit 1
+mount_ro vm/vm-000002.vmdk mv
+same_file "esxi chain: disk" mv/disk vm/expect-000002.raw
+same_file "esxi chain: snapshots/before upgrade/disk" "mv/snapshots/before upgrade/disk" vm/expect-vm.raw
+same_file "esxi chain: snapshots/after upgrade/disk" "mv/snapshots/after upgrade/disk" vm/expect-000001.raw
+ok "snapshot info carries the .vmsd time" grep -q "^created: 1700000000" "mv/snapshots/before upgrade/info"
+fusermount3 -u mv
+
+# VHDX differencing chain.
+python3 "$SRCDIR/tests/gen-vhd.py" vh 12 || exit 1
+mount_ro vh/diff2.vhdx mx
+same_file "vhdx chain: disk" mx/disk vh/expect-diff2.vhdx.raw
+same_file "vhdx chain: snapshots/base.vhdx/disk" mx/snapshots/base.vhdx/disk vh/expect-base.vhdx.raw
+same_file "vhdx chain: snapshots/diff1.vhdx/disk" mx/snapshots/diff1.vhdx/disk vh/expect-diff1.vhdx.raw
+fusermount3 -u mx
+done_testing
