@@ -54,6 +54,8 @@ static const struct scsi_op_entry scsi_ops[] = {
 	{ 0x37, false, { sbc_read_defect_data, R, 0, 10, U10 } },
 	{ 0x41, false, { sbc_write_same, W, 0, 10, U10 } },
 	{ 0x42, false, { sbc_unmap, W, 0, 10, U10 } },
+	{ 0x48, true, { sbc_sanitize, W, 0x02, 10, U10 } },
+	{ 0x48, true, { sbc_sanitize, W, 0x1f, 10, U10 } },
 	{ 0x55, false, { spc_mode_select, SCSI_OP_ALUA_OK, 0, 10, U10 } },
 	{ 0x5a, false, { spc_mode_sense, SCSI_OP_READ_LIKE | SCSI_OP_ALUA_OK, 0, 10, U10 } },
 	{ 0x5e, false, { pr_in, SCSI_OP_RES6_OK | SCSI_OP_READ_LIKE | SCSI_OP_ALUA_OK, 0, 10, U10 } },
@@ -234,6 +236,13 @@ scsi_exec(struct scsi_cmd *cmd)
 			scsi_sense(cmd, SK_ILLEGAL_REQUEST, ASC_LUN_NOT_SUPPORTED);
 			return;
 		}
+		for (size_t i = 0; i < sizeof(scsi_ops) / sizeof(scsi_ops[0]); i++) {
+			if (scsi_ops[i].op == opc) {
+				/* a known opcode, an unknown service action */
+				scsi_sense_field(cmd, 1);
+				return;
+			}
+		}
 		scsi_sense(cmd, SK_ILLEGAL_REQUEST, ASC_INVALID_OPCODE);
 		return;
 	}
@@ -262,7 +271,7 @@ scsi_exec(struct scsi_cmd *cmd)
 			cmd->status = SAM_STAT_RESERVATION_CONFLICT;
 			return;
 		}
-		if ((op->flags & SCSI_OP_WRITE) && cmd->lu->ro) {
+		if ((op->flags & SCSI_OP_WRITE) && (cmd->lu->ro || cmd->lu->swp)) {
 			scsi_sense(cmd, SK_DATA_PROTECT, ASC_WRITE_PROTECTED);
 			return;
 		}

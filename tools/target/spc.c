@@ -136,6 +136,9 @@ spc_vpd(struct scsi_cmd *cmd, uint8_t page)
 	case 0xb1:
 		n = 0x3c;
 		put_be16(d + 4, 1); /* non-rotating medium */
+		if (lu->can_unmap) {
+			d[7] = 0x40; /* WABEREQ 01b: reads after BLOCK ERASE succeed (zeros) */
+		}
 		break;
 	case 0xb2:
 		n = 4;
@@ -260,10 +263,12 @@ spc_mode_page(struct tgt_lun *lu, uint8_t page, uint8_t pc, uint8_t *p)
 	case 0x0a: /* control */
 		p[0] = 0x0a;
 		p[1] = 0x0a;
-		if (pc != 1) {
-			p[3] = 0x10;		  /* unrestricted reordering */
-			p[4] = lu->ro ? 0x08 : 0; /* SWP */
-			put_be16(p + 8, 0xffff);  /* busy timeout period: unlimited */
+		if (pc == 1) {
+			p[4] = 0x08; /* SWP is changeable */
+		} else {
+			p[3] = 0x10; /* unrestricted reordering */
+			p[4] = pc == 0 && (lu->ro || lu->swp) ? 0x08 : 0; /* SWP */
+			put_be16(p + 8, 0xffff); /* busy timeout period: unlimited */
 		}
 		return 12;
 	default:
@@ -317,7 +322,7 @@ spc_mode_sense(struct scsi_cmd *cmd)
 	}
 	pthread_mutex_unlock(&lu->lock);
 	uint32_t total = (uint32_t)(p - d);
-	uint8_t dsp = (lu->ro ? 0x80 : 0) | 0x10; /* WP, DPOFUA */
+	uint8_t dsp = (lu->ro || lu->swp ? 0x80 : 0) | 0x10; /* WP, DPOFUA */
 	if (ten) {
 		put_be16(d, (uint16_t)(total - 2));
 		d[3] = dsp;
@@ -356,7 +361,7 @@ spc_mode_select(struct scsi_cmd *cmd)
 	if (off > plen) {
 		return scsi_sense(cmd, SK_ILLEGAL_REQUEST, ASC_PARAM_LIST_LENGTH);
 	}
-	int wce = -1;
+	int wce = -1, swp = -1;
 	while (off + 2 <= plen) {
 		uint8_t pg = d[off] & 0x3f;
 		uint32_t len = d[off + 1];
@@ -365,6 +370,8 @@ spc_mode_select(struct scsi_cmd *cmd)
 		}
 		if (pg == 0x08 && len >= 1) {
 			wce = (d[off + 2] & 0x04) ? 1 : 0;
+		} else if (pg == 0x0a && len >= 3) {
+			swp = (d[off + 4] & 0x08) ? 1 : 0;
 		} else if (pg != 0x01 && pg != 0x0a) {
 			return scsi_sense(cmd, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_PARAM);
 		}
@@ -374,6 +381,9 @@ spc_mode_select(struct scsi_cmd *cmd)
 		pthread_mutex_lock(&lu->lock);
 		lu->wce = (uint8_t)wce;
 		pthread_mutex_unlock(&lu->lock);
+	}
+	if (swp >= 0) {
+		lu->swp = (uint8_t)swp; /* a read-only LUN stays read-only either way */
 	}
 	return SAM_STAT_GOOD;
 }
@@ -412,7 +422,7 @@ spc_report_tpgs(struct scsi_cmd *cmd)
 static bool
 spc_op_has_sa(uint8_t op)
 {
-	return op == 0x9e || op == 0xa3;
+	return op == 0x9e || op == 0xa3 || op == 0x48;
 }
 
 int

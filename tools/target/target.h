@@ -101,6 +101,7 @@ struct tgt_lun {
 	char res6_iport[TGT_IPORT_MAX]; /* protected by lock */
 	uint16_t res6_rtpi;		/* protected by lock */
 	uint8_t wce;			/* write cache enable (mode page 8); protected by lock */
+	_Atomic uint8_t swp; /* software write protect (control mode page, MODE SELECT) */
 	struct xcopy_result {
 		bool valid;
 		uint8_t list_id;
@@ -333,6 +334,7 @@ int sbc_unmap(struct scsi_cmd *cmd);
 int sbc_compare_and_write(struct scsi_cmd *cmd);
 int sbc_prefetch(struct scsi_cmd *cmd);
 int sbc_read_defect_data(struct scsi_cmd *cmd);
+int sbc_sanitize(struct scsi_cmd *cmd);
 /* xcopy.c */
 int xcopy_extended_copy(struct scsi_cmd *cmd);
 int xcopy_receive_results(struct scsi_cmd *cmd);
