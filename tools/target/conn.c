@@ -565,7 +565,14 @@ task_complete_all(void)
 				free(tw);
 			}
 		}
-		if (!c->dead) {
+		c->need_flush = !c->dead;
+	}
+	/* one writev per connection for the whole batch of completions */
+	struct iscsi_conn *c, *n;
+	TAILQ_FOREACH_SAFE(c, &srv.conns, link, n)
+	{
+		if (c->need_flush) {
+			c->need_flush = false;
 			conn_flush(c);
 		}
 	}
@@ -920,7 +927,7 @@ conn_handle_scsi_cmd(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *ah
 	} else {
 		task_dispatch(c, t);
 	}
-	conn_flush(c);
+	/* the response (or R2T) goes out with the others when conn_event flushes */
 }
 
 /* ---- task management ---- */

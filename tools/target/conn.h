@@ -107,6 +107,7 @@ struct iscsi_conn {
 	/* send */
 	TAILQ_HEAD(, tx_pdu) txq;
 	bool want_out;
+	bool need_flush; /* completions queued PDUs: flush after the batch */
 	/* login */
 	bool ffp; /* login complete: full feature phase */
 	bool login_started;
