@@ -44,6 +44,10 @@
 
 #include <sodium.h>
 #include <xxhash.h>
+#if defined(__x86_64__) || defined(__i386__)
+/* Debian's libxxhash picks SSE2, AVX2 or AVX-512 at run time through these entry points. */
+#include <xxh_x86dispatch.h>
+#endif
 
 #include "chain.h"
 #include "util.h"
