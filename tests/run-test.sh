@@ -14,6 +14,7 @@ case "$t" in
 esac
 mkdir -p "$VDISK_BUILD/logs"
 log="$VDISK_BUILD/logs/$(basename "$t").log"
+rm -f "$log.new"
 st=$(mktemp)
 { "$@"; echo $? >"$st"; } | while IFS= read -r line; do
 	printf '%s\n' "$line"
