@@ -44,6 +44,10 @@
 
 #include <sodium.h>
 #include <xxhash.h>
+#if defined(__x86_64__) || defined(__i386__)
+/* Debian's libxxhash picks SSE2, AVX2 or AVX-512 at run time through these entry points. */
+#include <xxh_x86dispatch.h>
+#endif
 
 #include "chain.h"
 #include "util.h"
@@ -307,20 +311,31 @@ vdk_header_read(int fd, const char *path, struct vdk_header *h)
 	return 0;
 }
 
+/*
+ * The commit point. Order: fdatasync (everything written before — tree nodes,
+ * data, and the previous commit's second copy — is durable), copy 0, fdatasync,
+ * copy 1. Copy 1 is made durable by the next commit's first fdatasync (or at
+ * close), so a crash while copy 0 is being written always finds copy 1 whole
+ * with the previous commit: two syncs per commit, never a moment with no valid
+ * header.
+ */
 int
 vdk_header_write(int fd, const char *path, struct vdk_header *h, struct vdk_crypt *crypt)
 {
 	uint8_t buf[VDK_HDR_SIZE];
-	int r = 0;
+	int r;
 
-	/* Both copies, one after the other, each made durable before the next is touched. */
 	h->gen++;
 	vdk_header_encode(h, buf, crypt);
-	for (int slot = 0; slot < VDK_HDR_SLOTS && r == 0; slot++) {
-		r = vd_full_pwrite(fd, buf, sizeof(buf), (uint64_t)slot * VDK_HDR_SIZE);
-		if (r == 0) {
-			r = vd_fdatasync(fd);
-		}
+	r = vd_fdatasync(fd);
+	if (r == 0) {
+		r = vd_full_pwrite(fd, buf, sizeof(buf), 0);
+	}
+	if (r == 0) {
+		r = vd_fdatasync(fd);
+	}
+	if (r == 0) {
+		r = vd_full_pwrite(fd, buf, sizeof(buf), VDK_HDR_SIZE);
 	}
 	if (r < 0) {
 		h->gen--;
@@ -906,10 +921,7 @@ vdk_commit_locked(struct vd_layer *l)
 			}
 		}
 	}
-	r = vd_fdatasync(l->fd);
-	if (r < 0) {
-		return vd_set_error(r, "%s: flush: %s", l->path, strerror(-r));
-	}
+	/* vdk_header_write syncs the nodes and data first. */
 	h = st->hdr;
 	h.root = st->root;
 	h.file_end = st->file_blocks << st->bshift;
@@ -1692,10 +1704,11 @@ vdk_close(struct vd_layer *l)
 	struct vdk_state *st = l->st;
 	struct vdk_node *n, *next;
 
-	if (st->writable && st->dirty) {
+	if (st->writable) {
 		pthread_mutex_lock(&st->lock);
 		vdk_commit_locked(l);
 		pthread_mutex_unlock(&st->lock);
+		vd_fdatasync(l->fd);	/* the second header copy of the last commit */
 	}
 	if (st->hash) {
 		for (uint32_t i = 0; i < st->hash_size; i++) {
