@@ -75,6 +75,7 @@ check-asan: deps
 	rm -f build-asan/skips.log
 	VDISK_BUILD=$(CURDIR)/build-asan VDISK_ASAN=1 prove -j2 --timer --failures --exec tests/run-test.sh $(TESTS_ALL)
 
+comma := ,
 # libFuzzer harnesses: fuzz/fuzz-NAME.c, built with clang against the library
 # sources; a harness for the target #includes the .c files it tests.
 FUZZ_CC ?= clang
@@ -87,9 +88,20 @@ FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=u
 
 fuzz-build: $(FUZZ_BINS)
 
-$(FUZZ_B)/%: fuzz/%.c $(LIB_SRCS) $(wildcard format/*.h)
-	@mkdir -p $(FUZZ_B)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(LIB_SRCS) $(LIBS) -lmd
+# The library is compiled once for all harnesses (instrumented, without libFuzzer's main).
+FUZZ_OBJS := $(LIB_SRCS:%.c=$(FUZZ_B)/obj/%.o)
+
+$(FUZZ_B)/obj/%.o: %.c $(wildcard format/*.h) Makefile
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(subst -fsanitize=fuzzer$(comma),-fsanitize=fuzzer-no-link$(comma),$(FUZZ_FLAGS)) -c -o $@ $<
+
+$(FUZZ_B)/libvdisk-fuzz.a: $(FUZZ_OBJS)
+	rm -f $@
+	ar rcs $@ $^
+
+$(FUZZ_B)/%: fuzz/%.c $(FUZZ_B)/libvdisk-fuzz.a $(wildcard fuzz/*.h tools/target/*.c tools/target/*.h fs/*.c fs/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_B)/libvdisk-fuzz.a $(LIBS)
 
 # Run every harness for FUZZ_TIME seconds on its corpus (fuzz/corpus/NAME, grown in build-fuzz/).
 fuzz: fuzz-build

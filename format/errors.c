@@ -63,7 +63,13 @@ vd_error_prefix(const char *fmt, ...)
 	if (n + 2 < sizeof(vd_errbuf)) {
 		memcpy(vd_errbuf + n, ": ", 3);
 		n += 2;
-		strncat(vd_errbuf + n, old, sizeof(vd_errbuf) - n - 1);
+		size_t m = strnlen(old, sizeof(old) - 1);
+
+		if (m > sizeof(vd_errbuf) - n - 1) {
+			m = sizeof(vd_errbuf) - n - 1;
+		}
+		memcpy(vd_errbuf + n, old, m);
+		vd_errbuf[n + m] = '\0';
 	}
 }
 

@@ -190,8 +190,8 @@ int
 ft_zstd(const void *in, size_t in_len, void *out, size_t out_len)
 {
 	ZSTD_DCtx *dctx = ZSTD_createDCtx();
-	ZSTD_inBuffer ib = { in, in_len, 0 };
-	ZSTD_outBuffer ob = { out, out_len, 0 };
+	ZSTD_inBuffer ib = {in, in_len, 0};
+	ZSTD_outBuffer ob = {out, out_len, 0};
 	int ret = -EIO;
 
 	if (!dctx) {
@@ -208,7 +208,7 @@ ft_zstd(const void *in, size_t in_len, void *out, size_t out_len)
 			break;
 		}
 		if (r == 0 || ib.pos == ib.size) {
-			break;	/* frame ended or input exhausted before the cluster was full */
+			break; /* frame ended or input exhausted before the cluster was full */
 		}
 	}
 	if (ob.pos == ob.size) {

@@ -20,17 +20,17 @@
 
 struct ft_slot {
 	int fd;
-	uint64_t off;		/* file offset of the table, UINT64_MAX when empty */
-	uint64_t stamp;		/* last use, for LRU eviction */
+	uint64_t off;	/* file offset of the table, UINT64_MAX when empty */
+	uint64_t stamp; /* last use, for LRU eviction */
 	uint8_t *data;
 };
 
 struct ft_cache {
 	pthread_mutex_t lock;
-	size_t table_size;	/* bytes per table */
+	size_t table_size; /* bytes per table */
 	int nslots;
-	uint64_t clock;		/* protected by lock */
-	struct ft_slot *slots;	/* protected by lock */
+	uint64_t clock;	       /* protected by lock */
+	struct ft_slot *slots; /* protected by lock */
 };
 
 /* Cache of nslots tables of table_size bytes each. 0 or -ENOMEM. */

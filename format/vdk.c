@@ -1849,6 +1849,28 @@ vdk_make_writable(struct vd_layer *l)
 
 /* ---- creating ------------------------------------------------------------------ */
 
+/* Passes the backing's passphrase through and keeps the first one (see vd_create). */
+struct vdk_pass_capture {
+	vd_passphrase_fn fn;
+	void *opaque;
+	char *buf; /* sodium_malloc'd, VDK_PASS_MAX bytes */
+};
+
+#define VDK_PASS_MAX 1024
+
+static int
+vdk_pass_capture(void *opaque, const char *path, char *buf, size_t size)
+{
+	struct vdk_pass_capture *pc = opaque;
+	int r = pc->fn(pc->opaque, path, buf, size);
+
+	if (r == 0 && pc->buf[0] == '\0' && size > 0) {
+		buf[size - 1] = '\0';
+		snprintf(pc->buf, VDK_PASS_MAX, "%s", buf);
+	}
+	return r;
+}
+
 int
 vd_create(const char *path, const struct vd_create_opts *opts)
 {
@@ -1857,6 +1879,10 @@ vd_create(const char *path, const struct vd_create_opts *opts)
 	char *rel = NULL, *fmt = NULL;
 	uint8_t area[VDK_CRYPT_AREA_SIZE], uuid[16];
 	struct vdk_crypt *crypt = NULL;
+	struct vdk_pass_capture pc = { .fn = opts->backing_passphrase,
+					.opaque = opts->backing_passphrase_opaque,
+					.buf = NULL };
+	const char *cipher = opts->cipher, *pass = opts->passphrase;
 	int r;
 
 	if (sodium_init() < 0) {
@@ -1869,14 +1895,32 @@ vd_create(const char *path, const struct vd_create_opts *opts)
 	if (opts->backing) {
 		struct vd_open_opts bo = {
 			.format = opts->backing_format,
-			.passphrase = opts->backing_passphrase,
-			.passphrase_opaque = opts->backing_passphrase_opaque,
+			.passphrase = opts->backing_passphrase ? vdk_pass_capture : NULL,
+			.passphrase_opaque = &pc,
 		};
-		struct vd_image *b = vd_open(opts->backing, &bo);
+		struct vd_image *b;
 		struct vd_layer_info bi;
 
+		pc.buf = sodium_malloc(VDK_PASS_MAX);
+		if (!pc.buf) {
+			return vd_set_error(ENOMEM, "out of secure memory");
+		}
+		pc.buf[0] = '\0';
+		b = vd_open(opts->backing, &bo);
 		if (!b) {
+			sodium_free(pc.buf);
 			return -vd_get_errno();
+		}
+		/*
+		 * Writes over an encrypted chain must not land in the clear: without a
+		 * cipher of its own, the overlay is encrypted like the backing's top
+		 * encrypted layer, under the passphrase that opened the backing.
+		 */
+		for (int i = 0; i < vd_layer_count(b) && !cipher; i++) {
+			if (vd_layer_info(b, i, &bi) == 0 && bi.encrypted) {
+				cipher = bi.cipher ? bi.cipher : "xchacha20poly1305";
+				pass = pc.buf;
+			}
 		}
 		vd_layer_info(b, 0, &bi);
 		fmt = strdup(bi.format);
@@ -1886,9 +1930,8 @@ vd_create(const char *path, const struct vd_create_opts *opts)
 		vd_close(b);
 		rel = vd_make_relative(path, opts->backing);
 		if (!rel || !fmt) {
-			free(rel);
-			free(fmt);
-			return vd_set_error(ENOMEM, "out of memory");
+			r = vd_set_error(ENOMEM, "out of memory");
+			goto out;
 		}
 	}
 	if (size == 0) {
@@ -1901,20 +1944,21 @@ vd_create(const char *path, const struct vd_create_opts *opts)
 		goto out;
 	}
 	randombytes_buf(uuid, sizeof(uuid));
-	if (opts->cipher) {
+	if (cipher) {
 		memset(area, 0, sizeof(area));
-		r = vdk_crypt_create(opts->cipher, opts->passphrase ? opts->passphrase : "",
-				     opts->pwhash_opslimit, opts->pwhash_memlimit, uuid, area, &crypt);
+		r = vdk_crypt_create(cipher, pass ? pass : "", opts->pwhash_opslimit,
+				     opts->pwhash_memlimit, uuid, area, &crypt);
 		if (r < 0) {
 			vd_error_prefix("%s", path);
 			goto out;
 		}
 	}
-	r = vdk_create_file(path, size, bs, rel, fmt, NULL, 0, opts->cipher ? area : NULL, uuid,
-			    crypt, 0);
+	r = vdk_create_file(path, size, bs, rel, fmt, NULL, 0, cipher ? area : NULL, uuid, crypt,
+			    0);
 out:
 	vdk_crypt_destroy(crypt);
 	sodium_memzero(area, sizeof(area));
+	sodium_free(pc.buf);
 	free(rel);
 	free(fmt);
 	return r;

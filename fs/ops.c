@@ -424,7 +424,7 @@ vdfs_open(const char *path, struct fuse_file_info *fi)
 		if (ret < 0) {
 			break;
 		}
-		ret = vdfs_snap_open_file(fs, n.snap, &fh->img);
+		ret = vdfs_snap_open_file(fs, n.snap, n.kind == K_SNAP_DISK ? &fh->img : NULL);
 		if (ret < 0) {
 			break;
 		}
@@ -464,7 +464,7 @@ vdfs_release(const char *path, struct fuse_file_info *fi)
 		fuse_invalidate_path(fs->fuse, "/disk");
 	}
 	if (fh->snap) {
-		vdfs_snap_close_file(fs, fh->snap);
+		vdfs_snap_close_file(fs, fh->snap, fh->kind == K_SNAP_DISK);
 		vdfs_snap_put(fs, fh->snap);
 	}
 	free(fh->txt);

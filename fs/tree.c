@@ -219,25 +219,31 @@ snap_view_open_locked(struct vdfs *fs, struct vdfs_snap *s)
 int
 vdfs_snap_open_file(struct vdfs *fs, struct vdfs_snap *s, struct vd_image **view)
 {
-	int ret;
+	int ret = 0;
 
 	pthread_mutex_lock(&fs->lock);
-	ret = snap_view_open_locked(fs, s);
-	if (ret == 0) {
-		s->open_files++;
-		if (view) {
+	if (s->gone) {
+		ret = -ENOENT;
+	} else if (view) {
+		ret = snap_view_open_locked(fs, s);
+		if (ret == 0) {
+			s->view_users++;
 			*view = s->view;
 		}
+	}
+	if (ret == 0) {
+		s->open_files++;
 	}
 	pthread_mutex_unlock(&fs->lock);
 	return ret;
 }
 
 void
-vdfs_snap_close_file(struct vdfs *fs, struct vdfs_snap *s)
+vdfs_snap_close_file(struct vdfs *fs, struct vdfs_snap *s, bool had_view)
 {
 	pthread_mutex_lock(&fs->lock);
-	if (--s->open_files == 0 && s->view) {
+	s->open_files--;
+	if (had_view && --s->view_users == 0 && s->view) {
 		vd_close(s->view);
 		s->view = NULL;
 	}

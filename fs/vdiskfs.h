@@ -32,9 +32,10 @@ struct vdfs_snap {
 	int layer;	/* layer index in the chain when last listed */
 	int refs;	/* protected by vdfs.lock */
 	int open_files; /* open handles on its files; protected by vdfs.lock */
+	int view_users; /* open handles on its disk (users of view); protected by vdfs.lock */
 	bool gone;	/* deleted (rmdir) or no longer listed; protected by vdfs.lock */
-	struct vd_image
-		*view;	/* vd_snapshot_open view while open_files > 0; protected by vdfs.lock */
+	/* vd_snapshot_open view while view_users > 0; protected by vdfs.lock */
+	struct vd_image *view;
 	int view_layer; /* in the view: index of this snapshot's own layer */
 	char *changed;	/* cached "changed" text; protected by vdfs.lock */
 	size_t changed_len;
@@ -80,9 +81,13 @@ int vdfs_snaps_refresh(struct vdfs *fs);
 /* Find a snapshot by name and take a reference (NULL if none). */
 struct vdfs_snap *vdfs_snap_get(struct vdfs *fs, const char *name);
 void vdfs_snap_put(struct vdfs *fs, struct vdfs_snap *s);
-/* Open one of its files: takes a view reference (opens the view on first use). */
+/*
+ * Count an open file of the folder (rmdir answers EBUSY while any is open). With
+ * view != NULL also take a reference on the snapshot's read-only view (opened on
+ * first use, closed with the last user) and return it.
+ */
 int vdfs_snap_open_file(struct vdfs *fs, struct vdfs_snap *s, struct vd_image **view);
-void vdfs_snap_close_file(struct vdfs *fs, struct vdfs_snap *s);
+void vdfs_snap_close_file(struct vdfs *fs, struct vdfs_snap *s, bool had_view);
 /* The info text (caller frees) and the changed text (caller frees). */
 int vdfs_snap_info_text(struct vdfs *fs, struct vdfs_snap *s, char **txt, size_t *len);
 int vdfs_snap_changed_text(struct vdfs *fs, struct vdfs_snap *s, char **txt, size_t *len);

@@ -47,6 +47,22 @@ ok_fail "second writer: not mounted" is_mounted "$T/m2"
 ok "unmount" fusermount3 -u "$M"
 ok "daemon exits after the flush" wait_pid_gone "$pid"
 
+# Relative paths, daemonized (the daemon chdirs to /), then SIGTERM: unmounts and exits 0.
+ok "relative IMAGE and MOUNTPOINT" sh -c "cd '$T' && '$VDISKFS' img.vdk mnt"
+pid=$(daemon_pid mnt)
+cleanup_fn fs_cleanup_one "$M" "$pid"
+ok "mounted ($pid)" is_mounted "$M"
+ok "SIGTERM" kill -TERM "$pid"
+ok "the daemon exits" wait_pid_gone "$pid"
+ok_fail "and the mount is gone" is_mounted "$M"
+perr "$VDISKFS" "$IMG" "$T/no-such-dir"
+ok_eq "$?" 1 "missing mountpoint: exit 1"
+ok "missing mountpoint: message" grep -q "^vdiskfs: $T/no-such-dir: No such file" "$T/perr"
+ok "foreground, SIGHUP: exit 0" timeout 30 sh -c "'$VDISKFS' -f '$IMG' '$M' & p=\$!; \
+	for i in \$(seq 100); do grep -q ' $M fuse' /proc/mounts && break; sleep 0.1; done; \
+	kill -HUP \$p; wait \$p"
+ok_fail "unmounted" is_mounted "$M"
+
 # The /etc/fstab route: mount(8) runs mount.fuse3 IMAGE MNT -o rw -t fuse.vdiskfs,
 # which runs `vdiskfs IMAGE MNT -o rw,dev,suid` from PATH.
 ok "mount.fuse3 (as from fstab)" env PATH="$VDISK_BUILD:$PATH" /sbin/mount.fuse3 "$IMG" "$M" \

@@ -42,6 +42,8 @@ ok "s2/disk is zero at 3 MiB" is_zero "$M/snapshots/s2/disk" 3145728 65536
 ok_eq "$(seek_data "$M/snapshots/s1/disk" 0)" 1048576 "SEEK_DATA on a snapshot disk"
 ok_eq "$(seek_hole "$M/snapshots/s1/disk" 1048576)" 1114112 "SEEK_HOLE on a snapshot disk"
 ok_eq "$(ls -U "$M/snapshots" | tr '\n' ' ')" "s1 s2 " "oldest first"
+ok_eq "$("$VDISK" snapshot list "$IMG" 2>&1 | awk 'NR > 1 { printf "%s ", $2 }')" "s1 s2 " \
+	"vdisk snapshot list agrees while mounted"
 
 ok_fail "mkdir an existing name" perr mkdir "$M/snapshots/s1"
 ok "EEXIST" grep -q "exists" "$T/perr"
@@ -58,6 +60,8 @@ exec 8<&-
 sleep 0.2	# release is asynchronous
 ok "rmdir s1 once closed" rmdir "$M/snapshots/s1"
 ok_eq "$(ls -U "$M/snapshots" | tr '\n' ' ')" "s2 " "s2 is left"
+ok_eq "$("$VDISK" snapshot list "$IMG" 2>&1 | awk 'NR > 1 { printf "%s ", $2 }')" "s2 " \
+	"vdisk snapshot list agrees after rmdir, while mounted"
 ok_eq "$(cat "$M/snapshots/s2/changed" | tr '\n' ,)" "1048576 65536,2097152 131072,10485760 65536," \
 	"s2/changed now holds s1's blocks too"
 ok_eq "$(grep '^parent:' "$M/snapshots/s2/info")" "parent: -" "s2 has no parent now"
