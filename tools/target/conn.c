@@ -118,7 +118,16 @@ conn_stamp(struct iscsi_conn *c, uint8_t *bhs, bool advance)
 {
 	put_be32(bhs + BHS_STATSN, advance ? c->statsn++ : c->statsn);
 	put_be32(bhs + BHS_EXPCMDSN, c->exp_cmdsn);
-	put_be32(bhs + BHS_MAXCMDSN, c->exp_cmdsn + CONN_QUEUE_DEPTH - 1);
+	/* The window is what the task table still has room for, so an initiator never
+	 * gets TASK SET FULL for commands it was allowed to send. An initiator ignores
+	 * a MaxCmdSN that goes back (RFC 7143 §4.2.2.1), so it only ever advances. */
+	int room = CONN_QUEUE_DEPTH - c->ntasks;
+	uint32_t cand = c->exp_cmdsn + (uint32_t)(room > 0 ? room : 0) - 1;
+	if (!c->max_cmdsn_set || sn_lt(c->max_cmdsn, cand)) {
+		c->max_cmdsn = cand;
+		c->max_cmdsn_set = true;
+	}
+	put_be32(bhs + BHS_MAXCMDSN, c->max_cmdsn);
 }
 
 void
@@ -830,7 +839,7 @@ conn_check_cmdsn(struct iscsi_conn *c, const uint8_t *bhs)
 	if (bhs[0] & ISCSI_OP_IMMEDIATE) {
 		return true;
 	}
-	uint32_t max = c->exp_cmdsn + CONN_QUEUE_DEPTH - 1;
+	uint32_t max = c->max_cmdsn; /* the highest MaxCmdSN we have announced */
 	if (sn_lt(cmdsn, c->exp_cmdsn) || sn_lt(max, cmdsn)) {
 		tgt_dbg("%s: CmdSN %u outside [%u, %u], ignored", c->peer, cmdsn, c->exp_cmdsn,
 			max);

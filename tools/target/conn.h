@@ -132,6 +132,8 @@ struct iscsi_conn {
 	struct iscsi_params params;
 	bool hdigest, ddigest; /* in force (after login) */
 	uint32_t exp_cmdsn;
+	uint32_t max_cmdsn; /* highest MaxCmdSN announced */
+	bool max_cmdsn_set;
 	uint32_t statsn;
 	uint32_t next_ttt;
 	TAILQ_HEAD(, iscsi_task) tasks;
