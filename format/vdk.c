@@ -78,6 +78,8 @@ struct vdk_node {
 	uint8_t *data;
 };
 
+static int vdk_alloc_init_locked(struct vd_layer *l);
+
 /* ---- entries and header --------------------------------------------------- */
 
 void
@@ -734,6 +736,10 @@ static int
 vdk_alloc(struct vdk_state *st, uint64_t want, uint64_t *first, uint64_t *got, bool exact)
 {
 	uint64_t start = st->data_start >> st->bshift, i = 0, n = 0, scanned = 0;
+
+	if (!st->alloc_ready) {
+		return vd_set_error(EIO, "internal error: allocator not ready");
+	}
 	uint64_t span = st->file_blocks - start;
 	bool found = false;
 
@@ -874,6 +880,10 @@ vdk_commit_locked(struct vd_layer *l)
 
 	if (!st->dirty) {
 		return 0;
+	}
+	r = vdk_alloc_init_locked(l);
+	if (r < 0) {
+		return r;
 	}
 	/* Write dirty nodes bottom-up; each write may dirty its parent (added to the list). */
 	for (uint32_t level = 0; level < st->levels; level++) {
@@ -1150,6 +1160,10 @@ vdk_set_entry_locked(struct vd_layer *l, uint64_t vb, const struct vdk_entry *ne
 	uint8_t *p;
 	int r;
 
+	r = vdk_alloc_init_locked(l);
+	if (r < 0) {
+		return r;
+	}
 	/* Writing "unallocated" or "zero" where it already is changes nothing: no new nodes. */
 	if (!(ne->ptr & VDK_PTR_PRESENT)) {
 		n = vdk_get_node(l, 0, vb >> st->nshift, false, &r);
@@ -1225,7 +1239,10 @@ vdk_write_blocks(struct vd_layer *l, uint64_t vb, uint64_t nb, const uint8_t *da
 			continue;
 		}
 		pthread_mutex_lock(&st->lock);
-		r = vdk_alloc(st, j - i, &first, &got, false);
+		r = vdk_alloc_init_locked(l);
+		if (r == 0) {
+			r = vdk_alloc(st, j - i, &first, &got, false);
+		}
 		if (r == 0 && st->crypt) {
 			r = vdk_reserve_ctr_locked(l, got);
 			ctr0 = st->ctr_next;
@@ -1534,6 +1551,64 @@ vdk_walk_mark(struct vd_layer *l, const struct vdk_entry *e, uint32_t level, uin
 	return 0;
 }
 
+/*
+ * Build the allocator from the committed tree: every node and data block it
+ * references is used, the rest of the file is free. Done lazily, at the first
+ * change after opening for writing, so that opening a large image to read it,
+ * snapshot it or flush it costs no walk. Caller holds st->lock.
+ */
+static int
+vdk_alloc_init_locked(struct vd_layer *l)
+{
+	struct vdk_state *st = l->st;
+	struct stat sb;
+	uint8_t *bufs;
+	int r = 0;
+
+	if (st->alloc_ready) {
+		return 0;
+	}
+	if (fstat(l->fd, &sb) < 0) {
+		return vd_set_error(errno, "%s: %s", l->path, strerror(errno));
+	}
+	if (st->nbits) {
+		memset(st->used, 0, st->nbits / 8);
+		memset(st->fresh, 0, st->nbits / 8);
+	}
+	st->nlimbo = st->npending = st->nfreshv = 0;
+	st->cursor = 0;
+	st->allocated_blocks = 0;
+	st->file_blocks = st->data_start >> st->bshift;
+	if (vdk_bitmap_grow(st, st->file_blocks + 1) < 0) {
+		return vd_set_error(ENOMEM, "out of memory");
+	}
+	for (uint64_t b = 0; b < st->file_blocks; b++) {
+		bit_set(st->used, b);
+	}
+	st->walk_limit = (uint64_t)sb.st_size >> st->bshift;
+	if (st->root.ptr & VDK_PTR_PRESENT) {
+		bufs = malloc((size_t)st->node_size * st->levels);
+		if (!bufs) {
+			return vd_set_error(ENOMEM, "out of memory");
+		}
+		r = vdk_walk_mark(l, &st->root, st->levels - 1, 0, bufs);
+		free(bufs);
+		if (r < 0) {
+			return r;
+		}
+	}
+	/* Everything past the tree up to the end of the file is free space. */
+	if (st->walk_limit > st->file_blocks) {
+		if (vdk_bitmap_grow(st, st->walk_limit) < 0) {
+			return vd_set_error(ENOMEM, "out of memory");
+		}
+		st->file_blocks = st->walk_limit;
+	}
+	vdk_count_free(st);
+	st->alloc_ready = true;
+	return 0;
+}
+
 static int
 vdk_unlock(struct vd_layer *l)
 {
@@ -1567,7 +1642,6 @@ static int
 vdk_open_layer(struct vd_layer *l)
 {
 	struct vdk_state *st = l->st;
-	struct stat sb;
 	uint8_t buf[VDK_HDR_SIZE];
 	int r;
 
@@ -1648,41 +1722,9 @@ vdk_open_layer(struct vd_layer *l)
 		}
 		st->ctr_next = st->hdr.ctr_next;
 	}
+	st->allocated_blocks = st->hdr.allocated_blocks;
 	if (st->writable) {
-		uint8_t *bufs;
-
-		if (fstat(l->fd, &sb) < 0) {
-			return vd_set_error(errno, "%s: %s", l->path, strerror(errno));
-		}
-		st->file_blocks = st->data_start >> st->bshift;
-		if (vdk_bitmap_grow(st, st->file_blocks + 1) < 0) {
-			return vd_set_error(ENOMEM, "out of memory");
-		}
-		for (uint64_t b = 0; b < st->file_blocks; b++) {
-			bit_set(st->used, b);
-		}
-		st->walk_limit = (uint64_t)sb.st_size >> st->bshift;
-		if (st->root.ptr & VDK_PTR_PRESENT) {
-			bufs = malloc((size_t)st->node_size * st->levels);
-			if (!bufs) {
-				return vd_set_error(ENOMEM, "out of memory");
-			}
-			r = vdk_walk_mark(l, &st->root, st->levels - 1, 0, bufs);
-			free(bufs);
-			if (r < 0) {
-				return r;
-			}
-		}
-		/* Everything past the tree up to the end of the file is free space. */
-		uint64_t fb = (uint64_t)sb.st_size >> st->bshift;
-
-		if (fb > st->file_blocks) {
-			if (vdk_bitmap_grow(st, fb) < 0) {
-				return vd_set_error(ENOMEM, "out of memory");
-			}
-			st->file_blocks = fb;
-		}
-		vdk_count_free(st);
+		/* The allocator is built at the first change (vdk_alloc_init_locked). */
 		if (st->crypt) {
 			/* Counters up to the committed reservation may have been used: skip them. */
 			st->ctr_next = st->hdr.ctr_next;
@@ -1692,8 +1734,6 @@ vdk_open_layer(struct vd_layer *l)
 				return r;
 			}
 		}
-	} else {
-		st->allocated_blocks = st->hdr.allocated_blocks;
 	}
 	return 0;
 }
@@ -1798,8 +1838,6 @@ int
 vdk_make_writable(struct vd_layer *l)
 {
 	struct vdk_state *st = l->st;
-	struct stat sb;
-	uint8_t *bufs;
 	int fd, r;
 
 	if (st->writable) {
@@ -1820,32 +1858,9 @@ vdk_make_writable(struct vd_layer *l)
 		return r;
 	}
 	pthread_mutex_lock(&st->lock);
-	/* Start the allocator afresh from the committed tree (the layer may have been a top before). */
-	if (st->nbits) {
-		memset(st->used, 0, st->nbits / 8);
-		memset(st->fresh, 0, st->nbits / 8);
-	}
-	st->nlimbo = st->npending = st->nfreshv = 0;
-	st->cursor = 0;
-	st->file_blocks = st->data_start >> st->bshift;
-	st->allocated_blocks = 0;
-	r = vdk_bitmap_grow(st, st->file_blocks + 1);
-	for (uint64_t b = 0; r == 0 && b < st->file_blocks; b++) {
-		bit_set(st->used, b);
-	}
-	st->walk_limit = fstat(l->fd, &sb) == 0 ? (uint64_t)sb.st_size >> st->bshift : 0;
-	if (r == 0 && (st->root.ptr & VDK_PTR_PRESENT)) {
-		bufs = malloc((size_t)st->node_size * st->levels);
-		r = bufs ? vdk_walk_mark(l, &st->root, st->levels - 1, 0, bufs) : -ENOMEM;
-		free(bufs);
-	}
-	if (r == 0 && fstat(l->fd, &sb) == 0 && ((uint64_t)sb.st_size >> st->bshift) > st->file_blocks) {
-		uint64_t fb = (uint64_t)sb.st_size >> st->bshift;
-
-		r = vdk_bitmap_grow(st, fb);
-		st->file_blocks = fb;
-	}
-	vdk_count_free(st);
+	/* The allocator starts afresh from the committed tree (the layer may have been a top before). */
+	st->alloc_ready = false;
+	r = vdk_alloc_init_locked(l);
 	if (r == 0) {
 		st->writable = true;
 		l->readonly = false;
