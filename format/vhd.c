@@ -373,94 +373,24 @@ vhd_map1(struct vd_layer *l, uint64_t off, uint64_t len, enum vd_extent_type *ty
 	return 0;
 }
 
-/* Map a run from off: consecutive blocks of the same kind (and contiguous data) merge. */
-static int
-vhd_map(struct vd_layer *l, uint64_t off, uint64_t len, enum vd_extent_type *type, uint64_t *n,
-	uint64_t *host)
-{
-	int ret = vhd_map1(l, off, len, type, n, host);
-
-	while (ret == 0 && *n < len && *n < (UINT64_C(1) << 30)) {
-		enum vd_extent_type t2;
-		uint64_t n2, h2 = 0;
-
-		if (vhd_map1(l, off + *n, len - *n, &t2, &n2, &h2) < 0 || t2 != *type ||
-		    (t2 == VD_EXTENT_DATA && h2 != *host + *n)) {
-			break;
-		}
-		*n += n2;
-	}
-	return ret;
-}
-
 static int
 vhd_block_status(struct vd_layer *l, uint64_t off, uint64_t len, struct vd_extent *ext)
 {
-	enum vd_extent_type t;
-	uint64_t n, host;
-	int ret = vhd_map(l, off, len, &t, &n, &host);
-
-	if (ret < 0) {
-		return ret;
-	}
-	ext->offset = off;
-	ext->length = n;
-	ext->type = t;
-	return 0;
+	return ft_block_status(l, vhd_map1, off, len, ext);
 }
 
 static int
 vhd_pread(struct vd_layer *l, void *buf, size_t len, uint64_t off)
 {
-	uint8_t *p = buf;
-	int ret;
-
-	while (len > 0) {
-		enum vd_extent_type t;
-		uint64_t n, host = 0;
-
-		ret = vhd_map(l, off, len, &t, &n, &host);
-		if (ret < 0) {
-			return ret;
-		}
-		if (t == VD_EXTENT_DATA) {
-			ret = vd_pread_zerofill(l->fd, p, n, host);
-			if (ret < 0) {
-				return vd_set_error(EIO,
-						    "%s: read error at virtual offset %" PRIu64,
-						    l->path, off);
-			}
-		} else {
-			memset(p, 0, n);
-		}
-		p += n;
-		off += n;
-		len -= n;
-	}
-	return 0;
+	return ft_pread(l, vhd_map1, buf, len, off);
 }
 
 static uint64_t
 vhd_allocated(struct vd_layer *l)
 {
 	struct vhd_state *s = l->st;
-	uint64_t total = 0, off = 0;
 
-	if (s->type == VHD_FIXED) {
-		return l->size;
-	}
-	while (off < l->size) {
-		struct vd_extent e;
-
-		if (vhd_block_status(l, off, l->size - off, &e) < 0) {
-			break;
-		}
-		if (e.type == VD_EXTENT_DATA) {
-			total += e.length;
-		}
-		off += e.length;
-	}
-	return total;
+	return s->type == VHD_FIXED ? l->size : ft_allocated(l);
 }
 
 static int
