@@ -65,14 +65,17 @@ deps:
 check: deps
 	$(MAKE) all
 	$(MAKE) B=build-asan SAN=1 all
-	VDISK_BUILD=$(CURDIR)/$(B) prove -j2 --failures --exec tests/run-test.sh $(TESTS_ALL)
-	VDISK_BUILD=$(CURDIR)/build-asan VDISK_ASAN=1 prove -j2 --failures --exec tests/run-test.sh $(TESTS_ASAN)
+	rm -f $(B)/skips.log build-asan/skips.log
+	VDISK_BUILD=$(CURDIR)/$(B) prove -j2 --timer --failures --exec tests/run-test.sh $(TESTS_ALL)
+	VDISK_BUILD=$(CURDIR)/build-asan VDISK_ASAN=1 prove -j2 --timer --failures --exec tests/run-test.sh $(TESTS_ASAN)
 	@scripts/check-skips.sh
 
 check-asan: deps
 	$(MAKE) B=build-asan SAN=1 all
-	VDISK_BUILD=$(CURDIR)/build-asan VDISK_ASAN=1 prove -j2 --failures --exec tests/run-test.sh $(TESTS_ALL)
+	rm -f build-asan/skips.log
+	VDISK_BUILD=$(CURDIR)/build-asan VDISK_ASAN=1 prove -j2 --timer --failures --exec tests/run-test.sh $(TESTS_ALL)
 
+comma := ,
 # libFuzzer harnesses: fuzz/fuzz-NAME.c, built with clang against the library
 # sources; a harness for the target #includes the .c files it tests.
 FUZZ_CC ?= clang
@@ -80,14 +83,25 @@ FUZZ_B := build-fuzz
 FUZZ_TIME ?= 60
 FUZZ_SRCS := $(sort $(wildcard fuzz/fuzz-*.c))
 FUZZ_BINS := $(FUZZ_SRCS:fuzz/%.c=$(FUZZ_B)/%)
-FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+FUZZ_FLAGS := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -DVD_FUZZING \
 	-std=c11 -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -pthread -Iformat -Itools/target -Itools/common
 
 fuzz-build: $(FUZZ_BINS)
 
-$(FUZZ_B)/%: fuzz/%.c $(LIB_SRCS) $(wildcard format/*.h)
-	@mkdir -p $(FUZZ_B)
-	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(LIB_SRCS) $(LIBS) -lmd
+# The library is compiled once for all harnesses (instrumented, without libFuzzer's main).
+FUZZ_OBJS := $(LIB_SRCS:%.c=$(FUZZ_B)/obj/%.o)
+
+$(FUZZ_B)/obj/%.o: %.c $(wildcard format/*.h) Makefile
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(subst -fsanitize=fuzzer$(comma),-fsanitize=fuzzer-no-link$(comma),$(FUZZ_FLAGS)) -c -o $@ $<
+
+$(FUZZ_B)/libvdisk-fuzz.a: $(FUZZ_OBJS)
+	rm -f $@
+	ar rcs $@ $^
+
+$(FUZZ_B)/%: fuzz/%.c $(FUZZ_B)/libvdisk-fuzz.a $(wildcard fuzz/*.h tools/target/*.c tools/target/*.h fs/*.c fs/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_FLAGS) -o $@ $< $(FUZZ_B)/libvdisk-fuzz.a $(LIBS)
 
 # Run every harness for FUZZ_TIME seconds on its corpus (fuzz/corpus/NAME, grown in build-fuzz/).
 fuzz: fuzz-build
@@ -97,8 +111,10 @@ fuzz: fuzz-build
 			2>&1 | tail -3 || exit 1; done
 
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include
 	install -m 0755 $(PROGS) $(DESTDIR)$(PREFIX)/bin/
+	install -m 0644 $(LIB) $(DESTDIR)$(PREFIX)/lib/
+	install -m 0644 format/vdisk.h $(DESTDIR)$(PREFIX)/include/
 
 demo: all
 	@scripts/demo.sh

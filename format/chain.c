@@ -505,6 +505,38 @@ merged_lookup(struct vd_image *img, uint64_t off, uint8_t *val, uint32_t *gran_o
 	return 0;
 }
 
+/*
+ * The run of slots from off (at most len bytes) that share the value of off's
+ * slot: the value, and the run's length in *run.
+ */
+static int
+merged_run(struct vd_image *img, uint64_t off, uint64_t len, uint8_t *val, uint64_t *run)
+{
+	uint8_t v, v2;
+	uint32_t gran, g2;
+	uint64_t n;
+	int r = merged_lookup(img, off, &v, &gran);
+
+	if (r < 0) {
+		return r;
+	}
+	n = VD_MIN(len, VD_ALIGN_DOWN(off, (uint64_t)gran) + gran - off);
+	/* A MIXED slot is walked on its own. */
+	while (v != SLOT_MIXED && n < len) {
+		r = merged_lookup(img, off + n, &v2, &g2);
+		if (r < 0) {
+			return r;
+		}
+		if (v2 != v) {
+			break;
+		}
+		n = VD_MIN(len, n + gran);
+	}
+	*val = v;
+	*run = n;
+	return 0;
+}
+
 /* Walk the layers from `first` for [off, off+len) (slow path for MIXED slots). */
 static int
 chain_walk_status(struct vd_chain *c, int first, uint64_t off, uint64_t len, struct vd_extent *ext)
@@ -539,8 +571,7 @@ chain_status_below(struct vd_image *img, uint64_t off, uint64_t len, struct vd_e
 	struct vd_chain *c = img->chain;
 	int first = img->anchor->index + 1;
 	uint8_t v;
-	uint32_t gran;
-	uint64_t slot_end, run;
+	uint64_t run;
 	int r;
 
 	if (first >= c->n) {
@@ -550,28 +581,12 @@ chain_status_below(struct vd_image *img, uint64_t off, uint64_t len, struct vd_e
 		ext->layer = -1;
 		return 0;
 	}
-	r = merged_lookup(img, off, &v, &gran);
+	r = merged_run(img, off, len, &v, &run);
 	if (r < 0) {
 		return r;
 	}
-	slot_end = VD_ALIGN_DOWN(off, (uint64_t)gran) + gran;
-	run = VD_MIN(len, slot_end - off);
 	if (v == SLOT_MIXED) {
 		return chain_walk_status(c, first, off, run, ext);
-	}
-	/* Extend over following slots with the same value. */
-	while (run < len) {
-		uint8_t v2;
-		uint32_t g2;
-
-		r = merged_lookup(img, off + run, &v2, &g2);
-		if (r < 0) {
-			return r;
-		}
-		if (v2 != v) {
-			break;
-		}
-		run = VD_MIN(len, run + gran);
 	}
 	if (v == SLOT_NONE) {
 		ext->offset = off;
@@ -602,7 +617,6 @@ chain_read_below(struct vd_image *img, void *buf, size_t len, uint64_t off)
 	while (len > 0) {
 		struct vd_extent e;
 		uint8_t v;
-		uint32_t gran;
 		uint64_t run;
 		int r;
 
@@ -610,28 +624,14 @@ chain_read_below(struct vd_image *img, void *buf, size_t len, uint64_t off)
 			memset(p, 0, len);
 			return 0;
 		}
-		r = merged_lookup(img, off, &v, &gran);
+		r = merged_run(img, off, len, &v, &run);
 		if (r < 0) {
 			return r;
 		}
-		run = VD_MIN((uint64_t)len, VD_ALIGN_DOWN(off, (uint64_t)gran) + gran - off);
 		if (v != SLOT_MIXED && v != SLOT_NONE) {
 			/* The layer that holds the slot reads it directly (ZERO reads as zeroes). */
 			struct vd_layer *l = c->layers[v];
 
-			while (run < len) {
-				uint8_t v2;
-				uint32_t g2;
-
-				r = merged_lookup(img, off + run, &v2, &g2);
-				if (r < 0) {
-					return r;
-				}
-				if (v2 != v) {
-					break;
-				}
-				run = VD_MIN((uint64_t)len, run + gran);
-			}
 			if (off >= l->size) {
 				memset(p, 0, (size_t)run);
 			} else {

@@ -3,7 +3,6 @@
  * Thread-local "last error" (after libnbd lib/errors.c): the library never
  * writes to stderr; callers print vd_get_error().
  */
-#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -63,7 +62,13 @@ vd_error_prefix(const char *fmt, ...)
 	if (n + 2 < sizeof(vd_errbuf)) {
 		memcpy(vd_errbuf + n, ": ", 3);
 		n += 2;
-		strncat(vd_errbuf + n, old, sizeof(vd_errbuf) - n - 1);
+		size_t m = strnlen(old, sizeof(old) - 1);
+
+		if (m > sizeof(vd_errbuf) - n - 1) {
+			m = sizeof(vd_errbuf) - n - 1;
+		}
+		memcpy(vd_errbuf + n, old, m);
+		vd_errbuf[n + m] = '\0';
 	}
 }
 
@@ -100,64 +105,4 @@ vd_debug_print(const char *subsys, const char *func, int line, const char *fmt, 
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
-}
-
-int
-vd_parse_size(const char *s, uint64_t *out)
-{
-	char *end;
-	unsigned long long v;
-	int shift = 0;
-
-	if (!s || !isdigit((unsigned char)*s)) {
-		return -EINVAL;
-	}
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno) {
-		return -ERANGE;
-	}
-	switch (toupper((unsigned char)*end)) {
-	case '\0':
-		break;
-	case 'K':
-		shift = 10;
-		break;
-	case 'M':
-		shift = 20;
-		break;
-	case 'G':
-		shift = 30;
-		break;
-	case 'T':
-		shift = 40;
-		break;
-	case 'P':
-		shift = 50;
-		break;
-	case 'B':
-		if (end[1] != '\0') {
-			return -EINVAL;
-		}
-		break;
-	default:
-		return -EINVAL;
-	}
-	if (*end && toupper((unsigned char)*end) != 'B') {
-		end++;
-		if (*end == 'i') {
-			end++;
-		}
-		if ((*end == 'B' || *end == 'b')) {
-			end++;
-		}
-		if (*end != '\0') {
-			return -EINVAL;
-		}
-	}
-	if (shift && v > (UINT64_MAX >> shift)) {
-		return -ERANGE;
-	}
-	*out = (uint64_t)v << shift;
-	return 0;
 }

@@ -8,6 +8,7 @@
  * compressed cluster cannot make us allocate or write more than one cluster.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -190,8 +191,8 @@ int
 ft_zstd(const void *in, size_t in_len, void *out, size_t out_len)
 {
 	ZSTD_DCtx *dctx = ZSTD_createDCtx();
-	ZSTD_inBuffer ib = { in, in_len, 0 };
-	ZSTD_outBuffer ob = { out, out_len, 0 };
+	ZSTD_inBuffer ib = {in, in_len, 0};
+	ZSTD_outBuffer ob = {out, out_len, 0};
 	int ret = -EIO;
 
 	if (!dctx) {
@@ -208,7 +209,7 @@ ft_zstd(const void *in, size_t in_len, void *out, size_t out_len)
 			break;
 		}
 		if (r == 0 || ib.pos == ib.size) {
-			break;	/* frame ended or input exhausted before the cluster was full */
+			break; /* frame ended or input exhausted before the cluster was full */
 		}
 	}
 	if (ob.pos == ob.size) {
@@ -318,4 +319,89 @@ ft_read_text(int fd, size_t max, size_t *len)
 		*len = n;
 	}
 	return buf;
+}
+
+int
+ft_map(struct vd_layer *l, ft_map1_fn map1, uint64_t off, uint64_t len,
+       enum vd_extent_type *type, uint64_t *n, uint64_t *host)
+{
+	int ret = map1(l, off, len, type, n, host);
+
+	while (ret == 0 && *n < len && *n < (UINT64_C(1) << 30)) {
+		enum vd_extent_type t2;
+		uint64_t n2, h2 = 0;
+
+		if (map1(l, off + *n, len - *n, &t2, &n2, &h2) < 0 || t2 != *type ||
+		    (t2 == VD_EXTENT_DATA && h2 != *host + *n)) {
+			break;
+		}
+		*n += n2;
+	}
+	return ret;
+}
+
+int
+ft_block_status(struct vd_layer *l, ft_map1_fn map1, uint64_t off, uint64_t len,
+		struct vd_extent *ext)
+{
+	enum vd_extent_type t;
+	uint64_t n, host;
+	int ret = ft_map(l, map1, off, len, &t, &n, &host);
+
+	if (ret < 0) {
+		return ret;
+	}
+	ext->offset = off;
+	ext->length = n;
+	ext->type = t;
+	return 0;
+}
+
+int
+ft_pread(struct vd_layer *l, ft_map1_fn map1, void *buf, size_t len, uint64_t off)
+{
+	uint8_t *p = buf;
+	int ret;
+
+	while (len > 0) {
+		enum vd_extent_type t;
+		uint64_t n, host = 0;
+
+		ret = ft_map(l, map1, off, len, &t, &n, &host);
+		if (ret < 0) {
+			return ret;
+		}
+		if (t == VD_EXTENT_DATA) {
+			ret = vd_pread_zerofill(l->fd, p, n, host);
+			if (ret < 0) {
+				return vd_set_error(EIO, "%s: read error at virtual offset %" PRIu64,
+						    l->path, off);
+			}
+		} else {
+			memset(p, 0, n);
+		}
+		p += n;
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
+uint64_t
+ft_allocated(struct vd_layer *l)
+{
+	uint64_t total = 0, off = 0;
+
+	while (off < l->size) {
+		struct vd_extent e;
+
+		if (l->drv->block_status(l, off, l->size - off, &e) < 0) {
+			break;
+		}
+		if (e.type == VD_EXTENT_DATA) {
+			total += e.length;
+		}
+		off += e.length;
+	}
+	return total;
 }

@@ -20,17 +20,17 @@
 
 struct ft_slot {
 	int fd;
-	uint64_t off;		/* file offset of the table, UINT64_MAX when empty */
-	uint64_t stamp;		/* last use, for LRU eviction */
+	uint64_t off;	/* file offset of the table, UINT64_MAX when empty */
+	uint64_t stamp; /* last use, for LRU eviction */
 	uint8_t *data;
 };
 
 struct ft_cache {
 	pthread_mutex_t lock;
-	size_t table_size;	/* bytes per table */
+	size_t table_size; /* bytes per table */
 	int nslots;
-	uint64_t clock;		/* protected by lock */
-	struct ft_slot *slots;	/* protected by lock */
+	uint64_t clock;	       /* protected by lock */
+	struct ft_slot *slots; /* protected by lock */
 };
 
 /* Cache of nslots tables of table_size bytes each. 0 or -ENOMEM. */
@@ -71,5 +71,22 @@ char *ft_utf16_to_utf8(const uint8_t *p, size_t nchars, bool big_endian);
 
 /* Read a whole small file (at most max bytes) as a NUL-terminated string (caller frees). */
 char *ft_read_text(int fd, size_t max, size_t *len);
+
+/*
+ * Formats whose map is "this range is data at that offset of l->fd, or a hole"
+ * (vhd, vhdx) give one mapping step; these build the rest on it.
+ * map1 describes the run starting at off (at most len bytes): *type DATA with
+ * its host offset in *host, or HOLE/ZERO.
+ */
+typedef int (*ft_map1_fn)(struct vd_layer *l, uint64_t off, uint64_t len,
+			  enum vd_extent_type *type, uint64_t *n, uint64_t *host);
+/* Merge consecutive map1 runs of the same kind (contiguous on the host for data). */
+int ft_map(struct vd_layer *l, ft_map1_fn map1, uint64_t off, uint64_t len,
+	   enum vd_extent_type *type, uint64_t *n, uint64_t *host);
+int ft_block_status(struct vd_layer *l, ft_map1_fn map1, uint64_t off, uint64_t len,
+		    struct vd_extent *ext);
+int ft_pread(struct vd_layer *l, ft_map1_fn map1, void *buf, size_t len, uint64_t off);
+/* Bytes of data the layer holds, by walking its block_status. */
+uint64_t ft_allocated(struct vd_layer *l);
 
 #endif

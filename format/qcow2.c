@@ -27,27 +27,27 @@
 #include "util.h"
 #include "foreign.h"
 
-#define QCOW2_MAGIC		0x514649fbu
-#define QCOW2_MAX_L1_BYTES	(32u << 20)
-#define QCOW2_MAX_SNAPSHOTS	65536
-#define QCOW2_MAX_SNAP_EXTRA	1024
-#define QCOW2_MAX_BACKING_LEN	1023
+#define QCOW2_MAGIC 0x514649fbu
+#define QCOW2_MAX_L1_BYTES (32u << 20)
+#define QCOW2_MAX_SNAPSHOTS 65536
+#define QCOW2_MAX_SNAP_EXTRA 1024
+#define QCOW2_MAX_BACKING_LEN 1023
 
-#define QCOW2_INCOMPAT_DIRTY	(UINT64_C(1) << 0)
-#define QCOW2_INCOMPAT_CORRUPT	(UINT64_C(1) << 1)
-#define QCOW2_INCOMPAT_DATAFILE	(UINT64_C(1) << 2)
-#define QCOW2_INCOMPAT_CTYPE	(UINT64_C(1) << 3)
-#define QCOW2_INCOMPAT_EXTL2	(UINT64_C(1) << 4)
-#define QCOW2_INCOMPAT_KNOWN	UINT64_C(0x1f)
+#define QCOW2_INCOMPAT_DIRTY (UINT64_C(1) << 0)
+#define QCOW2_INCOMPAT_CORRUPT (UINT64_C(1) << 1)
+#define QCOW2_INCOMPAT_DATAFILE (UINT64_C(1) << 2)
+#define QCOW2_INCOMPAT_CTYPE (UINT64_C(1) << 3)
+#define QCOW2_INCOMPAT_EXTL2 (UINT64_C(1) << 4)
+#define QCOW2_INCOMPAT_KNOWN UINT64_C(0x1f)
 
-#define QCOW2_EXT_END		0x00000000u
-#define QCOW2_EXT_BACKING_FMT	0xe2792acau
-#define QCOW2_EXT_DATA_FILE	0x44415441u
+#define QCOW2_EXT_END 0x00000000u
+#define QCOW2_EXT_BACKING_FMT 0xe2792acau
+#define QCOW2_EXT_DATA_FILE 0x44415441u
 
-#define QCOW2_OFLAG_COPIED	(1ull << 63)
-#define QCOW2_OFLAG_COMPRESSED	(1ull << 62)
-#define QCOW2_OFLAG_ZERO	(UINT64_C(1) << 0)
-#define QCOW2_OFFSET_MASK	0x00fffffffffffe00ull
+#define QCOW2_OFLAG_COPIED (1ull << 63)
+#define QCOW2_OFLAG_COMPRESSED (1ull << 62)
+#define QCOW2_OFLAG_ZERO (UINT64_C(1) << 0)
+#define QCOW2_OFFSET_MASK 0x00fffffffffffe00ull
 
 enum qcow2_kind { Q_HOLE, Q_ZERO, Q_DATA, Q_COMPRESSED };
 
@@ -62,7 +62,7 @@ struct qcow2_snap {
 struct qcow2_state {
 	int fd;
 	bool own_fd;
-	int data_fd;		/* external data file, or fd */
+	int data_fd; /* external data file, or fd */
 	bool own_data_fd;
 	uint64_t file_size;
 	uint32_t version;
@@ -72,10 +72,10 @@ struct qcow2_state {
 	uint64_t incompat;
 	bool ext_l2;
 	bool data_file;
-	int ctype;		/* 0 zlib, 1 zstd */
-	uint32_t entry_size;	/* bytes per L2 entry: 8, or 16 with extended L2 */
-	uint32_t l2_bits;	/* log2 of entries per L2 table */
-	uint32_t unit_bits;	/* log2 of the mapping unit: subcluster or cluster */
+	int ctype;	     /* 0 zlib, 1 zstd */
+	uint32_t entry_size; /* bytes per L2 entry: 8, or 16 with extended L2 */
+	uint32_t l2_bits;    /* log2 of entries per L2 table */
+	uint32_t unit_bits;  /* log2 of the mapping unit: subcluster or cluster */
 	uint64_t *l1;
 	uint32_t l1_size;
 	int csize_shift;
@@ -89,8 +89,8 @@ struct qcow2_state {
 struct qcow2_run {
 	enum qcow2_kind kind;
 	uint64_t len;
-	uint64_t host;		/* DATA: host offset of voff; COMPRESSED: compressed offset */
-	uint64_t csize;		/* COMPRESSED: bytes of compressed data */
+	uint64_t host;	/* DATA: host offset of voff; COMPRESSED: compressed offset */
+	uint64_t csize; /* COMPRESSED: bytes of compressed data */
 };
 
 static int
@@ -98,8 +98,8 @@ qcow2_probe(const uint8_t *buf, size_t len, uint64_t file_size, const char *file
 {
 	(void)file_size;
 	(void)filename;
-	if (len >= 8 && vd_be32(buf) == QCOW2_MAGIC && (vd_be32(buf + 4) == 2 ||
-							  vd_be32(buf + 4) == 3)) {
+	if (len >= 8 && vd_be32(buf) == QCOW2_MAGIC &&
+	    (vd_be32(buf + 4) == 2 || vd_be32(buf + 4) == 3)) {
 		return 100;
 	}
 	return 0;
@@ -141,14 +141,16 @@ qcow2_read_exts(struct vd_layer *l, struct qcow2_state *s, uint64_t start, uint6
 		}
 		next = off + 8 + VD_ALIGN_UP((uint64_t)len, 8);
 		if (next > end) {
-			return vd_set_error(EINVAL, "%s: header extension 0x%08x overflows the header",
+			return vd_set_error(EINVAL,
+					    "%s: header extension 0x%08x overflows the header",
 					    l->path, type);
 		}
 		if (type == QCOW2_EXT_BACKING_FMT || type == QCOW2_EXT_DATA_FILE) {
 			char *str;
 
 			if (len == 0 || len > QCOW2_MAX_BACKING_LEN) {
-				return vd_set_error(EINVAL, "%s: header extension 0x%08x: bad length %u",
+				return vd_set_error(EINVAL,
+						    "%s: header extension 0x%08x: bad length %u",
 						    l->path, type, len);
 			}
 			str = calloc(1, len + 1);
@@ -158,7 +160,8 @@ qcow2_read_exts(struct vd_layer *l, struct qcow2_state *s, uint64_t start, uint6
 			ret = vd_full_pread(s->fd, str, len, off + 8);
 			if (ret < 0) {
 				free(str);
-				return vd_set_error(EIO, "%s: cannot read header extension", l->path);
+				return vd_set_error(EIO, "%s: cannot read header extension",
+						    l->path);
 			}
 			if (type == QCOW2_EXT_BACKING_FMT) {
 				free(l->backing_format);
@@ -178,8 +181,7 @@ qcow2_read_exts(struct vd_layer *l, struct qcow2_state *s, uint64_t start, uint6
 }
 
 static int
-qcow2_load_l1(struct vd_layer *l, struct qcow2_state *s, uint64_t off, uint32_t n,
-	      uint64_t size)
+qcow2_load_l1(struct vd_layer *l, struct qcow2_state *s, uint64_t off, uint32_t n, uint64_t size)
 {
 	uint64_t need, bytes = (uint64_t)n * 8, span;
 	uint32_t i;
@@ -194,7 +196,8 @@ qcow2_load_l1(struct vd_layer *l, struct qcow2_state *s, uint64_t off, uint32_t 
 		return vd_set_error(EINVAL, "%s: L1 table too small for the virtual size", l->path);
 	}
 	if (n && ((off & (s->cluster_size - 1)) || !ft_in_file(off, bytes, s->file_size))) {
-		return vd_set_error(EINVAL, "%s: L1 table at offset %" PRIu64 " is outside the file",
+		return vd_set_error(EINVAL,
+				    "%s: L1 table at offset %" PRIu64 " is outside the file",
 				    l->path, off);
 	}
 	s->l1 = calloc(n ? n : 1, 8);
@@ -241,7 +244,8 @@ qcow2_read_snapshots(struct vd_layer *l, struct qcow2_state *s, uint64_t off, ui
 		uint64_t need;
 
 		if (!ft_in_file(off, 40, s->file_size)) {
-			return vd_set_error(EINVAL, "%s: snapshot table runs past the file", l->path);
+			return vd_set_error(EINVAL, "%s: snapshot table runs past the file",
+					    l->path);
 		}
 		ret = vd_full_pread(s->fd, h, 40, off);
 		if (ret < 0) {
@@ -254,11 +258,13 @@ qcow2_read_snapshots(struct vd_layer *l, struct qcow2_state *s, uint64_t off, ui
 		sn->date = vd_be32(h + 16);
 		extra = vd_be32(h + 36);
 		if (extra > QCOW2_MAX_SNAP_EXTRA) {
-			return vd_set_error(EINVAL, "%s: snapshot %u: extra data too large", l->path, i);
+			return vd_set_error(EINVAL, "%s: snapshot %u: extra data too large",
+					    l->path, i);
 		}
 		need = 40ull + extra + id_len + name_len;
 		if (!ft_in_file(off, need, s->file_size)) {
-			return vd_set_error(EINVAL, "%s: snapshot %u runs past the file", l->path, i);
+			return vd_set_error(EINVAL, "%s: snapshot %u runs past the file", l->path,
+					    i);
 		}
 		sn->disk_size = s->size;
 		if (extra >= 16) {
@@ -310,7 +316,7 @@ qcow2_free(struct qcow2_state *s)
 static int
 qcow2_init_cache(struct qcow2_state *s)
 {
-	int nslots = (int)VD_MAX(4, VD_MIN(32, (32u << 20) / s->cluster_size));
+	int nslots = (int)VD_MAX(4, VD_MIN(32, (16u << 20) / s->cluster_size));
 
 	return ft_cache_init(&s->l2c, s->cluster_size, nslots);
 }
@@ -342,7 +348,8 @@ qcow2_open(struct vd_layer *l)
 	}
 	s->version = vd_be32(h + 4);
 	if (s->version != 2 && s->version != 3) {
-		return vd_set_error(ENOTSUP, "%s: unsupported qcow2 version %u", l->path, s->version);
+		return vd_set_error(ENOTSUP, "%s: unsupported qcow2 version %u", l->path,
+				    s->version);
 	}
 	bfoff = vd_be64(h + 8);
 	bfsize = vd_be32(h + 16);
@@ -361,7 +368,8 @@ qcow2_open(struct vd_layer *l)
 		header_len = vd_be32(h + 100);
 		s->incompat = vd_be64(h + 72);
 		if (header_len < 104 || header_len > s->cluster_size || header_len % 8) {
-			return vd_set_error(EINVAL, "%s: bad header length %u", l->path, header_len);
+			return vd_set_error(EINVAL, "%s: bad header length %u", l->path,
+					    header_len);
 		}
 		if (vd_be32(h + 96) > 6) {
 			return vd_set_error(EINVAL, "%s: bad refcount order", l->path);
@@ -371,15 +379,18 @@ qcow2_open(struct vd_layer *l)
 		}
 	}
 	if (crypt != 0) {
-		return vd_set_error(ENOTSUP, "%s: encrypted qcow2 images (%s) are not supported yet",
+		return vd_set_error(ENOTSUP,
+				    "%s: encrypted qcow2 images (%s) are not supported yet",
 				    l->path, crypt == 2 ? "LUKS" : "AES");
 	}
 	if (s->incompat & ~QCOW2_INCOMPAT_KNOWN) {
-		return vd_set_error(ENOTSUP, "%s: unsupported qcow2 incompatible features 0x%" PRIx64,
+		return vd_set_error(ENOTSUP,
+				    "%s: unsupported qcow2 incompatible features 0x%" PRIx64,
 				    l->path, s->incompat & ~QCOW2_INCOMPAT_KNOWN);
 	}
 	if (!(s->incompat & QCOW2_INCOMPAT_CTYPE) && s->ctype != 0) {
-		return vd_set_error(EINVAL, "%s: compression type set without its feature bit", l->path);
+		return vd_set_error(EINVAL, "%s: compression type set without its feature bit",
+				    l->path);
 	}
 	if (s->ctype > 1) {
 		return vd_set_error(ENOTSUP, "%s: unknown compression type %d", l->path, s->ctype);
@@ -387,7 +398,8 @@ qcow2_open(struct vd_layer *l)
 	s->ext_l2 = s->incompat & QCOW2_INCOMPAT_EXTL2;
 	s->data_file = s->incompat & QCOW2_INCOMPAT_DATAFILE;
 	if (s->ext_l2 && s->cluster_bits < 14) {
-		return vd_set_error(EINVAL, "%s: extended L2 entries need 16 KiB clusters", l->path);
+		return vd_set_error(EINVAL, "%s: extended L2 entries need 16 KiB clusters",
+				    l->path);
 	}
 	if (s->size > (1ull << 62)) {
 		return vd_set_error(EFBIG, "%s: virtual size too large", l->path);
@@ -435,10 +447,12 @@ qcow2_open(struct vd_layer *l)
 		int64_t dsz;
 
 		if (!data_file) {
-			ret = vd_set_error(EINVAL, "%s: external data file name not recorded", l->path);
+			ret = vd_set_error(EINVAL, "%s: external data file name not recorded",
+					   l->path);
 			goto fail;
 		}
-		dfd = vd_layer_open_related(l, data_file, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+		dfd = vd_layer_open_related(l, data_file,
+					    O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 		if (dfd < 0) {
 			ret = vd_set_error(-dfd, "%s: cannot open external data file '%s': %s",
 					   l->path, data_file, strerror(-dfd));
@@ -504,8 +518,8 @@ qcow2_map(struct vd_layer *l, uint64_t off, uint64_t len, struct qcow2_run *run)
 		size_t nent, ci;
 
 		if (l1_idx >= s->l1_size) {
-			return vd_set_error(EIO, "%s: offset %" PRIu64 " beyond the L1 table", l->path,
-					    pos);
+			return vd_set_error(EIO, "%s: offset %" PRIu64 " beyond the L1 table",
+					    l->path, pos);
 		}
 		l2_off = s->l1[l1_idx] & QCOW2_OFFSET_MASK;
 		if (l2_off == 0) {
@@ -520,11 +534,14 @@ qcow2_map(struct vd_layer *l, uint64_t off, uint64_t len, struct qcow2_run *run)
 		}
 		if ((l2_off & (s->cluster_size - 1)) ||
 		    !ft_in_file(l2_off, s->cluster_size, s->file_size)) {
-			return vd_set_error(EIO, "%s: L1 entry %" PRIu64 " points outside the file "
-					    "(0x%" PRIx64 ")", l->path, l1_idx, l2_off);
+			return vd_set_error(EIO,
+					    "%s: L1 entry %" PRIu64 " points outside the file "
+					    "(0x%" PRIx64 ")",
+					    l->path, l1_idx, l2_off);
 		}
-		nent = (size_t)VD_MIN(VD_DIV_ROUND_UP(bend - (pos & ~(s->cluster_size - 1)),
-						      s->cluster_size), 64);
+		nent = (size_t)VD_MIN(
+			VD_DIV_ROUND_UP(bend - (pos & ~(s->cluster_size - 1)), s->cluster_size),
+			64);
 		ret = ft_cache_read(&s->l2c, s->fd, l2_off, first_l2 * s->entry_size, ent,
 				    nent * s->entry_size);
 		if (ret < 0) {
@@ -548,8 +565,11 @@ qcow2_map(struct vd_layer *l, uint64_t off, uint64_t len, struct qcow2_run *run)
 				uint64_t nsec;
 
 				if (s->data_file) {
-					return vd_set_error(EIO, "%s: compressed cluster with an external "
-							    "data file at offset %" PRIu64, l->path, pos);
+					return vd_set_error(
+						EIO,
+						"%s: compressed cluster with an external "
+						"data file at offset %" PRIu64,
+						l->path, pos);
 				}
 				if (have) {
 					return 0;
@@ -558,11 +578,15 @@ qcow2_map(struct vd_layer *l, uint64_t off, uint64_t len, struct qcow2_run *run)
 				run->host = e & s->coffset_mask;
 				nsec = ((e >> s->csize_shift) & s->csize_mask) + 1;
 				run->csize = nsec * 512 - (run->host & 511);
-				run->len = VD_MIN(end, ((pos >> s->cluster_bits) + 1) << s->cluster_bits) -
+				run->len = VD_MIN(end, ((pos >> s->cluster_bits) + 1)
+							       << s->cluster_bits) -
 					   pos;
 				if (run->host >= s->file_size) {
-					return vd_set_error(EIO, "%s: compressed cluster at offset %" PRIu64
-							    " points outside the file", l->path, pos);
+					return vd_set_error(
+						EIO,
+						"%s: compressed cluster at offset %" PRIu64
+						" points outside the file",
+						l->path, pos);
 				}
 				return 0;
 			}
@@ -578,21 +602,27 @@ qcow2_map(struct vd_layer *l, uint64_t off, uint64_t len, struct qcow2_run *run)
 				bool a = (bm >> sc) & 1, z = (bm >> (32 + sc)) & 1;
 
 				if ((a && z) || (!normal && a)) {
-					return vd_set_error(EIO, "%s: invalid subcluster bitmap at offset %"
-							    PRIu64, l->path, pos);
+					return vd_set_error(
+						EIO,
+						"%s: invalid subcluster bitmap at offset %" PRIu64,
+						l->path, pos);
 				}
 				k = z ? Q_ZERO : a ? Q_DATA : Q_HOLE;
 			}
 			if (k == Q_DATA) {
 				if (host & (s->cluster_size - 1)) {
-					return vd_set_error(EIO, "%s: unaligned cluster offset 0x%" PRIx64
-							    " at virtual offset %" PRIu64, l->path, host,
-							    pos);
+					return vd_set_error(
+						EIO,
+						"%s: unaligned cluster offset 0x%" PRIx64
+						" at virtual offset %" PRIu64,
+						l->path, host, pos);
 				}
 				host += pos & (s->cluster_size - 1);
 				if (!s->data_file && host >= s->file_size) {
-					return vd_set_error(EIO, "%s: cluster at virtual offset %" PRIu64
-							    " points outside the file", l->path, pos);
+					return vd_set_error(EIO,
+							    "%s: cluster at virtual offset %" PRIu64
+							    " points outside the file",
+							    l->path, pos);
 				}
 			}
 			if (!have) {
@@ -626,8 +656,9 @@ qcow2_block_status(struct vd_layer *l, uint64_t off, uint64_t len, struct vd_ext
 	}
 	ext->offset = off;
 	ext->length = run.len;
-	ext->type = run.kind == Q_HOLE ? VD_EXTENT_HOLE :
-		    run.kind == Q_ZERO ? VD_EXTENT_ZERO : VD_EXTENT_DATA;
+	ext->type = run.kind == Q_HOLE	 ? VD_EXTENT_HOLE
+		    : run.kind == Q_ZERO ? VD_EXTENT_ZERO
+					 : VD_EXTENT_DATA;
 	return 0;
 }
 
@@ -650,8 +681,8 @@ qcow2_read_compressed(struct vd_layer *l, struct qcow2_run *run, uint64_t off, u
 				   l->path, off);
 		goto out;
 	}
-	ret = s->ctype == 1 ? ft_zstd(in, csize, out, s->cluster_size) :
-			      ft_inflate_raw(in, csize, out, s->cluster_size);
+	ret = s->ctype == 1 ? ft_zstd(in, csize, out, s->cluster_size)
+			    : ft_inflate_raw(in, csize, out, s->cluster_size);
 	if (ret < 0) {
 		ret = vd_set_error(EIO, "%s: corrupt compressed cluster at virtual offset %" PRIu64,
 				   l->path, off & ~(s->cluster_size - 1));
@@ -692,7 +723,8 @@ qcow2_pread(struct vd_layer *l, void *buf, size_t len, uint64_t off)
 				ret = vd_pread_zerofill(s->fd, p, n, run.host);
 			}
 			if (ret < 0) {
-				return vd_set_error(EIO, "%s: read error at virtual offset %" PRIu64,
+				return vd_set_error(EIO,
+						    "%s: read error at virtual offset %" PRIu64,
 						    l->path, off);
 			}
 			break;

@@ -108,7 +108,4 @@ vd_put_be64(void *p, uint64_t v)
 	memcpy(p, &v, 8);
 }
 
-/* Parse "10G", "512M", "4096", "1.5T"-free sizes (binary units K M G T P, optional B/iB). */
-int vd_parse_size(const char *s, uint64_t *out);
-
 #endif

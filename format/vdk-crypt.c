@@ -10,7 +10,7 @@
  * - The data key is stored wrapped in up to VD_KEY_SLOTS key slots of the header
  *   area. A slot's key-encryption key comes from crypto_pwhash (Argon2id v1.3)
  *   with the slot's own salt and limits; the wrap is XChaCha20-Poly1305 whose
- *   additional data covers the area header, the slot's parameters, the slot index
+ *   additional data covers the area header, the slot's parameters
  *   and the image uuid, so no parameter can be edited without the slot failing to
  *   open. The Poly1305 tag of the wrap is the key check: a passphrase that opens
  *   no slot is -EACCES "wrong passphrase".
@@ -50,7 +50,9 @@
  *        64   32  wrapped data key
  *        96   16  wrap tag
  *        112  72  reserved, zero
- *   wrap additional data = area[0..64) || slot[0..40) || slot index (1 byte) || uuid
+ *   wrap additional data = area[0..64) || slot[0..40) || uuid
+ *   (not the slot index: a slot may be copied to another index, or to another
+ *   file of the same chain, and still open)
  *
  * Thread model: seal/open/mac only read the state and may run concurrently.
  */
@@ -261,12 +263,11 @@ vdk_area_validate(const uint8_t *area, int *nused)
 /* Additional data of slot i's wrap. */
 static void
 vdk_slot_ad(const uint8_t *area, int i, const uint8_t uuid[16],
-	    uint8_t ad[VDK_CRYPT_HDR_SIZE + VDK_CRYPT_SLOT_AD_LEN + 1 + 16])
+	    uint8_t ad[VDK_CRYPT_HDR_SIZE + VDK_CRYPT_SLOT_AD_LEN + 16])
 {
 	memcpy(ad, area, VDK_CRYPT_HDR_SIZE);
 	memcpy(ad + VDK_CRYPT_HDR_SIZE, vdk_slot_c(area, i), VDK_CRYPT_SLOT_AD_LEN);
-	ad[VDK_CRYPT_HDR_SIZE + VDK_CRYPT_SLOT_AD_LEN] = (uint8_t)i;
-	memcpy(ad + VDK_CRYPT_HDR_SIZE + VDK_CRYPT_SLOT_AD_LEN + 1, uuid, 16);
+	memcpy(ad + VDK_CRYPT_HDR_SIZE + VDK_CRYPT_SLOT_AD_LEN, uuid, 16);
 }
 
 /* Argon2id: the key-encryption key for a passphrase and slot parameters (kek is sodium_malloc'd).
@@ -346,7 +347,7 @@ static int
 vdk_slot_write(struct vdk_crypt *c, uint8_t *area, int i, const char *passphrase, uint64_t ops,
 	       uint64_t mem)
 {
-	uint8_t ad[VDK_CRYPT_HDR_SIZE + VDK_CRYPT_SLOT_AD_LEN + 1 + 16];
+	uint8_t ad[VDK_CRYPT_HDR_SIZE + VDK_CRYPT_SLOT_AD_LEN + 16];
 	uint8_t *s = vdk_slot(area, i);
 	uint8_t *kek;
 	int r;
@@ -465,7 +466,7 @@ int
 vdk_crypt_unlock(const uint8_t *area, const uint8_t uuid[16], const char *passphrase,
 		 struct vdk_crypt **out)
 {
-	uint8_t ad[VDK_CRYPT_HDR_SIZE + VDK_CRYPT_SLOT_AD_LEN + 1 + 16];
+	uint8_t ad[VDK_CRYPT_HDR_SIZE + VDK_CRYPT_SLOT_AD_LEN + 16];
 	uint8_t check[32];
 	struct vdk_crypt *c;
 	uint8_t *kek = NULL;
@@ -683,4 +684,41 @@ vdk_crypt_slot_list(const uint8_t *area, struct vd_key_slot_info *slots)
 		slots[i].opslimit = slots[i].used ? vd_le64(s + S_OPS) : 0;
 		slots[i].memlimit = slots[i].used ? vd_le64(s + S_MEM) : 0;
 	}
+}
+
+int
+vdk_crypt_slot_copy(const uint8_t *from, int slot, uint8_t *to)
+{
+	int i;
+
+	if (slot < 0 || slot >= VD_KEY_SLOTS ||
+	    vd_le32(vdk_slot_c(from, slot) + S_STATE) != VDK_CRYPT_SLOT_USED ||
+	    memcmp(from, to, VDK_CRYPT_HDR_SIZE) != 0) {
+		return vd_set_error(EINVAL, "key areas are not copies of one another");
+	}
+	/* The same index when it is free, else the first free one. */
+	i = vd_le32(vdk_slot(to, slot) + S_STATE) == 0 ? slot : 0;
+	while (i < VD_KEY_SLOTS && vd_le32(vdk_slot(to, i) + S_STATE) != 0) {
+		i++;
+	}
+	if (i == VD_KEY_SLOTS) {
+		return vd_set_error(ENOSPC, "all %d key slots are in use", VD_KEY_SLOTS);
+	}
+	memcpy(vdk_slot(to, i), vdk_slot_c(from, slot), VDK_CRYPT_SLOT_SIZE);
+	return i;
+}
+
+int
+vdk_crypt_slot_find(const uint8_t *area, const uint8_t *ref, int slot)
+{
+	if (slot < 0 || slot >= VD_KEY_SLOTS ||
+	    vd_le32(vdk_slot_c(ref, slot) + S_STATE) != VDK_CRYPT_SLOT_USED) {
+		return -ENOENT;
+	}
+	for (int i = 0; i < VD_KEY_SLOTS; i++) {
+		if (memcmp(vdk_slot_c(area, i), vdk_slot_c(ref, slot), VDK_CRYPT_SLOT_SIZE) == 0) {
+			return i;
+		}
+	}
+	return -ENOENT;
 }

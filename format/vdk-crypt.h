@@ -56,4 +56,14 @@ int vdk_crypt_slot_add(struct vdk_crypt *c, uint8_t *area, const char *new_passp
 int vdk_crypt_slot_remove(uint8_t *area, int slot);
 void vdk_crypt_slot_list(const uint8_t *area, struct vd_key_slot_info *slots);
 
+/*
+ * For vdk-keys.c, which keeps the files of a chain (one data key, one uuid,
+ * copies of one area) in step. Copy used slot `slot` of from into to, at the
+ * same index if it is free, else the first free one: returns the index,
+ * -ENOSPC, or -EINVAL if the areas are not copies of one another.
+ */
+int vdk_crypt_slot_copy(const uint8_t *from, int slot, uint8_t *to);
+/* The used slot of area identical to slot `slot` of ref, or -ENOENT. */
+int vdk_crypt_slot_find(const uint8_t *area, const uint8_t *ref, int slot);
+
 #endif

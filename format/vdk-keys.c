@@ -1,23 +1,35 @@
 // SPDX-License-Identifier: MIT
 /*
  * Key slots of an encrypted native image: vd_key_list, vd_key_add, vd_key_remove
- * (public API, format/vdisk.h). One file, not a chain: the header is read with
- * vdk_header_read(), the encryption area edited by vdk-crypt.c, and the header
- * committed with vdk_header_write().
+ * (public API, format/vdisk.h). Headers are read with vdk_header_read(), the
+ * encryption area edited by vdk-crypt.c, and headers committed with
+ * vdk_header_write().
  *
  * Design notes
  * - list needs no passphrase: slot use and Argon2id limits are in the clear.
- * - add and remove first unlock with an existing passphrase and verify the
- *   header MAC with the data key, so a tampered header is never re-signed.
- * - They take the exclusive lock of a writer: an image open for writing
- *   elsewhere (a vdiskfs mount) is refused with -EBUSY rather than racing its
- *   header commits.
- * - The new header is written to both header copies (two commits): after a
- *   remove, the older copy must not keep the removed slot's wrapped key, or the
- *   old passphrase would still unwrap the data key from it.
+ * - The layers of a chain (the top and its frozen snapshots, same uuid) share
+ *   one data key, and each file holds its own copy of the key slots. add and
+ *   remove therefore apply to path and to every native backing file of its
+ *   chain with the same uuid: otherwise a new passphrase would open the top
+ *   but not its snapshots, and a removed one would still unwrap the data key
+ *   from a snapshot's header. A slot added to the top is copied verbatim into
+ *   the other files (the same index when free; no Argon2id run per file; a
+ *   slot's wrap does not depend on its index); a slot is removed wherever an
+ *   identical copy of it is found.
+ * - Every file is locked exclusively first (a chain open elsewhere, a mount,
+ *   is refused with -EBUSY), unlocked with the passphrase / checked against
+ *   the data key (header MAC), and every change is checked before the first
+ *   file is written: a refusal (last slot somewhere, no free slot) changes
+ *   nothing. The files are then committed one by one, the top last; a crash
+ *   in between leaves a slot added to (or removed from) some snapshot files
+ *   only, which a second run completes.
+ * - Each file's new header is written to both header copies (two commits):
+ *   after a remove, the older copy must not keep the removed slot's wrapped
+ *   key, or the old passphrase would still unwrap the data key from it.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -27,6 +39,20 @@
 #include "internal.h"
 #include "vdk.h"
 #include "vdk-crypt.h"
+
+#define VDK_KEYS_MAX_LAYERS 256
+
+struct vdk_keys_file {
+	char *path;
+	int fd;
+	struct vdk_header h;
+};
+
+struct vdk_keys_chain {
+	struct vdk_keys_file *f;
+	int n;
+	struct vdk_crypt *crypt;
+};
 
 static int
 vdk_keys_open_fd(const char *path, bool rw, int *fdp)
@@ -62,38 +88,130 @@ vdk_keys_read(int fd, const char *path, struct vdk_header *h)
 	return 0;
 }
 
-/* Unlock with passphrase and check the header MAC of the copy h was read from. */
+/* Check the MAC of the header copy h was read from against the data key. */
 static int
-vdk_keys_unlock(int fd, const char *path, struct vdk_header *h, const char *passphrase,
-		struct vdk_crypt **c)
+vdk_keys_check_mac(const struct vdk_keys_file *f, struct vdk_crypt *c)
 {
 	uint8_t raw[VDK_HDR_SIZE], enc[VDK_HDR_SIZE];
 	int r;
 
-	r = vdk_crypt_unlock(h->crypt_area, h->uuid, passphrase, c);
+	vdk_header_encode(&f->h, enc, c);
+	r = vd_full_pread(f->fd, raw, sizeof(raw), (uint64_t)f->h.slot * VDK_HDR_SIZE);
 	if (r < 0) {
-		vd_error_prefix("%s", path);
-		return r;
-	}
-	vdk_header_encode(h, enc, *c);
-	r = vd_full_pread(fd, raw, sizeof(raw), (uint64_t)h->slot * VDK_HDR_SIZE);
-	if (r < 0) {
-		return vd_set_error(r, "%s: cannot read header: %s", path, strerror(-r));
+		return vd_set_error(r, "%s: cannot read header: %s", f->path, strerror(-r));
 	}
 	if (sodium_memcmp(raw + VDK_H_MAC, enc + VDK_H_MAC, VDK_TAG_SIZE) != 0) {
-		return vd_set_error(EIO, "%s: header authentication failed (tampered)", path);
+		return vd_set_error(EIO, "%s: header authentication failed (tampered)", f->path);
 	}
 	return 0;
 }
 
-/* Commit h into both header copies. */
-static int
-vdk_keys_commit(int fd, const char *path, struct vdk_header *h, struct vdk_crypt *c)
+static void
+vdk_keys_chain_close(struct vdk_keys_chain *ch)
 {
-	int r = vdk_header_write(fd, path, h, c);
+	for (int i = 0; i < ch->n; i++) {
+		sodium_memzero(ch->f[i].h.crypt_area, sizeof(ch->f[i].h.crypt_area));
+		close(ch->f[i].fd);
+		free(ch->f[i].path);
+	}
+	free(ch->f);
+	vdk_crypt_destroy(ch->crypt);
+	memset(ch, 0, sizeof(*ch));
+}
 
-	if (r == 0) {
-		r = vdk_header_write(fd, path, h, c);
+/*
+ * Open and lock path, unlock it with passphrase, then follow its native
+ * backing files while they share its uuid (the same data key), checking
+ * each header's MAC.
+ */
+static int
+vdk_keys_chain_open(const char *path, const char *passphrase, struct vdk_keys_chain *ch)
+{
+	struct vdk_keys_file *f;
+	int r;
+
+	memset(ch, 0, sizeof(*ch));
+	ch->f = calloc(VDK_KEYS_MAX_LAYERS, sizeof(*ch->f));
+	if (!ch->f) {
+		return vd_set_error(ENOMEM, "out of memory");
+	}
+	f = &ch->f[0];
+	f->path = strdup(path);
+	if (!f->path) {
+		return vd_set_error(ENOMEM, "out of memory");
+	}
+	r = vdk_keys_open_fd(path, true, &f->fd);
+	if (r < 0) {
+		free(f->path);
+		return r;
+	}
+	ch->n = 1;
+	r = vdk_keys_read(f->fd, path, &f->h);
+	if (r < 0) {
+		return r;
+	}
+	r = vdk_crypt_unlock(f->h.crypt_area, f->h.uuid, passphrase, &ch->crypt);
+	if (r < 0) {
+		vd_error_prefix("%s", path);
+		return r;
+	}
+	r = vdk_keys_check_mac(f, ch->crypt);
+	while (r == 0 && f->h.backing[0] && strcmp(f->h.backing_fmt, "vdk") == 0) {
+		struct vdk_keys_file *b = &ch->f[ch->n];
+		struct vdk_header h;
+		int fd;
+
+		if (ch->n == VDK_KEYS_MAX_LAYERS) {
+			return vd_set_error(ELOOP, "%s: backing chain longer than %d files", path,
+					    VDK_KEYS_MAX_LAYERS);
+		}
+		b->path = vd_resolve_relative(f->path, f->h.backing);
+		if (!b->path) {
+			return vd_set_error(ENOMEM, "out of memory");
+		}
+		/* Read-only first: a backing with another key is left alone, even unwritable. */
+		r = vdk_keys_open_fd(b->path, false, &fd);
+		if (r == 0) {
+			r = vdk_header_read(fd, b->path, &h);
+			close(fd);
+		}
+		if (r < 0 || !(h.incompat & VDK_INCOMPAT_ENCRYPTED) ||
+		    memcmp(h.uuid, ch->f[0].h.uuid, 16) != 0) {
+			free(b->path);
+			b->path = NULL;
+			return r < 0 ? r : 0;
+		}
+		r = vdk_keys_open_fd(b->path, true, &b->fd);
+		if (r < 0) {
+			vd_error_prefix("%s: snapshot file %s holds a copy of the key slots", path,
+					b->path);
+			free(b->path);
+			b->path = NULL;
+			return r;
+		}
+		ch->n++;
+		r = vdk_header_read(b->fd, b->path, &b->h);
+		if (r == 0) {
+			r = vdk_keys_check_mac(b, ch->crypt);
+		}
+		f = b;
+	}
+	return r;
+}
+
+/* Commit every file's header to both copies, the top last. */
+static int
+vdk_keys_chain_commit(struct vdk_keys_chain *ch)
+{
+	int r = 0;
+
+	for (int i = ch->n - 1; i >= 0 && r == 0; i--) {
+		struct vdk_keys_file *f = &ch->f[i];
+
+		r = vdk_header_write(f->fd, f->path, &f->h, ch->crypt);
+		if (r == 0) {
+			r = vdk_header_write(f->fd, f->path, &f->h, ch->crypt);
+		}
 	}
 	return r;
 }
@@ -127,64 +245,76 @@ int
 vd_key_add(const char *path, const char *passphrase, const char *new_passphrase, uint64_t opslimit,
 	   uint64_t memlimit)
 {
-	struct vdk_crypt *c = NULL;
-	struct vdk_header h;
-	int fd, r, slot;
+	struct vdk_keys_chain ch;
+	int r, slot;
 
-	r = vdk_keys_open_fd(path, true, &fd);
-	if (r < 0) {
-		return r;
-	}
-	r = vdk_keys_read(fd, path, &h);
-	if (r == 0) {
-		r = vdk_keys_unlock(fd, path, &h, passphrase, &c);
-	}
+	r = vdk_keys_chain_open(path, passphrase, &ch);
 	if (r < 0) {
 		goto out;
 	}
-	slot = vdk_crypt_slot_add(c, h.crypt_area, new_passphrase, opslimit, memlimit);
+	slot = vdk_crypt_slot_add(ch.crypt, ch.f[0].h.crypt_area, new_passphrase, opslimit,
+				  memlimit);
 	if (slot < 0) {
 		vd_error_prefix("%s", path);
 		r = slot;
 		goto out;
 	}
-	r = vdk_keys_commit(fd, path, &h, c);
+	for (int i = 1; i < ch.n; i++) {
+		uint8_t *area = ch.f[i].h.crypt_area;
+
+		r = vdk_crypt_slot_copy(ch.f[0].h.crypt_area, slot, area);
+		if (r < 0) {
+			vd_error_prefix("%s", ch.f[i].path);
+			goto out;
+		}
+	}
+	r = vdk_keys_chain_commit(&ch);
 	if (r == 0) {
 		r = slot;
 	}
 out:
-	vdk_crypt_destroy(c);
-	close(fd);
+	vdk_keys_chain_close(&ch);
 	return r;
 }
 
 int
 vd_key_remove(const char *path, const char *passphrase, int slot)
 {
-	struct vdk_crypt *c = NULL;
-	struct vdk_header h;
-	int fd, r;
+	uint8_t ref[VDK_CRYPT_AREA_SIZE];
+	struct vdk_keys_chain ch;
+	int r;
 
-	r = vdk_keys_open_fd(path, true, &fd);
-	if (r < 0) {
-		return r;
-	}
-	r = vdk_keys_read(fd, path, &h);
-	if (r == 0) {
-		r = vdk_keys_unlock(fd, path, &h, passphrase, &c);
-	}
+	r = vdk_keys_chain_open(path, passphrase, &ch);
 	if (r < 0) {
 		goto out;
 	}
-	r = vdk_crypt_slot_remove(h.crypt_area, slot);
+	memcpy(ref, ch.f[0].h.crypt_area, sizeof(ref));
+	r = vdk_crypt_slot_remove(ch.f[0].h.crypt_area, slot);
 	if (r < 0) {
 		vd_error_prefix("%s", path);
 		goto out;
 	}
-	r = vdk_keys_commit(fd, path, &h, c);
-	sodium_memzero(h.crypt_area, sizeof(h.crypt_area));
+	for (int i = 1; i < ch.n; i++) {
+		uint8_t *area = ch.f[i].h.crypt_area;
+		int s = vdk_crypt_slot_find(area, ref, slot);
+
+		/* Bring over the slots that stay, so this file keeps opening. */
+		for (int j = 0; s >= 0 && j < VD_KEY_SLOTS; j++) {
+			if (vdk_crypt_slot_find(area, ch.f[0].h.crypt_area, j) == -ENOENT) {
+				(void)vdk_crypt_slot_copy(ch.f[0].h.crypt_area, j, area);
+			}
+		}
+		if (s >= 0) {
+			r = vdk_crypt_slot_remove(ch.f[i].h.crypt_area, s);
+			if (r < 0) {
+				vd_error_prefix("%s", ch.f[i].path);
+				goto out;
+			}
+		}
+	}
+	r = vdk_keys_chain_commit(&ch);
 out:
-	vdk_crypt_destroy(c);
-	close(fd);
+	sodium_memzero(ref, sizeof(ref));
+	vdk_keys_chain_close(&ch);
 	return r;
 }

@@ -44,10 +44,21 @@
 
 #include <sodium.h>
 #include <xxhash.h>
+#if defined(__x86_64__) || defined(__i386__)
+/* Debian's libxxhash picks SSE2, AVX2 or AVX-512 at run time through these entry points. */
+#include <xxh_x86dispatch.h>
+#endif
 
 #include "chain.h"
 #include "util.h"
 #include "vdk.h"
+
+/* Fuzzing builds accept bad checksums, so that the fuzzer reaches the structures behind them. */
+#ifdef VD_FUZZING
+#define VDK_FUZZING 1
+#else
+#define VDK_FUZZING 0
+#endif
 
 #define VDK_BATCH 256			/* blocks handled per lock acquisition */
 #define VDK_STRIPE_SHIFT 4		/* 16 blocks per stripe group */
@@ -66,6 +77,8 @@ struct vdk_node {
 	struct vdk_node *dnext;		/* dirty list */
 	uint8_t *data;
 };
+
+static int vdk_alloc_init_locked(struct vd_layer *l);
 
 /* ---- entries and header --------------------------------------------------- */
 
@@ -164,7 +177,7 @@ vdk_header_decode(const uint8_t *buf, struct vdk_header *h, const char **why)
 		return -EINVAL;
 	}
 	vdk_hash128(buf, VDK_H_CSUM, 0, sum);
-	if (memcmp(sum, buf + VDK_H_CSUM, 16) != 0) {
+	if (memcmp(sum, buf + VDK_H_CSUM, 16) != 0 && !VDK_FUZZING) {
 		*why = "bad header checksum";
 		return -EINVAL;
 	}
@@ -300,20 +313,31 @@ vdk_header_read(int fd, const char *path, struct vdk_header *h)
 	return 0;
 }
 
+/*
+ * The commit point. Order: fdatasync (everything written before — tree nodes,
+ * data, and the previous commit's second copy — is durable), copy 0, fdatasync,
+ * copy 1. Copy 1 is made durable by the next commit's first fdatasync (or at
+ * close), so a crash while copy 0 is being written always finds copy 1 whole
+ * with the previous commit: two syncs per commit, never a moment with no valid
+ * header.
+ */
 int
 vdk_header_write(int fd, const char *path, struct vdk_header *h, struct vdk_crypt *crypt)
 {
 	uint8_t buf[VDK_HDR_SIZE];
-	int r = 0;
+	int r;
 
-	/* Both copies, one after the other, each made durable before the next is touched. */
 	h->gen++;
 	vdk_header_encode(h, buf, crypt);
-	for (int slot = 0; slot < VDK_HDR_SLOTS && r == 0; slot++) {
-		r = vd_full_pwrite(fd, buf, sizeof(buf), (uint64_t)slot * VDK_HDR_SIZE);
-		if (r == 0) {
-			r = vd_fdatasync(fd);
-		}
+	r = vd_fdatasync(fd);
+	if (r == 0) {
+		r = vd_full_pwrite(fd, buf, sizeof(buf), 0);
+	}
+	if (r == 0) {
+		r = vd_fdatasync(fd);
+	}
+	if (r == 0) {
+		r = vd_full_pwrite(fd, buf, sizeof(buf), VDK_HDR_SIZE);
 	}
 	if (r < 0) {
 		h->gen--;
@@ -527,7 +551,7 @@ vdk_node_read(struct vd_layer *l, const struct vdk_entry *e, uint32_t level, uin
 				    (unsigned long long)off, strerror(-r));
 	}
 	vdk_node_sum(st, level, index, buf, sum);
-	if (sodium_memcmp(sum, e->sum, 16) != 0) {
+	if (sodium_memcmp(sum, e->sum, 16) != 0 && !VDK_FUZZING) {
 		return vd_set_error(EIO, "%s: map node (level %u, #%llu) at offset %llu: bad checksum",
 				    l->path, level, (unsigned long long)index,
 				    (unsigned long long)off);
@@ -685,6 +709,9 @@ vec_push(uint64_t **v, uint64_t *n, uint64_t *cap, uint64_t x)
 static int
 vdk_mark_used(struct vdk_state *st, uint64_t b, uint64_t n)
 {
+	if (b + n > st->walk_limit) {
+		return -EEXIST;	/* outside the file: as bad as a cross-link */
+	}
 	if (vdk_bitmap_grow(st, b + n) < 0) {
 		return -ENOMEM;
 	}
@@ -709,6 +736,10 @@ static int
 vdk_alloc(struct vdk_state *st, uint64_t want, uint64_t *first, uint64_t *got, bool exact)
 {
 	uint64_t start = st->data_start >> st->bshift, i = 0, n = 0, scanned = 0;
+
+	if (!st->alloc_ready) {
+		return vd_set_error(EIO, "internal error: allocator not ready");
+	}
 	uint64_t span = st->file_blocks - start;
 	bool found = false;
 
@@ -850,6 +881,10 @@ vdk_commit_locked(struct vd_layer *l)
 	if (!st->dirty) {
 		return 0;
 	}
+	r = vdk_alloc_init_locked(l);
+	if (r < 0) {
+		return r;
+	}
 	/* Write dirty nodes bottom-up; each write may dirty its parent (added to the list). */
 	for (uint32_t level = 0; level < st->levels; level++) {
 		for (n = st->dirty_list; n; n = n->dnext) {
@@ -896,10 +931,7 @@ vdk_commit_locked(struct vd_layer *l)
 			}
 		}
 	}
-	r = vd_fdatasync(l->fd);
-	if (r < 0) {
-		return vd_set_error(r, "%s: flush: %s", l->path, strerror(-r));
-	}
+	/* vdk_header_write syncs the nodes and data first. */
 	h = st->hdr;
 	h.root = st->root;
 	h.file_end = st->file_blocks << st->bshift;
@@ -965,7 +997,7 @@ vdk_verify_block(struct vd_layer *l, uint64_t vb, const struct vdk_entry *e, uin
 		return 0;
 	}
 	vdk_data_sum(buf, st->bs, vb, sum);
-	if (memcmp(sum, e->sum, 16) != 0) {
+	if (memcmp(sum, e->sum, 16) != 0 && !VDK_FUZZING) {
 		return vd_set_error(EIO, "%s: block %llu (offset %llu): bad checksum", l->path,
 				    (unsigned long long)vb, (unsigned long long)(vb << st->bshift));
 	}
@@ -1128,6 +1160,26 @@ vdk_set_entry_locked(struct vd_layer *l, uint64_t vb, const struct vdk_entry *ne
 	uint8_t *p;
 	int r;
 
+	r = vdk_alloc_init_locked(l);
+	if (r < 0) {
+		return r;
+	}
+	/* Writing "unallocated" or "zero" where it already is changes nothing: no new nodes. */
+	if (!(ne->ptr & VDK_PTR_PRESENT)) {
+		n = vdk_get_node(l, 0, vb >> st->nshift, false, &r);
+		if (!n && r < 0) {
+			return r;
+		}
+		if (!n && ne->ptr == 0) {
+			return 0;
+		}
+		if (n) {
+			vdk_entry_decode(n->data + (vb & (st->ne - 1)) * VDK_ENTRY_SIZE, &old);
+			if (old.ptr == ne->ptr) {
+				return 0;
+			}
+		}
+	}
 	n = vdk_get_node(l, 0, vb >> st->nshift, true, &r);
 	if (!n) {
 		return r;
@@ -1187,7 +1239,10 @@ vdk_write_blocks(struct vd_layer *l, uint64_t vb, uint64_t nb, const uint8_t *da
 			continue;
 		}
 		pthread_mutex_lock(&st->lock);
-		r = vdk_alloc(st, j - i, &first, &got, false);
+		r = vdk_alloc_init_locked(l);
+		if (r == 0) {
+			r = vdk_alloc(st, j - i, &first, &got, false);
+		}
 		if (r == 0 && st->crypt) {
 			r = vdk_reserve_ctr_locked(l, got);
 			ctr0 = st->ctr_next;
@@ -1459,7 +1514,8 @@ vdk_walk_mark(struct vd_layer *l, const struct vdk_entry *e, uint32_t level, uin
 		return r;
 	}
 	if (vdk_mark_used(st, (e->ptr & ~VDK_PTR_FLAGS) >> st->bshift, st->node_blocks) < 0) {
-		return vd_set_error(EIO, "%s: map node (level %u, #%llu) overlaps other data",
+		return vd_set_error(EIO, "%s: map node (level %u, #%llu) overlaps other data "
+				    "or lies outside the file",
 				    l->path, level, (unsigned long long)index);
 	}
 	for (uint32_t i = 0; i < st->ne; i++) {
@@ -1479,7 +1535,8 @@ vdk_walk_mark(struct vd_layer *l, const struct vdk_entry *e, uint32_t level, uin
 						    (unsigned long long)ci);
 			}
 			if (vdk_mark_used(st, b, 1) < 0) {
-				return vd_set_error(EIO, "%s: block %llu shares space with other data",
+				return vd_set_error(EIO, "%s: block %llu shares space with other data "
+						    "or lies outside the file",
 						    l->path, (unsigned long long)ci);
 			}
 			st->allocated_blocks++;
@@ -1491,6 +1548,64 @@ vdk_walk_mark(struct vd_layer *l, const struct vdk_entry *e, uint32_t level, uin
 			buf = bufs + (size_t)level * st->node_size;
 		}
 	}
+	return 0;
+}
+
+/*
+ * Build the allocator from the committed tree: every node and data block it
+ * references is used, the rest of the file is free. Done lazily, at the first
+ * change after opening for writing, so that opening a large image to read it,
+ * snapshot it or flush it costs no walk. Caller holds st->lock.
+ */
+static int
+vdk_alloc_init_locked(struct vd_layer *l)
+{
+	struct vdk_state *st = l->st;
+	struct stat sb;
+	uint8_t *bufs;
+	int r = 0;
+
+	if (st->alloc_ready) {
+		return 0;
+	}
+	if (fstat(l->fd, &sb) < 0) {
+		return vd_set_error(errno, "%s: %s", l->path, strerror(errno));
+	}
+	if (st->nbits) {
+		memset(st->used, 0, st->nbits / 8);
+		memset(st->fresh, 0, st->nbits / 8);
+	}
+	st->nlimbo = st->npending = st->nfreshv = 0;
+	st->cursor = 0;
+	st->allocated_blocks = 0;
+	st->file_blocks = st->data_start >> st->bshift;
+	if (vdk_bitmap_grow(st, st->file_blocks + 1) < 0) {
+		return vd_set_error(ENOMEM, "out of memory");
+	}
+	for (uint64_t b = 0; b < st->file_blocks; b++) {
+		bit_set(st->used, b);
+	}
+	st->walk_limit = (uint64_t)sb.st_size >> st->bshift;
+	if (st->root.ptr & VDK_PTR_PRESENT) {
+		bufs = malloc((size_t)st->node_size * st->levels);
+		if (!bufs) {
+			return vd_set_error(ENOMEM, "out of memory");
+		}
+		r = vdk_walk_mark(l, &st->root, st->levels - 1, 0, bufs);
+		free(bufs);
+		if (r < 0) {
+			return r;
+		}
+	}
+	/* Everything past the tree up to the end of the file is free space. */
+	if (st->walk_limit > st->file_blocks) {
+		if (vdk_bitmap_grow(st, st->walk_limit) < 0) {
+			return vd_set_error(ENOMEM, "out of memory");
+		}
+		st->file_blocks = st->walk_limit;
+	}
+	vdk_count_free(st);
+	st->alloc_ready = true;
 	return 0;
 }
 
@@ -1527,7 +1642,6 @@ static int
 vdk_open_layer(struct vd_layer *l)
 {
 	struct vdk_state *st = l->st;
-	struct stat sb;
 	uint8_t buf[VDK_HDR_SIZE];
 	int r;
 
@@ -1608,40 +1722,9 @@ vdk_open_layer(struct vd_layer *l)
 		}
 		st->ctr_next = st->hdr.ctr_next;
 	}
+	st->allocated_blocks = st->hdr.allocated_blocks;
 	if (st->writable) {
-		uint8_t *bufs;
-
-		if (fstat(l->fd, &sb) < 0) {
-			return vd_set_error(errno, "%s: %s", l->path, strerror(errno));
-		}
-		st->file_blocks = st->data_start >> st->bshift;
-		if (vdk_bitmap_grow(st, st->file_blocks + 1) < 0) {
-			return vd_set_error(ENOMEM, "out of memory");
-		}
-		for (uint64_t b = 0; b < st->file_blocks; b++) {
-			bit_set(st->used, b);
-		}
-		if (st->root.ptr & VDK_PTR_PRESENT) {
-			bufs = malloc((size_t)st->node_size * st->levels);
-			if (!bufs) {
-				return vd_set_error(ENOMEM, "out of memory");
-			}
-			r = vdk_walk_mark(l, &st->root, st->levels - 1, 0, bufs);
-			free(bufs);
-			if (r < 0) {
-				return r;
-			}
-		}
-		/* Everything past the tree up to the end of the file is free space. */
-		uint64_t fb = (uint64_t)sb.st_size >> st->bshift;
-
-		if (fb > st->file_blocks) {
-			if (vdk_bitmap_grow(st, fb) < 0) {
-				return vd_set_error(ENOMEM, "out of memory");
-			}
-			st->file_blocks = fb;
-		}
-		vdk_count_free(st);
+		/* The allocator is built at the first change (vdk_alloc_init_locked). */
 		if (st->crypt) {
 			/* Counters up to the committed reservation may have been used: skip them. */
 			st->ctr_next = st->hdr.ctr_next;
@@ -1651,8 +1734,6 @@ vdk_open_layer(struct vd_layer *l)
 				return r;
 			}
 		}
-	} else {
-		st->allocated_blocks = st->hdr.allocated_blocks;
 	}
 	return 0;
 }
@@ -1663,10 +1744,11 @@ vdk_close(struct vd_layer *l)
 	struct vdk_state *st = l->st;
 	struct vdk_node *n, *next;
 
-	if (st->writable && st->dirty) {
+	if (st->writable) {
 		pthread_mutex_lock(&st->lock);
 		vdk_commit_locked(l);
 		pthread_mutex_unlock(&st->lock);
+		vd_fdatasync(l->fd);	/* the second header copy of the last commit */
 	}
 	if (st->hash) {
 		for (uint32_t i = 0; i < st->hash_size; i++) {
@@ -1756,8 +1838,6 @@ int
 vdk_make_writable(struct vd_layer *l)
 {
 	struct vdk_state *st = l->st;
-	struct stat sb;
-	uint8_t *bufs;
 	int fd, r;
 
 	if (st->writable) {
@@ -1778,31 +1858,9 @@ vdk_make_writable(struct vd_layer *l)
 		return r;
 	}
 	pthread_mutex_lock(&st->lock);
-	/* Start the allocator afresh from the committed tree (the layer may have been a top before). */
-	if (st->nbits) {
-		memset(st->used, 0, st->nbits / 8);
-		memset(st->fresh, 0, st->nbits / 8);
-	}
-	st->nlimbo = st->npending = st->nfreshv = 0;
-	st->cursor = 0;
-	st->file_blocks = st->data_start >> st->bshift;
-	st->allocated_blocks = 0;
-	r = vdk_bitmap_grow(st, st->file_blocks + 1);
-	for (uint64_t b = 0; r == 0 && b < st->file_blocks; b++) {
-		bit_set(st->used, b);
-	}
-	if (r == 0 && (st->root.ptr & VDK_PTR_PRESENT)) {
-		bufs = malloc((size_t)st->node_size * st->levels);
-		r = bufs ? vdk_walk_mark(l, &st->root, st->levels - 1, 0, bufs) : -ENOMEM;
-		free(bufs);
-	}
-	if (r == 0 && fstat(l->fd, &sb) == 0 && ((uint64_t)sb.st_size >> st->bshift) > st->file_blocks) {
-		uint64_t fb = (uint64_t)sb.st_size >> st->bshift;
-
-		r = vdk_bitmap_grow(st, fb);
-		st->file_blocks = fb;
-	}
-	vdk_count_free(st);
+	/* The allocator starts afresh from the committed tree (the layer may have been a top before). */
+	st->alloc_ready = false;
+	r = vdk_alloc_init_locked(l);
 	if (r == 0) {
 		st->writable = true;
 		l->readonly = false;
@@ -1819,6 +1877,28 @@ vdk_make_writable(struct vd_layer *l)
 
 /* ---- creating ------------------------------------------------------------------ */
 
+/* Passes the backing's passphrase through and keeps the first one (see vd_create). */
+struct vdk_pass_capture {
+	vd_passphrase_fn fn;
+	void *opaque;
+	char *buf; /* sodium_malloc'd, VDK_PASS_MAX bytes */
+};
+
+#define VDK_PASS_MAX 1024
+
+static int
+vdk_pass_capture(void *opaque, const char *path, char *buf, size_t size)
+{
+	struct vdk_pass_capture *pc = opaque;
+	int r = pc->fn(pc->opaque, path, buf, size);
+
+	if (r == 0 && pc->buf[0] == '\0' && size > 0) {
+		buf[size - 1] = '\0';
+		snprintf(pc->buf, VDK_PASS_MAX, "%s", buf);
+	}
+	return r;
+}
+
 int
 vd_create(const char *path, const struct vd_create_opts *opts)
 {
@@ -1827,6 +1907,10 @@ vd_create(const char *path, const struct vd_create_opts *opts)
 	char *rel = NULL, *fmt = NULL;
 	uint8_t area[VDK_CRYPT_AREA_SIZE], uuid[16];
 	struct vdk_crypt *crypt = NULL;
+	struct vdk_pass_capture pc = { .fn = opts->backing_passphrase,
+					.opaque = opts->backing_passphrase_opaque,
+					.buf = NULL };
+	const char *cipher = opts->cipher, *pass = opts->passphrase;
 	int r;
 
 	if (sodium_init() < 0) {
@@ -1839,14 +1923,32 @@ vd_create(const char *path, const struct vd_create_opts *opts)
 	if (opts->backing) {
 		struct vd_open_opts bo = {
 			.format = opts->backing_format,
-			.passphrase = opts->backing_passphrase,
-			.passphrase_opaque = opts->backing_passphrase_opaque,
+			.passphrase = opts->backing_passphrase ? vdk_pass_capture : NULL,
+			.passphrase_opaque = &pc,
 		};
-		struct vd_image *b = vd_open(opts->backing, &bo);
+		struct vd_image *b;
 		struct vd_layer_info bi;
 
+		pc.buf = sodium_malloc(VDK_PASS_MAX);
+		if (!pc.buf) {
+			return vd_set_error(ENOMEM, "out of secure memory");
+		}
+		pc.buf[0] = '\0';
+		b = vd_open(opts->backing, &bo);
 		if (!b) {
+			sodium_free(pc.buf);
 			return -vd_get_errno();
+		}
+		/*
+		 * Writes over an encrypted chain must not land in the clear: without a
+		 * cipher of its own, the overlay is encrypted like the backing's top
+		 * encrypted layer, under the passphrase that opened the backing.
+		 */
+		for (int i = 0; i < vd_layer_count(b) && !cipher; i++) {
+			if (vd_layer_info(b, i, &bi) == 0 && bi.encrypted) {
+				cipher = bi.cipher ? bi.cipher : "xchacha20poly1305";
+				pass = pc.buf;
+			}
 		}
 		vd_layer_info(b, 0, &bi);
 		fmt = strdup(bi.format);
@@ -1856,9 +1958,8 @@ vd_create(const char *path, const struct vd_create_opts *opts)
 		vd_close(b);
 		rel = vd_make_relative(path, opts->backing);
 		if (!rel || !fmt) {
-			free(rel);
-			free(fmt);
-			return vd_set_error(ENOMEM, "out of memory");
+			r = vd_set_error(ENOMEM, "out of memory");
+			goto out;
 		}
 	}
 	if (size == 0) {
@@ -1871,20 +1972,21 @@ vd_create(const char *path, const struct vd_create_opts *opts)
 		goto out;
 	}
 	randombytes_buf(uuid, sizeof(uuid));
-	if (opts->cipher) {
+	if (cipher) {
 		memset(area, 0, sizeof(area));
-		r = vdk_crypt_create(opts->cipher, opts->passphrase ? opts->passphrase : "",
-				     opts->pwhash_opslimit, opts->pwhash_memlimit, uuid, area, &crypt);
+		r = vdk_crypt_create(cipher, pass ? pass : "", opts->pwhash_opslimit,
+				     opts->pwhash_memlimit, uuid, area, &crypt);
 		if (r < 0) {
 			vd_error_prefix("%s", path);
 			goto out;
 		}
 	}
-	r = vdk_create_file(path, size, bs, rel, fmt, NULL, 0, opts->cipher ? area : NULL, uuid,
-			    crypt, 0);
+	r = vdk_create_file(path, size, bs, rel, fmt, NULL, 0, cipher ? area : NULL, uuid, crypt,
+			    0);
 out:
 	vdk_crypt_destroy(crypt);
 	sodium_memzero(area, sizeof(area));
+	sodium_free(pc.buf);
 	free(rel);
 	free(fmt);
 	return r;

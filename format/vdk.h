@@ -139,6 +139,8 @@ struct vdk_state {
 	uint64_t file_blocks;		/* blocks in use up to the end of the file */
 	uint64_t cursor;		/* next-fit position */
 	uint64_t free_count;		/* clear bits in [data_start, file_blocks) */
+	uint64_t walk_limit;		/* blocks in the file while walking the tree at open */
+	bool alloc_ready;		/* the allocator has been built from the tree */
 	uint64_t *freshv;		/* runs (first << 20 | count) allocated since the last commit */
 	uint64_t nfreshv, cfreshv;
 	uint64_t *pending;		/* freed, referenced by the committed tree */

@@ -35,20 +35,20 @@
 #include "util.h"
 #include "foreign.h"
 
-#define VHD_FIXED	2
-#define VHD_DYNAMIC	3
-#define VHD_DIFF	4
-#define VHD_UNALLOC	0xffffffffu
-#define VHD_MAX_BAT	(16u << 20)
-#define VHD_MAX_BLOCK	(256u << 20)
-#define VHD_EPOCH	946684800	/* 2000-01-01T00:00:00Z */
+#define VHD_FIXED 2
+#define VHD_DYNAMIC 3
+#define VHD_DIFF 4
+#define VHD_UNALLOC 0xffffffffu
+#define VHD_MAX_BAT (16u << 20)
+#define VHD_MAX_BLOCK (256u << 20)
+#define VHD_EPOCH 946684800 /* 2000-01-01T00:00:00Z */
 #define VHD_MAX_GEOMETRY (65535ull * 16 * 255)
 
 struct vhd_state {
 	int type;
 	uint64_t file_size;
-	uint32_t block;		/* bytes */
-	uint32_t bitmap;	/* bytes of the sector bitmap before each block's data */
+	uint32_t block;	 /* bytes */
+	uint32_t bitmap; /* bytes of the sector bitmap before each block's data */
 	uint32_t bat_n;
 	uint32_t *bat;
 };
@@ -112,7 +112,7 @@ vhd_read_footer(int fd, uint64_t file_size, uint8_t *f, const char *path)
 static char *
 vhd_parent_name(struct vd_layer *l, struct vhd_state *s, const uint8_t *dh)
 {
-	static const char *const codes[] = { "W2ru", "MacX", "W2ku" };
+	static const char *const codes[] = {"W2ru", "MacX", "W2ku"};
 	char *name = NULL, *p;
 	size_t c;
 	int i;
@@ -144,7 +144,8 @@ vhd_parent_name(struct vd_layer *l, struct vhd_state *s, const uint8_t *dh)
 			}
 			free(d);
 			if (name && c == 2 && strlen(name) > 2 && name[1] == ':') {
-				/* An absolute Windows path: keep the file name, beside this disk. */
+				/* An absolute Windows path: keep the file name, beside this disk.
+				 */
 				char *b = strrchr(name, '\\');
 
 				if (b) {
@@ -188,13 +189,15 @@ vhd_check_parent(struct vd_layer *l, const uint8_t *dh)
 	int ret = 0;
 
 	if (fd < 0) {
-		return 0;	/* the core reports the missing parent */
+		return 0; /* the core reports the missing parent */
 	}
 	fsz = ft_file_size(fd);
 	if (fsz >= 0 && vhd_read_footer(fd, (uint64_t)fsz, f, l->backing) == 0 &&
 	    memcmp(dh + 40, zero, 16) != 0 && memcmp(f + 68, dh + 40, 16) != 0) {
-		ret = vd_set_error(EINVAL, "%s: parent %s has a different unique ID than this "
-				   "differencing disk expects", l->path, l->backing);
+		ret = vd_set_error(EINVAL,
+				   "%s: parent %s has a different unique ID than this "
+				   "differencing disk expects",
+				   l->path, l->backing);
 	}
 	close(fd);
 	return ret;
@@ -256,7 +259,8 @@ vhd_open(struct vd_layer *l)
 		return vd_set_error(EINVAL, "%s: bad block size %u", l->path, s->block);
 	}
 	if (s->bat_n > VHD_MAX_BAT) {
-		return vd_set_error(EFBIG, "%s: block table too big (%u entries)", l->path, s->bat_n);
+		return vd_set_error(EFBIG, "%s: block table too big (%u entries)", l->path,
+				    s->bat_n);
 	}
 	if ((uint64_t)s->bat_n * s->block < size) {
 		return vd_set_error(EINVAL, "%s: block table too small for the disk size", l->path);
@@ -312,8 +316,8 @@ vhd_close(struct vd_layer *l)
 
 /* Map [off, off+len) up to the end of its block: kind and file offset of off. */
 static int
-vhd_map1(struct vd_layer *l, uint64_t off, uint64_t len, enum vd_extent_type *type,
-	 uint64_t *n, uint64_t *host)
+vhd_map1(struct vd_layer *l, uint64_t off, uint64_t len, enum vd_extent_type *type, uint64_t *n,
+	 uint64_t *host)
 {
 	struct vhd_state *s = l->st;
 	uint64_t blk, in, e, data;
@@ -329,7 +333,8 @@ vhd_map1(struct vd_layer *l, uint64_t off, uint64_t len, enum vd_extent_type *ty
 	in = off % s->block;
 	*n = VD_MIN(len, s->block - in);
 	if (blk >= s->bat_n) {
-		return vd_set_error(EIO, "%s: offset %" PRIu64 " beyond the block table", l->path, off);
+		return vd_set_error(EIO, "%s: offset %" PRIu64 " beyond the block table", l->path,
+				    off);
 	}
 	e = s->bat[blk];
 	if (e == VHD_UNALLOC) {
@@ -338,8 +343,10 @@ vhd_map1(struct vd_layer *l, uint64_t off, uint64_t len, enum vd_extent_type *ty
 	}
 	data = e * 512 + s->bitmap;
 	if (data + in >= s->file_size) {
-		return vd_set_error(EIO, "%s: block %" PRIu64 " (virtual offset %" PRIu64
-				    ") points outside the file", l->path, blk, off);
+		return vd_set_error(EIO,
+				    "%s: block %" PRIu64 " (virtual offset %" PRIu64
+				    ") points outside the file",
+				    l->path, blk, off);
 	}
 	*host = data + in;
 	*type = VD_EXTENT_DATA;
@@ -350,7 +357,8 @@ vhd_map1(struct vd_layer *l, uint64_t off, uint64_t len, enum vd_extent_type *ty
 		int first;
 
 		if (vd_full_pread(l->fd, bm, nb, e * 512 + b0) < 0) {
-			return vd_set_error(EIO, "%s: cannot read the sector bitmap of block %" PRIu64,
+			return vd_set_error(EIO,
+					    "%s: cannot read the sector bitmap of block %" PRIu64,
 					    l->path, blk);
 		}
 		first = (bm[0] >> (7 - sec % 8)) & 1;
@@ -365,93 +373,24 @@ vhd_map1(struct vd_layer *l, uint64_t off, uint64_t len, enum vd_extent_type *ty
 	return 0;
 }
 
-/* Map a run from off: consecutive blocks of the same kind (and contiguous data) merge. */
-static int
-vhd_map(struct vd_layer *l, uint64_t off, uint64_t len, enum vd_extent_type *type, uint64_t *n,
-	uint64_t *host)
-{
-	int ret = vhd_map1(l, off, len, type, n, host);
-
-	while (ret == 0 && *n < len && *n < (UINT64_C(1) << 30)) {
-		enum vd_extent_type t2;
-		uint64_t n2, h2 = 0;
-
-		if (vhd_map1(l, off + *n, len - *n, &t2, &n2, &h2) < 0 || t2 != *type ||
-		    (t2 == VD_EXTENT_DATA && h2 != *host + *n)) {
-			break;
-		}
-		*n += n2;
-	}
-	return ret;
-}
-
 static int
 vhd_block_status(struct vd_layer *l, uint64_t off, uint64_t len, struct vd_extent *ext)
 {
-	enum vd_extent_type t;
-	uint64_t n, host;
-	int ret = vhd_map(l, off, len, &t, &n, &host);
-
-	if (ret < 0) {
-		return ret;
-	}
-	ext->offset = off;
-	ext->length = n;
-	ext->type = t;
-	return 0;
+	return ft_block_status(l, vhd_map1, off, len, ext);
 }
 
 static int
 vhd_pread(struct vd_layer *l, void *buf, size_t len, uint64_t off)
 {
-	uint8_t *p = buf;
-	int ret;
-
-	while (len > 0) {
-		enum vd_extent_type t;
-		uint64_t n, host = 0;
-
-		ret = vhd_map(l, off, len, &t, &n, &host);
-		if (ret < 0) {
-			return ret;
-		}
-		if (t == VD_EXTENT_DATA) {
-			ret = vd_pread_zerofill(l->fd, p, n, host);
-			if (ret < 0) {
-				return vd_set_error(EIO, "%s: read error at virtual offset %" PRIu64,
-						    l->path, off);
-			}
-		} else {
-			memset(p, 0, n);
-		}
-		p += n;
-		off += n;
-		len -= n;
-	}
-	return 0;
+	return ft_pread(l, vhd_map1, buf, len, off);
 }
 
 static uint64_t
 vhd_allocated(struct vd_layer *l)
 {
 	struct vhd_state *s = l->st;
-	uint64_t total = 0, off = 0;
 
-	if (s->type == VHD_FIXED) {
-		return l->size;
-	}
-	while (off < l->size) {
-		struct vd_extent e;
-
-		if (vhd_block_status(l, off, l->size - off, &e) < 0) {
-			break;
-		}
-		if (e.type == VD_EXTENT_DATA) {
-			total += e.length;
-		}
-		off += e.length;
-	}
-	return total;
+	return s->type == VHD_FIXED ? l->size : ft_allocated(l);
 }
 
 static int
@@ -471,8 +410,9 @@ vhd_check(struct vd_layer *l, vd_check_fn report, void *opaque, int layer_idx,
 		res->blocks_checked++;
 		if (!ft_in_file(e * 512, (uint64_t)s->bitmap + s->block, s->file_size - 512)) {
 			res->corrupt++;
-			snprintf(msg, sizeof(msg), "%s: block %u at sector %" PRIu64
-				 " runs past the end of the file", l->path, i, e);
+			snprintf(msg, sizeof(msg),
+				 "%s: block %u at sector %" PRIu64 " runs past the end of the file",
+				 l->path, i, e);
 			if (report && res->corrupt <= 100) {
 				report(opaque, layer_idx, VD_CHECK_CORRUPT, msg);
 			}

@@ -37,14 +37,14 @@
 #include "util.h"
 #include "foreign.h"
 
-#define VHDX_HDR1		(64u << 10)
-#define VHDX_HDR2		(128u << 10)
-#define VHDX_RT1		(192u << 10)
-#define VHDX_RT2		(256u << 10)
-#define VHDX_RT_SIZE		(64u << 10)
-#define VHDX_MAX_BAT_BYTES	(128u << 20)
-#define VHDX_MAX_SIZE		(UINT64_C(64) << 40)
-#define VHDX_MB			(UINT64_C(1) << 20)
+#define VHDX_HDR1 (64u << 10)
+#define VHDX_HDR2 (128u << 10)
+#define VHDX_RT1 (192u << 10)
+#define VHDX_RT2 (256u << 10)
+#define VHDX_RT_SIZE (64u << 10)
+#define VHDX_MAX_BAT_BYTES (128u << 20)
+#define VHDX_MAX_SIZE (UINT64_C(64) << 40)
+#define VHDX_MB (UINT64_C(1) << 20)
 
 enum {
 	PB_NOT_PRESENT = 0,
@@ -67,9 +67,9 @@ static const char *const vhdx_guid_parent = "A8D35F2D-B30B-454D-ABF7-D3D84834AB0
 
 struct vhdx_state {
 	uint64_t file_size;
-	uint32_t block;		/* payload block size, bytes */
-	uint32_t lss;		/* logical sector size */
-	uint64_t chunk_ratio;	/* payload blocks per sector bitmap block */
+	uint32_t block;	      /* payload block size, bytes */
+	uint32_t lss;	      /* logical sector size */
+	uint64_t chunk_ratio; /* payload blocks per sector bitmap block */
 	bool has_parent;
 	uint64_t *bat;
 	uint64_t bat_n;
@@ -79,11 +79,11 @@ struct vhdx_state {
 static void
 vhdx_guid(const char *s, uint8_t out[16])
 {
-	static const int pos[16] = { 6, 4, 2, 0, 11, 9, 16, 14, 19, 21, 24, 26, 28, 30, 32, 34 };
+	static const int pos[16] = {6, 4, 2, 0, 11, 9, 16, 14, 19, 21, 24, 26, 28, 30, 32, 34};
 	int i;
 
 	for (i = 0; i < 16; i++) {
-		char hex[3] = { s[pos[i]], s[pos[i] + 1], 0 };
+		char hex[3] = {s[pos[i]], s[pos[i] + 1], 0};
 
 		out[i] = (uint8_t)strtoul(hex, NULL, 16);
 	}
@@ -146,7 +146,8 @@ vhdx_read_header(int fd, const char *path, uint8_t *h)
 		memcpy(h, b, 4096);
 	}
 	if (vd_le16(h + 66) != 1) {
-		return vd_set_error(ENOTSUP, "%s: unsupported VHDX version %u", path, vd_le16(h + 66));
+		return vd_set_error(ENOTSUP, "%s: unsupported VHDX version %u", path,
+				    vd_le16(h + 66));
 	}
 	return 0;
 }
@@ -190,7 +191,8 @@ vhdx_locator_get(const uint8_t *loc, uint32_t len, const char *key)
 	n = vd_le16(loc + 18);
 	for (i = 0; i < n && 20 + 12 * (uint64_t)(i + 1) <= len; i++) {
 		const uint8_t *e = loc + 20 + 12 * i;
-		uint32_t ko = vd_le32(e), vo = vd_le32(e + 4), kl = vd_le16(e + 8), vl = vd_le16(e + 10);
+		uint32_t ko = vd_le32(e), vo = vd_le32(e + 4), kl = vd_le16(e + 8),
+			 vl = vd_le16(e + 10);
 		char *k;
 
 		if (!ft_in_file(ko, kl, len) || !ft_in_file(vo, vl, len)) {
@@ -209,7 +211,7 @@ vhdx_locator_get(const uint8_t *loc, uint32_t len, const char *key)
 static int
 vhdx_parent(struct vd_layer *l, const uint8_t *loc, uint32_t len)
 {
-	static const char *const keys[] = { "relative_path", "absolute_win32_path", "volume_path" };
+	static const char *const keys[] = {"relative_path", "absolute_win32_path", "volume_path"};
 	char *link, *link2, *p = NULL, *q;
 	size_t i;
 	int fd, ret = 0;
@@ -254,9 +256,10 @@ vhdx_parent(struct vd_layer *l, const uint8_t *loc, uint32_t len)
 
 		vhdx_guid_str(h + 32, g);
 		if (strcasecmp(g, link) != 0 && (!link2 || strcasecmp(g, link2) != 0)) {
-			ret = vd_set_error(EINVAL, "%s: parent %s was modified after this differencing "
-					   "disk was made (data write GUID %s, expected %s)", l->path,
-					   p, g, link);
+			ret = vd_set_error(EINVAL,
+					   "%s: parent %s was modified after this differencing "
+					   "disk was made (data write GUID %s, expected %s)",
+					   l->path, p, g, link);
 		}
 	}
 	if (fd >= 0) {
@@ -282,8 +285,8 @@ vhdx_open(struct vd_layer *l)
 		return vd_set_error(EINVAL, "%s: not a regular file", l->path);
 	}
 	s->file_size = (uint64_t)fsz;
-	if (s->file_size < VHDX_RT2 + VHDX_RT_SIZE ||
-	    vd_full_pread(l->fd, h, 8, 0) < 0 || memcmp(h, "vhdxfile", 8) != 0) {
+	if (s->file_size < VHDX_RT2 + VHDX_RT_SIZE || vd_full_pread(l->fd, h, 8, 0) < 0 ||
+	    memcmp(h, "vhdxfile", 8) != 0) {
 		return vd_set_error(EINVAL, "%s: not a VHDX file", l->path);
 	}
 	ret = vhdx_read_header(l->fd, l->path, h);
@@ -294,9 +297,11 @@ vhdx_open(struct vd_layer *l)
 		static const uint8_t zero[16];
 
 		if (memcmp(h + 48, zero, 16) != 0) {
-			return vd_set_error(ENOTSUP, "%s: the VHDX log holds unapplied updates (the "
+			return vd_set_error(ENOTSUP,
+					    "%s: the VHDX log holds unapplied updates (the "
 					    "disk was not closed cleanly); open it once in Hyper-V "
-					    "or with `qemu-img check -r all` to replay it", l->path);
+					    "or with `qemu-img check -r all` to replay it",
+					    l->path);
 		}
 	}
 	rt = malloc(VHDX_RT_SIZE);
@@ -319,8 +324,10 @@ vhdx_open(struct vd_layer *l)
 		const uint8_t *e = rt + 16 + 32 * i;
 		uint64_t off = vd_le64(e + 16), len = vd_le32(e + 24);
 
-		if (off % VHDX_MB || len % VHDX_MB || len == 0 || !ft_in_file(off, len, s->file_size)) {
-			ret = vd_set_error(EINVAL, "%s: region %" PRIu64 " outside the file", l->path, i);
+		if (off % VHDX_MB || len % VHDX_MB || len == 0 ||
+		    !ft_in_file(off, len, s->file_size)) {
+			ret = vd_set_error(EINVAL, "%s: region %" PRIu64 " outside the file",
+					   l->path, i);
 			goto out;
 		}
 		if (vhdx_guid_is(e, vhdx_guid_bat)) {
@@ -343,7 +350,8 @@ vhdx_open(struct vd_layer *l)
 		ret = -ENOMEM;
 		goto out;
 	}
-	if (vd_full_pread(l->fd, mt, VHDX_RT_SIZE, meta_off) < 0 || memcmp(mt, "metadata", 8) != 0) {
+	if (vd_full_pread(l->fd, mt, VHDX_RT_SIZE, meta_off) < 0 ||
+	    memcmp(mt, "metadata", 8) != 0) {
 		ret = vd_set_error(EINVAL, "%s: bad metadata table", l->path);
 		goto out;
 	}
@@ -354,9 +362,12 @@ vhdx_open(struct vd_layer *l)
 	}
 	for (i = 0; i < n; i++) {
 		const uint8_t *e = mt + 32 + 32 * i;
-		int kind = vhdx_guid_is(e, vhdx_guid_fparams) ? 1 : vhdx_guid_is(e, vhdx_guid_vsize) ? 2 :
-			   vhdx_guid_is(e, vhdx_guid_lss) ? 3 : vhdx_guid_is(e, vhdx_guid_diskid) ? 4 :
-			   vhdx_guid_is(e, vhdx_guid_parent) ? 5 : 0;
+		int kind = vhdx_guid_is(e, vhdx_guid_fparams)  ? 1
+			   : vhdx_guid_is(e, vhdx_guid_vsize)  ? 2
+			   : vhdx_guid_is(e, vhdx_guid_lss)    ? 3
+			   : vhdx_guid_is(e, vhdx_guid_diskid) ? 4
+			   : vhdx_guid_is(e, vhdx_guid_parent) ? 5
+							       : 0;
 
 		if (kind && (seen & (1u << kind))) {
 			ret = vd_set_error(EINVAL, "%s: duplicate metadata item", l->path);
@@ -423,7 +434,8 @@ vhdx_open(struct vd_layer *l)
 	}
 	s->has_parent = fparams_flags & 2;
 	if (s->has_parent && !l->backing) {
-		ret = vd_set_error(EINVAL, "%s: differencing VHDX without a parent locator", l->path);
+		ret = vd_set_error(EINVAL, "%s: differencing VHDX without a parent locator",
+				   l->path);
 		goto out;
 	}
 	if (!VD_IS_POW2(s->block) || s->block < VHDX_MB || s->block > 256 * VHDX_MB) {
@@ -446,8 +458,9 @@ vhdx_open(struct vd_layer *l)
 		s->bat_n = data_blocks + (data_blocks - 1) / s->chunk_ratio;
 	}
 	if (s->bat_n * 8 > bat_len || s->bat_n * 8 > VHDX_MAX_BAT_BYTES) {
-		ret = vd_set_error(EINVAL, "%s: BAT region too small or too big (%" PRIu64
-				   " entries)", l->path, s->bat_n);
+		ret = vd_set_error(EINVAL,
+				   "%s: BAT region too small or too big (%" PRIu64 " entries)",
+				   l->path, s->bat_n);
 		goto out;
 	}
 	s->bat = malloc(s->bat_n * 8);
@@ -486,8 +499,8 @@ vhdx_close(struct vd_layer *l)
 }
 
 static int
-vhdx_map1(struct vd_layer *l, uint64_t off, uint64_t len, enum vd_extent_type *type,
-	  uint64_t *n, uint64_t *host)
+vhdx_map1(struct vd_layer *l, uint64_t off, uint64_t len, enum vd_extent_type *type, uint64_t *n,
+	  uint64_t *host)
 {
 	struct vhdx_state *s = l->st;
 	uint64_t blk = off / s->block, in = off % s->block, idx, e, foff;
@@ -522,8 +535,10 @@ vhdx_map1(struct vd_layer *l, uint64_t off, uint64_t len, enum vd_extent_type *t
 				    state, blk);
 	}
 	if (foff == 0 || foff + in >= s->file_size) {
-		return vd_set_error(EIO, "%s: block %" PRIu64 " (virtual offset %" PRIu64
-				    ") points outside the file", l->path, blk, off);
+		return vd_set_error(EIO,
+				    "%s: block %" PRIu64 " (virtual offset %" PRIu64
+				    ") points outside the file",
+				    l->path, blk, off);
 	}
 	*host = foff + in;
 	*type = VD_EXTENT_DATA;
@@ -541,13 +556,17 @@ vhdx_map1(struct vd_layer *l, uint64_t off, uint64_t len, enum vd_extent_type *t
 		}
 		sbe = s->bat[sbi];
 		sboff = sbe & ~(VHDX_MB - 1);
-		if ((sbe & 7) != SB_PRESENT || sboff == 0 || !ft_in_file(sboff, VHDX_MB, s->file_size)) {
-			return vd_set_error(EIO, "%s: sector bitmap of chunk %" PRIu64 " is missing or "
-					    "outside the file", l->path, chunk);
+		if ((sbe & 7) != SB_PRESENT || sboff == 0 ||
+		    !ft_in_file(sboff, VHDX_MB, s->file_size)) {
+			return vd_set_error(EIO,
+					    "%s: sector bitmap of chunk %" PRIu64 " is missing or "
+					    "outside the file",
+					    l->path, chunk);
 		}
 		nb = VD_MIN(last / 8 - b0 + 1, sizeof(bm));
 		if (vd_full_pread(l->fd, bm, nb, sboff + b0) < 0) {
-			return vd_set_error(EIO, "%s: cannot read the sector bitmap of chunk %" PRIu64,
+			return vd_set_error(EIO,
+					    "%s: cannot read the sector bitmap of chunk %" PRIu64,
 					    l->path, chunk);
 		}
 		first = (bm[0] >> (sec % 8)) & 1;
@@ -563,89 +582,22 @@ vhdx_map1(struct vd_layer *l, uint64_t off, uint64_t len, enum vd_extent_type *t
 	return 0;
 }
 
-/* Map a run from off: consecutive blocks of the same kind (and contiguous data) merge. */
-static int
-vhdx_map(struct vd_layer *l, uint64_t off, uint64_t len, enum vd_extent_type *type, uint64_t *n,
-	uint64_t *host)
-{
-	int ret = vhdx_map1(l, off, len, type, n, host);
-
-	while (ret == 0 && *n < len && *n < (UINT64_C(1) << 30)) {
-		enum vd_extent_type t2;
-		uint64_t n2, h2 = 0;
-
-		if (vhdx_map1(l, off + *n, len - *n, &t2, &n2, &h2) < 0 || t2 != *type ||
-		    (t2 == VD_EXTENT_DATA && h2 != *host + *n)) {
-			break;
-		}
-		*n += n2;
-	}
-	return ret;
-}
-
 static int
 vhdx_block_status(struct vd_layer *l, uint64_t off, uint64_t len, struct vd_extent *ext)
 {
-	enum vd_extent_type t;
-	uint64_t n, host;
-	int ret = vhdx_map(l, off, len, &t, &n, &host);
-
-	if (ret < 0) {
-		return ret;
-	}
-	ext->offset = off;
-	ext->length = n;
-	ext->type = t;
-	return 0;
+	return ft_block_status(l, vhdx_map1, off, len, ext);
 }
 
 static int
 vhdx_pread(struct vd_layer *l, void *buf, size_t len, uint64_t off)
 {
-	uint8_t *p = buf;
-	int ret;
-
-	while (len > 0) {
-		enum vd_extent_type t;
-		uint64_t n, host = 0;
-
-		ret = vhdx_map(l, off, len, &t, &n, &host);
-		if (ret < 0) {
-			return ret;
-		}
-		if (t == VD_EXTENT_DATA) {
-			ret = vd_pread_zerofill(l->fd, p, n, host);
-			if (ret < 0) {
-				return vd_set_error(EIO, "%s: read error at virtual offset %" PRIu64,
-						    l->path, off);
-			}
-		} else {
-			memset(p, 0, n);
-		}
-		p += n;
-		off += n;
-		len -= n;
-	}
-	return 0;
+	return ft_pread(l, vhdx_map1, buf, len, off);
 }
 
 static uint64_t
 vhdx_allocated(struct vd_layer *l)
 {
-	uint64_t total = 0, off = 0;
-
-	while (off < l->size) {
-		struct vd_extent e;
-
-		if (vhdx_block_status(l, off, l->size - off, &e) < 0) {
-			break;
-		}
-		if (e.type == VD_EXTENT_DATA) {
-			total += e.length;
-		}
-		off += e.length;
-	}
-	return total;
+	return ft_allocated(l);
 }
 
 static int
@@ -676,8 +628,10 @@ vhdx_check(struct vd_layer *l, vd_check_fn report, void *opaque, int layer_idx,
 
 			if (!ft_in_file(foff, s->block, s->file_size)) {
 				res->corrupt++;
-				snprintf(msg, sizeof(msg), "%s: block %" PRIu64 " runs past the end "
-					 "of the file", l->path, blk);
+				snprintf(msg, sizeof(msg),
+					 "%s: block %" PRIu64 " runs past the end "
+					 "of the file",
+					 l->path, blk);
 				if (report && res->corrupt <= 100) {
 					report(opaque, layer_idx, VD_CHECK_CORRUPT, msg);
 				}

@@ -37,23 +37,23 @@
 #include "util.h"
 #include "foreign.h"
 
-#define VMDK4_MAGIC		0x564d444bu	/* "KDMV" read little-endian */
-#define VMDK3_MAGIC		0x44574f43u	/* "COWD" */
-#define SESPARSE_MAGIC		UINT64_C(0x00000000cafebabe)
-#define SESPARSE_VMAGIC		UINT64_C(0x00000000cafecafe)
-#define SESPARSE_VERSION	UINT64_C(0x0000000200000001)
-#define VMDK_GD_AT_END		UINT64_C(0xffffffffffffffff)
-#define VMDK_FLAG_ZERO_GRAIN	(1u << 2)
-#define VMDK_FLAG_COMPRESSED	(1u << 16)
-#define VMDK_FLAG_MARKERS	(1u << 17)
-#define VMDK_MARKER_EOS		0
-#define VMDK_MARKER_FOOTER	3
+#define VMDK4_MAGIC 0x564d444bu /* "KDMV" read little-endian */
+#define VMDK3_MAGIC 0x44574f43u /* "COWD" */
+#define SESPARSE_MAGIC UINT64_C(0x00000000cafebabe)
+#define SESPARSE_VMAGIC UINT64_C(0x00000000cafecafe)
+#define SESPARSE_VERSION UINT64_C(0x0000000200000001)
+#define VMDK_GD_AT_END UINT64_C(0xffffffffffffffff)
+#define VMDK_FLAG_ZERO_GRAIN (1u << 2)
+#define VMDK_FLAG_COMPRESSED (1u << 16)
+#define VMDK_FLAG_MARKERS (1u << 17)
+#define VMDK_MARKER_EOS 0
+#define VMDK_MARKER_FOOTER 3
 
-#define VMDK_MAX_DESC		(1u << 20)
-#define VMDK_MAX_EXTENTS	1024
-#define VMDK_MAX_GRAIN		(2u << 20)
-#define VMDK_MAX_GD_BYTES	(32u << 20)
-#define VMDK_MAX_SECTORS	(UINT64_C(1) << 41)	/* 1 PiB per extent */
+#define VMDK_MAX_DESC (1u << 20)
+#define VMDK_MAX_EXTENTS 1024
+#define VMDK_MAX_GRAIN (2u << 20)
+#define VMDK_MAX_GD_BYTES (32u << 20)
+#define VMDK_MAX_SECTORS (UINT64_C(1) << 41) /* 1 PiB per extent */
 
 enum vmdk_kind { VX_FLAT, VX_ZERO, VX_SPARSE, VX_COWD, VX_SESPARSE };
 enum vmdk_map { VM_HOLE, VM_ZERO, VM_DATA, VM_COMPRESSED };
@@ -62,19 +62,19 @@ struct vmdk_extent {
 	enum vmdk_kind kind;
 	int fd;
 	bool own_fd;
-	char *file;		/* name as in the descriptor, for messages */
-	uint64_t start;		/* virtual byte offset of the extent */
-	uint64_t len;		/* bytes */
-	uint64_t flat_off;	/* FLAT: byte offset of the data in the file */
+	char *file;	   /* name as in the descriptor, for messages */
+	uint64_t start;	   /* virtual byte offset of the extent */
+	uint64_t len;	   /* bytes */
+	uint64_t flat_off; /* FLAT: byte offset of the data in the file */
 	uint64_t file_size;
 	/* sparse kinds */
-	uint64_t grain;		/* bytes */
-	uint32_t gtes;		/* entries per grain table */
-	uint32_t esize;		/* bytes per entry: 4, or 8 for seSparse */
+	uint64_t grain; /* bytes */
+	uint32_t gtes;	/* entries per grain table */
+	uint32_t esize; /* bytes per entry: 4, or 8 for seSparse */
 	uint64_t *gd;
 	uint32_t gd_size;
 	bool compressed, markers, zero_grain;
-	uint64_t se_gt_off, se_grains_off;	/* seSparse, bytes */
+	uint64_t se_gt_off, se_grains_off; /* seSparse, bytes */
 	struct ft_cache gtc;
 };
 
@@ -87,7 +87,7 @@ struct vmdk_state {
 struct vmdk_run {
 	enum vmdk_map kind;
 	uint64_t len;
-	uint64_t host;		/* DATA: file offset of the first byte; COMPRESSED: grain marker */
+	uint64_t host; /* DATA: file offset of the first byte; COMPRESSED: grain marker */
 };
 
 /* ---- descriptor text ---------------------------------------------------- */
@@ -222,7 +222,8 @@ vmdk_read_desc(int fd, const char *path, char **desc)
 		}
 		if (dsz == 0 || dsz > VMDK_MAX_DESC / 512 || doff > UINT64_MAX / 512 ||
 		    !ft_in_file(doff * 512, dsz * 512, (uint64_t)fsz)) {
-			return vd_set_error(EINVAL, "%s: embedded descriptor outside the file", path);
+			return vd_set_error(EINVAL, "%s: embedded descriptor outside the file",
+					    path);
 		}
 		t = calloc(1, dsz * 512 + 1);
 		if (!t) {
@@ -261,16 +262,17 @@ vmdk_load_gd(struct vd_layer *l, struct vmdk_extent *e, uint64_t gd_off, uint64_
 				    e->file, e->grain);
 	}
 	if (e->gtes == 0 || e->gtes > 4096) {
-		return vd_set_error(EINVAL, "%s: extent %s: bad grain table size %u", l->path, e->file,
-				    e->gtes);
+		return vd_set_error(EINVAL, "%s: extent %s: bad grain table size %u", l->path,
+				    e->file, e->gtes);
 	}
 	span = e->grain * e->gtes;
 	need = VD_DIV_ROUND_UP(e->len, span);
 	if (n_avail < need) {
-		need = n_avail;	/* grains past the directory read as unallocated */
+		need = n_avail; /* grains past the directory read as unallocated */
 	}
 	if (need * e->esize > VMDK_MAX_GD_BYTES) {
-		return vd_set_error(EFBIG, "%s: extent %s: grain directory too big", l->path, e->file);
+		return vd_set_error(EFBIG, "%s: extent %s: grain directory too big", l->path,
+				    e->file);
 	}
 	bytes = need * e->esize;
 	if (need && !ft_in_file(gd_off, bytes, e->file_size)) {
@@ -298,7 +300,9 @@ vmdk_load_gd(struct vd_layer *l, struct vmdk_extent *e, uint64_t gd_off, uint64_
 		}
 		free(raw);
 	}
-	return ft_cache_init(&e->gtc, (size_t)e->gtes * e->esize, 16);
+	/* Grain tables are small: keep up to 4 MiB of them (16 to 256 tables). */
+	return ft_cache_init(&e->gtc, (size_t)e->gtes * e->esize,
+			     (int)VD_MIN(VD_MAX((4u << 20) / ((size_t)e->gtes * e->esize), 16u), 256u));
 }
 
 static int
@@ -315,13 +319,14 @@ vmdk_open_kdmv(struct vd_layer *l, struct vmdk_extent *e, const uint8_t *h0)
 
 		if (e->file_size < 1536 + 512 ||
 		    vd_full_pread(e->fd, f, sizeof(f), e->file_size - 1536) < 0) {
-			return vd_set_error(EINVAL, "%s: extent %s: cannot read the footer", l->path,
-					    e->file);
+			return vd_set_error(EINVAL, "%s: extent %s: cannot read the footer",
+					    l->path, e->file);
 		}
 		if (vd_le32(f + 12) != VMDK_MARKER_FOOTER || vd_le32(f + 8) != 0 ||
 		    vd_le32(f + 512) != VMDK4_MAGIC || vd_le64(f + 1024) != 0 ||
 		    vd_le32(f + 1032) != 0 || vd_le32(f + 1036) != VMDK_MARKER_EOS) {
-			return vd_set_error(EINVAL, "%s: extent %s: invalid footer", l->path, e->file);
+			return vd_set_error(EINVAL, "%s: extent %s: invalid footer", l->path,
+					    e->file);
 		}
 		memcpy(h, f + 512, 512);
 	}
@@ -348,8 +353,8 @@ vmdk_open_kdmv(struct vd_layer *l, struct vmdk_extent *e, const uint8_t *h0)
 	e->markers = flags & VMDK_FLAG_MARKERS;
 	e->compressed = vd_le16(h + 77) == 1;
 	if (vd_le16(h + 77) > 1) {
-		return vd_set_error(ENOTSUP, "%s: extent %s: unknown compression %u", l->path, e->file,
-				    vd_le16(h + 77));
+		return vd_set_error(ENOTSUP, "%s: extent %s: unknown compression %u", l->path,
+				    e->file, vd_le16(h + 77));
 	}
 	gdn = e->gtes && e->grain ? VD_DIV_ROUND_UP(cap * 512, e->grain * e->gtes) : 0;
 	return vmdk_load_gd(l, e, gd_off * 512, gdn);
@@ -389,7 +394,8 @@ vmdk_open_sesparse(struct vd_layer *l, struct vmdk_extent *e, const uint8_t *h)
 	    gto > UINT64_MAX / 512 || go > UINT64_MAX / 512 ||
 	    !ft_in_file(voff * 512, 512, e->file_size) ||
 	    vd_full_pread(e->fd, v, 512, voff * 512) < 0) {
-		return vd_set_error(EINVAL, "%s: extent %s: cannot read the seSparse volatile header",
+		return vd_set_error(EINVAL,
+				    "%s: extent %s: cannot read the seSparse volatile header",
 				    l->path, e->file);
 	}
 	if (vd_le64(v) != SESPARSE_VMAGIC) {
@@ -397,8 +403,10 @@ vmdk_open_sesparse(struct vd_layer *l, struct vmdk_extent *e, const uint8_t *h)
 				    e->file);
 	}
 	if (vd_le64(v + 24) != 0) {
-		return vd_set_error(ENOTSUP, "%s: extent %s: seSparse journal needs replaying "
-				    "(open the disk once in ESXi)", l->path, e->file);
+		return vd_set_error(ENOTSUP,
+				    "%s: extent %s: seSparse journal needs replaying "
+				    "(open the disk once in ESXi)",
+				    l->path, e->file);
 	}
 	e->grain = 8 * 512;
 	e->gtes = 64 * 512 / 8;
@@ -526,7 +534,8 @@ vmdk_parse_extents(struct vd_layer *l, struct vmdk_state *s, const char *desc)
 		if (sscanf(line, "%15s %llu %15s%n", access, &sectors, type, &used) != 3) {
 			continue;
 		}
-		if (strcmp(access, "RW") && strcmp(access, "RDONLY") && strcmp(access, "NOACCESS")) {
+		if (strcmp(access, "RW") && strcmp(access, "RDONLY") &&
+		    strcmp(access, "NOACCESS")) {
 			continue;
 		}
 		q = line + used;
@@ -537,7 +546,8 @@ vmdk_parse_extents(struct vd_layer *l, struct vmdk_state *s, const char *desc)
 			fname = q + 1;
 			fend = strchr(fname, '"');
 			if (!fend) {
-				return vd_set_error(EINVAL, "%s: invalid extent line: %s", l->path, line);
+				return vd_set_error(EINVAL, "%s: invalid extent line: %s", l->path,
+						    line);
 			}
 			*fend = '\0';
 			q = fend + 1;
@@ -554,7 +564,8 @@ vmdk_parse_extents(struct vd_layer *l, struct vmdk_state *s, const char *desc)
 			continue;
 		}
 		if (!fname || !*fname) {
-			return vd_set_error(EINVAL, "%s: extent line without a file: %s", l->path, line);
+			return vd_set_error(EINVAL, "%s: extent line without a file: %s", l->path,
+					    line);
 		}
 		e = vmdk_add(l, s, fname, sectors);
 		if (!e) {
@@ -571,7 +582,8 @@ vmdk_parse_extents(struct vd_layer *l, struct vmdk_state *s, const char *desc)
 			   strcmp(type, "SESPARSE") == 0) {
 			e->kind = VX_SPARSE;
 		} else {
-			return vd_set_error(ENOTSUP, "%s: unsupported extent type '%s'", l->path, type);
+			return vd_set_error(ENOTSUP, "%s: unsupported extent type '%s'", l->path,
+					    type);
 		}
 		ret = vmdk_open_file(l, e);
 		if (ret < 0) {
@@ -771,19 +783,20 @@ vmdk_check_parent(struct vd_layer *l, struct vmdk_state *s)
 	int ret;
 
 	if (fd < 0) {
-		return 0;	/* the core reports the missing parent with its path */
+		return 0; /* the core reports the missing parent with its path */
 	}
 	ret = vmdk_read_desc(fd, l->backing, &desc);
 	close(fd);
 	if (ret < 0 || !desc) {
 		free(desc);
-		return 0;	/* not a VMDK with a descriptor: the core's open will tell */
+		return 0; /* not a VMDK with a descriptor: the core's open will tell */
 	}
 	if (vmdk_desc_hex(desc, "CID", &pcid) == 0 && pcid != s->parent_cid) {
 		free(desc);
-		return vd_set_error(EINVAL, "%s: parent CID mismatch: the parent %s (CID %08x) was "
-				    "modified after this snapshot (parentCID %08x)", l->path,
-				    l->backing, pcid, s->parent_cid);
+		return vd_set_error(EINVAL,
+				    "%s: parent CID mismatch: the parent %s (CID %08x) was "
+				    "modified after this snapshot (parentCID %08x)",
+				    l->path, l->backing, pcid, s->parent_cid);
 	}
 	free(desc);
 	return 0;
@@ -819,8 +832,9 @@ vmdk_open(struct vd_layer *l)
 	if (vd_le32(h) == VMDK3_MAGIC || vd_le64(h) == SESPARSE_MAGIC ||
 	    (vd_le32(h) == VMDK4_MAGIC && vd_le64(h + 12) != 0)) {
 		/* One sparse file: this file is the only extent. */
-		uint64_t cap = vd_le32(h) == VMDK3_MAGIC ? vd_le32(h + 12) :
-			       vd_le32(h) == VMDK4_MAGIC ? vd_le64(h + 12) : vd_le64(h + 16);
+		uint64_t cap = vd_le32(h) == VMDK3_MAGIC   ? vd_le32(h + 12)
+			       : vd_le32(h) == VMDK4_MAGIC ? vd_le64(h + 12)
+							   : vd_le64(h + 16);
 
 		if (vd_le32(h) == VMDK4_MAGIC && vd_le64(h + 56) == VMDK_GD_AT_END &&
 		    (uint64_t)fsz >= 1536) {
@@ -858,8 +872,9 @@ vmdk_open(struct vd_layer *l)
 		}
 	}
 	l->size = s->ext[s->n - 1].start + s->ext[s->n - 1].len;
-	l->granularity = gran == VMDK_MAX_GRAIN && s->n && s->ext[0].kind == VX_FLAT ? 65536 :
-			 (uint32_t)gran;
+	l->granularity = gran == VMDK_MAX_GRAIN && s->n && s->ext[0].kind == VX_FLAT
+				 ? 65536
+				 : (uint32_t)gran;
 	if (desc && s->parent_cid != UINT32_MAX) {
 		hint = vmdk_desc_get(desc, "parentFileNameHint");
 		if (hint && *hint) {
@@ -876,7 +891,8 @@ vmdk_open(struct vd_layer *l)
 	free(desc);
 	vmdk_vmsd_name(l);
 	if (!l->created) {
-		/* No .vmsd time: when the extents were last written (the data, not the descriptor). */
+		/* No .vmsd time: when the extents were last written (the data, not the descriptor).
+		 */
 		l->created = ft_file_mtime(s->ext[s->n - 1].fd >= 0 ? s->ext[s->n - 1].fd : l->fd);
 	}
 	return 0;
@@ -957,13 +973,17 @@ vmdk_entry(struct vd_layer *l, struct vmdk_extent *e, uint64_t v, uint64_t voff,
 		*kind = e->compressed ? VM_COMPRESSED : VM_DATA;
 	}
 	if (*host >= e->file_size) {
-		return vd_set_error(EIO, "%s: extent %s: grain at virtual offset %" PRIu64
-				    " points outside the file", l->path, e->file, voff);
+		return vd_set_error(EIO,
+				    "%s: extent %s: grain at virtual offset %" PRIu64
+				    " points outside the file",
+				    l->path, e->file, voff);
 	}
 	return 0;
 bad:
-	return vd_set_error(EIO, "%s: extent %s: bad grain table entry 0x%" PRIx64
-			    " at virtual offset %" PRIu64, l->path, e->file, v, voff);
+	return vd_set_error(EIO,
+			    "%s: extent %s: bad grain table entry 0x%" PRIx64
+			    " at virtual offset %" PRIu64,
+			    l->path, e->file, v, voff);
 }
 
 static int
@@ -998,8 +1018,9 @@ vmdk_map(struct vd_layer *l, uint64_t off, uint64_t len, struct vmdk_run *run,
 		}
 		if (gt && e->kind == VX_SESPARSE) {
 			if ((gt & UINT64_C(0xffffffff00000000)) != UINT64_C(0x1000000000000000)) {
-				return vd_set_error(EIO, "%s: extent %s: bad grain directory entry %"
-						    PRIu64, l->path, e->file, gdi);
+				return vd_set_error(
+					EIO, "%s: extent %s: bad grain directory entry %" PRIu64,
+					l->path, e->file, gdi);
 			}
 			gt = e->se_gt_off + (gt & 0xffffffffu) * ((uint64_t)e->gtes * 8);
 		} else {
@@ -1016,18 +1037,20 @@ vmdk_map(struct vd_layer *l, uint64_t off, uint64_t len, struct vmdk_run *run,
 			continue;
 		}
 		if (!ft_in_file(gt, (uint64_t)e->gtes * e->esize, e->file_size)) {
-			return vd_set_error(EIO, "%s: extent %s: grain table %" PRIu64
-					    " outside the file", l->path, e->file, gdi);
+			return vd_set_error(
+				EIO, "%s: extent %s: grain table %" PRIu64 " outside the file",
+				l->path, e->file, gdi);
 		}
-		nent = (size_t)VD_MIN(VD_MIN(VD_DIV_ROUND_UP(bend - pos + (pos % e->grain),
-							     e->grain), 64), e->gtes - gti);
+		nent = (size_t)VD_MIN(
+			VD_MIN(VD_DIV_ROUND_UP(bend - pos + (pos % e->grain), e->grain), 64),
+			e->gtes - gti);
 		ret = ft_cache_read(&e->gtc, e->fd, gt, gti * e->esize, raw, nent * e->esize);
 		if (ret < 0) {
 			return ret;
 		}
 		for (ci = 0; ci < nent && pos < bend; ci++) {
-			uint64_t v = e->esize == 8 ? vd_le64((uint8_t *)raw + 8 * ci) :
-						     vd_le32((uint8_t *)raw + 4 * ci);
+			uint64_t v = e->esize == 8 ? vd_le64((uint8_t *)raw + 8 * ci)
+						   : vd_le32((uint8_t *)raw + 4 * ci);
 			uint64_t host, glen;
 			enum vmdk_map k = VM_HOLE;
 
@@ -1077,45 +1100,61 @@ vmdk_block_status(struct vd_layer *l, uint64_t off, uint64_t len, struct vd_exte
 	}
 	ext->offset = off;
 	ext->length = run.len;
-	ext->type = run.kind == VM_HOLE ? VD_EXTENT_HOLE :
-		    run.kind == VM_ZERO ? VD_EXTENT_ZERO : VD_EXTENT_DATA;
+	ext->type = run.kind == VM_HOLE	  ? VD_EXTENT_HOLE
+		    : run.kind == VM_ZERO ? VD_EXTENT_ZERO
+					  : VD_EXTENT_DATA;
 	return 0;
 }
 
+/*
+ * Inflate the grain whose marker (or data, without markers) is at file offset
+ * host and copy n bytes at voff out of it. One read fetches the marker and, in
+ * the usual case, all of the compressed data; a second read gets the rest.
+ */
 static int
 vmdk_read_compressed(struct vd_layer *l, struct vmdk_extent *e, uint64_t host, uint64_t voff,
 		     uint8_t *buf, uint64_t n)
 {
-	uint64_t in_len, gpos = (voff - e->start) % e->grain, data_off = host;
-	uint8_t *in = NULL, *out = NULL, mk[12];
+	uint64_t gpos = (voff - e->start) % e->grain, avail = e->file_size - host;
+	uint64_t cap = 12 + 2 * e->grain + 4096, first, in_len, skip = 0;
+	uint8_t *in = malloc(cap), *out = malloc(e->grain);
 	size_t got = 0;
 	int ret;
 
-	if (e->markers) {
-		if (vd_full_pread(e->fd, mk, 12, host) < 0) {
-			return vd_set_error(EIO, "%s: cannot read grain marker at %" PRIu64, l->path,
-					    host);
-		}
-		in_len = vd_le32(mk + 8);
-		data_off = host + 12;
-		if (in_len == 0 || in_len > 2 * e->grain + 4096 ||
-		    !ft_in_file(data_off, in_len, e->file_size)) {
-			return vd_set_error(EIO, "%s: bad compressed grain at virtual offset %" PRIu64,
-					    l->path, voff - gpos);
-		}
-	} else {
-		in_len = VD_MIN(2 * e->grain, e->file_size - host);
-	}
-	in = malloc(in_len);
-	out = malloc(e->grain);
 	if (!in || !out) {
 		ret = -ENOMEM;
 		goto out;
 	}
-	ret = vd_full_pread(e->fd, in, in_len, data_off);
-	if (ret == 0) {
-		ret = ft_inflate(in, in_len, out, e->grain, &got);
+	if (e->markers) {
+		first = VD_MIN(avail, 12 + e->grain + 1024);
+		if (first < 12 || vd_full_pread(e->fd, in, first, host) < 0) {
+			ret = vd_set_error(EIO, "%s: cannot read grain marker at %" PRIu64, l->path,
+					   host);
+			goto out;
+		}
+		in_len = vd_le32(in + 8);
+		skip = 12;
+		if (in_len == 0 || in_len > 2 * e->grain + 4096 || in_len > avail - 12) {
+			ret = vd_set_error(EIO,
+					   "%s: bad compressed grain at virtual offset %" PRIu64,
+					   l->path, voff - gpos);
+			goto out;
+		}
+		if (12 + in_len > first &&
+		    vd_full_pread(e->fd, in + first, 12 + in_len - first, host + first) < 0) {
+			ret = vd_set_error(EIO, "%s: cannot read compressed grain at %" PRIu64,
+					   l->path, host);
+			goto out;
+		}
+	} else {
+		in_len = VD_MIN(2 * e->grain, avail);
+		if (vd_full_pread(e->fd, in, in_len, host) < 0) {
+			ret = vd_set_error(EIO, "%s: cannot read compressed grain at %" PRIu64,
+					   l->path, host);
+			goto out;
+		}
 	}
+	ret = ft_inflate(in + skip, in_len, out, e->grain, &got);
 	if (ret < 0 || gpos + n > got) {
 		ret = vd_set_error(EIO, "%s: corrupt compressed grain at virtual offset %" PRIu64,
 				   l->path, voff - gpos);
@@ -1155,8 +1194,9 @@ vmdk_pread(struct vd_layer *l, void *buf, size_t len, uint64_t off)
 			}
 			ret = vd_pread_zerofill(e->fd, p, n, run.host);
 			if (ret < 0) {
-				return vd_set_error(EIO, "%s: extent %s: read error at virtual offset %"
-						    PRIu64, l->path, e->file, off);
+				return vd_set_error(
+					EIO, "%s: extent %s: read error at virtual offset %" PRIu64,
+					l->path, e->file, off);
 			}
 			break;
 		case VM_COMPRESSED:
@@ -1208,7 +1248,8 @@ vmdk_check(struct vd_layer *l, vd_check_fn report, void *opaque, int layer_idx,
 		if (ret == 0 && run.kind == VM_COMPRESSED) {
 			uint8_t *tmp = malloc(run.len);
 
-			ret = tmp ? vmdk_read_compressed(l, e, run.host, off, tmp, run.len) : -ENOMEM;
+			ret = tmp ? vmdk_read_compressed(l, e, run.host, off, tmp, run.len)
+				  : -ENOMEM;
 			free(tmp);
 		}
 		if (ret < 0) {

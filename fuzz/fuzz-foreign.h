@@ -4,12 +4,14 @@
  * fuzz-vhd.c, fuzz-vhdx.c): the input becomes a memfd opened through the
  * driver, then the map is walked and data read, as the core would. The layer's
  * path lies in a folder that does not exist, so relative extent, data-file and
- * parent names (and .vmsd files) resolve to nothing.
+ * parent names (and .vmsd files) resolve to nothing; fuzz-vmdk.c instead points
+ * it at a folder of small real extents so that descriptors can reach them.
  */
 #ifndef FUZZ_FOREIGN_H
 #define FUZZ_FOREIGN_H
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -33,7 +35,7 @@ fuzz_walk(struct vd_layer *l)
 			break;
 		}
 		if (e.offset != off || e.length == 0 || e.length > l->size - off) {
-			abort();	/* a driver contract violation is a finding */
+			abort(); /* a driver contract violation is a finding */
 		}
 		if (e.type == VD_EXTENT_DATA) {
 			(void)l->drv->pread(l, buf, VD_MIN(e.length, sizeof(buf)), off);
@@ -56,9 +58,13 @@ fuzz_free_strings(struct vd_layer *l)
 	l->backing = l->backing_format = l->name = NULL;
 }
 
+/* The folder the layer's path lies in (fuzz-vmdk.c points it at real extent files). */
+static const char *fuzz_dir = "/nonexistent-fuzz-dir";
+
 static int
 fuzz_driver(const struct vd_driver *drv, const uint8_t *data, size_t size)
 {
+	char path[512];
 	struct vd_layer l;
 	int fd = memfd_create("fuzz", MFD_CLOEXEC), i, n;
 
@@ -74,10 +80,12 @@ fuzz_driver(const struct vd_driver *drv, const uint8_t *data, size_t size)
 	l.drv = drv;
 	l.fd = fd;
 	l.readonly = true;
-	l.path = (char *)"/nonexistent-fuzz-dir/fuzz.img";
+	snprintf(path, sizeof(path), "%s/fuzz.img", fuzz_dir);
+	l.path = path;
 	l.st = calloc(1, drv->instance_size);
 	if (drv->open(&l) == 0) {
-		if (!VD_IS_POW2(l.granularity) || l.granularity < 512 || l.granularity > (2u << 20)) {
+		if (!VD_IS_POW2(l.granularity) || l.granularity < 512 ||
+		    l.granularity > (2u << 20)) {
 			abort();
 		}
 		fuzz_walk(&l);

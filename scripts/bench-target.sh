@@ -4,9 +4,10 @@
 # /dev/shm, same run, and qemu-img bench on the file itself as the local ceiling.
 #   scripts/bench-target.sh [SIZE_MIB]        (needs root for tgtd; default 512)
 # For each target: iscsi-perf reads (4 KiB, depth 32) and qemu-img bench reads
-# and writes (4 KiB at depth 1, 32, 128; 1 MiB sequential at depth 8). Besides
-# IOPS/throughput it reports each daemon's CPU time per I/O (utime+stime from
-# /proc divided by the I/Os), steadier than IOPS on a shared machine.
+# and writes (4 KiB at depth 1, 32, 128; 1 MiB sequential at depth 8), each the
+# best of REPS (3) runs. Besides IOPS/throughput it reports each daemon's CPU
+# time per I/O (utime+stime from /proc divided by the I/Os, the lowest of the
+# runs), steadier than IOPS on a shared machine.
 # Prints a Markdown table. Numbers are only comparable within one run.
 set -eu
 SIZE_MIB=${1:-512}
@@ -56,19 +57,28 @@ qbench() { # URL_OR_FILE COUNT DEPTH SIZE [-w]
 		sed -n 's/^Run completed in \([0-9.]*\) seconds.*/\1/p'
 }
 
-# One measurement: NAME PID URL COUNT DEPTH SIZE [-w]; prints "iops mbps us_cpu_per_io"
+# One measurement, best of $REPS runs (the machine is shared: a run that lost
+# the CPU to someone else says nothing about the target):
+#   PID URL COUNT DEPTH SIZE [-w]; prints "iops mibps us_cpu_per_io"
+REPS=${REPS:-3}
 measure() {
 	_pid=$1
 	shift
-	_c0=$([ -n "$_pid" ] && cpu_ticks "$_pid" || echo 0)
-	_s=$(qbench "$@")
-	_c1=$([ -n "$_pid" ] && cpu_ticks "$_pid" || echo 0)
-	awk -v s="$_s" -v n="$2" -v sz="$4" -v c="$((_c1 - _c0))" -v tck="$TCK" 'BEGIN {
-		if (s <= 0) s = 0.000001
-		printf "%d %.0f %.1f\n", n / s, n * sz / s / 1048576, c / tck * 1e6 / n }'
+	_best=
+	for _r in $(seq "$REPS"); do
+		_c0=$([ -n "$_pid" ] && cpu_ticks "$_pid" || echo 0)
+		_s=$(qbench "$@")
+		_c1=$([ -n "$_pid" ] && cpu_ticks "$_pid" || echo 0)
+		_best="$_best $(awk -v s="$_s" -v n="$2" -v sz="$4" -v c="$((_c1 - _c0))" -v tck="$TCK" 'BEGIN {
+			if (s <= 0) s = 0.000001
+			printf "%d:%.0f:%.1f", n / s, n * sz / s / 1048576, c / tck * 1e6 / n }')"
+	done
+	echo "$_best" | tr ' ' '\n' | grep : | awk -F: '
+		{ if ($1 > i) { i = $1; m = $2 } if (c == "" || $3 < c) c = $3 }
+		END { printf "%d %d %.1f\n", i, m, c }'
 }
 
-# iscsi-perf reads for 5 s at depth 32, 4 KiB: prints "iops us_cpu_per_io"
+# iscsi-perf reads for 5 s at depth 32, 4 KiB (one run): prints "iops us_cpu_per_io"
 iperf() { # PID URL
 	_c0=$(cpu_ticks "$1")
 	_o=$(timeout 15 iscsi-perf -m 32 -b 8 -t 5 "$2" 2>&1 | tr '\r' '\n' | grep 'iops average' | tail -1)

@@ -68,5 +68,69 @@ echo
 echo "\$ vdisk map $D/disk.vdk | head -12"
 "$VDISK" map "$D/disk.vdk" | head -12
 show check "$D/disk.vdk"
+
+# ---- the mount (vdiskfs) and the export (vdisk-target) ------------------------
+VDISKFS=${VDISKFS:-$SRCDIR/build/vdiskfs}
+TARGET=${TARGET:-$SRCDIR/build/vdisk-target}
+M="$D/mnt"
+TPID=""
+demo_stop() {
+	[ -n "$TPID" ] && kill "$TPID" 2>/dev/null && wait "$TPID" 2>/dev/null
+	TPID=""
+	if grep -q " $SRCDIR/$M fuse" /proc/mounts 2>/dev/null; then
+		fusermount3 -u "$M" 2>/dev/null || umount "$M" 2>/dev/null
+	fi
+}
+trap demo_stop EXIT INT TERM
+
+if [ ! -e /dev/fuse ] || ! command -v fusermount3 >/dev/null; then
+	echo
+	echo "demo: no /dev/fuse or fusermount3 here: skipping the mount and the export"
+else
+	mkdir -p "$M"
+	echo
+	echo "\$ vdiskfs $D/disk.vdk $M"
+	"$VDISKFS" "$D/disk.vdk" "$M"
+	echo
+	echo "\$ ls -l $M $M/partitions $M/snapshots"
+	ls -l "$M" "$M/partitions" "$M/snapshots"
+	echo
+	echo "\$ cat $M/snapshots/updated/info"
+	cat "$M/snapshots/updated/info"
+	echo
+	echo "\$ head -3 $M/snapshots/updated/changed"
+	head -3 "$M/snapshots/updated/changed"
+	echo
+	echo "\$ mkdir $M/snapshots/live     # a live snapshot"
+	mkdir "$M/snapshots/live"
+	ls "$M/snapshots"
+	if command -v debugfs >/dev/null || [ -x /sbin/debugfs ]; then
+		DEBUGFS=$(command -v debugfs || echo /sbin/debugfs)
+		echo
+		echo "\$ debugfs -R 'ls /' $M/snapshots/installed/disk   # the ext4 inside a snapshot, no mount needed"
+		"$DEBUGFS" -R 'ls /' "$M/snapshots/installed/disk" 2>/dev/null | head -5
+	fi
+	if command -v iscsi-inq >/dev/null; then
+		PORT=$(perl -MIO::Socket::INET -e '$s=IO::Socket::INET->new(Listen=>1,LocalAddr=>"127.0.0.1",LocalPort=>0,ReuseAddr=>1) or die; print $s->sockport')
+		IQN=iqn.2026-11.org.vdiskfs:demo
+		echo
+		echo "\$ vdisk-target --iqn $IQN --portal 127.0.0.1:$PORT --portal 127.0.0.2:$PORT \\"
+		echo "      --lun 0=$M/disk --lun 1=$M/snapshots/installed/disk,ro -f &"
+		"$TARGET" --iqn "$IQN" --portal "127.0.0.1:$PORT" --portal "127.0.0.2:$PORT" \
+			--lun "0=$M/disk" --lun "1=$M/snapshots/installed/disk,ro" -f -q &
+		TPID=$!
+		sleep 1
+		echo
+		echo "\$ iscsi-ls -s iscsi://127.0.0.1:$PORT"
+		iscsi-ls -s "iscsi://127.0.0.1:$PORT" 2>&1 | head -12
+		echo
+		echo "\$ iscsi-inq -e 1 -c 131 iscsi://127.0.0.2:$PORT/$IQN/0   # same LUN identity on both portals"
+		iscsi-inq -e 1 -c 131 "iscsi://127.0.0.2:$PORT/$IQN/0" 2>&1 | head -12
+	fi
+	demo_stop
+	echo
+	echo "\$ fusermount3 -u $M; vdisk snapshot list $D/disk.vdk   # the live snapshot is there"
+	"$VDISK" snapshot list "$D/disk.vdk"
+fi
 echo
 echo "demo: done; the image is $SRCDIR/$D/disk.vdk ('make demo-clean' removes demo/)"

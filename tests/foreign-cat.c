@@ -33,7 +33,10 @@
 extern const struct vd_driver vd_vmdk_driver, vd_qcow2_driver, vd_vhd_driver, vd_vhdx_driver;
 
 static const struct vd_driver *const drivers[] = {
-	&vd_qcow2_driver, &vd_vmdk_driver, &vd_vhdx_driver, &vd_vhd_driver,
+	&vd_qcow2_driver,
+	&vd_vmdk_driver,
+	&vd_vhdx_driver,
+	&vd_vhd_driver,
 };
 
 #define MAX_LAYERS 64
@@ -69,7 +72,10 @@ raw_bs(struct vd_layer *l, uint64_t off, uint64_t len, struct vd_extent *ext)
 }
 
 static const struct vd_driver raw_driver = {
-	.name = "raw", .open = raw_open, .pread = raw_pread, .block_status = raw_bs,
+	.name = "raw",
+	.open = raw_open,
+	.pread = raw_pread,
+	.block_status = raw_bs,
 };
 
 int
@@ -226,8 +232,10 @@ chain_read(int i, uint8_t *buf, uint64_t len, uint64_t off)
 			return ret;
 		}
 		if (e.offset != off || e.length == 0 || e.length > VD_MIN(len, l->size - off)) {
-			fprintf(stderr, "foreign-cat: %s: bad extent %" PRIu64 "+%" PRIu64 " for %"
-				PRIu64 "+%" PRIu64 "\n", l->path, e.offset, e.length, off, len);
+			fprintf(stderr,
+				"foreign-cat: %s: bad extent %" PRIu64 "+%" PRIu64 " for %" PRIu64
+				"+%" PRIu64 "\n",
+				l->path, e.offset, e.length, off, len);
 			return -EIO;
 		}
 		n = e.length;
@@ -275,7 +283,8 @@ reader(void *arg)
 		len = VD_MIN(len, whole_size - off);
 		if (chain_read(0, buf, len, off) < 0 || memcmp(buf, whole + off, len) != 0) {
 			__atomic_add_fetch(&thread_errors, 1, __ATOMIC_RELAXED);
-			fprintf(stderr, "foreign-cat: thread read at %" PRIu64 "+%" PRIu64 " differs\n",
+			fprintf(stderr,
+				"foreign-cat: thread read at %" PRIu64 "+%" PRIu64 " differs\n",
 				off, len);
 			break;
 		}
@@ -373,9 +382,11 @@ main(int argc, char **argv)
 		for (i = 0; i < nlayers; i++) {
 			struct vd_layer *l = layers[i];
 
-			printf("%d %s size=%" PRIu64 " gran=%u backing=%s fmt=%s name=%s created=%"
-			       PRId64 " allocated=%" PRIu64 "\n", i, l->drv->name, l->size,
-			       l->granularity, l->backing ? l->backing : "-",
+			printf("%d %s size=%" PRIu64
+			       " gran=%u backing=%s fmt=%s name=%s created=%" PRId64
+			       " allocated=%" PRIu64 "\n",
+			       i, l->drv->name, l->size, l->granularity,
+			       l->backing ? l->backing : "-",
 			       l->backing_format ? l->backing_format : "-", l->name ? l->name : "-",
 			       l->created, l->drv->allocated ? l->drv->allocated(l) : 0);
 		}
@@ -393,7 +404,7 @@ main(int argc, char **argv)
 		break;
 	case 'c':
 		for (i = 0; i < nlayers; i++) {
-			struct vd_check_result res = { 0 };
+			struct vd_check_result res = {0};
 
 			if (layers[i]->drv->check &&
 			    layers[i]->drv->check(layers[i], report, NULL, i, &res) < 0) {
@@ -416,8 +427,9 @@ main(int argc, char **argv)
 				return 1;
 			}
 			printf("%" PRIu64 " %" PRIu64 " %s\n", e.offset, e.length,
-			       e.type == VD_EXTENT_DATA ? "data" :
-			       e.type == VD_EXTENT_ZERO ? "zero" : "hole");
+			       e.type == VD_EXTENT_DATA	  ? "data"
+			       : e.type == VD_EXTENT_ZERO ? "zero"
+							  : "hole");
 			off += e.length;
 		}
 		break;

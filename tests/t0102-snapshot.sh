@@ -104,7 +104,12 @@ ok "prune without --keep refused" test "$rc" -eq 1
 # A second writer is refused while one has the image open.
 "$VDISK" bench -q -w -c 2000000000 -d 1 -s 4096 d.vdk &
 bpid=$!
-sleep 0.5
+# Wait (up to 10 s on a loaded machine) until that writer has the image open.
+for _i in $(seq 100); do
+	ls -l "/proc/$bpid/fd" 2>/dev/null | grep -q "d.vdk\$" && break
+	sleep 0.1
+done
+sleep 0.3
 run_rc rc "$VDISK" snapshot create d.vdk busy
 ok "snapshot while another writer holds the image is refused" test "$rc" -eq 1
 kill "$bpid" 2>/dev/null

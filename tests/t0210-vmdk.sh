@@ -57,6 +57,17 @@ for i in 1 2 3; do
 done
 ok_eq "$("$FCAT" -i d3.vmdk | awk '{print $5}' | tr '\n' ' ')" \
 	"backing=d2.vmdk backing=d1.vmdk backing=base.vmdk backing=- " "delta chain backing names"
+# Deltas whose descriptor is a separate file (split sparse), over split and flat bases.
+$QI create -q -f vmdk -o subformat=twoGbMaxExtentSparse tb.vmdk 8M
+qwrite tb.vmdk vmdk 0:$((4 * M))
+$QI create -q -f vmdk -o subformat=twoGbMaxExtentSparse -b tb.vmdk -F vmdk tbd.vmdk
+qwrite tbd.vmdk vmdk $M:$M
+same "split sparse delta over split sparse base" tbd.vmdk
+$QI create -q -f vmdk -o subformat=monolithicFlat fb.vmdk 4M
+qwrite fb.vmdk vmdk 0:$M
+$QI create -q -f vmdk -b fb.vmdk -F vmdk fbd.vmdk
+qwrite fbd.vmdk vmdk $((M / 2)):4096
+same "sparse delta over a flat base" fbd.vmdk
 # A parent modified after the snapshot: CID mismatch is refused.
 cp base.vmdk pbase.vmdk
 $QI create -q -f vmdk -b pbase.vmdk -F vmdk pd.vmdk

@@ -3,7 +3,7 @@
 # Foreign chains through a real vdiskfs mount: the mount is read-only and says so,
 # `disk` equals `qemu-img convert -O raw`, and every snapshot folder's `disk`
 # equals the view of the chain member it stands for: qcow2 backing files and an
-# internal snapshot, an ESXi VMDK chain named from its .vmsd, a VHDX chain.
+# internal snapshot, an ESXi VMDK chain named from its .vmsd, VHDX and VHD chains.
 . "$(dirname "$0")/lib.sh"
 requires test -x "$VDISKFS"
 requires test -c /dev/fuse
@@ -66,4 +66,9 @@ same_file "vhdx chain: disk" mx/disk vh/expect-diff2.vhdx.raw
 same_file "vhdx chain: snapshots/base.vhdx/disk" mx/snapshots/base.vhdx/disk vh/expect-base.vhdx.raw
 same_file "vhdx chain: snapshots/diff1.vhdx/disk" mx/snapshots/diff1.vhdx/disk vh/expect-diff1.vhdx.raw
 fusermount3 -u mx
+mount_ro vh/diff2.vhd mh
+same_file "vhd chain: disk" mh/disk vh/expect-diff2.vhd.raw
+same_file "vhd chain: snapshots/base.vhd/disk" mh/snapshots/base.vhd/disk vh/expect-base.vhd.raw
+same_file "vhd chain: snapshots/diff1.vhd/disk" mh/snapshots/diff1.vhd/disk vh/expect-diff1.vhd.raw
+fusermount3 -u mh
 done_testing

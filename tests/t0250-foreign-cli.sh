@@ -41,6 +41,17 @@ ok "check of a bad L1 entry fails (rc $rc)" [ $rc -ne 0 ]
 ok "check names the L1 entry" grep -q "L1 entry 0" check.out
 ok "convert of a corrupt image fails" sh -c "! '$VDISK' convert -O raw bad.qcow2 bad.raw 2>/dev/null"
 
+# A streamOptimized VMDK with garbage over its compressed grains: check inflates
+# every grain and fails, naming the grain.
+head -c $((2 * M)) /dev/urandom >so.raw
+$QI convert -f raw -O vmdk -o subformat=streamOptimized so.raw so.vmdk
+sz=$(stat -c %s so.vmdk)
+dd if=/dev/zero of=so.vmdk bs=1 seek=$((sz / 3)) count=8192 conv=notrunc 2>/dev/null
+"$VDISK" check so.vmdk >check2.out 2>&1
+rc=$?
+ok "check of damaged compressed grains fails (rc $rc)" [ $rc -ne 0 ]
+ok "check names the damaged grain" grep -q "compressed grain at virtual offset" check2.out
+
 # convert -O vdk, then back to raw.
 ok "convert qcow2 chain -O vdk" "$VDISK" convert -O vdk q1.qcow2 q1.vdk
 ok "the vdk holds qemu-img's view" sh -c "'$VDISK' convert -O raw q1.vdk q1b.raw && cmp -s q1.raw q1b.raw"

@@ -71,6 +71,18 @@ kill -HUP "$TPID"
 sleep 0.5
 iscsi-ls -s "iscsi://127.0.0.1:$P1" >"$T/ls3" 2>&1
 ok "SIGHUP reload adds LUN 1" grep -q 'Lun:1 ' "$T/ls3"
+cat >>"$T/conf" <<EOT
+[target $IQN-second]
+portal = 127.0.0.1:$P1
+lun 3 = $T/ro,ro,serial=second-target-lun
+EOT
+kill -HUP "$TPID"
+sleep 0.5
+iscsi-ls -s "iscsi://127.0.0.1:$P1" >"$T/ls5" 2>&1
+ok "reload adds a second target; discovery lists both" \
+	sh -c "grep -q 'Target:$IQN Portal' '$T/ls5' && grep -q 'Target:$IQN-second Portal' '$T/ls5'"
+iscsi-inq -e 1 -c 128 "iscsi://127.0.0.1:$P1/$IQN-second/3" >"$T/vpd80.second" 2>&1
+ok "serial= overrides the LUN identity" grep -q "second-target-lun" "$T/vpd80.second"
 echo "bogus line" >>"$T/conf"
 kill -HUP "$TPID"
 sleep 0.3

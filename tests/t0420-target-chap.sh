@@ -3,7 +3,8 @@
 # CHAP and ACLs: the right secret logs in, a wrong secret or user and a missing
 # one are refused, an initiator not in --allow is refused; mutual CHAP: the
 # target proves itself with its own secret and a wrong target secret makes the
-# initiator give up. Header digests (CRC32C) are negotiated on the way.
+# initiator give up. Header digests (CRC32C) are negotiated on the way. A
+# SIGHUP that changes the ACL keeps the sessions still allowed, drops the others.
 . "$(dirname "$0")/lib.sh"
 . "$SRCDIR/tools/target/test-lib.sh"
 requires which iscsi-inq iscsi-ls
@@ -35,6 +36,35 @@ ok "mutual CHAP with the right target secret" inq "$GOOD" \
 ok_fail "mutual CHAP: initiator rejects a wrong target secret" inq "$GOOD" \
 	"iscsi://alice%alice-secret-12@$U?target_user=tgt&target_password=not-the-secret"
 ok "failures are logged" grep -q "CHAP authentication of 'bob' failed" "$T/target.log"
+ok "SIGTERM: clean exit" stop_target
+
+# SIGHUP with a changed ACL: the session that stays allowed goes on, the
+# other one is asked to log out and closed
+KEEPI=iqn.2026-11.org.example:stays
+GONEI=iqn.2026-11.org.example:evicted
+cat >"$T/conf" <<EOT
+[target $IQN]
+portal = 127.0.0.1:$P1
+lun 0 = $T/disk
+allow = $KEEPI
+allow = $GONEI
+EOT
+start_target --config "$T/conf"
+PEER="perl $SRCDIR/tools/target/iscsi-peer.pl 127.0.0.1 $P1 $IQN"
+PEER_INITIATOR=$KEEPI $PEER hold 3 >"$T/keep.out" 2>&1 &
+K1=$!
+PEER_INITIATOR=$GONEI $PEER hold 3 >"$T/gone.out" 2>&1 &
+K2=$!
+for i in $(seq 50); do
+	[ "$(cat "$T/keep.out" "$T/gone.out" | grep -c ready)" = 2 ] && break
+	sleep 0.1
+done
+ok "two sessions logged in" test "$(cat "$T/keep.out" "$T/gone.out" | grep -c ready)" = 2
+sed -i "/allow = $GONEI/d" "$T/conf"
+kill -HUP "$TPID"
+ok "the session still allowed survives the reload" wait $K1
+ok_fail "the session no longer allowed is logged out" wait $K2
+ok "reload logged the new ACL in effect" sh -c "! PEER_INITIATOR=$GONEI $PEER hold 0 2>/dev/null"
 ok "SIGTERM: clean exit" stop_target
 
 # a target without secrets takes AuthMethod=None and refuses nobody

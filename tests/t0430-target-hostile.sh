@@ -5,7 +5,8 @@
 # digests, an unknown opcode (Reject, session goes on), a data segment beyond
 # MaxRecvDataSegmentLength, a truncated PDU, a malformed login, a login that
 # never finishes, a connection dropped in the middle of a write (the backing
-# file is not touched), 64 sessions at once (memory stays small). After each,
+# file is not touched), 64 sessions at once (memory stays small), session
+# reinstatement, and the target's NOP-In keep-alive on an idle session. After each,
 # the daemon keeps serving a real initiator.
 . "$(dirname "$0")/lib.sh"
 . "$SRCDIR/tools/target/test-lib.sh"
@@ -22,6 +23,9 @@ alive() {
 # a login that never finishes, running while everything else goes on
 $PEER hang-login 30 2>"$T/hang.err" &
 HANG=$!
+# an idle session, which the target must ping (NOP-In) after 15 s
+$PEER keepalive 2>"$T/keepalive.err" &
+KEEP=$!
 
 ok "CRC32C digests, immediate data, R2T, Data-In, NOP, Logout" $PEER digests
 for sc in bad-data-digest bad-header-digest bad-opcode oversized bad-login-text; do
@@ -53,8 +57,18 @@ fi
 ok "a 65th initiator is served meanwhile" alive
 ok "64 sessions worked and logged out" wait $SESS
 
+ok "session reinstatement (same initiator and ISID) closes the old one" $PEER reinstate
 ok "the never-finishing login was cut off by the target" wait $HANG
+cat "$T/keepalive.err" | sed "s/^/# /"
+ok "idle session pinged with NOP-In, answered, kept" wait $KEEP
 ok "login timeout logged" grep -q "login not finished" "$T/target.log"
 ok "still serving at the end" alive
+$PEER await-async >"$T/async.out" 2>&1 &
+ASYNC=$!
+for i in $(seq 50); do
+	grep -q ready "$T/async.out" && break
+	sleep 0.1
+done
 ok "SIGTERM: clean exit" stop_target
+ok "SIGTERM sent an Async logout request, the session logged out" wait $ASYNC
 done_testing

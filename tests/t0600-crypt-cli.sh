@@ -99,7 +99,37 @@ ok "snapshot reads as before" sh -c "$VDISK --key-file key2 convert -O raw p@s1.
 ok "no plaintext in the new top" sh -c "! grep -q -a 'AAAAAAAAAAAAAAAA' p.vdk"
 ok "overlay over an encrypted backing" \
 	$VDISK --key-file key2 create --encrypt $PW -b pp.vdk ov.vdk
+ok "overlay without --encrypt over an encrypted image" \
+	$VDISK --key-file key2 create $PW -b pp.vdk ov2.vdk
+ok "... is encrypted too" sh -c "$VDISK info ov2.vdk | grep -q 'encrypted: yes'"
+ok "... and opens with the same passphrase" sh -c "$VDISK --key-file key2 convert -O raw ov2.vdk ov2.raw && cmp -s pat.raw ov2.raw"
+ok "... and writes to it are not in the clear" sh -c \
+	"$VDISK --key-file key2 bench -q -w --pattern 0x41 -c 8 -s 4096 -d 1 ov2.vdk && ! grep -q -a AAAAAAAAAAAAAAAA ov2.vdk"
 ok "overlay reads through" sh -c "$VDISK --key-file key2 convert -O raw ov.vdk ov.raw && cmp -s pat.raw ov.raw"
+
+# Key slots are kept in step over the files of a chain (each holds a copy).
+printf 'third passphrase\n' >key3
+printf 'fourth passphrase\n' >key4
+nslots() { $VDISK key list "$1" | sed -n 's/^key slots: \([0-9]*\) of 8 used/\1/p'; }
+ok "key add on a top with a snapshot" sh -c "$VDISK --key-file key2 key add --new-key-file key3 $PW p.vdk >/dev/null"
+ok_eq "$(nslots p@s1.vdk)" 2 "the snapshot file got the new slot too"
+ok "the whole chain opens with the new passphrase" sh -c "$VDISK --key-file key3 check p.vdk >/dev/null"
+ok "remove the old passphrase's slot" sh -c "$VDISK --key-file key3 key remove p.vdk 1 >/dev/null"
+ok_eq "$(nslots p@s1.vdk)" 1 "removed from the snapshot file too"
+$VDISK --key-file key2 convert -O raw p@s1.vdk x2.raw 2>err
+ok_eq "$?" 1 "the removed passphrase opens no file of the chain"
+ok "snapshot still opens with the remaining one" sh -c "$VDISK --key-file key3 convert -O raw p@s1.vdk s1b.raw && cmp -s pat.raw s1b.raw"
+# A slot added to the snapshot file alone takes the index the next top slot wants.
+ok "slot added to the snapshot file alone" sh -c "$VDISK --key-file key3 key add --new-key-file key4 $PW p@s1.vdk >/dev/null"
+ok_eq "$(nslots p.vdk)" 1 "... not to the top"
+ok "another key on the top" sh -c "$VDISK --key-file key3 key add --new-key-file key2 $PW p.vdk >added"
+slot=$(sed -n 's/^added key slot //p' added)
+ok_eq "$(nslots p@s1.vdk)" 3 "... copied to another index of the snapshot file"
+ok "whole chain opens with it" sh -c "$VDISK --key-file key2 check p.vdk >/dev/null"
+ok "remove it (slot $slot) from the top" sh -c "$VDISK --key-file key3 key remove p.vdk $slot >/dev/null"
+ok_eq "$(nslots p@s1.vdk)" 2 "... and it is gone from the snapshot file, whatever its index there"
+$VDISK --key-file key2 check p.vdk >/dev/null 2>&1
+ok_eq "$?" 1 "... so it opens nothing"
 
 # Counters never repeat within a chain: no two data blocks of p.vdk and its
 # snapshot share a counter unless they are the same block (same vblock and offset in one file).

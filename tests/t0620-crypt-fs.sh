@@ -51,6 +51,20 @@ ok "loop umount" umount "$L"
 ok "fuse umount" fusermount3 -u "$M"
 wait "$FS_PID" 2>/dev/null
 
+# The passphrase typed on a terminal (a pty from script(1)): asked before vdiskfs
+# daemonizes, not echoed; a wrong one mounts nothing.
+(sleep 1; printf 'not it\n') | script -qec "'$VDISKFS' '$IMG' '$M'" /dev/null >tty.out 2>&1
+ok_fail "terminal, wrong passphrase: nothing mounted" is_mounted "$M"
+ok "terminal, wrong passphrase: said so" grep -q 'wrong passphrase' tty.out
+(sleep 1; printf 'mount passphrase\n') | script -qec "'$VDISKFS' '$IMG' '$M'" /dev/null >tty.out 2>&1
+cleanup_fn fusermount3 -uz "$M"
+ok "terminal: prompted for the passphrase" grep -q 'Passphrase for' tty.out
+ok "terminal: mounted in the background" wait_mounted "$M"
+ok "terminal: the passphrase was not echoed" sh -c "! grep -q 'mount passphrase' tty.out"
+ok "terminal: the disk reads" dd if="$M/disk" of=/dev/null bs=1M count=4 status=none
+ok "terminal: unmount" fusermount3 -u "$M"
+for _i in $(seq 50); do pgrep -f "vdiskfs $IMG" >/dev/null || break; sleep 0.1; done
+
 # A tampered block: EIO for it through the mount, the rest reads.
 vb=$($ENTRIES "$IMG" | awk '/^D/ && $2 > 100 {print $2, $3; exit}')
 set -- $vb

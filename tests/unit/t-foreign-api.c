@@ -24,8 +24,7 @@
 static char dir[256];
 static char srcdir[1024] = ".";
 
-static int
-sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 static int
 sh(const char *fmt, ...)
@@ -216,8 +215,8 @@ esxi_chain(void)
 	ok(i == 0 && vd_snapshot_info(img, i, &si) == 0 && si.created == 1700000000,
 	   "oldest snapshot named from vm.vmsd, with its time");
 	i = find_snapshot(img, "after upgrade");
-	ok(i == 1 && vd_snapshot_info(img, i, &si) == 0 && si.created == 1710000000 &&
-	   si.parent && strcmp(si.parent, "before upgrade") == 0,
+	ok(i == 1 && vd_snapshot_info(img, i, &si) == 0 && si.created == 1710000000 && si.parent &&
+		   strcmp(si.parent, "before upgrade") == 0,
 	   "second snapshot named from vm.vmsd, parent the first");
 	snprintf(exp, sizeof(exp), "%s/vm/expect-vm.raw", dir);
 	check_view(img, "before upgrade", exp);

@@ -48,7 +48,7 @@ static void
 nego(struct iscsi_params *p, const char *key, const char *val, bool disc, char *ans, size_t alen)
 {
 	struct text_buf tb;
-	struct kv kv = { 0 };
+	struct kv kv = {0};
 	text_buf_init(&tb);
 	if (!param_negotiate(p, key, val, disc, &tb)) {
 		snprintf(ans, alen, "(unknown)");
@@ -60,11 +60,11 @@ nego(struct iscsi_params *p, const char *key, const char *val, bool disc, char *
 	text_buf_free(&tb);
 }
 
-#define NEGO_IS(key, val, want)                                                                 \
-	do {                                                                                    \
-		char a_[256];                                                                   \
-		nego(&p, key, val, false, a_, sizeof(a_));                                      \
-		ok(!strcmp(a_, want), "%s=%s -> %s (got %s)", key, val, want, a_);               \
+#define NEGO_IS(key, val, want)                                                                    \
+	do {                                                                                       \
+		char a_[256];                                                                      \
+		nego(&p, key, val, false, a_, sizeof(a_));                                         \
+		ok(!strcmp(a_, want), "%s=%s -> %s (got %s)", key, val, want, a_);                 \
 	} while (0)
 
 int
@@ -172,7 +172,7 @@ main(void)
 
 	/* CRC32C: "123456789" and RFC 3720 B.4 vectors */
 	check_int(crc32c("123456789", 9), 0xe3069283);
-	uint8_t z[32] = { 0 }, f[32], inc[32];
+	uint8_t z[32] = {0}, f[32], inc[32];
 	memset(f, 0xff, sizeof(f));
 	for (int i = 0; i < 32; i++) {
 		inc[i] = (uint8_t)i;

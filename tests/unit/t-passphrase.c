@@ -124,7 +124,7 @@ pty_session(int confirm, const char *const *answers, int nanswers, const char *e
 			break;
 		}
 		/* Echo is switched off before the prompt's read: wait for it. */
-		for (int k = 0; k < 200; k++) {
+		for (int k = 0; k < 1000; k++) { /* up to 10 s on a loaded machine */
 			struct termios t;
 
 			if (tcgetattr(master, &t) == 0 && !(t.c_lflag & ECHO)) {

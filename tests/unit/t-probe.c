@@ -22,7 +22,10 @@
 extern const struct vd_driver vd_vmdk_driver, vd_qcow2_driver, vd_vhd_driver, vd_vhdx_driver;
 
 static const struct vd_driver *const drvs[] = {
-	&vd_qcow2_driver, &vd_vmdk_driver, &vd_vhd_driver, &vd_vhdx_driver,
+	&vd_qcow2_driver,
+	&vd_vmdk_driver,
+	&vd_vhd_driver,
+	&vd_vhdx_driver,
 };
 
 /* The driver with the best score (NULL if all are 0) and that score. */
@@ -80,8 +83,8 @@ qcow2_header(uint8_t *h, uint32_t version, uint32_t cluster_bits, uint64_t size)
 	vd_put_be32(h + 4, version);
 	vd_put_be32(h + 20, cluster_bits);
 	vd_put_be64(h + 24, size);
-	vd_put_be32(h + 36, 1);			/* l1_size */
-	vd_put_be64(h + 40, 1ull << cluster_bits);	/* l1 at cluster 1 */
+	vd_put_be32(h + 36, 1);			   /* l1_size */
+	vd_put_be64(h + 40, 1ull << cluster_bits); /* l1 at cluster 1 */
 	if (version == 3) {
 		vd_put_be32(h + 96, 4);
 		vd_put_be32(h + 100, 104);
@@ -176,7 +179,7 @@ main(void)
 	vd_put_be64(img + 64, 65536);
 	ok(try_open(&vd_qcow2_driver, img, sizeof(img)) == -EFBIG, "100000 snapshots refused");
 	qcow2_header(img, 3, 16, 1 << 20);
-	vd_put_be32(img + 104, 0xe2792aca);	/* backing format extension, absurd length */
+	vd_put_be32(img + 104, 0xe2792aca); /* backing format extension, absurd length */
 	vd_put_be32(img + 108, 0x7fffffff);
 	ok(try_open(&vd_qcow2_driver, img, sizeof(img)) == -EINVAL, "header extension overflow");
 
@@ -184,8 +187,8 @@ main(void)
 	memset(img, 0, sizeof(img));
 	memcpy(img, "KDMV", 4);
 	vd_put_le32(img + 4, 1);
-	vd_put_le64(img + 12, 2048);	/* capacity */
-	vd_put_le64(img + 20, 0);	/* grain 0 */
+	vd_put_le64(img + 12, 2048); /* capacity */
+	vd_put_le64(img + 20, 0);    /* grain 0 */
 	vd_put_le32(img + 44, 512);
 	vd_put_le64(img + 56, 1);
 	ok(try_open(&vd_vmdk_driver, img, sizeof(img)) == -EINVAL, "vmdk grain size 0 refused");
@@ -224,7 +227,7 @@ main(void)
 	memcpy(img, "conectix", 8);
 	vd_put_be32(img + 60, 3);
 	vd_put_be64(img + 16, 512);
-	vd_put_be32(img + 64, vhd_sum(img, 512, 64) + 1);	/* bad checksum */
+	vd_put_be32(img + 64, vhd_sum(img, 512, 64) + 1); /* bad checksum */
 	ok(try_open(&vd_vhd_driver, img, 1024) == -EINVAL, "vhd footer checksum verified");
 	vd_put_be32(img + 64, vhd_sum(img, 512, 64));
 	memcpy(img + 512, "cxsparse", 8);
@@ -250,7 +253,7 @@ main(void)
 		uint8_t *big = calloc(1, n);
 
 		memcpy(big, "vhdxfile", 8);
-		memcpy(big + (64 << 10), "head", 4);	/* CRC wrong */
+		memcpy(big + (64 << 10), "head", 4); /* CRC wrong */
 		ok(try_open(&vd_vhdx_driver, big, n) == -EINVAL && strstr(vd_get_error(), "header"),
 		   "vhdx header CRC verified (%s)", vd_get_error());
 		free(big);
@@ -276,7 +279,8 @@ main(void)
 		zs.avail_out = sizeof(comp);
 		deflate(&zs, Z_FINISH);
 		ok(ft_inflate_raw(comp, zs.total_out, buf, sizeof(buf)) == 0 &&
-		   memcmp(buf, src, sizeof(buf)) == 0, "raw inflate of one cluster");
+			   memcmp(buf, src, sizeof(buf)) == 0,
+		   "raw inflate of one cluster");
 		ok(ft_inflate_raw(comp, zs.total_out, img, 8192) == -EIO,
 		   "raw inflate that does not fill the cluster fails");
 		ok(ft_inflate_raw(comp, zs.total_out, out, sizeof(out)) == 0 && out[63] == 'x',

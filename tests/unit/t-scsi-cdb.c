@@ -66,9 +66,9 @@ asc(const struct scsi_cmd *c)
 	return (uint16_t)(c->sense[12] << 8 | c->sense[13]);
 }
 
-#define EXPECT_SENSE(c, key, a, what)                                                           \
-	ok((c)->status == SAM_STAT_CHECK_CONDITION && ((c)->sense[2] & 0xf) == (key) &&         \
-		   asc(c) == (a),                                                               \
+#define EXPECT_SENSE(c, key, a, what)                                                              \
+	ok((c)->status == SAM_STAT_CHECK_CONDITION && ((c)->sense[2] & 0xf) == (key) &&            \
+		   asc(c) == (a),                                                                  \
 	   "%s: sense %x/%04x", what, (c)->sense[2] & 0xf, asc(c))
 
 static const char *A = "iqn.2026-11.org.example:a,i,0x800000000001";
@@ -77,8 +77,8 @@ static const char *B = "iqn.2026-11.org.example:b,i,0x800000000002";
 static struct scsi_cmd *
 pr_out_cmd(const char *nx, uint8_t sa, uint8_t type, uint64_t key, uint64_t sark)
 {
-	uint8_t cdb[10] = { 0x5f, sa, type, 0, 0, 0, 0, 0, 24, 0 };
-	uint8_t p[24] = { 0 };
+	uint8_t cdb[10] = {0x5f, sa, type, 0, 0, 0, 0, 0, 24, 0};
+	uint8_t p[24] = {0};
 	put_be64(p, key);
 	put_be64(p + 8, sark);
 	return run(lu, nx, cdb, 10, p, 24, 24);
@@ -104,34 +104,34 @@ main(void)
 	check_int(rolu->pb_exp, 0);
 
 	/* INQUIRY */
-	uint8_t inq[6] = { 0x12, 0, 0, 0, 255, 0 };
+	uint8_t inq[6] = {0x12, 0, 0, 0, 255, 0};
 	c = run(lu, A, inq, 6, NULL, 0, 255);
 	ok(c->status == 0 && c->in_len == 66 && !memcmp(c->in + 8, "VDISKFS ", 8), "INQUIRY");
 	done(c);
-	uint8_t vpd83[6] = { 0x12, 1, 0x83, 0, 255, 0 };
+	uint8_t vpd83[6] = {0x12, 1, 0x83, 0, 255, 0};
 	c = run(lu, A, vpd83, 6, NULL, 0, 255);
 	ok(c->status == 0 && c->in[5] == 0x03 && c->in[7] == 16 && (c->in[8] >> 4) == 6,
 	   "VPD 0x83 starts with an NAA 6 designator");
 	done(c);
-	uint8_t vpd80[6] = { 0x12, 1, 0x80, 0, 255, 0 };
+	uint8_t vpd80[6] = {0x12, 1, 0x80, 0, 255, 0};
 	c = run(rolu, A, vpd80, 6, NULL, 0, 255);
 	ok(c->status == 0 && c->in[3] == 12 && !memcmp(c->in + 4, "fixed-serial", 12),
 	   "VPD 0x80 honours a configured serial");
 	done(c);
-	uint8_t inqbad[6] = { 0x12, 0, 0x83, 0, 255, 0 };
+	uint8_t inqbad[6] = {0x12, 0, 0x83, 0, 255, 0};
 	c = run(lu, A, inqbad, 6, NULL, 0, 255);
 	EXPECT_SENSE(c, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_CDB, "page code without EVPD");
 	done(c);
 	c = run(NULL, A, inq, 6, NULL, 0, 255);
 	ok(c->status == 0 && c->in[0] == 0x7f, "INQUIRY on an unmapped LUN: qualifier 3");
 	done(c);
-	uint8_t tur[6] = { 0 };
+	uint8_t tur[6] = {0};
 	c = run(NULL, A, tur, 6, NULL, 0, 0);
 	EXPECT_SENSE(c, SK_ILLEGAL_REQUEST, ASC_LUN_NOT_SUPPORTED, "TUR on an unmapped LUN");
 	done(c);
 
 	/* capacity */
-	uint8_t rc16[16] = { 0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0 };
+	uint8_t rc16[16] = {0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0};
 	c = run(lu, A, rc16, 16, NULL, 0, 32);
 	ok(c->status == 0 && get_be64(c->in) == 8191 && get_be32(c->in + 8) == 512 &&
 		   c->in[13] == 3 && (c->in[14] & 0xc0) == 0xc0,
@@ -142,35 +142,35 @@ main(void)
 	for (int i = 0; i < 512; i++) {
 		buf[i] = (uint8_t)(i * 13 + 1);
 	}
-	uint8_t w6[6] = { 0x0a, 0, 0, 5, 1, 0 };
+	uint8_t w6[6] = {0x0a, 0, 0, 5, 1, 0};
 	c = run(lu, A, w6, 6, buf, 512, 512);
 	check_int(c->status, 0);
 	done(c);
-	uint8_t w10[10] = { 0x2a, 0, 0, 0, 0, 6, 0, 0, 1, 0 };
+	uint8_t w10[10] = {0x2a, 0, 0, 0, 0, 6, 0, 0, 1, 0};
 	c = run(lu, A, w10, 10, buf, 512, 512);
 	check_int(c->status, 0);
 	done(c);
-	uint8_t r16[16] = { 0x88, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 2, 0, 0 };
+	uint8_t r16[16] = {0x88, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 2, 0, 0};
 	c = run(lu, A, r16, 16, NULL, 0, 1024);
 	ok(c->status == 0 && c->in_len == 1024 && !memcmp(c->in, buf, 512) &&
 		   !memcmp(c->in + 512, buf, 512),
 	   "READ(16) returns what WRITE(6) and WRITE(10) wrote");
 	done(c);
-	uint8_t r12[12] = { 0xa8, 0, 0, 0, 0x1f, 0xff, 0, 0, 0, 2, 0, 0 };
+	uint8_t r12[12] = {0xa8, 0, 0, 0, 0x1f, 0xff, 0, 0, 0, 2, 0, 0};
 	c = run(lu, A, r12, 12, NULL, 0, 1024);
 	EXPECT_SENSE(c, SK_ILLEGAL_REQUEST, ASC_LBA_OUT_OF_RANGE, "READ(12) past the end");
 	done(c);
-	uint8_t r10p[10] = { 0x28, 0x20, 0, 0, 0, 0, 0, 0, 1, 0 };
+	uint8_t r10p[10] = {0x28, 0x20, 0, 0, 0, 0, 0, 0, 1, 0};
 	c = run(lu, A, r10p, 10, NULL, 0, 512);
 	EXPECT_SENSE(c, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_CDB, "RDPROTECT refused");
 	done(c);
-	uint8_t w10s[10] = { 0x2a, 0, 0, 0, 0, 6, 0, 0, 2, 0 };
+	uint8_t w10s[10] = {0x2a, 0, 0, 0, 0, 6, 0, 0, 2, 0};
 	c = run(lu, A, w10s, 10, buf, 512, 512);
 	ok(c->status == 0 && c->has_spdtl && c->spdtl == 1024, "EDTL < SPDTL: SPDTL reported");
 	done(c);
 
 	/* COMPARE AND WRITE */
-	uint8_t caw[16] = { 0x89, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 1, 0, 0 };
+	uint8_t caw[16] = {0x89, 0, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 1, 0, 0};
 	uint8_t cw[1024];
 	memcpy(cw, buf, 512);
 	memset(cw + 512, 0x5a, 512);
@@ -193,25 +193,25 @@ main(void)
 	done(c);
 
 	/* UNMAP and GET LBA STATUS */
-	uint8_t w16[16] = { 0x8a, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 16, 0, 0 };
+	uint8_t w16[16] = {0x8a, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 16, 0, 0};
 	memset(buf, 0x77, sizeof(buf));
 	c = run(lu, A, w16, 16, buf, 8192, 8192);
 	check_int(c->status, 0);
 	done(c);
-	uint8_t unmap[10] = { 0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0 };
-	uint8_t ul[24] = { 0, 22, 0, 16 };
+	uint8_t unmap[10] = {0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0};
+	uint8_t ul[24] = {0, 22, 0, 16};
 	put_be64(ul + 8, 0x1000);
 	put_be32(ul + 16, 8);
 	c = run(lu, A, unmap, 10, ul, 24, 24);
 	check_int(c->status, 0);
 	done(c);
-	uint8_t gls[16] = { 0x9e, 0x12, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 200, 0, 0 };
+	uint8_t gls[16] = {0x9e, 0x12, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 200, 0, 0};
 	c = run(lu, A, gls, 16, NULL, 0, 200);
 	ok(c->status == 0 && get_be64(c->in + 8) == 0x1000 && get_be32(c->in + 16) == 8 &&
 		   c->in[20] == 1 && get_be64(c->in + 24) == 0x1008 && c->in[36] == 0,
 	   "GET LBA STATUS: 8 deallocated blocks, then mapped ones");
 	done(c);
-	uint8_t r10z[10] = { 0x28, 0, 0, 0, 0x10, 0, 0, 0, 8, 0 };
+	uint8_t r10z[10] = {0x28, 0, 0, 0, 0x10, 0, 0, 0, 8, 0};
 	c = run(lu, A, r10z, 10, NULL, 0, 4096);
 	bool zero = c->status == 0;
 	for (uint32_t i = 0; zero && i < 4096; i++) {
@@ -245,7 +245,7 @@ main(void)
 	c = run(lu, A, w10, 10, buf, 512, 512);
 	ok(c->status == 0, "Write Exclusive: the holder writes");
 	done(c);
-	uint8_t rres[10] = { 0x5e, 1, 0, 0, 0, 0, 0, 0, 64, 0 };
+	uint8_t rres[10] = {0x5e, 1, 0, 0, 0, 0, 0, 0, 64, 0};
 	c = run(lu, B, rres, 10, NULL, 0, 64);
 	ok(c->status == 0 && get_be32(c->in + 4) == 16 && get_be64(c->in + 8) == 0xaaaa &&
 		   c->in[21] == 1,
@@ -257,7 +257,7 @@ main(void)
 	c = run(lu, A, r10z, 10, NULL, 0, 4096);
 	ok(c->status == SAM_STAT_RESERVATION_CONFLICT, "preempted nexus has no access");
 	done(c);
-	uint8_t rkeys[10] = { 0x5e, 0, 0, 0, 0, 0, 0, 0, 64, 0 };
+	uint8_t rkeys[10] = {0x5e, 0, 0, 0, 0, 0, 0, 0, 64, 0};
 	c = run(lu, B, rkeys, 10, NULL, 0, 64);
 	ok(c->status == 0 && get_be32(c->in + 4) == 8 && get_be64(c->in + 8) == 0xbbbb,
 	   "READ KEYS after PREEMPT: only the preempting key");
@@ -270,7 +270,7 @@ main(void)
 	done(c);
 
 	/* RESERVE(6) */
-	uint8_t res6[6] = { 0x16, 0, 0, 0, 0, 0 }, rel6[6] = { 0x17, 0, 0, 0, 0, 0 };
+	uint8_t res6[6] = {0x16, 0, 0, 0, 0, 0}, rel6[6] = {0x17, 0, 0, 0, 0, 0};
 	c = run(lu, A, res6, 6, NULL, 0, 0);
 	check_int(c->status, 0);
 	done(c);
@@ -289,7 +289,7 @@ main(void)
 	done(c);
 
 	/* EXTENDED COPY (LID1): 8 blocks from LBA 0x1008 to LBA 100 of the same LUN */
-	uint8_t xp[16 + 32 + 28] = { 0 };
+	uint8_t xp[16 + 32 + 28] = {0};
 	xp[0] = 7; /* list id */
 	put_be16(xp + 2, 32);
 	put_be32(xp + 8, 28);
@@ -306,15 +306,16 @@ main(void)
 	put_be16(sd + 10, 8);
 	put_be64(sd + 12, 0x1008);
 	put_be64(sd + 20, 100);
-	uint8_t xc[16] = { 0x83, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, sizeof(xp), 0, 0 };
+	uint8_t xc[16] = {0x83, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, sizeof(xp), 0, 0};
 	c = run(lu, A, xc, 16, xp, sizeof(xp), sizeof(xp));
 	check_int(c->status, 0);
 	done(c);
-	uint8_t r10x[10] = { 0x28, 0, 0, 0, 0, 100, 0, 0, 8, 0 };
+	uint8_t r10x[10] = {0x28, 0, 0, 0, 0, 100, 0, 0, 8, 0};
 	c = run(lu, A, r10x, 10, NULL, 0, 4096);
-	ok(c->status == 0 && c->in[0] == 0x77 && c->in[4095] == 0x77, "EXTENDED COPY moved the blocks");
+	ok(c->status == 0 && c->in[0] == 0x77 && c->in[4095] == 0x77,
+	   "EXTENDED COPY moved the blocks");
 	done(c);
-	uint8_t rcr[16] = { 0x84, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 64, 0, 0 };
+	uint8_t rcr[16] = {0x84, 0, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 64, 0, 0};
 	c = run(lu, A, rcr, 16, NULL, 0, 64);
 	ok(c->status == 0 && c->in[4] == 1 && get_be32(c->in + 8) == 4096,
 	   "RECEIVE COPY RESULTS: completed, 4096 bytes");
@@ -334,11 +335,11 @@ main(void)
 	c = run(rolu, A, w10, 10, buf, 512, 512);
 	EXPECT_SENSE(c, SK_DATA_PROTECT, ASC_WRITE_PROTECTED, "write to a read-only LUN");
 	done(c);
-	uint8_t bogus[6] = { 0xc7, 0, 0, 0, 0, 0 };
+	uint8_t bogus[6] = {0xc7, 0, 0, 0, 0, 0};
 	c = run(lu, A, bogus, 6, NULL, 0, 0);
 	EXPECT_SENSE(c, SK_ILLEGAL_REQUEST, ASC_INVALID_OPCODE, "unknown opcode");
 	done(c);
-	uint8_t rl[12] = { 0xa0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0 };
+	uint8_t rl[12] = {0xa0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0};
 	struct scsi_cmd *q = calloc(1, sizeof(*q));
 	memcpy(q->cdb, rl, 12);
 	q->nluns = 2;

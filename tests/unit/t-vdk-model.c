@@ -15,7 +15,7 @@
 #include "tap.h"
 #include "vdisk.h"
 
-#define SIZE (6u << 20)
+#define MAXSIZE (6u << 20)
 #define MAXSNAP 40
 
 struct snap {
@@ -57,13 +57,13 @@ compare_range(struct vd_image *img, const uint8_t *model, uint64_t off, size_t l
 }
 
 static int
-run(const char *dir, uint32_t bs, int ops, uint64_t seed)
+run_sized(const char *dir, uint32_t bs, int ops, uint64_t seed, uint64_t SIZE)
 {
 	char path[512];
 	struct vd_create_opts co = { .size = SIZE, .block_size = bs };
 	struct vd_open_opts oo = { .flags = VD_OPEN_RDWR };
 	struct vd_image *img;
-	uint8_t *model = calloc(1, SIZE), *buf = malloc(SIZE), *wbuf = malloc(4 * 65536 + 8192);
+	uint8_t *model = calloc(1, MAXSIZE), *buf = malloc(MAXSIZE), *wbuf = malloc(4 * 65536 + 8192);
 	struct snap snaps[MAXSNAP];
 	int nsnap = 0, nameseq = 0, fails = 0;
 
@@ -154,7 +154,7 @@ run(const char *dir, uint32_t bs, int ops, uint64_t seed)
 				fails++;
 				break;
 			}
-			s->data = malloc(SIZE);
+			s->data = malloc(MAXSIZE);
 			memcpy(s->data, model, SIZE);
 			nsnap++;
 		} else if (k < 85 && nsnap > 0) {
@@ -233,6 +233,13 @@ run(const char *dir, uint32_t bs, int ops, uint64_t seed)
 	return fails ? -1 : 0;
 }
 
+/* Used by t-crypt-model.c, which includes this file. */
+__attribute__((unused)) static int
+run(const char *dir, uint32_t bs, int ops, uint64_t seed)
+{
+	return run_sized(dir, bs, ops, seed, MAXSIZE);
+}
+
 int
 main(void)
 {
@@ -248,9 +255,12 @@ main(void)
 	}
 	for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
 		for (uint64_t seed = 1; seed <= 2; seed++) {
-			ok(run(dir, sizes[i], ops, seed * 7919 + sizes[i]) == 0,
-			   "model: block size %u, seed %llu, %d ops", sizes[i],
-			   (unsigned long long)seed, ops);
+			/* The second run's size is not a multiple of the block size. */
+			uint64_t size = seed == 1 ? MAXSIZE : MAXSIZE - 3 * 512;
+
+			ok(run_sized(dir, sizes[i], ops, seed * 7919 + sizes[i], size) == 0,
+			   "model: block size %u, size %llu, seed %llu, %d ops", sizes[i],
+			   (unsigned long long)size, (unsigned long long)seed, ops);
 		}
 	}
 	{

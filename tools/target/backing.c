@@ -46,7 +46,8 @@ tgt_lun_find_naa(const uint8_t naa[16])
 {
 	struct tgt_lun *lu, *found = NULL;
 	pthread_mutex_lock(&lun_registry_lock);
-	TAILQ_FOREACH (lu, &lun_registry, all_link) {
+	TAILQ_FOREACH(lu, &lun_registry, all_link)
+	{
 		if (!memcmp(lu->naa, naa, 16)) {
 			found = tgt_lun_get(lu);
 			break;
@@ -117,6 +118,7 @@ tgt_lun_open(const char *path, bool ro, const char *serial_override, uint32_t pb
 	if (serial_override && *serial_override) {
 		MD5Update(&md5, (const uint8_t *)serial_override, strlen(serial_override));
 		snprintf(lu->serial, sizeof(lu->serial), "%s", serial_override);
+		lu->serial_set = true;
 	} else {
 		MD5Update(&md5, (const uint8_t *)real, strlen(real));
 	}
@@ -211,7 +213,7 @@ lun_pread_nowait(struct tgt_lun *lu, void *buf, size_t len, uint64_t off)
 {
 	uint8_t *p = buf;
 	while (len) {
-		struct iovec iov = { .iov_base = p, .iov_len = len };
+		struct iovec iov = {.iov_base = p, .iov_len = len};
 		ssize_t n = preadv2(lu->fd, &iov, 1, (off_t)off, RWF_NOWAIT);
 		if (n < 0) {
 			if (errno == EINTR) {
@@ -257,7 +259,8 @@ lun_flush(struct tgt_lun *lu)
 int
 lun_punch(struct tgt_lun *lu, uint64_t off, uint64_t len)
 {
-	if (fallocate(lu->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) == 0) {
+	if (fallocate(lu->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) ==
+	    0) {
 		return 0;
 	}
 	if (errno != EOPNOTSUPP && errno != ENOSYS) {
@@ -312,12 +315,12 @@ static struct {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	TAILQ_HEAD(, tgt_work) pending; /* protected by lock */
-	TAILQ_HEAD(, tgt_work) done; /* protected by lock */
-	bool stop; /* protected by lock */
+	TAILQ_HEAD(, tgt_work) done;	/* protected by lock */
+	bool stop;			/* protected by lock */
 	int efd;
 	int nthreads;
 	pthread_t *threads;
-} workq = { .lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER, .efd = -1 };
+} workq = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER, .efd = -1};
 
 static void *
 workq_thread(void *arg)

@@ -26,8 +26,8 @@
 
 #include "target.h"
 
-static void
-cfg_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void cfg_err(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
 static void
 cfg_err(char *err, size_t errlen, const char *fmt, ...)
@@ -71,7 +71,7 @@ cfg_valid_name(const char *s)
 int
 tgt_config_portal(struct tgt_config_target *ct, const char *spec, char *err, size_t errlen)
 {
-	struct tgt_portal p = { .tpgt = 1 };
+	struct tgt_portal p = {.tpgt = 1};
 	char tmp[128];
 	char *host, *port, *tag;
 
@@ -237,8 +237,10 @@ tgt_config_tpg(struct tgt_config_target *ct, const char *spec, char *err, size_t
 	long tag = strtol(tmp, NULL, 10);
 	int st = cfg_alua_state(eq + 1);
 	if (tag <= 0 || tag > 65535 || st < 0) {
-		cfg_err(err, errlen, "bad TPG state '%s' (states: active, non-optimized, standby, "
-				     "unavailable)", spec);
+		cfg_err(err, errlen,
+			"bad TPG state '%s' (states: active, non-optimized, standby, "
+			"unavailable)",
+			spec);
 		return -EINVAL;
 	}
 	for (int i = 0; i < ct->t.ntpgs; i++) {

@@ -79,7 +79,8 @@ struct tgt_target *
 server_find_target(const char *iqn)
 {
 	struct tgt_target *t;
-	TAILQ_FOREACH (t, &srv.targets, link) {
+	TAILQ_FOREACH(t, &srv.targets, link)
+	{
 		if (!t->removed && !strcmp(t->iqn, iqn)) {
 			return t;
 		}
@@ -117,7 +118,16 @@ conn_stamp(struct iscsi_conn *c, uint8_t *bhs, bool advance)
 {
 	put_be32(bhs + BHS_STATSN, advance ? c->statsn++ : c->statsn);
 	put_be32(bhs + BHS_EXPCMDSN, c->exp_cmdsn);
-	put_be32(bhs + BHS_MAXCMDSN, c->exp_cmdsn + CONN_QUEUE_DEPTH - 1);
+	/* The window is what the task table still has room for, so an initiator never
+	 * gets TASK SET FULL for commands it was allowed to send. An initiator ignores
+	 * a MaxCmdSN that goes back (RFC 7143 §4.2.2.1), so it only ever advances. */
+	int room = CONN_QUEUE_DEPTH - c->ntasks;
+	uint32_t cand = c->exp_cmdsn + (uint32_t)(room > 0 ? room : 0) - 1;
+	if (!c->max_cmdsn_set || sn_lt(c->max_cmdsn, cand)) {
+		c->max_cmdsn = cand;
+		c->max_cmdsn_set = true;
+	}
+	put_be32(bhs + BHS_MAXCMDSN, c->max_cmdsn);
 }
 
 void
@@ -184,7 +194,7 @@ conn_update_events(struct iscsi_conn *c, bool want_out)
 	if (c->want_out == want_out || c->dead) {
 		return;
 	}
-	struct epoll_event ev = { .events = EPOLLIN | (want_out ? EPOLLOUT : 0), .data.ptr = &c->ev };
+	struct epoll_event ev = {.events = EPOLLIN | (want_out ? EPOLLOUT : 0), .data.ptr = &c->ev};
 	epoll_ctl(srv.epfd, EPOLL_CTL_MOD, c->ev.fd, &ev);
 	c->want_out = want_out;
 }
@@ -196,13 +206,14 @@ conn_flush(struct iscsi_conn *c)
 		struct iovec iov[64];
 		int n = 0;
 		struct tx_pdu *p;
-		TAILQ_FOREACH (p, &c->txq, link) {
+		TAILQ_FOREACH(p, &c->txq, link)
+		{
 			if (n + 3 > 64) {
 				break;
 			}
 			size_t skip = p->sent;
-			const uint8_t *parts[3] = { p->hdr, p->data, p->trailer };
-			size_t lens[3] = { p->hlen, p->dlen, p->tlen };
+			const uint8_t *parts[3] = {p->hdr, p->data, p->trailer};
+			size_t lens[3] = {p->hlen, p->dlen, p->tlen};
 			for (int k = 0; k < 3; k++) {
 				if (skip >= lens[k]) {
 					skip -= lens[k];
@@ -252,7 +263,7 @@ conn_flush(struct iscsi_conn *c)
 void
 conn_reject(struct iscsi_conn *c, const uint8_t *bhs, uint8_t reason)
 {
-	uint8_t h[ISCSI_BHS_LEN] = { 0 };
+	uint8_t h[ISCSI_BHS_LEN] = {0};
 	uint8_t *copy = malloc(ISCSI_BHS_LEN);
 
 	if (!copy) {
@@ -273,6 +284,9 @@ conn_reject(struct iscsi_conn *c, const uint8_t *bhs, uint8_t reason)
 static void
 task_free(struct iscsi_task *t)
 {
+	if (t->cmd.out) {
+		t->conn->write_buf -= t->edtl;
+	}
 	tgt_lun_put(t->cmd.lu);
 	free(t->cmd.out);
 	free(t->cmd.in);
@@ -319,7 +333,8 @@ static struct iscsi_task *
 task_find(struct iscsi_conn *c, uint32_t itt)
 {
 	struct iscsi_task *t;
-	TAILQ_FOREACH (t, &c->tasks, link) {
+	TAILQ_FOREACH(t, &c->tasks, link)
+	{
 		if (t->itt == itt) {
 			return t;
 		}
@@ -328,9 +343,9 @@ task_find(struct iscsi_conn *c, uint32_t itt)
 }
 
 static void
-tmf_send(struct iscsi_conn *c, struct tmf_wait *w)
+conn_tmf_send(struct iscsi_conn *c, struct tmf_wait *w)
 {
-	uint8_t h[ISCSI_BHS_LEN] = { 0 };
+	uint8_t h[ISCSI_BHS_LEN] = {0};
 	h[0] = ISCSI_OP_TMF_RSP;
 	h[1] = 0x80;
 	h[2] = w->response;
@@ -467,7 +482,8 @@ task_respond(struct iscsi_conn *c, struct iscsi_task *t)
 			resid = edtl - cmd->spdtl;
 		}
 	}
-	bool status_in_data = xfer > 0 && cmd->sense_len == 0 && cmd->status != SAM_STAT_CHECK_CONDITION;
+	bool status_in_data =
+		xfer > 0 && cmd->sense_len == 0 && cmd->status != SAM_STAT_CHECK_CONDITION;
 	uint32_t max_pdu = c->params.max_xmit_dsl;
 	uint32_t burst = c->params.max_burst;
 	uint32_t off = 0, seq = 0, datasn = 0;
@@ -487,7 +503,7 @@ task_respond(struct iscsi_conn *c, struct iscsi_task *t)
 		if (n > burst - seq) {
 			n = burst - seq;
 		}
-		uint8_t h[ISCSI_BHS_LEN] = { 0 };
+		uint8_t h[ISCSI_BHS_LEN] = {0};
 		h[0] = ISCSI_OP_DATA_IN;
 		bool last = off + n == xfer;
 		seq += n;
@@ -513,7 +529,7 @@ task_respond(struct iscsi_conn *c, struct iscsi_task *t)
 		off += n;
 	}
 	if (!status_in_data) {
-		uint8_t h[ISCSI_BHS_LEN] = { 0 };
+		uint8_t h[ISCSI_BHS_LEN] = {0};
 		uint8_t *sense = NULL;
 		uint32_t slen = 0;
 		h[0] = ISCSI_OP_SCSI_RSP;
@@ -553,19 +569,26 @@ task_complete_all(void)
 		task_finish(t);
 		if (tw && --tw->pending == 0) {
 			if (!c->dead) {
-				tmf_send(c, tw);
+				conn_tmf_send(c, tw);
 			} else {
 				free(tw);
 			}
 		}
-		if (!c->dead) {
+		c->need_flush = !c->dead;
+	}
+	/* one writev per connection for the whole batch of completions */
+	struct iscsi_conn *c, *n;
+	TAILQ_FOREACH_SAFE(c, &srv.conns, link, n)
+	{
+		if (c->need_flush) {
+			c->need_flush = false;
 			conn_flush(c);
 		}
 	}
 }
 
 static void
-wq_event(struct ev_handler *h, uint32_t events)
+server_wq_event(struct ev_handler *h, uint32_t events)
 {
 	uint64_t v;
 	(void)events;
@@ -605,7 +628,7 @@ task_send_r2ts(struct iscsi_conn *c, struct iscsi_task *t)
 		s->datasn = 0;
 		t->r2t_next += len;
 		t->r2t_outstanding++;
-		uint8_t h[ISCSI_BHS_LEN] = { 0 };
+		uint8_t h[ISCSI_BHS_LEN] = {0};
 		h[0] = ISCSI_OP_R2T;
 		h[1] = 0x80;
 		memcpy(h + BHS_LUN, t->lun_raw, 8);
@@ -650,7 +673,7 @@ conn_protocol_error(struct iscsi_conn *c, const uint8_t *bhs, const char *why)
 static void
 task_fail_data(struct iscsi_conn *c, struct iscsi_task *t, const char *why)
 {
-	uint8_t h[ISCSI_BHS_LEN] = { 0 };
+	uint8_t h[ISCSI_BHS_LEN] = {0};
 	uint8_t *sense = malloc(2 + 18);
 	struct scsi_cmd tmp;
 
@@ -672,7 +695,7 @@ task_fail_data(struct iscsi_conn *c, struct iscsi_task *t, const char *why)
 }
 
 static void
-handle_data_out(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *data, uint32_t dlen)
+conn_handle_data_out(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *data, uint32_t dlen)
 {
 	uint32_t itt = get_be32(bhs + BHS_ITT);
 	uint32_t ttt = get_be32(bhs + BHS_TTT);
@@ -734,10 +757,10 @@ handle_data_out(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *data, u
 /* ---- SCSI command ---- */
 
 static void
-cmd_respond_now(struct iscsi_conn *c, const uint8_t *bhs, uint8_t key, uint16_t asc)
+conn_respond_now(struct iscsi_conn *c, const uint8_t *bhs, uint8_t key, uint16_t asc)
 {
 	struct scsi_cmd tmp;
-	uint8_t h[ISCSI_BHS_LEN] = { 0 };
+	uint8_t h[ISCSI_BHS_LEN] = {0};
 	uint8_t *sense = malloc(2 + 18);
 
 	memset(&tmp, 0, sizeof(tmp));
@@ -765,7 +788,8 @@ static void
 conn_set_ua(struct tgt_target *tg, bool all, uint64_t lun, uint16_t asc)
 {
 	struct iscsi_conn *c;
-	TAILQ_FOREACH (c, &srv.conns, link) {
+	TAILQ_FOREACH(c, &srv.conns, link)
+	{
 		if (!c->ffp || c->tgt != tg) {
 			continue;
 		}
@@ -799,7 +823,7 @@ conn_take_ua(struct iscsi_conn *c, const uint8_t *bhs)
 		if (c->ua[k].lun == lun) {
 			uint16_t asc = c->ua[k].asc;
 			c->ua[k] = c->ua[--c->nua];
-			cmd_respond_now(c, bhs, SK_UNIT_ATTENTION, asc);
+			conn_respond_now(c, bhs, SK_UNIT_ATTENTION, asc);
 			conn_flush(c);
 			return true;
 		}
@@ -815,9 +839,10 @@ conn_check_cmdsn(struct iscsi_conn *c, const uint8_t *bhs)
 	if (bhs[0] & ISCSI_OP_IMMEDIATE) {
 		return true;
 	}
-	uint32_t max = c->exp_cmdsn + CONN_QUEUE_DEPTH - 1;
+	uint32_t max = c->max_cmdsn; /* the highest MaxCmdSN we have announced */
 	if (sn_lt(cmdsn, c->exp_cmdsn) || sn_lt(max, cmdsn)) {
-		tgt_dbg("%s: CmdSN %u outside [%u, %u], ignored", c->peer, cmdsn, c->exp_cmdsn, max);
+		tgt_dbg("%s: CmdSN %u outside [%u, %u], ignored", c->peer, cmdsn, c->exp_cmdsn,
+			max);
 		return false;
 	}
 	c->exp_cmdsn = cmdsn + 1;
@@ -825,8 +850,8 @@ conn_check_cmdsn(struct iscsi_conn *c, const uint8_t *bhs)
 }
 
 static void
-handle_scsi_cmd(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *ahs, uint32_t ahslen,
-		const uint8_t *data, uint32_t dlen)
+conn_handle_scsi_cmd(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *ahs, uint32_t ahslen,
+		     const uint8_t *data, uint32_t dlen)
 {
 	uint8_t flags = bhs[1];
 	uint32_t edtl = get_be32(bhs + BHS_CMD_EDTL);
@@ -848,21 +873,23 @@ handle_scsi_cmd(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *ahs, ui
 	if (conn_take_ua(c, bhs)) {
 		return;
 	}
-	if (dlen && (!w || !c->params.immediate_data || dlen > edtl ||
-		     dlen > c->params.first_burst)) {
+	if (dlen &&
+	    (!w || !c->params.immediate_data || dlen > edtl || dlen > c->params.first_burst)) {
 		conn_protocol_error(c, bhs, "bad immediate data");
 		return;
 	}
 	if (ahslen) {
 		/* extended CDBs (> 16 bytes) are not used by any command we implement */
-		cmd_respond_now(c, bhs, SK_ILLEGAL_REQUEST, ASC_INVALID_OPCODE);
+		conn_respond_now(c, bhs, SK_ILLEGAL_REQUEST, ASC_INVALID_OPCODE);
 		conn_flush(c);
 		return;
 	}
-	if ((w && r) || (w && edtl > SCSI_MAX_XFER + 4096) || c->ntasks >= CONN_QUEUE_DEPTH) {
+	bool busy =
+		c->ntasks >= CONN_QUEUE_DEPTH || (w && c->write_buf + edtl > CONN_MAX_WRITE_BUF);
+	if ((w && r) || (w && edtl > SCSI_MAX_XFER + 4096) || busy) {
 		/* bidirectional, too large or too many: answer now, drop any data that follows */
-		if (c->ntasks >= CONN_QUEUE_DEPTH) {
-			uint8_t h[ISCSI_BHS_LEN] = { 0 };
+		if (busy) {
+			uint8_t h[ISCSI_BHS_LEN] = {0};
 			h[0] = ISCSI_OP_SCSI_RSP;
 			h[1] = 0x80;
 			h[3] = SAM_STAT_TASK_SET_FULL;
@@ -870,7 +897,7 @@ handle_scsi_cmd(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *ahs, ui
 			conn_stamp(c, h, true);
 			conn_queue_pdu(c, h, NULL, 0, NULL, NULL);
 		} else {
-			cmd_respond_now(c, bhs, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_CDB);
+			conn_respond_now(c, bhs, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_CDB);
 		}
 		conn_flush(c);
 		return;
@@ -898,6 +925,7 @@ handle_scsi_cmd(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *ahs, ui
 			conn_close(c);
 			return;
 		}
+		c->write_buf += edtl;
 		memcpy(t->cmd.out, data, dlen);
 		t->got = dlen;
 		t->unsol_next = dlen;
@@ -908,13 +936,13 @@ handle_scsi_cmd(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *ahs, ui
 	} else {
 		task_dispatch(c, t);
 	}
-	conn_flush(c);
+	/* the response (or R2T) goes out with the others when conn_event flushes */
 }
 
 /* ---- task management ---- */
 
 static void
-tmf_abort_task(struct iscsi_task *t, struct tmf_wait *w)
+conn_tmf_abort_task(struct iscsi_task *t, struct tmf_wait *w)
 {
 	if (t->state == TASK_DATA_OUT) {
 		task_finish(t);
@@ -930,19 +958,19 @@ tmf_abort_task(struct iscsi_task *t, struct tmf_wait *w)
 }
 
 static void
-tmf_abort_matching(struct iscsi_conn *c, struct tmf_wait *w, bool all_luns, const uint8_t *lun)
+conn_tmf_abort_matching(struct iscsi_conn *c, struct tmf_wait *w, bool all_luns, const uint8_t *lun)
 {
 	struct iscsi_task *t, *n;
 	TAILQ_FOREACH_SAFE(t, &c->tasks, link, n)
 	{
 		if (all_luns || !memcmp(t->lun_raw, lun, 8)) {
-			tmf_abort_task(t, w);
+			conn_tmf_abort_task(t, w);
 		}
 	}
 }
 
 static void
-tmf_reset_luns(struct tgt_target *tg, bool all, uint64_t lun)
+conn_tmf_reset_luns(struct tgt_target *tg, bool all, uint64_t lun)
 {
 	for (int i = 0; i < tg->nluns; i++) {
 		if (all || tg->luns[i].lun == lun) {
@@ -952,7 +980,7 @@ tmf_reset_luns(struct tgt_target *tg, bool all, uint64_t lun)
 }
 
 static void
-handle_tmf(struct iscsi_conn *c, const uint8_t *bhs)
+conn_handle_tmf(struct iscsi_conn *c, const uint8_t *bhs)
 {
 	uint8_t fn = bhs[1] & 0x7f;
 	struct tmf_wait *w = calloc(1, sizeof(*w));
@@ -978,7 +1006,7 @@ handle_tmf(struct iscsi_conn *c, const uint8_t *bhs)
 	case ISCSI_TMF_ABORT_TASK: {
 		struct iscsi_task *t = task_find(c, get_be32(bhs + BHS_TMF_RTT));
 		if (t) {
-			tmf_abort_task(t, w);
+			conn_tmf_abort_task(t, w);
 		}
 		break;
 	}
@@ -988,21 +1016,21 @@ handle_tmf(struct iscsi_conn *c, const uint8_t *bhs)
 			w->response = ISCSI_TMF_RSP_NO_LUN;
 			break;
 		}
-		tmf_abort_matching(c, w, false, bhs + BHS_LUN);
+		conn_tmf_abort_matching(c, w, false, bhs + BHS_LUN);
 		break;
 	case ISCSI_TMF_LUN_RESET:
 		if (!lun_ok) {
 			w->response = ISCSI_TMF_RSP_NO_LUN;
 			break;
 		}
-		tmf_abort_matching(c, w, false, bhs + BHS_LUN);
-		tmf_reset_luns(c->tgt, false, lun);
+		conn_tmf_abort_matching(c, w, false, bhs + BHS_LUN);
+		conn_tmf_reset_luns(c->tgt, false, lun);
 		conn_set_ua(c->tgt, false, lun, 0x2903); /* BUS DEVICE RESET FUNCTION OCCURRED */
 		break;
 	case ISCSI_TMF_TARGET_WARM_RESET:
 	case ISCSI_TMF_TARGET_COLD_RESET:
-		tmf_abort_matching(c, w, true, NULL);
-		tmf_reset_luns(c->tgt, true, 0);
+		conn_tmf_abort_matching(c, w, true, NULL);
+		conn_tmf_reset_luns(c->tgt, true, 0);
 		conn_set_ua(c->tgt, true, 0, 0x2900); /* POWER ON, RESET, OR BUS DEVICE RESET */
 		w->cold_reset = fn == ISCSI_TMF_TARGET_COLD_RESET;
 		break;
@@ -1013,14 +1041,14 @@ handle_tmf(struct iscsi_conn *c, const uint8_t *bhs)
 		break;
 	}
 	if (w->pending == 0) {
-		tmf_send(c, w);
+		conn_tmf_send(c, w);
 	}
 }
 
 /* ---- NOP, logout ---- */
 
 static void
-handle_nop_out(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *data, uint32_t dlen)
+conn_handle_nop_out(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *data, uint32_t dlen)
 {
 	uint32_t itt = get_be32(bhs + BHS_ITT);
 
@@ -1034,7 +1062,7 @@ handle_nop_out(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *data, ui
 	if (!conn_check_cmdsn(c, bhs)) {
 		return;
 	}
-	uint8_t h[ISCSI_BHS_LEN] = { 0 };
+	uint8_t h[ISCSI_BHS_LEN] = {0};
 	uint8_t *echo = NULL;
 	h[0] = ISCSI_OP_NOP_IN;
 	h[1] = 0x80;
@@ -1055,10 +1083,10 @@ handle_nop_out(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *data, ui
 }
 
 static void
-handle_logout(struct iscsi_conn *c, const uint8_t *bhs)
+conn_handle_logout(struct iscsi_conn *c, const uint8_t *bhs)
 {
 	uint8_t reason = bhs[1] & 0x7f;
-	uint8_t h[ISCSI_BHS_LEN] = { 0 };
+	uint8_t h[ISCSI_BHS_LEN] = {0};
 
 	conn_check_cmdsn(c, bhs);
 	h[0] = ISCSI_OP_LOGOUT_RSP;
@@ -1082,7 +1110,7 @@ handle_logout(struct iscsi_conn *c, const uint8_t *bhs)
 static void
 conn_send_nop_in(struct iscsi_conn *c)
 {
-	uint8_t h[ISCSI_BHS_LEN] = { 0 };
+	uint8_t h[ISCSI_BHS_LEN] = {0};
 	h[0] = ISCSI_OP_NOP_IN;
 	h[1] = 0x80;
 	put_be32(h + BHS_ITT, ISCSI_RSVD_TAG);
@@ -1101,12 +1129,12 @@ conn_send_nop_in(struct iscsi_conn *c)
 static void
 conn_send_async_logout(struct iscsi_conn *c)
 {
-	uint8_t h[ISCSI_BHS_LEN] = { 0 };
+	uint8_t h[ISCSI_BHS_LEN] = {0};
 	h[0] = ISCSI_OP_ASYNC;
 	h[1] = 0x80;
 	put_be32(h + BHS_ITT, ISCSI_RSVD_TAG);
 	conn_stamp(c, h, true);
-	h[36] = 1; /* target requests logout */
+	h[36] = 1;	     /* target requests logout */
 	put_be16(h + 38, 3); /* seconds to log out */
 	put_be16(h + 40, 2);
 	put_be16(h + 42, 0);
@@ -1136,13 +1164,13 @@ conn_handle_pdu(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *ahs, ui
 	}
 	switch (op) {
 	case ISCSI_OP_SCSI_CMD:
-		handle_scsi_cmd(c, bhs, ahs, ahslen, data, dlen);
+		conn_handle_scsi_cmd(c, bhs, ahs, ahslen, data, dlen);
 		break;
 	case ISCSI_OP_DATA_OUT:
-		handle_data_out(c, bhs, data, dlen);
+		conn_handle_data_out(c, bhs, data, dlen);
 		break;
 	case ISCSI_OP_NOP_OUT:
-		handle_nop_out(c, bhs, data, dlen);
+		conn_handle_nop_out(c, bhs, data, dlen);
 		break;
 	case ISCSI_OP_TMF_REQ:
 		if (c->discovery) {
@@ -1150,7 +1178,7 @@ conn_handle_pdu(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *ahs, ui
 			conn_flush(c);
 			break;
 		}
-		handle_tmf(c, bhs);
+		conn_handle_tmf(c, bhs);
 		break;
 	case ISCSI_OP_TEXT_REQ:
 		if (!conn_check_cmdsn(c, bhs)) {
@@ -1159,7 +1187,7 @@ conn_handle_pdu(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *ahs, ui
 		text_handle(c, bhs, data, dlen);
 		break;
 	case ISCSI_OP_LOGOUT_REQ:
-		handle_logout(c, bhs);
+		conn_handle_logout(c, bhs);
 		break;
 	case ISCSI_OP_LOGIN_REQ:
 		conn_protocol_error(c, bhs, "login in full feature phase");
@@ -1234,7 +1262,8 @@ conn_parse(struct iscsi_conn *c)
 			const uint8_t *p = data + dlen + pad;
 			uint32_t got = p[0] | p[1] << 8 | p[2] << 16 | (uint32_t)p[3] << 24;
 			if (crc32c(data, dlen + pad) != got) {
-				/* ERL 0: reject the PDU and drop the connection (the data is lost) */
+				/* ERL 0: reject the PDU and drop the connection (the data is lost)
+				 */
 				conn_reject(c, bhs, ISCSI_REJECT_DIGEST);
 				c->closing = true;
 				conn_flush(c);
@@ -1386,14 +1415,15 @@ server_revalidate_sessions(void)
 /* ---- listeners and the loop ---- */
 
 static void
-listener_event(struct ev_handler *h, uint32_t events)
+server_listener_event(struct ev_handler *h, uint32_t events)
 {
 	struct listener *l = (struct listener *)h;
 	(void)events;
 	for (int i = 0; i < 16; i++) {
 		struct sockaddr_storage ss;
 		socklen_t sl = sizeof(ss);
-		int fd = accept4(l->ev.fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int fd = accept4(l->ev.fd, (struct sockaddr *)&ss, &sl,
+				 SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
 			return;
 		}
@@ -1425,10 +1455,10 @@ listener_event(struct ev_handler *h, uint32_t events)
 		struct sockaddr_storage ls;
 		socklen_t lsl = sizeof(ls);
 		if (getsockname(fd, (struct sockaddr *)&ls, &lsl) == 0) {
-			getnameinfo((struct sockaddr *)&ls, lsl, c->local_host, sizeof(c->local_host),
-				    NULL, 0, NI_NUMERICHOST);
+			getnameinfo((struct sockaddr *)&ls, lsl, c->local_host,
+				    sizeof(c->local_host), NULL, 0, NI_NUMERICHOST);
 		}
-		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &c->ev };
+		struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &c->ev};
 		if (epoll_ctl(srv.epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
 			free(c->rxbuf);
 			free(c);
@@ -1465,8 +1495,9 @@ server_add_portal(const char *host, int port)
 	if (srv.nlisteners >= MAX_LISTENERS) {
 		return -ENOSPC;
 	}
-	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+	struct addrinfo hints = {.ai_family = AF_UNSPEC,
+				 .ai_socktype = SOCK_STREAM,
+				 .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
 	struct addrinfo *ai;
 	char ps[16];
 	snprintf(ps, sizeof(ps), "%d", port);
@@ -1491,10 +1522,10 @@ server_add_portal(const char *host, int port)
 	freeaddrinfo(ai);
 	struct listener *l = &srv.listeners[srv.nlisteners++];
 	l->ev.fd = fd;
-	l->ev.cb = listener_event;
+	l->ev.cb = server_listener_event;
 	snprintf(l->host, sizeof(l->host), "%s", host);
 	l->port = port;
-	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &l->ev };
+	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &l->ev};
 	epoll_ctl(srv.epfd, EPOLL_CTL_ADD, fd, &ev);
 	return 0;
 }
@@ -1558,7 +1589,7 @@ server_tick(void)
 extern void main_handle_signal(int sig); /* main.c */
 
 static void
-signal_event(struct ev_handler *h, uint32_t events)
+server_signal_event(struct ev_handler *h, uint32_t events)
 {
 	struct signalfd_siginfo si;
 	(void)events;
@@ -1579,12 +1610,12 @@ server_run(void)
 	sigaddset(&set, SIGINT);
 	sigprocmask(SIG_BLOCK, &set, NULL);
 	sig_ev.fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
-	sig_ev.cb = signal_event;
-	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &sig_ev };
+	sig_ev.cb = server_signal_event;
+	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &sig_ev};
 	epoll_ctl(srv.epfd, EPOLL_CTL_ADD, sig_ev.fd, &ev);
 
 	srv.wq_ev.fd = workq_eventfd();
-	srv.wq_ev.cb = wq_event;
+	srv.wq_ev.cb = server_wq_event;
 	ev.data.ptr = &srv.wq_ev;
 	epoll_ctl(srv.epfd, EPOLL_CTL_ADD, srv.wq_ev.fd, &ev);
 
@@ -1605,7 +1636,8 @@ server_run(void)
 		if (srv.stopping) {
 			bool busy = false;
 			struct iscsi_conn *c;
-			TAILQ_FOREACH (c, &srv.conns, link) {
+			TAILQ_FOREACH(c, &srv.conns, link)
+			{
 				busy = true;
 			}
 			if (!busy || now > srv.stop_deadline) {

@@ -16,11 +16,12 @@
 #include "param.h"
 #include "target.h"
 
-#define CONN_QUEUE_DEPTH 128 /* CmdSN window and tasks in flight per session */
-#define CONN_LOGIN_TIMEOUT 15 /* seconds to finish a login */
-#define CONN_NOP_INTERVAL 15 /* idle seconds before we ping with NOP-In */
-#define CONN_NOP_TIMEOUT 30 /* seconds to answer our ping */
+#define CONN_QUEUE_DEPTH 128		 /* CmdSN window and tasks in flight per session */
+#define CONN_LOGIN_TIMEOUT 15		 /* seconds to finish a login */
+#define CONN_NOP_INTERVAL 15		 /* idle seconds before we ping with NOP-In */
+#define CONN_NOP_TIMEOUT 30		 /* seconds to answer our ping */
 #define TGT_INLINE_READ_MAX (128u << 10) /* reads tried on the loop thread */
+#define CONN_MAX_WRITE_BUF (64u << 20)	 /* Data-Out bytes buffered per session */
 
 struct ev_handler {
 	int fd;
@@ -54,12 +55,12 @@ struct iscsi_task {
 	uint8_t flags; /* R/W bits of the command */
 	uint32_t edtl;
 	/* data-out gathering */
-	uint32_t got; /* bytes received */
+	uint32_t got;	 /* bytes received */
 	bool unsol_open; /* unsolicited Data-Out expected */
 	uint32_t unsol_next;
 	uint32_t unsol_datasn;
 	uint32_t unsol_end; /* limit of unsolicited data */
-	uint32_t r2t_next; /* next offset to solicit */
+	uint32_t r2t_next;  /* next offset to solicit */
 	uint32_t r2tsn;
 	int r2t_outstanding;
 	struct r2t_slot r2t[TGT_MAX_OUTSTANDING_R2T];
@@ -75,7 +76,7 @@ struct tx_pdu {
 	uint32_t dlen;
 	uint8_t trailer[8]; /* padding + data digest */
 	uint32_t tlen;
-	uint8_t *owned; /* freed after sending */
+	uint8_t *owned;		 /* freed after sending */
 	struct iscsi_task *task; /* reference held while data points into it */
 	size_t sent;
 };
@@ -92,8 +93,8 @@ enum auth_state { AUTH_NONE, AUTH_WAIT_A, AUTH_WAIT_R, AUTH_DONE };
 struct iscsi_conn {
 	struct ev_handler ev;
 	TAILQ_ENTRY(iscsi_conn) link;
-	bool closing; /* send what is queued, then close */
-	bool dead; /* socket closed; freed once no task is queued on a worker */
+	bool closing;	   /* send what is queued, then close */
+	bool dead;	   /* socket closed; freed once no task is queued on a worker */
 	int ntasks_queued; /* tasks on workers */
 	time_t created;
 	time_t last_rx;
@@ -106,6 +107,7 @@ struct iscsi_conn {
 	/* send */
 	TAILQ_HEAD(, tx_pdu) txq;
 	bool want_out;
+	bool need_flush; /* completions queued PDUs: flush after the batch */
 	/* login */
 	bool ffp; /* login complete: full feature phase */
 	bool login_started;
@@ -130,10 +132,13 @@ struct iscsi_conn {
 	struct iscsi_params params;
 	bool hdigest, ddigest; /* in force (after login) */
 	uint32_t exp_cmdsn;
+	uint32_t max_cmdsn; /* highest MaxCmdSN announced */
+	bool max_cmdsn_set;
 	uint32_t statsn;
 	uint32_t next_ttt;
 	TAILQ_HEAD(, iscsi_task) tasks;
 	int ntasks;
+	uint64_t write_buf; /* Data-Out buffers of live tasks, bytes */
 	/* unit attentions pending for this I_T nexus */
 	int nua;
 	struct {

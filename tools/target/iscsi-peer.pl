@@ -13,7 +13,7 @@ use IO::Select;
 
 my ($host, $port, $target, $scenario, @args) = @ARGV;
 die "usage: iscsi-peer.pl HOST PORT TARGET SCENARIO [ARGS]\n" unless $scenario;
-my $INIT = "iqn.2026-11.org.example:peer";
+my $INIT = $ENV{PEER_INITIATOR} // "iqn.2026-11.org.example:peer";
 $SIG{ALRM} = sub { die "timeout in scenario $scenario\n" };
 alarm(60);
 
@@ -33,7 +33,10 @@ my ($hd, $dd) = (0, 0);
 my $cmdsn = 1;
 my $itt = 0x100;
 my $expstatsn = 0;
-my $isid_n = $$ & 0xff00;
+# ISID: type "random" (80h), 24 random bits per process, 16-bit counter per session
+srand($$ ^ time);
+my $isid_rand = substr(pack("N", int(rand(2**32))), 0, 3);
+my $isid_n = 1;
 
 sub conn { IO::Socket::INET->new(PeerAddr => $host, PeerPort => $port, Timeout => 5)
 	or die "connect: $!\n" }
@@ -98,7 +101,7 @@ sub keys_str { join("", map { "$_\0" } @_) }
 sub login {
 	my ($s, @extra) = @_;
 	my $bhs = pack("C C C C C a3 a6 n N n n N N a16",
-		0x43, 0x87, 0, 0, 0, "", "\x80\x12\x34\x56" . pack("n", $isid_n++), 0, $itt++, 1, 0,
+		0x43, 0x87, 0, 0, 0, "", "\x80" . $isid_rand . pack("n", $isid_n++), 0, $itt++, 1, 0,
 		$cmdsn, 0, "");
 	my $keys = keys_str("InitiatorName=$INIT", "TargetName=$target", "SessionType=Normal",
 		"AuthMethod=None", @extra);
@@ -279,6 +282,48 @@ if ($scenario eq "digests") {
 	fail("no R2T") unless $r && (unpack("C", $r) & 0x3f) == 0x31;
 	data_out($s, $itt - 1, unpack("N", substr($r, 20, 4)), 0, 0, "\xEE" x 8192, 0);
 	close($s);
+} elsif ($scenario eq "keepalive") {
+	# stay idle: the target must ping with NOP-In (TTT set), we answer, it keeps us
+	login($s);
+	my ($r) = recv_pdu($s);
+	fail("no NOP-In ping from the target") unless $r && (unpack("C", $r) & 0x3f) == 0x20;
+	my ($itt_in, $ttt) = (unpack("N", substr($r, 16, 4)), unpack("N", substr($r, 20, 4)));
+	fail("NOP-In ping without a TTT") unless $itt_in == 0xFFFFFFFF && $ttt != 0xFFFFFFFF;
+	my $bhs = pack("C C n C a3 a8 N N N N a16", 0x40, 0x80, 0, 0, "", "\0" x 8, 0xFFFFFFFF,
+		$ttt, $cmdsn, $expstatsn, "");
+	send_pdu($s, $bhs, "");
+	fail("session gone after answering the ping") unless nop($s, "after ping");
+	fail("logout") unless logout($s);
+} elsif ($scenario eq "hold") {
+	# log in, stay for SECS seconds, then check the session still works
+	my $k = login($s);
+	fail("login status $k->{_status}") if $k->{_status};
+	print "ready\n";
+	STDOUT->flush();
+	sleep($args[0] // 3);
+	fail("session did not survive") unless nop($s, "still there?");
+	fail("logout") unless logout($s);
+} elsif ($scenario eq "await-async") {
+	# log in and wait: a stopping target sends Async Message "logout requested"
+	my $k = login($s);
+	fail("login status $k->{_status}") if $k->{_status};
+	print "ready\n";
+	STDOUT->flush();
+	my ($r) = recv_pdu($s);
+	fail("no Async Message") unless $r && (unpack("C", $r) & 0x3f) == 0x32;
+	fail("Async event is not a logout request") unless unpack("C", substr($r, 36, 1)) == 1;
+	fail("logout after the Async Message") unless logout($s);
+} elsif ($scenario eq "reinstate") {
+	# a second login with the same initiator name and ISID replaces the first session
+	my $k = login($s);
+	fail("login 1 status $k->{_status}") if $k->{_status};
+	$isid_n--;
+	my $s2 = conn();
+	$k = login($s2);
+	fail("login 2 status $k->{_status}") if $k->{_status};
+	fail("old session not closed on reinstatement") unless expect_closed($s, 5);
+	fail("new session unusable") unless nop($s2, "new one");
+	fail("logout") unless logout($s2);
 } elsif ($scenario eq "sessions") {
 	# N sessions logged in at once, each doing a TEST UNIT READY, held open
 	my $n = $args[0] // 64;

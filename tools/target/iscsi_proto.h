@@ -60,11 +60,11 @@
 #define BHS_LUN 8
 #define BHS_ITT 16
 #define BHS_TTT 20
-#define BHS_CMDSN 24 /* requests */
+#define BHS_CMDSN 24	 /* requests */
 #define BHS_EXPSTATSN 28 /* requests */
-#define BHS_STATSN 24 /* responses */
-#define BHS_EXPCMDSN 28 /* responses */
-#define BHS_MAXCMDSN 32 /* responses */
+#define BHS_STATSN 24	 /* responses */
+#define BHS_EXPCMDSN 28	 /* responses */
+#define BHS_MAXCMDSN 32	 /* responses */
 #define BHS_DATASN 36
 #define BHS_BUFOFF 40
 #define BHS_RESID 44
@@ -87,7 +87,7 @@
 #define BHS_R2T_DDTL 44
 
 #define ISCSI_LOGIN_CSG(f) (((f) >> 2) & 3)
-#define ISCSI_LOGIN_NSG(f) ((f) & 3)
+#define ISCSI_LOGIN_NSG(f) ((f)&3)
 #define ISCSI_STAGE_SECURITY 0
 #define ISCSI_STAGE_OPERATIONAL 1
 #define ISCSI_STAGE_FULL_FEATURE 3

@@ -198,10 +198,9 @@ login_chap(struct login_ctx *lc)
 }
 
 static void
-login_send(struct iscsi_conn *c, const uint8_t *req, struct login_ctx *lc, bool transit,
-	   int nsg)
+login_send(struct iscsi_conn *c, const uint8_t *req, struct login_ctx *lc, bool transit, int nsg)
 {
-	uint8_t h[ISCSI_BHS_LEN] = { 0 };
+	uint8_t h[ISCSI_BHS_LEN] = {0};
 	uint8_t *data = NULL;
 	uint32_t dlen = 0;
 
@@ -325,14 +324,15 @@ login_handle(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *data, uint
 			}
 			c->tgt = server_find_target(lc.target);
 			uint16_t tpgt = 1;
-			if (!c->tgt || !server_has_portal(c->tgt, c->local_host, c->local_port, &tpgt)) {
+			if (!c->tgt ||
+			    !server_has_portal(c->tgt, c->local_host, c->local_port, &tpgt)) {
 				tgt_info("%s: login to unknown target '%s'", c->peer, lc.target);
 				login_fail(&lc, ISCSI_LOGIN_NOT_FOUND);
 				goto respond;
 			}
 			if (!tgt_target_allows(c->tgt, c->initiator)) {
-				tgt_info("%s: initiator '%s' not allowed on %s", c->peer, c->initiator,
-					 c->tgt->iqn);
+				tgt_info("%s: initiator '%s' not allowed on %s", c->peer,
+					 c->initiator, c->tgt->iqn);
 				login_fail(&lc, ISCSI_LOGIN_AUTHORIZATION);
 				goto respond;
 			}
@@ -423,9 +423,9 @@ login_handle(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *data, uint
 			conn_reinstate(c);
 		}
 		tgt_info("%s: %s session of %s%s%s (digests: header %s, data %s)", c->peer,
-			 c->discovery ? "discovery" : "normal", c->iport, c->discovery ? "" : " on ",
-			 c->discovery ? "" : c->tgt->iqn, c->hdigest ? "CRC32C" : "none",
-			 c->ddigest ? "CRC32C" : "none");
+			 c->discovery ? "discovery" : "normal", c->iport,
+			 c->discovery ? "" : " on ", c->discovery ? "" : c->tgt->iqn,
+			 c->hdigest ? "CRC32C" : "none", c->ddigest ? "CRC32C" : "none");
 		text_buf_free(&lc.rsp);
 		return;
 	}
@@ -449,7 +449,8 @@ static void
 text_send_targets(struct iscsi_conn *c, const char *what, struct text_buf *tb)
 {
 	struct tgt_target *t;
-	TAILQ_FOREACH (t, server_targets(), link) {
+	TAILQ_FOREACH(t, server_targets(), link)
+	{
 		if (t->removed || !tgt_target_allows(t, c->initiator)) {
 			continue;
 		}
@@ -465,7 +466,8 @@ text_send_targets(struct iscsi_conn *c, const char *what, struct text_buf *tb)
 			const struct tgt_portal *p = &t->portals[i];
 			const char *host = p->host;
 			if (!strcmp(host, "0.0.0.0") || !strcmp(host, "::")) {
-				host = c->local_host; /* a wildcard portal: the address we were reached on */
+				host = c->local_host; /* a wildcard portal: the address we were
+							 reached on */
 			}
 			if (strchr(host, ':')) {
 				text_add(tb, "TargetAddress", "[%s]:%d,%u", host, p->port, p->tpgt);
@@ -479,7 +481,7 @@ text_send_targets(struct iscsi_conn *c, const char *what, struct text_buf *tb)
 static void
 text_send_chunk(struct iscsi_conn *c, uint32_t itt)
 {
-	uint8_t h[ISCSI_BHS_LEN] = { 0 };
+	uint8_t h[ISCSI_BHS_LEN] = {0};
 	size_t left = c->text_rsp_len - c->text_rsp_off;
 	size_t n = left < c->params.max_xmit_dsl ? left : c->params.max_xmit_dsl;
 	bool last = n == left;
@@ -564,7 +566,7 @@ text_handle(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *data, uint3
 		c->login_text_len += dlen;
 	}
 	if (bhs[1] & ISCSI_FLAG_TEXT_CONTINUE) {
-		uint8_t h[ISCSI_BHS_LEN] = { 0 };
+		uint8_t h[ISCSI_BHS_LEN] = {0};
 		h[0] = ISCSI_OP_TEXT_RSP;
 		put_be32(h + BHS_ITT, itt);
 		c->text_ttt = c->next_ttt++;
@@ -574,7 +576,7 @@ text_handle(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *data, uint3
 		conn_flush(c);
 		return;
 	}
-	struct text_ctx tc = { .c = c };
+	struct text_ctx tc = {.c = c};
 	text_buf_init(&tc.rsp);
 	if (c->login_text_len && text_parse(c->login_text, c->login_text_len, text_key, &tc) < 0) {
 		free(c->login_text);

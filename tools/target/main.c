@@ -54,47 +54,62 @@ tgt_log(int level, const char *func, int line, const char *fmt, ...)
 }
 
 static void
-usage(FILE *f)
+main_usage(FILE *f)
 {
 	fprintf(f,
-		"usage: vdisk-target --iqn IQN --portal ADDR:PORT[,TPGT]... --lun N=PATH[,ro][,serial=S]...\n"
-		"                    [--chap USER:SECRET] [--mutual-chap USER:SECRET] [--allow IQN]...\n"
-		"                    [--tpg TPGT=STATE]... [--workers N] [--pidfile FILE] [-f] [-v|-q]\n"
+		"usage: vdisk-target --iqn IQN --portal ADDR:PORT[,TPGT]... --lun "
+		"N=PATH[,ro][,serial=S]...\n"
+		"                    [--chap USER:SECRET] [--mutual-chap USER:SECRET] [--allow "
+		"IQN]...\n"
+		"                    [--tpg TPGT=STATE]... [--workers N] [--pidfile FILE] [-f] "
+		"[-v|-q]\n"
 		"       vdisk-target --config FILE [-f] [-v|-q]\n"
 		"Export plain files or block devices as iSCSI LUNs on one or more portals.\n"
 		"  --iqn IQN            target name (iqn.YYYY-MM.reversed.domain:name)\n"
 		"  --portal A:P[,TPGT]  listen on address A port P in portal group TPGT (1)\n"
-		"  --lun N=PATH[,opts]  export PATH as LUN N; opts: ro, serial=S (fixed identity),\n"
+		"  --lun N=PATH[,opts]  export PATH as LUN N; opts: ro, serial=S (fixed "
+		"identity),\n"
 		"                       pbsize=B (physical block size, 4096 by default)\n"
 		"  --chap USER:SECRET   require CHAP from initiators\n"
 		"  --mutual-chap U:S    the target's own credentials for mutual CHAP\n"
 		"  --allow IQN          only these initiators may log in (repeatable)\n"
 		"  --tpg TPGT=STATE     ALUA state: active, non-optimized, standby, unavailable\n"
 		"  --workers N          I/O worker threads (default 4)\n"
-		"  --config FILE        read targets from FILE (see the README); SIGHUP rereads it\n"
+		"  --config FILE        read targets from FILE (see the README); SIGHUP rereads "
+		"it\n"
 		"  -f, --foreground     stay in the foreground, log to stderr\n"
 		"  -v, --verbose        more logging; -q, --quiet: errors only\n");
 }
 
-enum { OPT_IQN = 256, OPT_PORTAL, OPT_LUN, OPT_CHAP, OPT_MUTUAL, OPT_ALLOW, OPT_TPG,
-       OPT_WORKERS, OPT_CONFIG, OPT_PIDFILE };
+enum {
+	OPT_IQN = 256,
+	OPT_PORTAL,
+	OPT_LUN,
+	OPT_CHAP,
+	OPT_MUTUAL,
+	OPT_ALLOW,
+	OPT_TPG,
+	OPT_WORKERS,
+	OPT_CONFIG,
+	OPT_PIDFILE
+};
 
 static const struct option long_opts[] = {
-	{ "iqn", required_argument, NULL, OPT_IQN },
-	{ "portal", required_argument, NULL, OPT_PORTAL },
-	{ "lun", required_argument, NULL, OPT_LUN },
-	{ "chap", required_argument, NULL, OPT_CHAP },
-	{ "mutual-chap", required_argument, NULL, OPT_MUTUAL },
-	{ "allow", required_argument, NULL, OPT_ALLOW },
-	{ "tpg", required_argument, NULL, OPT_TPG },
-	{ "workers", required_argument, NULL, OPT_WORKERS },
-	{ "config", required_argument, NULL, OPT_CONFIG },
-	{ "pidfile", required_argument, NULL, OPT_PIDFILE },
-	{ "foreground", no_argument, NULL, 'f' },
-	{ "verbose", no_argument, NULL, 'v' },
-	{ "quiet", no_argument, NULL, 'q' },
-	{ "help", no_argument, NULL, 'h' },
-	{ NULL, 0, NULL, 0 },
+	{"iqn", required_argument, NULL, OPT_IQN},
+	{"portal", required_argument, NULL, OPT_PORTAL},
+	{"lun", required_argument, NULL, OPT_LUN},
+	{"chap", required_argument, NULL, OPT_CHAP},
+	{"mutual-chap", required_argument, NULL, OPT_MUTUAL},
+	{"allow", required_argument, NULL, OPT_ALLOW},
+	{"tpg", required_argument, NULL, OPT_TPG},
+	{"workers", required_argument, NULL, OPT_WORKERS},
+	{"config", required_argument, NULL, OPT_CONFIG},
+	{"pidfile", required_argument, NULL, OPT_PIDFILE},
+	{"foreground", no_argument, NULL, 'f'},
+	{"verbose", no_argument, NULL, 'v'},
+	{"quiet", no_argument, NULL, 'q'},
+	{"help", no_argument, NULL, 'h'},
+	{NULL, 0, NULL, 0},
 };
 
 static bool foreground;
@@ -102,7 +117,7 @@ static char config_path[4096];
 
 /* Parse argv into cfg; 0, or -EINVAL with a message printed. */
 static int
-parse_args(int argc, char **argv, struct tgt_config *cfg)
+main_parse_args(int argc, char **argv, struct tgt_config *cfg)
 {
 	char err[512] = "";
 	struct tgt_config_target one;
@@ -173,10 +188,10 @@ parse_args(int argc, char **argv, struct tgt_config *cfg)
 			tgt_verbose = 0;
 			break;
 		case 'h':
-			usage(stdout);
+			main_usage(stdout);
 			exit(0);
 		default:
-			usage(stderr);
+			main_usage(stderr);
 			return -EINVAL;
 		}
 		if (r < 0) {
@@ -207,14 +222,17 @@ parse_args(int argc, char **argv, struct tgt_config *cfg)
 }
 
 static struct tgt_lun *
-find_existing_lun(const struct tgt_lun_spec *s)
+main_find_lun(const struct tgt_lun_spec *s)
 {
 	struct tgt_target *t;
-	TAILQ_FOREACH (t, server_targets(), link) {
+	TAILQ_FOREACH(t, server_targets(), link)
+	{
 		for (int i = 0; i < t->nluns; i++) {
 			struct tgt_lun *lu = t->luns[i].lu;
 			if (lu && !strcmp(lu->path, s->path) && lu->ro == s->ro &&
-			    (512u << lu->pb_exp) == s->pbsize) {
+			    (512u << lu->pb_exp) == s->pbsize &&
+			    (s->serial[0] ? lu->serial_set && !strcmp(lu->serial, s->serial)
+					  : !lu->serial_set)) {
 				return lu;
 			}
 		}
@@ -224,7 +242,7 @@ find_existing_lun(const struct tgt_lun_spec *s)
 
 /* Open every LUN of cfg and apply it to the running server; 0 or -errno. */
 static int
-apply_config(struct tgt_config *cfg, bool initial)
+main_apply_config(struct tgt_config *cfg, bool initial)
 {
 	struct tgt_target *staged[cfg->ntargets];
 	int r = 0;
@@ -242,7 +260,7 @@ apply_config(struct tgt_config *cfg, bool initial)
 		nt->nluns = 0;
 		for (int j = 0; j < ct->nspecs; j++) {
 			struct tgt_lun_spec *s = &ct->specs[j];
-			struct tgt_lun *lu = find_existing_lun(s);
+			struct tgt_lun *lu = main_find_lun(s);
 			if (lu) {
 				tgt_lun_get(lu);
 			} else {
@@ -270,7 +288,8 @@ apply_config(struct tgt_config *cfg, bool initial)
 	}
 	/* commit: update targets in place so sessions keep their pointer */
 	struct tgt_target *t;
-	TAILQ_FOREACH (t, server_targets(), link) {
+	TAILQ_FOREACH(t, server_targets(), link)
+	{
 		bool keep = false;
 		for (int i = 0; i < cfg->ntargets; i++) {
 			keep |= !t->removed && !strcmp(t->iqn, staged[i]->iqn);
@@ -325,11 +344,11 @@ main_handle_signal(int sig)
 	if (sig == SIGHUP) {
 		struct tgt_config cfg;
 		tgt_info("SIGHUP: reloading the configuration");
-		if (parse_args(saved_argc, saved_argv, &cfg) < 0) {
+		if (main_parse_args(saved_argc, saved_argv, &cfg) < 0) {
 			tgt_err("reload failed: keeping the running configuration");
 			return;
 		}
-		if (apply_config(&cfg, false) < 0) {
+		if (main_apply_config(&cfg, false) < 0) {
 			tgt_err("reload failed: keeping the running configuration");
 		}
 		tgt_config_free(&cfg);
@@ -347,18 +366,19 @@ main(int argc, char **argv)
 	/* I/O buffers of up to 8 MiB come and go with every command: keep them on
 	 * the heap instead of a fresh mmap (and its page faults) each time */
 	mallopt(M_MMAP_THRESHOLD, 16 << 20);
-	mallopt(M_TRIM_THRESHOLD, 32 << 20);
+	mallopt(M_TRIM_THRESHOLD, 16 << 20);
+	mallopt(M_ARENA_MAX, 2); /* workers share arenas: bounded RSS */
 	saved_argc = argc;
 	saved_argv = argv;
 	signal(SIGPIPE, SIG_IGN);
-	if (parse_args(argc, argv, &cfg) < 0) {
+	if (main_parse_args(argc, argv, &cfg) < 0) {
 		return 2;
 	}
 	if (server_init() < 0) {
 		tgt_err("epoll: %s", strerror(errno));
 		return 1;
 	}
-	if (apply_config(&cfg, true) < 0) {
+	if (main_apply_config(&cfg, true) < 0) {
 		return 1;
 	}
 	if (!foreground) {
@@ -390,7 +410,8 @@ main(int argc, char **argv)
 		return 1;
 	}
 	struct tgt_target *t;
-	TAILQ_FOREACH (t, server_targets(), link) {
+	TAILQ_FOREACH(t, server_targets(), link)
+	{
 		tgt_info("serving %s: %d LUN(s) on %d portal(s)", t->iqn, t->nluns, t->nportals);
 	}
 	server_run();

@@ -22,33 +22,33 @@ struct param_def {
 	const char *name;
 	enum param_kind kind;
 	uint32_t lo, hi;
-	uint32_t ours; /* numeric value or boolean 0/1 */
+	uint32_t ours;	   /* numeric value or boolean 0/1 */
 	bool session_only; /* irrelevant in discovery sessions */
-	size_t off; /* field in struct iscsi_params */
+	size_t off;	   /* field in struct iscsi_params */
 	bool is_bool;
 };
 
 #define PO(f) offsetof(struct iscsi_params, f)
 
 static const struct param_def param_defs[] = {
-	{ "HeaderDigest", PK_DIGEST, 0, 0, 0, false, PO(header_digest), true },
-	{ "DataDigest", PK_DIGEST, 0, 0, 0, false, PO(data_digest), true },
-	{ "MaxConnections", PK_MIN, 1, 65535, 1, true, PO(max_conns), false },
-	{ "InitialR2T", PK_OR, 0, 1, 0, true, PO(initial_r2t), true },
-	{ "ImmediateData", PK_AND, 0, 1, 1, true, PO(immediate_data), true },
-	{ "MaxRecvDataSegmentLength", PK_DECL, 512, 16777215, TGT_MAX_RECV_DSL, false,
-	  PO(max_xmit_dsl), false },
-	{ "MaxBurstLength", PK_MIN, 512, 16777215, TGT_MAX_BURST, true, PO(max_burst), false },
-	{ "FirstBurstLength", PK_MIN, 512, 16777215, TGT_MAX_BURST, true, PO(first_burst), false },
-	{ "DefaultTime2Wait", PK_MAX, 0, 3600, 2, false, PO(time2wait), false },
-	{ "DefaultTime2Retain", PK_MIN, 0, 3600, 20, false, PO(time2retain), false },
-	{ "MaxOutstandingR2T", PK_MIN, 1, 65535, TGT_MAX_OUTSTANDING_R2T, true,
-	  PO(max_outstanding_r2t), false },
-	{ "DataPDUInOrder", PK_OR, 0, 1, 1, true, PO(data_pdu_in_order), true },
-	{ "DataSequenceInOrder", PK_OR, 0, 1, 1, true, PO(data_seq_in_order), true },
-	{ "ErrorRecoveryLevel", PK_MIN, 0, 2, 0, false, PO(erl), false },
-	{ "IFMarker", PK_NO, 0, 1, 0, false, 0, true },
-	{ "OFMarker", PK_NO, 0, 1, 0, false, 0, true },
+	{"HeaderDigest", PK_DIGEST, 0, 0, 0, false, PO(header_digest), true},
+	{"DataDigest", PK_DIGEST, 0, 0, 0, false, PO(data_digest), true},
+	{"MaxConnections", PK_MIN, 1, 65535, 1, true, PO(max_conns), false},
+	{"InitialR2T", PK_OR, 0, 1, 0, true, PO(initial_r2t), true},
+	{"ImmediateData", PK_AND, 0, 1, 1, true, PO(immediate_data), true},
+	{"MaxRecvDataSegmentLength", PK_DECL, 512, 16777215, TGT_MAX_RECV_DSL, false,
+	 PO(max_xmit_dsl), false},
+	{"MaxBurstLength", PK_MIN, 512, 16777215, TGT_MAX_BURST, true, PO(max_burst), false},
+	{"FirstBurstLength", PK_MIN, 512, 16777215, TGT_MAX_BURST, true, PO(first_burst), false},
+	{"DefaultTime2Wait", PK_MAX, 0, 3600, 2, false, PO(time2wait), false},
+	{"DefaultTime2Retain", PK_MIN, 0, 3600, 20, false, PO(time2retain), false},
+	{"MaxOutstandingR2T", PK_MIN, 1, 65535, TGT_MAX_OUTSTANDING_R2T, true,
+	 PO(max_outstanding_r2t), false},
+	{"DataPDUInOrder", PK_OR, 0, 1, 1, true, PO(data_pdu_in_order), true},
+	{"DataSequenceInOrder", PK_OR, 0, 1, 1, true, PO(data_seq_in_order), true},
+	{"ErrorRecoveryLevel", PK_MIN, 0, 2, 0, false, PO(erl), false},
+	{"IFMarker", PK_NO, 0, 1, 0, false, 0, true},
+	{"OFMarker", PK_NO, 0, 1, 0, false, 0, true},
 };
 
 void

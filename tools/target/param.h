@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define ISCSI_TEXT_MAX 65536 /* a whole (possibly continued) text or login request */
+#define ISCSI_TEXT_MAX 65536	/* a whole (possibly continued) text or login request */
 #define TGT_MAX_RECV_DSL 262144 /* what we declare as our MaxRecvDataSegmentLength */
 #define TGT_MAX_BURST 16776192
 #define TGT_MAX_OUTSTANDING_R2T 16

@@ -265,8 +265,8 @@ pr_in(struct scsi_cmd *cmd)
 }
 
 static int
-pr_out_register(struct scsi_cmd *cmd, struct pr_state *pr, uint64_t key, uint64_t sark,
-		bool ignore, bool all_tg_pt)
+pr_out_register(struct scsi_cmd *cmd, struct pr_state *pr, uint64_t key, uint64_t sark, bool ignore,
+		bool all_tg_pt)
 {
 	int i = pr_find(pr, &cmd->nexus);
 

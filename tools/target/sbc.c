@@ -421,6 +421,47 @@ sbc_read_defect_data(struct scsi_cmd *cmd)
 	return SAM_STAT_GOOD;
 }
 
+/*
+ * SANITIZE (SBC-4 §5.30): BLOCK ERASE deallocates every block (the file is
+ * punched whole; reads return zeros, WABEREQ=01b in VPD B1) and EXIT FAILURE
+ * MODE is accepted. OVERWRITE and CRYPTO ERASE are not offered: REPORT
+ * SUPPORTED OPERATION CODES does not list them. The command completes before
+ * the status is returned, IMMED or not.
+ */
+int
+sbc_sanitize(struct scsi_cmd *cmd)
+{
+	struct tgt_lun *lu = cmd->lu;
+	uint8_t sa = cmd->cdb[1] & 0x1f;
+	uint32_t plen = get_be16(cmd->cdb + 7);
+	int r;
+
+	if (cmd->cdb[1] & 0x40) {
+		return scsi_sense_field(cmd, 1);
+	}
+	for (int i = 2; i <= 6; i++) {
+		if (cmd->cdb[i]) {
+			return scsi_sense_field(cmd, (uint16_t)i);
+		}
+	}
+	if (plen) {
+		return scsi_sense_field(cmd, 7);
+	}
+	if (sa == 0x1f) {
+		return SAM_STAT_GOOD;
+	}
+	if (sa != 0x02 || !lu->can_unmap) {
+		return scsi_sense_field(cmd, 1);
+	}
+	pthread_rwlock_wrlock(&lu->io_lock);
+	r = lun_punch(lu, 0, lu->nblocks * lu->block_size);
+	pthread_rwlock_unlock(&lu->io_lock);
+	if (r == 0) {
+		r = lun_flush(lu);
+	}
+	return r < 0 ? scsi_sense_errno(cmd, r) : SAM_STAT_GOOD;
+}
+
 int
 sbc_service_action_in16(struct scsi_cmd *cmd)
 {
@@ -474,10 +515,10 @@ sbc_write_same(struct scsi_cmd *cmd)
 	if (rw.nblocks == 0) {
 		/* WSNZ is clear in VPD B0: zero blocks means up to the last LBA */
 		if (rw.lba >= lu->nblocks || lu->nblocks - rw.lba > SBC_MAX_WS_BLOCKS) {
-			return scsi_sense(cmd, rw.lba > lu->nblocks ? SK_ILLEGAL_REQUEST
-								   : SK_ILLEGAL_REQUEST,
-					  rw.lba > lu->nblocks ? ASC_LBA_OUT_OF_RANGE
-							       : ASC_INVALID_FIELD_IN_CDB);
+			return scsi_sense(
+				cmd, rw.lba > lu->nblocks ? SK_ILLEGAL_REQUEST : SK_ILLEGAL_REQUEST,
+				rw.lba > lu->nblocks ? ASC_LBA_OUT_OF_RANGE
+						     : ASC_INVALID_FIELD_IN_CDB);
 		}
 		rw.nblocks = (uint32_t)(lu->nblocks - rw.lba);
 	}

@@ -20,6 +20,8 @@ struct scsi_op_entry {
 	struct scsi_op o;
 };
 
+// clang-format off
+/* one line per opcode reads better as a table */
 #define U6 { 0, 0xff, 0xff, 0xff, 0xff, 0x07 }
 #define U10 { 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x07 }
 #define U12 { 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x07 }
@@ -52,6 +54,8 @@ static const struct scsi_op_entry scsi_ops[] = {
 	{ 0x37, false, { sbc_read_defect_data, R, 0, 10, U10 } },
 	{ 0x41, false, { sbc_write_same, W, 0, 10, U10 } },
 	{ 0x42, false, { sbc_unmap, W, 0, 10, U10 } },
+	{ 0x48, true, { sbc_sanitize, W, 0x02, 10, U10 } },
+	{ 0x48, true, { sbc_sanitize, W, 0x1f, 10, U10 } },
 	{ 0x55, false, { spc_mode_select, SCSI_OP_ALUA_OK, 0, 10, U10 } },
 	{ 0x5a, false, { spc_mode_sense, SCSI_OP_READ_LIKE | SCSI_OP_ALUA_OK, 0, 10, U10 } },
 	{ 0x5e, false, { pr_in, SCSI_OP_RES6_OK | SCSI_OP_READ_LIKE | SCSI_OP_ALUA_OK, 0, 10, U10 } },
@@ -79,6 +83,7 @@ static const struct scsi_op_entry scsi_ops[] = {
 	{ 0xaf, false, { sbc_verify, R, 0, 12, U12 } },
 	{ 0xb7, false, { sbc_read_defect_data, R, 0, 12, U12 } },
 };
+// clang-format on
 
 const struct scsi_op *
 scsi_op_find(uint8_t op, uint8_t sa)
@@ -231,6 +236,13 @@ scsi_exec(struct scsi_cmd *cmd)
 			scsi_sense(cmd, SK_ILLEGAL_REQUEST, ASC_LUN_NOT_SUPPORTED);
 			return;
 		}
+		for (size_t i = 0; i < sizeof(scsi_ops) / sizeof(scsi_ops[0]); i++) {
+			if (scsi_ops[i].op == opc) {
+				/* a known opcode, an unknown service action */
+				scsi_sense_field(cmd, 1);
+				return;
+			}
+		}
 		scsi_sense(cmd, SK_ILLEGAL_REQUEST, ASC_INVALID_OPCODE);
 		return;
 	}
@@ -241,7 +253,8 @@ scsi_exec(struct scsi_cmd *cmd)
 	if (cmd->lu) {
 		if (!scsi_alua_allows(cmd, op)) {
 			scsi_sense(cmd, SK_NOT_READY,
-				   cmd->nexus.alua_state == 2 ? ASC_ALUA_STANDBY : ASC_ALUA_UNAVAILABLE);
+				   cmd->nexus.alua_state == 2 ? ASC_ALUA_STANDBY
+							      : ASC_ALUA_UNAVAILABLE);
 			return;
 		}
 		if (cmd->nowait) {
@@ -258,7 +271,7 @@ scsi_exec(struct scsi_cmd *cmd)
 			cmd->status = SAM_STAT_RESERVATION_CONFLICT;
 			return;
 		}
-		if ((op->flags & SCSI_OP_WRITE) && cmd->lu->ro) {
+		if ((op->flags & SCSI_OP_WRITE) && (cmd->lu->ro || cmd->lu->swp)) {
 			scsi_sense(cmd, SK_DATA_PROTECT, ASC_WRITE_PROTECTED);
 			return;
 		}

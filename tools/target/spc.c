@@ -44,7 +44,7 @@ spc_inquiry_std(struct scsi_cmd *cmd)
 	d[3] = 0x12; /* HiSup, response data format 2 */
 	d[4] = 66 - 5;
 	d[5] = 0x10 | 0x08; /* TPGS: implicit ALUA; 3PC: EXTENDED COPY */
-	d[7] = 0x02; /* CmdQue */
+	d[7] = 0x02;	    /* CmdQue */
 	memcpy(d + 8, SPC_VENDOR, 8);
 	memcpy(d + 16, SPC_PRODUCT, 16);
 	memcpy(d + 32, SPC_REVISION, 4);
@@ -58,7 +58,7 @@ spc_inquiry_std(struct scsi_cmd *cmd)
 static int
 spc_vpd(struct scsi_cmd *cmd, uint8_t page)
 {
-	static const uint8_t pages[] = { 0x00, 0x80, 0x83, 0x86, 0xb0, 0xb1, 0xb2 };
+	static const uint8_t pages[] = {0x00, 0x80, 0x83, 0x86, 0xb0, 0xb1, 0xb2};
 	struct tgt_lun *lu = cmd->lu;
 	uint8_t *d;
 	uint32_t n = 0;
@@ -129,19 +129,22 @@ spc_vpd(struct scsi_cmd *cmd, uint8_t page)
 		}
 		put_be64(d + 36, 16384);
 		put_be32(d + 44, 2048); /* maximum atomic transfer length */
-		put_be32(d + 48, 8); /* atomic alignment */
-		put_be32(d + 52, 8); /* atomic transfer length granularity */
+		put_be32(d + 48, 8);	/* atomic alignment */
+		put_be32(d + 52, 8);	/* atomic transfer length granularity */
 		break;
 	}
 	case 0xb1:
 		n = 0x3c;
 		put_be16(d + 4, 1); /* non-rotating medium */
+		if (lu->can_unmap) {
+			d[7] = 0x40; /* WABEREQ 01b: reads after BLOCK ERASE succeed (zeros) */
+		}
 		break;
 	case 0xb2:
 		n = 4;
 		if (lu->can_unmap) {
 			d[5] = 0x80 | 0x40 | 0x20 | 0x04; /* LBPU, LBPWS, LBPWS10, LBPRZ */
-			d[6] = 0x02; /* thin provisioned */
+			d[6] = 0x02;			  /* thin provisioned */
 		}
 		break;
 	default:
@@ -260,9 +263,11 @@ spc_mode_page(struct tgt_lun *lu, uint8_t page, uint8_t pc, uint8_t *p)
 	case 0x0a: /* control */
 		p[0] = 0x0a;
 		p[1] = 0x0a;
-		if (pc != 1) {
+		if (pc == 1) {
+			p[4] = 0x08; /* SWP is changeable */
+		} else {
 			p[3] = 0x10; /* unrestricted reordering */
-			p[4] = lu->ro ? 0x08 : 0; /* SWP */
+			p[4] = pc == 0 && (lu->ro || lu->swp) ? 0x08 : 0; /* SWP */
 			put_be16(p + 8, 0xffff); /* busy timeout period: unlimited */
 		}
 		return 12;
@@ -317,7 +322,7 @@ spc_mode_sense(struct scsi_cmd *cmd)
 	}
 	pthread_mutex_unlock(&lu->lock);
 	uint32_t total = (uint32_t)(p - d);
-	uint8_t dsp = (lu->ro ? 0x80 : 0) | 0x10; /* WP, DPOFUA */
+	uint8_t dsp = (lu->ro || lu->swp ? 0x80 : 0) | 0x10; /* WP, DPOFUA */
 	if (ten) {
 		put_be16(d, (uint16_t)(total - 2));
 		d[3] = dsp;
@@ -356,7 +361,7 @@ spc_mode_select(struct scsi_cmd *cmd)
 	if (off > plen) {
 		return scsi_sense(cmd, SK_ILLEGAL_REQUEST, ASC_PARAM_LIST_LENGTH);
 	}
-	int wce = -1;
+	int wce = -1, swp = -1;
 	while (off + 2 <= plen) {
 		uint8_t pg = d[off] & 0x3f;
 		uint32_t len = d[off + 1];
@@ -365,6 +370,8 @@ spc_mode_select(struct scsi_cmd *cmd)
 		}
 		if (pg == 0x08 && len >= 1) {
 			wce = (d[off + 2] & 0x04) ? 1 : 0;
+		} else if (pg == 0x0a && len >= 3) {
+			swp = (d[off + 4] & 0x08) ? 1 : 0;
 		} else if (pg != 0x01 && pg != 0x0a) {
 			return scsi_sense(cmd, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_PARAM);
 		}
@@ -374,6 +381,9 @@ spc_mode_select(struct scsi_cmd *cmd)
 		pthread_mutex_lock(&lu->lock);
 		lu->wce = (uint8_t)wce;
 		pthread_mutex_unlock(&lu->lock);
+	}
+	if (swp >= 0) {
+		lu->swp = (uint8_t)swp; /* a read-only LUN stays read-only either way */
 	}
 	return SAM_STAT_GOOD;
 }
@@ -394,7 +404,7 @@ spc_report_tpgs(struct scsi_cmd *cmd)
 	uint8_t *p = cmd->in + hl;
 	for (int i = 0; i < cmd->ntpgs; i++) {
 		p[0] = 0x80 | (cmd->tpgs[i].alua_state & 0x0f); /* PREF */
-		p[1] = 0x80 | 0x08 | 0x04 | 0x02 | 0x01; /* T, U, S, AN, AO supported */
+		p[1] = 0x80 | 0x08 | 0x04 | 0x02 | 0x01;	/* T, U, S, AN, AO supported */
 		put_be16(p + 2, cmd->tpgs[i].tag);
 		p[7] = 1;
 		put_be16(p + 10, (uint16_t)(i + 1));
@@ -412,7 +422,7 @@ spc_report_tpgs(struct scsi_cmd *cmd)
 static bool
 spc_op_has_sa(uint8_t op)
 {
-	return op == 0x9e || op == 0xa3;
+	return op == 0x9e || op == 0xa3 || op == 0x48;
 }
 
 int
@@ -501,8 +511,8 @@ spc_reserve6(struct scsi_cmd *cmd)
 	pthread_mutex_lock(&lu->lock);
 	if (lu->pr.reserved || lu->pr.nregs) {
 		st = SAM_STAT_RESERVATION_CONFLICT;
-	} else if (lu->res6 && (strcmp(lu->res6_iport, cmd->nexus.iport) ||
-				lu->res6_rtpi != cmd->nexus.rtpi)) {
+	} else if (lu->res6 &&
+		   (strcmp(lu->res6_iport, cmd->nexus.iport) || lu->res6_rtpi != cmd->nexus.rtpi)) {
 		st = SAM_STAT_RESERVATION_CONFLICT;
 	} else {
 		lu->res6 = true;

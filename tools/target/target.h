@@ -33,8 +33,8 @@
 #include "iscsi_proto.h"
 
 #ifndef TAILQ_FOREACH_SAFE /* glibc's sys/queue.h lacks it */
-#define TAILQ_FOREACH_SAFE(var, head, field, tvar)                                              \
-	for ((var) = TAILQ_FIRST((head)); (var) && ((tvar) = TAILQ_NEXT((var), field), 1);      \
+#define TAILQ_FOREACH_SAFE(var, head, field, tvar)                                                 \
+	for ((var) = TAILQ_FIRST((head)); (var) && ((tvar) = TAILQ_NEXT((var), field), 1);         \
 	     (var) = (tvar))
 #endif
 
@@ -54,17 +54,17 @@ void tgt_log(int level, const char *func, int line, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
 #define tgt_err(...) tgt_log(0, __func__, __LINE__, __VA_ARGS__)
 #define tgt_info(...) tgt_log(1, __func__, __LINE__, __VA_ARGS__)
-#define tgt_dbg(...)                                                                            \
-	do {                                                                                    \
-		if (tgt_verbose >= 2) {                                                         \
-			tgt_log(2, __func__, __LINE__, __VA_ARGS__);                            \
-		}                                                                               \
+#define tgt_dbg(...)                                                                               \
+	do {                                                                                       \
+		if (tgt_verbose >= 2) {                                                            \
+			tgt_log(2, __func__, __LINE__, __VA_ARGS__);                               \
+		}                                                                                  \
 	} while (0)
 
 /* ---- persistent reservations (pr.c) ---- */
 struct pr_reg {
 	char iport[TGT_IPORT_MAX]; /* initiator port: "iqn,i,0xISID" */
-	uint16_t rtpi; /* relative target port it registered through */
+	uint16_t rtpi;		   /* relative target port it registered through */
 	bool all_tg_pt;
 	uint64_t key;
 };
@@ -88,18 +88,20 @@ struct tgt_lun {
 	int fd;
 	uint64_t nblocks;
 	uint32_t block_size; /* 512 */
-	uint8_t pb_exp; /* physical block = block_size << pb_exp */
+	uint8_t pb_exp;	     /* physical block = block_size << pb_exp */
 	bool can_unmap;
-	uint8_t naa[16]; /* NAA 6 registered extended identifier */
-	char serial[40]; /* VPD 80 */
-	uint64_t dev_key; /* st_dev/st_ino, to match LUNs across reloads */
+	uint8_t naa[16];	  /* NAA 6 registered extended identifier */
+	char serial[40];	  /* VPD 80 */
+	bool serial_set;	  /* serial given in the configuration */
+	uint64_t dev_key;	  /* st_dev/st_ino, to match LUNs across reloads */
 	pthread_rwlock_t io_lock; /* shared by I/O, exclusive for COMPARE AND WRITE */
 	pthread_mutex_t lock;
-	struct pr_state pr; /* protected by lock */
-	bool res6; /* RESERVE(6) held; protected by lock */
+	struct pr_state pr;		/* protected by lock */
+	bool res6;			/* RESERVE(6) held; protected by lock */
 	char res6_iport[TGT_IPORT_MAX]; /* protected by lock */
-	uint16_t res6_rtpi; /* protected by lock */
-	uint8_t wce; /* write cache enable (mode page 8); protected by lock */
+	uint16_t res6_rtpi;		/* protected by lock */
+	uint8_t wce;			/* write cache enable (mode page 8); protected by lock */
+	_Atomic uint8_t swp; /* software write protect (control mode page, MODE SELECT) */
 	struct xcopy_result {
 		bool valid;
 		uint8_t list_id;
@@ -107,8 +109,8 @@ struct tgt_lun {
 		uint16_t segs;
 		uint32_t bytes;
 		char iport[TGT_IPORT_MAX];
-	} xres[XC_RESULTS]; /* protected by lock */
-	int xres_next; /* protected by lock */
+	} xres[XC_RESULTS];	       /* protected by lock */
+	int xres_next;		       /* protected by lock */
 	TAILQ_ENTRY(tgt_lun) all_link; /* protected by the registry lock (backing.c) */
 };
 
@@ -177,7 +179,7 @@ struct tgt_config {
 		struct tgt_target t; /* luns[].lu unset */
 		int nspecs;
 		struct tgt_lun_spec specs[TGT_MAX_LUNS];
-	} *targets;
+	} * targets;
 	int workers;
 	char pidfile[4096];
 };
@@ -209,13 +211,13 @@ struct scsi_cmd {
 	struct scsi_nexus nexus;
 	uint8_t cdb[16];
 	uint32_t edtl; /* expected data transfer length from the initiator */
-	uint8_t *out; /* Data-Out (malloc'd by the transport) */
+	uint8_t *out;  /* Data-Out (malloc'd by the transport) */
 	uint32_t out_len;
 	uint8_t *in; /* Data-In (malloc'd by the handler, freed with the task) */
 	uint32_t in_len;
 	bool has_spdtl; /* a data-out command set spdtl: the bytes it wanted */
 	uint32_t spdtl;
-	bool nowait; /* on the loop thread: never block, set would_block instead */
+	bool nowait;	  /* on the loop thread: never block, set would_block instead */
 	bool would_block; /* nowait could not complete: run again on a worker */
 	uint8_t status;
 	uint8_t sense_len;
@@ -295,12 +297,12 @@ struct scsi_op {
 	uint8_t cdb_len;
 	uint8_t usage[16]; /* CDB usage bitmap for REPORT SUPPORTED OPERATION CODES */
 };
-#define SCSI_OP_WRITE 0x01 /* modifies the medium: DATA PROTECT on ro LUNs */
-#define SCSI_OP_MEDIA 0x02 /* media access: subject to reservations and ALUA */
-#define SCSI_OP_NO_LUN 0x04 /* allowed without a LUN (INQUIRY, REPORT LUNS, ...) */
+#define SCSI_OP_WRITE 0x01     /* modifies the medium: DATA PROTECT on ro LUNs */
+#define SCSI_OP_MEDIA 0x02     /* media access: subject to reservations and ALUA */
+#define SCSI_OP_NO_LUN 0x04    /* allowed without a LUN (INQUIRY, REPORT LUNS, ...) */
 #define SCSI_OP_READ_LIKE 0x08 /* allowed under Write Exclusive reservations */
-#define SCSI_OP_RES6_OK 0x10 /* allowed under a RESERVE(6) held by another nexus */
-#define SCSI_OP_ALUA_OK 0x20 /* allowed in ALUA standby */
+#define SCSI_OP_RES6_OK 0x10   /* allowed under a RESERVE(6) held by another nexus */
+#define SCSI_OP_ALUA_OK 0x20   /* allowed in ALUA standby */
 
 /* Look up the handler entry for a CDB; NULL when unsupported. */
 const struct scsi_op *scsi_op_find(uint8_t op, uint8_t sa);
@@ -332,6 +334,7 @@ int sbc_unmap(struct scsi_cmd *cmd);
 int sbc_compare_and_write(struct scsi_cmd *cmd);
 int sbc_prefetch(struct scsi_cmd *cmd);
 int sbc_read_defect_data(struct scsi_cmd *cmd);
+int sbc_sanitize(struct scsi_cmd *cmd);
 /* xcopy.c */
 int xcopy_extended_copy(struct scsi_cmd *cmd);
 int xcopy_receive_results(struct scsi_cmd *cmd);

@@ -34,8 +34,8 @@ xcopy_abort(struct scsi_cmd *cmd, uint16_t asc)
 }
 
 static void
-xcopy_record(struct tgt_lun *lu, const char *iport, uint8_t list_id, uint8_t status,
-	     uint16_t segs, uint64_t bytes)
+xcopy_record(struct tgt_lun *lu, const char *iport, uint8_t list_id, uint8_t status, uint16_t segs,
+	     uint64_t bytes)
 {
 	pthread_mutex_lock(&lu->lock);
 	int slot = -1;
@@ -98,7 +98,7 @@ xcopy_extended_copy(struct scsi_cmd *cmd)
 {
 	uint32_t plen = get_be32(cmd->cdb + 10);
 	const uint8_t *p = cmd->out;
-	struct tgt_lun *luns[XC_MAX_TGT_DESC] = { NULL };
+	struct tgt_lun *luns[XC_MAX_TGT_DESC] = {NULL};
 	int ntgt = 0, nseg = 0, st = SAM_STAT_GOOD;
 
 	if ((cmd->cdb[1] & 0x1f) != 0) { /* only LID1 */
@@ -128,7 +128,8 @@ xcopy_extended_copy(struct scsi_cmd *cmd)
 		return scsi_sense(cmd, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_PARAM);
 	}
 	if (tdl / 32 > XC_MAX_TGT_DESC) {
-		return scsi_sense(cmd, SK_ILLEGAL_REQUEST, 0x2606); /* too many target descriptors */
+		return scsi_sense(cmd, SK_ILLEGAL_REQUEST,
+				  0x2606); /* too many target descriptors */
 	}
 	/* count and check the segment descriptors */
 	for (uint32_t off = 0; off < sdl;) {
@@ -141,7 +142,8 @@ xcopy_extended_copy(struct scsi_cmd *cmd)
 			return scsi_sense(cmd, SK_ILLEGAL_REQUEST, 0x2608); /* too many segments */
 		}
 		if (s[0] != 0x02) {
-			return scsi_sense(cmd, SK_ILLEGAL_REQUEST, 0x2609); /* unsupported segment */
+			return scsi_sense(cmd, SK_ILLEGAL_REQUEST,
+					  0x2609); /* unsupported segment */
 		}
 		if (len != 0x1c || sdl - off < len) {
 			return scsi_sense(cmd, SK_ILLEGAL_REQUEST, ASC_PARAM_LIST_LENGTH);
@@ -187,7 +189,8 @@ xcopy_extended_copy(struct scsi_cmd *cmd)
 		struct tgt_lun *sl_lu = luns[si], *dl_lu = luns[di];
 		if (sl > sl_lu->nblocks || n > sl_lu->nblocks - sl || dl > dl_lu->nblocks ||
 		    n > dl_lu->nblocks - dl) {
-			st = xcopy_abort(cmd, ASC_NONE); /* beyond a LUN: no more specific ASC is defined */
+			st = xcopy_abort(
+				cmd, ASC_NONE); /* beyond a LUN: no more specific ASC is defined */
 			goto out;
 		}
 		if (n * sl_lu->block_size > XC_MAX_SEG_BYTES || dl_lu->ro) {
@@ -241,7 +244,8 @@ xcopy_receive_results(struct scsi_cmd *cmd)
 		}
 		if (found < 0 || scsi_alloc_in(cmd, 12) < 0) {
 			pthread_mutex_unlock(&lu->lock);
-			return found < 0 ? scsi_sense_field(cmd, 2) : scsi_sense_errno(cmd, -ENOMEM);
+			return found < 0 ? scsi_sense_field(cmd, 2)
+					 : scsi_sense_errno(cmd, -ENOMEM);
 		}
 		put_be32(cmd->in, 8);
 		cmd->in[4] = lu->xres[found].status;

@@ -5,10 +5,11 @@
  * wall-clock data except the snapshot creation times, so tests compare it with
  * golden files after normalising those.
  *
- * An encrypted image is described without asking for its passphrase: the
- * chain is opened with no passphrase callback unless --key-file/--key-fd was
- * given, and when the library refuses (-EACCES) the header-only view of
- * vd_key_list() still gives the cipher and the number of key slots.
+ * An encrypted image is described without asking for its passphrase: unless
+ * --key-file/--key-fd was given, an encrypted native top is described from
+ * its header alone (vd_key_list: cipher and number of key slots), and any
+ * other chain is opened with no passphrase callback, so that an encrypted
+ * layer further down gives a clear error rather than a prompt.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -231,17 +232,13 @@ vdisk_cmd_info(int argc, char **argv)
 	if (vdisk_pass_given()) {
 		opts.passphrase = vd_pass_get;
 		opts.passphrase_opaque = &vdisk_pass;
+	} else if (vdisk_info_locked(file, json) == 0) {
+		/* An encrypted native top, and no key given: its header is all we show. */
+		return VDISK_EXIT_OK;
 	}
 	img = vd_open(file, &opts);
 	if (!img) {
-		int err = vd_get_errno();
-		char msg[1024];
-
-		snprintf(msg, sizeof(msg), "%s", vd_get_error());
-		if (err == EACCES && !vdisk_pass_given() && vdisk_info_locked(file, json) == 0) {
-			return VDISK_EXIT_OK;
-		}
-		vdisk_msg_error(file, msg);
+		vdisk_lib_error(file);
 		return VDISK_EXIT_ERROR;
 	}
 	if (json) {

@@ -1,17 +1,22 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
-# Build the foreign-format fuzz harnesses (fuzz/fuzz-{vmdk,qcow2,vhd,vhdx}.c) with
-# the Makefile's fuzz rule and run each for a short while on its seed corpus:
-# any crash, sanitizer report, leak or timeout fails the test. The binaries go to
-# build-fuzz/foreign/ (private to this test, reused by the sanitizer pass).
+# Every libFuzzer harness (fuzz/fuzz-*.c) runs for a short while on its seed
+# corpus in make check: the native format, the foreign formats (vmdk, qcow2,
+# vhd, vhdx), the key-slot area, partition tables, iSCSI PDUs, text keys and
+# CDBs. The library is built once for all of them (build-fuzz/all, reused by
+# the sanitizer pass). Any crash, sanitizer report, leak or timeout fails.
 . "$(dirname "$0")/lib.sh"
+requires which clang
 
-secs=10
+secs=8
 [ "${VDISK_ASAN:-0}" = 1 ] && secs=3
-FB="$SRCDIR/build-fuzz/foreign"
-NAMES="fuzz-vmdk fuzz-qcow2 fuzz-vhd fuzz-vhdx"
+FB="$SRCDIR/build-fuzz/all"
+names=""
+for f in "$SRCDIR"/fuzz/fuzz-*.c; do
+	names="$names $(basename "$f" .c)"
+done
 targets=""
-for n in $NAMES; do
+for n in $names; do
 	targets="$targets $FB/$n"
 done
 # shellcheck disable=SC2086
@@ -20,8 +25,8 @@ if ! make -s -C "$SRCDIR" FUZZ_B="$FB" $targets >"$T/build.log" 2>&1; then
 	ok "fuzz harnesses build" false
 	done_testing
 fi
-ok "fuzz harnesses build" true
-for n in $NAMES; do
+ok "fuzz harnesses build:$names" true
+for n in $names; do
 	mkdir -p "$T/$n"
 	"$FB/$n" -max_total_time=$secs -timeout=10 -rss_limit_mb=1024 -print_final_stats=1 \
 		-artifact_prefix="$T/$n-" "$T/$n" "$SRCDIR/fuzz/corpus/$n" >"$T/$n.log" 2>&1
