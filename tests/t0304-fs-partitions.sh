@@ -32,6 +32,21 @@ randfile "$T/q" 4096 6
 ok "write into disk at p3's start" dd if="$T/q" of="$M/disk" bs=4096 seek=$((start3 / 4096)) \
 	conv=notrunc status=none
 ok "p3 shows it" same_region "$M/partitions/p3" 0 4096 "$T/q"
+# disk's page cache does not hide a write made through a partition: an fd of disk
+# that stays open (no invalidation by a fresh open) sees it once p1 is closed.
+randfile "$T/s" 65536 8
+fd_read() {	# fd_read OFF LEN OUT: read through the already-open fd 9
+	perl -e 'open(my $f, "<&=", 9) or die "fd 9: $!"; sysseek($f, $ARGV[0], 0) or die;
+		my $b = ""; while (length($b) < $ARGV[1]) { my $n = sysread($f, $b, $ARGV[1] - length($b),
+		length($b)); die "read: $!" unless $n; } open(my $o, ">", $ARGV[2]) or die; print $o $b' "$@"
+}
+exec 9<"$M/disk"
+fd_read $((start1 + 65536)) 65536 "$T/before"	# now in disk's page cache
+ok "write into p1 (a cached range of disk)" dd if="$T/s" of="$M/partitions/p1" bs=64k seek=1 \
+	conv=notrunc status=none
+fd_read $((start1 + 65536)) 65536 "$T/after"
+ok "the open disk fd sees the new bytes" cmp -s "$T/after" "$T/s"
+exec 9<&-
 ok_fail "p1 cannot grow" perr dd if="$T/q" of="$M/partitions/p1" bs=4096 seek=2560 conv=notrunc status=none
 ok "unmount" fs_umount "$M"
 ok "remount" fs_mount "$IMG" "$M"
