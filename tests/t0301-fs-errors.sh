@@ -73,8 +73,8 @@ cleanup_fn fs_cleanup_one "$M" "$pid"
 ok "writable through the fstab route" dd if=/dev/zero of="$M/disk" bs=4k count=1 conv=notrunc status=none
 ok "unmount" fusermount3 -u "$M"
 ok "daemon exits" wait_pid_gone "$pid"
-ok "mount.fuse3 -o ro" env PATH="$VDISK_BUILD:$PATH" /sbin/mount.fuse3 "$IMG" "$M" -o ro \
-	-t fuse.vdiskfs
+ok "mount.fuse3 -o ro and fstab-only options" env PATH="$VDISK_BUILD:$PATH" /sbin/mount.fuse3 \
+	"$IMG" "$M" -o ro,noauto,_netdev,defaults,comment=x -t fuse.vdiskfs
 pid=$(daemon_pid "$M")
 cleanup_fn fs_cleanup_one "$M" "$pid"
 ok "mounted read-only" grep -q " $M fuse.vdiskfs ro," /proc/mounts
