@@ -68,33 +68,21 @@ enum { KEY_RO, KEY_HELP, KEY_VERSION };
 		t, offsetof(struct vdfs_opts, p), 1                                                \
 	}
 
-static const struct fuse_opt vdfs_opt_spec[] = {VDFS_OPT("--key-file=%s", key_file),
-						VDFS_OPT("--key-file %s", key_file),
-						VDFS_OPT("key_file=%s", key_file),
-						VDFS_OPT("--key-fd=%d", key_fd),
-						VDFS_OPT("--key-fd %d", key_fd),
-						VDFS_OPT("key_fd=%d", key_fd),
-						VDFS_OPT("--format=%s", format),
-						VDFS_OPT("--format %s", format),
-						VDFS_OPT("format=%s", format),
-						FUSE_OPT_KEY("ro", KEY_RO),
+static const struct fuse_opt vdfs_opt_spec[] = {
+	VDFS_OPT("--key-file=%s", key_file), VDFS_OPT("--key-file %s", key_file),
+	VDFS_OPT("key_file=%s", key_file), VDFS_OPT("--key-fd=%d", key_fd),
+	VDFS_OPT("--key-fd %d", key_fd), VDFS_OPT("key_fd=%d", key_fd),
+	VDFS_OPT("--format=%s", format), VDFS_OPT("--format %s", format),
+	VDFS_OPT("format=%s", format), FUSE_OPT_KEY("ro", KEY_RO),
 	/* fstab-only options that may reach us through mount(8): not for the kernel. */
 	FUSE_OPT_KEY("defaults", FUSE_OPT_KEY_DISCARD),
-	FUSE_OPT_KEY("noauto", FUSE_OPT_KEY_DISCARD),
-	FUSE_OPT_KEY("auto", FUSE_OPT_KEY_DISCARD),
-	FUSE_OPT_KEY("nofail", FUSE_OPT_KEY_DISCARD),
-	FUSE_OPT_KEY("_netdev", FUSE_OPT_KEY_DISCARD),
-	FUSE_OPT_KEY("user", FUSE_OPT_KEY_DISCARD),
-	FUSE_OPT_KEY("users", FUSE_OPT_KEY_DISCARD),
-	FUSE_OPT_KEY("nouser", FUSE_OPT_KEY_DISCARD),
-	FUSE_OPT_KEY("owner", FUSE_OPT_KEY_DISCARD),
-	FUSE_OPT_KEY("group", FUSE_OPT_KEY_DISCARD),
-	FUSE_OPT_KEY("comment=", FUSE_OPT_KEY_DISCARD),
-						FUSE_OPT_KEY("-h", KEY_HELP),
-						FUSE_OPT_KEY("--help", KEY_HELP),
-						FUSE_OPT_KEY("-V", KEY_VERSION),
-						FUSE_OPT_KEY("--version", KEY_VERSION),
-						FUSE_OPT_END};
+	FUSE_OPT_KEY("noauto", FUSE_OPT_KEY_DISCARD), FUSE_OPT_KEY("auto", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("nofail", FUSE_OPT_KEY_DISCARD), FUSE_OPT_KEY("_netdev", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("user", FUSE_OPT_KEY_DISCARD), FUSE_OPT_KEY("users", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("nouser", FUSE_OPT_KEY_DISCARD), FUSE_OPT_KEY("owner", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("group", FUSE_OPT_KEY_DISCARD), FUSE_OPT_KEY("comment=", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("-h", KEY_HELP), FUSE_OPT_KEY("--help", KEY_HELP),
+	FUSE_OPT_KEY("-V", KEY_VERSION), FUSE_OPT_KEY("--version", KEY_VERSION), FUSE_OPT_END};
 
 static bool log_to_syslog;
 
