@@ -27,6 +27,7 @@
  *
  * Caching: disk is page-cached by the kernel (writes are write-through: no
  * writeback cache, so fsync and snapshots see everything that returned);
+ * closing a writable file commits the image (vdfs_flush);
  * snapshots/NAME/disk is immutable and opened with keep_cache; partitions/pN
  * and the small text files use direct_io so they never show stale data. After
  * a partition file was written, disk's cached pages are invalidated when that
@@ -845,6 +846,23 @@ vdfs_destroy(void *private_data)
 	}
 }
 
+/*
+ * close(2) of a writable file commits the image: FUSE_FLUSH is synchronous
+ * (release is not), so what was written through a file is durable once it is
+ * closed, and so before fusermount3 -u can succeed, even though the daemon
+ * exits a moment later. Nothing written: the commit costs nothing.
+ */
+static int
+vdfs_flush(const char *path, struct fuse_file_info *fi)
+{
+	struct vdfs_fh *fh = (struct vdfs_fh *)(uintptr_t)fi->fh;
+
+	if (!fh || !fh->writable) {
+		return 0;
+	}
+	return vdfs_fsync(path, 1, fi);
+}
+
 const struct fuse_operations vdfs_ops = {
 	.init = vdfs_init,
 	.destroy = vdfs_destroy,
@@ -857,6 +875,7 @@ const struct fuse_operations vdfs_ops = {
 	.read = vdfs_read,
 	.write = vdfs_write,
 	.fsync = vdfs_fsync,
+	.flush = vdfs_flush,
 	.fallocate = vdfs_fallocate,
 	.lseek = vdfs_lseek,
 	.statfs = vdfs_statfs,
