@@ -46,7 +46,8 @@ wait "$r_pid"
 ok_eq "$?" 0 "4 readers: no error"
 wait "$s_pid"
 read -r nsnap nerr ndel <"$T/snaps"
-ok "snapshots taken every 100 ms: $nsnap in $RUN s" test "$nsnap" -ge $((RUN * 2))
+# At least one a second: the count depends on the load of the machine, not on correctness.
+ok "snapshots taken every 100 ms: $nsnap in $RUN s" test "$nsnap" -ge "$RUN"
 ok_eq "$nerr" 0 "no mkdir/rmdir error"
 [ "$nerr" = 0 ] || sed 's/^/# /' "$T/snap.err"
 ok_eq "$(ls "$M/snapshots" | wc -l)" "$((nsnap - ndel))" "$ndel deleted, the others are listed"
