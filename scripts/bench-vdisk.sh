@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 # Benchmarks of the vdisk tool against qemu-img, in one run on one machine,
 # images in /dev/shm (tmpfs: the disk is never the limit). Prints a markdown
-# table with ratios (the figures of issue 2; docs/readme-vdisk.md keeps one run).
+# table with ratios (the figures of issue 2; README.md keeps one run).
 #
 #   1-6  `qemu-img bench` on a qcow2 image vs `vdisk bench` on a native image,
 #        both holding the same 1 GiB of data: sequential 64 KiB read and write,
