@@ -745,20 +745,7 @@ qcow2_pread(struct vd_layer *l, void *buf, size_t len, uint64_t off)
 static uint64_t
 qcow2_allocated(struct vd_layer *l)
 {
-	uint64_t off = 0, total = 0;
-
-	while (off < l->size) {
-		struct qcow2_run run;
-
-		if (qcow2_map(l, off, l->size - off, &run) < 0) {
-			break;
-		}
-		if (run.kind == Q_DATA || run.kind == Q_COMPRESSED) {
-			total += run.len;
-		}
-		off += run.len;
-	}
-	return total;
+	return ft_allocated(l);	/* compressed clusters/grains are data too */
 }
 
 static void

@@ -1216,21 +1216,7 @@ vmdk_pread(struct vd_layer *l, void *buf, size_t len, uint64_t off)
 static uint64_t
 vmdk_allocated(struct vd_layer *l)
 {
-	uint64_t off = 0, total = 0;
-
-	while (off < l->size) {
-		struct vmdk_extent *e;
-		struct vmdk_run run;
-
-		if (vmdk_map(l, off, l->size - off, &run, &e) < 0) {
-			break;
-		}
-		if (run.kind == VM_DATA || run.kind == VM_COMPRESSED) {
-			total += run.len;
-		}
-		off += run.len;
-	}
-	return total;
+	return ft_allocated(l);	/* compressed clusters/grains are data too */
 }
 
 static int
