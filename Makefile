@@ -116,7 +116,8 @@ install: all
 	install -m 0644 $(LIB) $(DESTDIR)$(PREFIX)/lib/
 	install -m 0644 format/vdisk.h $(DESTDIR)$(PREFIX)/include/
 
-demo: all
+demo: deps
+	$(MAKE) all
 	@scripts/demo.sh
 
 demo-clean:
