@@ -87,6 +87,19 @@ int vdisk_parse_uint(const char *s, uint64_t max, uint64_t *out);
 int vdisk_parse_block_size(const char *cmd, const char *s, uint32_t *out);
 /* --pwhash-ops (opt OPT_PW_OPS) / --pwhash-mem (OPT_PW_MEM) within libsodium's limits. */
 int vdisk_parse_pwhash(const char *cmd, int opt, const char *s, uint64_t *ops, uint64_t *mem);
+/* The long options of a new native image, shared by create and convert. */
+#define VDISK_IMAGE_LONGOPTS                                                   \
+	{"block-size", required_argument, NULL, OPT_BLOCK_SIZE},               \
+	{"encrypt", no_argument, NULL, OPT_ENCRYPT},                           \
+	{"cipher", required_argument, NULL, OPT_CIPHER},                       \
+	{"pwhash-ops", required_argument, NULL, OPT_PW_OPS},                   \
+	{"pwhash-mem", required_argument, NULL, OPT_PW_MEM}
+/*
+ * Handle getopt result c if it is one of VDISK_IMAGE_LONGOPTS: 1 handled, 0 not
+ * one of them, -1 bad value (message printed).
+ */
+int vdisk_image_opt(const char *cmd, int c, const char *arg, struct vd_create_opts *o,
+		    bool *encrypt, const char **cipher);
 /* "1 GiB", "64 KiB", "1.5 MiB", "512 B" into buf. */
 const char *vdisk_human_size(uint64_t v, char *buf, size_t len);
 /* "2026-11-21T07:00:00Z" (UTC) into buf, "-" for 0. */

@@ -170,11 +170,7 @@ vdisk_cmd_convert(int argc, char **argv)
 		{"progress", no_argument, NULL, 'p'},
 		{"output-format", required_argument, NULL, 'O'},
 		{"format", required_argument, NULL, 'f'},
-		{"block-size", required_argument, NULL, OPT_BLOCK_SIZE},
-		{"encrypt", no_argument, NULL, OPT_ENCRYPT},
-		{"cipher", required_argument, NULL, OPT_CIPHER},
-		{"pwhash-ops", required_argument, NULL, OPT_PW_OPS},
-		{"pwhash-mem", required_argument, NULL, OPT_PW_MEM},
+		VDISK_IMAGE_LONGOPTS,
 		{NULL, 0, NULL, 0},
 	};
 	struct vdisk_conv cv = {.out_fd = -1, .last_pct = -1};
@@ -195,26 +191,15 @@ vdisk_cmd_convert(int argc, char **argv)
 		case 'f':
 			ifmt = optarg;
 			break;
-		case OPT_BLOCK_SIZE:
-			if (vdisk_parse_block_size("convert", optarg, &co.block_size) < 0) {
-				return VDISK_EXIT_ERROR;
-			}
-			break;
-		case OPT_ENCRYPT:
-			encrypt = true;
-			break;
-		case OPT_CIPHER:
-			cipher = optarg;
-			break;
-		case OPT_PW_OPS:
-		case OPT_PW_MEM:
-			if (vdisk_parse_pwhash("convert", c, optarg, &co.pwhash_opslimit,
-					       &co.pwhash_memlimit) < 0) {
-				return VDISK_EXIT_ERROR;
-			}
-			break;
 		default:
-			return vdisk_usage_error("convert", "bad option");
+			switch (vdisk_image_opt("convert", c, optarg, &co, &encrypt, &cipher)) {
+			case 1:
+				break;
+			case 0:
+				return vdisk_usage_error("convert", "bad option");
+			default:
+				return VDISK_EXIT_ERROR;
+			}
 		}
 	}
 	if (argc - optind != 2) {

@@ -50,11 +50,7 @@ vdisk_cmd_create(int argc, char **argv)
 		{"size", required_argument, NULL, 's'},
 		{"backing", required_argument, NULL, 'b'},
 		{"backing-format", required_argument, NULL, 'F'},
-		{"block-size", required_argument, NULL, OPT_BLOCK_SIZE},
-		{"encrypt", no_argument, NULL, OPT_ENCRYPT},
-		{"cipher", required_argument, NULL, OPT_CIPHER},
-		{"pwhash-ops", required_argument, NULL, OPT_PW_OPS},
-		{"pwhash-mem", required_argument, NULL, OPT_PW_MEM},
+		VDISK_IMAGE_LONGOPTS,
 		{NULL, 0, NULL, 0},
 	};
 	struct vd_create_opts o = {0};
@@ -81,26 +77,15 @@ vdisk_cmd_create(int argc, char **argv)
 		case 'F':
 			o.backing_format = optarg;
 			break;
-		case OPT_BLOCK_SIZE:
-			if (vdisk_parse_block_size("create", optarg, &o.block_size) < 0) {
-				return VDISK_EXIT_ERROR;
-			}
-			break;
-		case OPT_ENCRYPT:
-			encrypt = true;
-			break;
-		case OPT_CIPHER:
-			cipher = optarg;
-			break;
-		case OPT_PW_OPS:
-		case OPT_PW_MEM:
-			if (vdisk_parse_pwhash("create", c, optarg, &o.pwhash_opslimit,
-					       &o.pwhash_memlimit) < 0) {
-				return VDISK_EXIT_ERROR;
-			}
-			break;
 		default:
-			return vdisk_usage_error("create", "bad option");
+			switch (vdisk_image_opt("create", c, optarg, &o, &encrypt, &cipher)) {
+			case 1:
+				break;
+			case 0:
+				return vdisk_usage_error("create", "bad option");
+			default:
+				return VDISK_EXIT_ERROR;
+			}
 		}
 	}
 	if (optind + 1 != argc) {

@@ -304,3 +304,25 @@ vdisk_parse_pwhash(const char *cmd, int opt, const char *s, uint64_t *ops, uint6
 	}
 	return 0;
 }
+
+int
+vdisk_image_opt(const char *cmd, int c, const char *arg, struct vd_create_opts *o,
+		bool *encrypt, const char **cipher)
+{
+	switch (c) {
+	case OPT_BLOCK_SIZE:
+		return vdisk_parse_block_size(cmd, arg, &o->block_size) < 0 ? -1 : 1;
+	case OPT_ENCRYPT:
+		*encrypt = true;
+		return 1;
+	case OPT_CIPHER:
+		*cipher = arg;
+		return 1;
+	case OPT_PW_OPS:
+	case OPT_PW_MEM:
+		return vdisk_parse_pwhash(cmd, c, arg, &o->pwhash_opslimit, &o->pwhash_memlimit) < 0
+			       ? -1
+			       : 1;
+	}
+	return 0;
+}
