@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/fs.h>
+#include <linux/magic.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +27,8 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/vfs.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -55,6 +58,86 @@ tgt_lun_find_naa(const uint8_t naa[16])
 	}
 	pthread_mutex_unlock(&lun_registry_lock);
 	return found;
+}
+
+/*
+ * Zero-copy reads (conn.c) hand page-cache pages of the file to the socket by
+ * reference, so their content is only final once the peer has copied it.
+ * Atomic writes therefore never write into a page in place: they punch the
+ * whole pages out of the file and write new ones (lun_pwrite_atomic), and a
+ * read in flight keeps the old pages. That needs pages that a punch removes
+ * whole: tmpfs without huge pages (a punch inside a huge folio zeroes it in
+ * place). True when neither the mount nor shmem_enabled=force asks for them.
+ */
+static bool
+lun_small_pages(const struct stat *st)
+{
+	char line[4096];
+	bool ok = true;
+	FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/shmem_enabled", "re");
+	if (f) {
+		if (fgets(line, sizeof(line), f) && strstr(line, "[force]")) {
+			ok = false;
+		}
+		fclose(f);
+	}
+	f = fopen("/proc/self/mountinfo", "re");
+	if (!f) {
+		return false;
+	}
+	char want[32];
+	snprintf(want, sizeof(want), "%u:%u", major(st->st_dev), minor(st->st_dev));
+	while (fgets(line, sizeof(line), f)) {
+		/* id parent MAJ:MIN root mountpoint options ... - fstype source superoptions */
+		char dev[32];
+		if (sscanf(line, "%*s %*s %31s", dev) != 1 || strcmp(dev, want)) {
+			continue;
+		}
+		const char *h = strstr(line, "huge=");
+		if (h && strncmp(h, "huge=never", 10)) {
+			ok = false;
+		}
+	}
+	fclose(f);
+	return ok;
+}
+
+int
+lun_pwrite_atomic(struct tgt_lun *lu, const void *buf, size_t len, uint64_t off)
+{
+	if (!lu->zerocopy || len == 0) {
+		return lun_pwrite(lu, buf, len, off);
+	}
+	uint64_t pg = (uint64_t)sysconf(_SC_PAGESIZE);
+	uint64_t a = off / pg * pg, b = (off + len + pg - 1) / pg * pg;
+	struct stat st;
+	if (fstat(lu->fd, &st) < 0) {
+		return -errno;
+	}
+	uint64_t end = (uint64_t)st.st_size;
+	uint64_t wend = b < end ? b : end; /* never extend the file */
+	if (wend < off + len) {
+		wend = off + len;
+	}
+	uint8_t *tmp = malloc((size_t)(b - a));
+	if (!tmp) {
+		return -ENOMEM;
+	}
+	int r = lun_pread(lu, tmp, (size_t)(wend - a), a);
+	if (r == 0) {
+		memcpy(tmp + (off - a), buf, len);
+		if (fallocate(lu->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)a,
+			      (off_t)(b - a)) < 0) {
+			r = -errno;
+		}
+		/* written even when the punch failed: the data must land */
+		int w = lun_pwrite(lu, tmp, (size_t)(wend - a), a);
+		if (r == 0) {
+			r = w;
+		}
+	}
+	free(tmp);
+	return r;
 }
 
 struct tgt_lun *
@@ -88,6 +171,13 @@ tgt_lun_open(const char *path, bool ro, const char *serial_override, uint32_t pb
 	} else if (S_ISREG(st.st_mode)) {
 		size = (uint64_t)st.st_size;
 		lu->can_unmap = !ro;
+		/* page-cache-only file systems: a read or write is a memcpy */
+		struct statfs sf;
+		if (fstatfs(lu->fd, &sf) == 0 &&
+		    (sf.f_type == TMPFS_MAGIC || sf.f_type == RAMFS_MAGIC)) {
+			lu->mem_backed = true;
+			lu->zerocopy = sf.f_type == TMPFS_MAGIC && lun_small_pages(&st);
+		}
 	} else {
 		e = EINVAL;
 		goto err;
@@ -212,6 +302,9 @@ int
 lun_pread_nowait(struct tgt_lun *lu, void *buf, size_t len, uint64_t off)
 {
 	uint8_t *p = buf;
+	if (lu->mem_backed) {
+		return lun_pread(lu, buf, len, off); /* tmpfs has no RWF_NOWAIT, never waits */
+	}
 	while (len) {
 		struct iovec iov = {.iov_base = p, .iov_len = len};
 		ssize_t n = preadv2(lu->fd, &iov, 1, (off_t)off, RWF_NOWAIT);

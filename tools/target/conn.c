@@ -29,6 +29,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,9 +64,11 @@ static struct {
 	uint16_t next_tsih;
 	bool stopping;
 	time_t stop_deadline;
+	bool zc_retry; /* some connection waits for an io_lock to splice */
 } srv;
 
 static void conn_rx(struct iscsi_conn *c);
+static void conn_update_events(struct iscsi_conn *c, bool want_out);
 
 static void task_put(struct iscsi_task *t);
 
@@ -130,19 +133,19 @@ conn_stamp(struct iscsi_conn *c, uint8_t *bhs, bool advance)
 	put_be32(bhs + BHS_MAXCMDSN, c->max_cmdsn);
 }
 
-void
-conn_queue_pdu(struct iscsi_conn *c, uint8_t *bhs, const uint8_t *data, uint32_t dlen,
-	       uint8_t *owned, struct iscsi_task *task)
+static struct tx_pdu *
+conn_queue_pdu_ex(struct iscsi_conn *c, uint8_t *bhs, const uint8_t *data, uint32_t dlen,
+		  uint8_t *owned, struct iscsi_task *task)
 {
 	if (c->dead || c->closing) {
 		free(owned);
-		return;
+		return NULL;
 	}
 	struct tx_pdu *p = calloc(1, sizeof(*p));
 	if (!p) {
 		free(owned);
 		conn_close(c);
-		return;
+		return NULL;
 	}
 	put_be24(bhs + BHS_DLEN, dlen);
 	bhs[BHS_AHSLEN] = 0;
@@ -176,6 +179,133 @@ conn_queue_pdu(struct iscsi_conn *c, uint8_t *bhs, const uint8_t *data, uint32_t
 		p->task = task;
 	}
 	TAILQ_INSERT_TAIL(&c->txq, p, link);
+	return p;
+}
+
+void
+conn_queue_pdu(struct iscsi_conn *c, uint8_t *bhs, const uint8_t *data, uint32_t dlen,
+	       uint8_t *owned, struct iscsi_task *task)
+{
+	conn_queue_pdu_ex(c, bhs, data, dlen, owned, task);
+}
+
+/* A Data-In PDU whose dlen bytes come from the task's file at off (zero-copy). */
+static void
+conn_queue_pdu_zc(struct iscsi_conn *c, uint8_t *bhs, uint32_t dlen, struct iscsi_task *t,
+		  uint64_t off, uint64_t end)
+{
+	/* no data digest and no padding on this path (task_try_inline checks) */
+	struct tx_pdu *p = conn_queue_pdu_ex(c, bhs, NULL, dlen, NULL, t);
+	if (p) {
+		p->zc = true;
+		p->zc_off = off;
+		p->zc_end = end;
+	}
+}
+
+/* The connection's pipe for zero-copy Data-In; its capacity, 0 when unavailable. */
+static uint32_t
+conn_pipe(struct iscsi_conn *c)
+{
+	if (c->pipe[0] >= 0) {
+		return c->pipe_cap;
+	}
+	if (pipe2(c->pipe, O_CLOEXEC | O_NONBLOCK) < 0) {
+		c->pipe[0] = c->pipe[1] = -1;
+		c->pipe_cap = 0;
+		return 0;
+	}
+	int cap = fcntl(c->pipe[1], F_SETPIPE_SZ, (int)CONN_PIPE_SIZE);
+	if (cap < 0) {
+		cap = fcntl(c->pipe[1], F_GETPIPE_SZ); /* over the user's pipe quota */
+	}
+	c->pipe_cap = cap > 0 ? (uint32_t)cap : 0;
+	return c->pipe_cap;
+}
+
+/*
+ * Send the data of the head PDU p (header already sent) by splicing: the pipe
+ * is filled from the file under io_lock, for the rest of the task's data at
+ * once (it fits: task_try_inline checked), so a read sees an atomic write
+ * (which runs with io_lock exclusive) all or not at all. 1: data sent;
+ * 0: wait (socket full, or io_lock busy: retried after the next loop event);
+ * -1: connection closed.
+ */
+static int
+conn_flush_zc(struct iscsi_conn *c, struct tx_pdu *p)
+{
+	struct tgt_lun *lu = p->task->cmd.lu;
+	for (;;) {
+		uint64_t dsent = p->sent - p->hlen;
+		if (dsent == p->dlen) {
+			return 1;
+		}
+		if (c->pipe_len == 0) {
+			uint64_t from = p->zc_off + dsent;
+			uint64_t n = p->zc_end - from;
+			uint64_t filled = 0;
+			if (n > c->pipe_cap) {
+				n = c->pipe_cap;
+			}
+			if (pthread_rwlock_tryrdlock(&lu->io_lock) != 0) {
+				c->zc_wait = true;
+				srv.zc_retry = true;
+				conn_update_events(c, false);
+				return 0;
+			}
+			while (filled < n) {
+				loff_t o = (loff_t)(from + filled);
+				ssize_t k = splice(lu->fd, &o, c->pipe[1], NULL, (size_t)(n - filled),
+						   SPLICE_F_NONBLOCK);
+				if (k < 0 && errno == EINTR) {
+					continue;
+				}
+				if (k <= 0) {
+					break;
+				}
+				filled += (uint64_t)k;
+			}
+			pthread_rwlock_unlock(&lu->io_lock);
+			while (filled < n) { /* past the end of a file that shrank: zeros */
+				static const uint8_t zeros[4096];
+				size_t z = n - filled < sizeof(zeros) ? (size_t)(n - filled)
+								      : sizeof(zeros);
+				ssize_t k = write(c->pipe[1], zeros, z);
+				if (k <= 0) {
+					tgt_info("%s: zero-copy read failed, closing", c->peer);
+					conn_close(c);
+					return -1;
+				}
+				filled += (uint64_t)k;
+			}
+			c->pipe_len = (uint32_t)n;
+		}
+		uint64_t chunk = p->dlen - dsent;
+		if (chunk > c->pipe_len) {
+			chunk = c->pipe_len;
+		}
+		bool more = chunk < p->dlen - dsent || TAILQ_NEXT(p, link) != NULL;
+		ssize_t m = splice(c->pipe[0], NULL, c->ev.fd, NULL, (size_t)chunk,
+				   SPLICE_F_NONBLOCK | (more ? SPLICE_F_MORE : 0));
+		if (m < 0) {
+			if (errno == EINTR) {
+				continue;
+			}
+			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+				conn_update_events(c, true);
+				return 0;
+			}
+			tgt_dbg("%s: splice: %s", c->peer, strerror(errno));
+			conn_close(c);
+			return -1;
+		}
+		if (m == 0) {
+			conn_close(c);
+			return -1;
+		}
+		c->pipe_len -= (uint32_t)m;
+		p->sent += (size_t)m;
+	}
 }
 
 static void
@@ -205,10 +335,29 @@ conn_flush(struct iscsi_conn *c)
 	while (!c->dead && !TAILQ_EMPTY(&c->txq)) {
 		struct iovec iov[64];
 		int n = 0;
-		struct tx_pdu *p;
+		struct tx_pdu *p = TAILQ_FIRST(&c->txq);
+		bool more = false;
+		if (p->zc && p->sent >= p->hlen) {
+			if (conn_flush_zc(c, p) <= 0) {
+				return;
+			}
+			TAILQ_REMOVE(&c->txq, p, link);
+			tx_pdu_free(p);
+			continue;
+		}
 		TAILQ_FOREACH(p, &c->txq, link)
 		{
 			if (n + 3 > 64) {
+				break;
+			}
+			if (p->zc) {
+				/* its header; the data follows by splice, corked with it */
+				if (p->sent < p->hlen) {
+					iov[n].iov_base = p->hdr + p->sent;
+					iov[n].iov_len = p->hlen - p->sent;
+					n++;
+				}
+				more = true;
 				break;
 			}
 			size_t skip = p->sent;
@@ -225,7 +374,8 @@ conn_flush(struct iscsi_conn *c)
 				n++;
 			}
 		}
-		ssize_t w = writev(c->ev.fd, iov, n);
+		struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+		ssize_t w = sendmsg(c->ev.fd, &mh, more ? MSG_MORE : 0);
 		if (w < 0) {
 			if (errno == EINTR) {
 				continue;
@@ -387,20 +537,30 @@ static bool
 task_try_inline(struct iscsi_conn *c, struct iscsi_task *t)
 {
 	uint8_t op = t->cmd.cdb[0];
-	if (c->ntasks_queued || !t->cmd.lu || t->edtl > TGT_INLINE_READ_MAX ||
-	    (op != 0x08 && op != 0x28 && op != 0xa8 && op != 0x88)) {
+	bool rd = op == 0x08 || op == 0x28 || op == 0xa8 || op == 0x88;
+	bool wr = op == 0x0a || op == 0x2a || op == 0xaa || op == 0x8a;
+	struct tgt_lun *lu = t->cmd.lu;
+	if (c->ntasks_queued || !lu || !(rd || (wr && lu->mem_backed)) ||
+	    t->edtl > (lu->mem_backed ? TGT_INLINE_MEM_MAX : TGT_INLINE_READ_MAX)) {
 		return false;
 	}
+	/* large reads of a tmpfs file go by reference when the pipe holds them whole */
+	t->cmd.zc_ok = rd && lu->zerocopy && !c->ddigest && t->edtl % 4 == 0 &&
+		       t->edtl <= CONN_PIPE_SIZE && conn_pipe(c) >= t->edtl;
 	t->cmd.nowait = true;
 	scsi_exec(&t->cmd);
 	t->cmd.nowait = false;
+	t->cmd.zc_ok = false;
 	if (t->cmd.would_block) {
+		t->cmd.zc = false;
 		t->cmd.would_block = false;
 		free(t->cmd.in);
 		t->cmd.in = NULL;
 		t->cmd.in_len = 0;
 		t->cmd.status = SAM_STAT_GOOD;
 		t->cmd.sense_len = 0;
+		t->cmd.has_spdtl = false;
+		t->cmd.spdtl = 0;
 		return false;
 	}
 	task_respond(c, t);
@@ -525,7 +685,11 @@ task_respond(struct iscsi_conn *c, struct iscsi_task *t)
 			conn_stamp(c, h, false);
 			put_be32(h + BHS_STATSN, 0);
 		}
-		conn_queue_pdu(c, h, cmd->in + off, n, NULL, t);
+		if (cmd->zc) {
+			conn_queue_pdu_zc(c, h, n, t, cmd->zc_off + off, cmd->zc_off + xfer);
+		} else {
+			conn_queue_pdu(c, h, cmd->in + off, n, NULL, t);
+		}
 		off += n;
 	}
 	if (!status_in_data) {
@@ -1007,6 +1171,10 @@ conn_handle_tmf(struct iscsi_conn *c, const uint8_t *bhs)
 		struct iscsi_task *t = task_find(c, get_be32(bhs + BHS_TMF_RTT));
 		if (t) {
 			conn_tmf_abort_task(t, w);
+		} else if (sn_lt(get_be32(bhs + BHS_TMF_REFCMDSN), c->exp_cmdsn)) {
+			/* RFC 7143 11.5.1 c): the command came and is done already (a
+			 * RefCmdSN still to come is b): function complete) */
+			w->response = ISCSI_TMF_RSP_NO_TASK;
 		}
 		break;
 	}
@@ -1357,6 +1525,12 @@ conn_close(struct iscsi_conn *c)
 	c->dead = true;
 	epoll_ctl(srv.epfd, EPOLL_CTL_DEL, c->ev.fd, NULL);
 	close(c->ev.fd);
+	if (c->pipe[0] >= 0) {
+		close(c->pipe[0]);
+		close(c->pipe[1]);
+		c->pipe[0] = c->pipe[1] = -1;
+		c->pipe_len = 0;
+	}
 	TAILQ_REMOVE(&srv.conns, c, link);
 	TAILQ_INSERT_TAIL(&srv.zombies, c, link);
 	struct tx_pdu *p;
@@ -1441,6 +1615,7 @@ server_listener_event(struct ev_handler *h, uint32_t events)
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		c->ev.fd = fd;
 		c->ev.cb = conn_event;
+		c->pipe[0] = c->pipe[1] = -1;
 		c->created = c->last_rx = time(NULL);
 		TAILQ_INIT(&c->txq);
 		TAILQ_INIT(&c->tasks);
@@ -1626,6 +1801,18 @@ server_run(void)
 		for (int i = 0; i < n; i++) {
 			struct ev_handler *h = evs[i].data.ptr;
 			h->cb(h, evs[i].events);
+		}
+		if (srv.zc_retry) {
+			/* a splice found io_lock taken; an event came since (the worker's) */
+			srv.zc_retry = false;
+			struct iscsi_conn *c, *cn;
+			TAILQ_FOREACH_SAFE(c, &srv.conns, link, cn)
+			{
+				if (c->zc_wait) {
+					c->zc_wait = false;
+					conn_flush(c);
+				}
+			}
 		}
 		server_sweep();
 		time_t now = time(NULL);

@@ -21,6 +21,8 @@
 #define CONN_NOP_INTERVAL 15		 /* idle seconds before we ping with NOP-In */
 #define CONN_NOP_TIMEOUT 30		 /* seconds to answer our ping */
 #define TGT_INLINE_READ_MAX (128u << 10) /* reads tried on the loop thread */
+#define TGT_INLINE_MEM_MAX (1u << 20)	 /* reads/writes of a tmpfs LUN run on the loop */
+#define CONN_PIPE_SIZE (1u << 20)	 /* zero-copy reads up to this size, one splice */
 #define CONN_MAX_WRITE_BUF (64u << 20)	 /* Data-Out bytes buffered per session */
 
 struct ev_handler {
@@ -79,6 +81,12 @@ struct tx_pdu {
 	uint8_t *owned;		 /* freed after sending */
 	struct iscsi_task *task; /* reference held while data points into it */
 	size_t sent;
+	/* zero-copy Data-In: the data is spliced from task->cmd.lu's file at zc_off,
+	 * through the connection's pipe, which is filled up to zc_end (the end of
+	 * the task's data) under io_lock; no padding, no data digest */
+	bool zc;
+	uint64_t zc_off;
+	uint64_t zc_end;
 };
 
 struct tmf_wait {
@@ -108,6 +116,10 @@ struct iscsi_conn {
 	TAILQ_HEAD(, tx_pdu) txq;
 	bool want_out;
 	bool need_flush; /* completions queued PDUs: flush after the batch */
+	int pipe[2];	 /* zero-copy Data-In: file pages -> pipe -> socket; -1 until used */
+	uint32_t pipe_cap;
+	uint32_t pipe_len; /* bytes in the pipe, all of the head PDU's task */
+	bool zc_wait;	   /* a splice waits for io_lock (an atomic write on a worker) */
 	/* login */
 	bool ffp; /* login complete: full feature phase */
 	bool login_started;

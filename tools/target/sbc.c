@@ -9,6 +9,10 @@
  * Atomicity: ordinary I/O holds the LUN's io_lock shared; COMPARE AND WRITE,
  * ORWRITE and WRITE ATOMIC hold it exclusive, so the read-compare-write of an
  * ATS cannot interleave with any other command on any session or portal.
+ * Large reads of a tmpfs LUN are not copied here (cmd->zc): conn.c splices
+ * the file's pages into the socket under io_lock, and the atomic writes
+ * replace whole pages (lun_pwrite_atomic) instead of writing into pages a read
+ * may still be sending, so such a read sees all or none of an ATS too.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -19,6 +23,7 @@
 #define SBC_MAX_WS_BLOCKS 16384 /* VPD B0 MAXIMUM WRITE SAME LENGTH */
 #define SBC_MAX_CAW_BLOCKS 255
 #define SBC_MAX_UNMAP_DESC 256
+#define SBC_ZC_MIN (64u << 10) /* smaller reads are copied: a splice costs more */
 
 struct sbc_rw {
 	uint64_t lba;
@@ -113,6 +118,13 @@ sbc_read(struct scsi_cmd *cmd)
 	if (cmd->edtl < want) {
 		want = cmd->edtl;
 	}
+	if (cmd->zc_ok && lu->zerocopy && want >= SBC_ZC_MIN) {
+		/* by reference: the transport splices the pages under io_lock when it sends */
+		cmd->zc = true;
+		cmd->zc_off = rw.lba * lu->block_size;
+		cmd->in_len = (uint32_t)len;
+		return SAM_STAT_GOOD;
+	}
 	/* not zeroed: the first `want` bytes are read, the rest is never sent */
 	if (scsi_alloc_in_raw(cmd, (uint32_t)len) < 0) {
 		return scsi_sense_errno(cmd, -ENOMEM);
@@ -162,7 +174,7 @@ sbc_orwrite(struct scsi_cmd *cmd, const uint8_t *data, size_t len, uint64_t off)
 		for (size_t i = 0; i < len; i++) {
 			cur[i] |= data[i];
 		}
-		r = lun_pwrite(cmd->lu, cur, len, off);
+		r = lun_pwrite_atomic(cmd->lu, cur, len, off);
 	}
 	free(cur);
 	return r;
@@ -210,13 +222,24 @@ sbc_write(struct scsi_cmd *cmd)
 		}
 	}
 	uint64_t off = rw.lba * lu->block_size;
-	if (excl) {
+	if (cmd->nowait) {
+		/* on the event loop: only a memory-backed file, only if the lock is free */
+		int lr = !lu->mem_backed ? -1
+		       : excl		  ? pthread_rwlock_trywrlock(&lu->io_lock)
+					  : pthread_rwlock_tryrdlock(&lu->io_lock);
+		if (lr != 0) {
+			cmd->would_block = true;
+			return SAM_STAT_GOOD;
+		}
+	} else if (excl) {
 		pthread_rwlock_wrlock(&lu->io_lock);
 	} else {
 		pthread_rwlock_rdlock(&lu->io_lock);
 	}
 	if (op == 0x8b) {
 		r = sbc_orwrite(cmd, cmd->out, len, off);
+	} else if (excl) {
+		r = lun_pwrite_atomic(lu, cmd->out, len, off);
 	} else {
 		r = lun_pwrite(lu, cmd->out, len, off);
 	}
@@ -657,7 +680,7 @@ sbc_compare_and_write(struct scsi_cmd *cmd)
 			}
 		}
 		if (st == SAM_STAT_GOOD) {
-			r = lun_pwrite(lu, cmd->out + len, len, lba * bs);
+			r = lun_pwrite_atomic(lu, cmd->out + len, len, lba * bs);
 		}
 	}
 	pthread_rwlock_unlock(&lu->io_lock);

@@ -90,6 +90,8 @@ struct tgt_lun {
 	uint32_t block_size; /* 512 */
 	uint8_t pb_exp;	     /* physical block = block_size << pb_exp */
 	bool can_unmap;
+	bool mem_backed; /* tmpfs/ramfs: I/O never waits for a device, run it on the loop */
+	bool zerocopy;	 /* tmpfs with small pages: reads may splice file pages to the socket */
 	uint8_t naa[16];	  /* NAA 6 registered extended identifier */
 	char serial[40];	  /* VPD 80 */
 	bool serial_set;	  /* serial given in the configuration */
@@ -218,6 +220,9 @@ struct scsi_cmd {
 	bool has_spdtl; /* a data-out command set spdtl: the bytes it wanted */
 	uint32_t spdtl;
 	bool nowait;	  /* on the loop thread: never block, set would_block instead */
+	bool zc_ok;	  /* the transport can splice this read's data from the file */
+	bool zc;	  /* read done by reference: in_len bytes at zc_off of lu->fd */
+	uint64_t zc_off;
 	bool would_block; /* nowait could not complete: run again on a worker */
 	uint8_t status;
 	uint8_t sense_len;
@@ -352,6 +357,8 @@ void pr_lun_reset(struct tgt_lun *lu);
 /* ---- backend I/O and the worker pool (backing.c) ---- */
 int lun_pread(struct tgt_lun *lu, void *buf, size_t len, uint64_t off);
 /* pread from the page cache only: -EAGAIN when that would block. */
+/* A write that in-flight zero-copy reads never see half of (COMPARE AND WRITE...). */
+int lun_pwrite_atomic(struct tgt_lun *lu, const void *buf, size_t len, uint64_t off);
 int lun_pread_nowait(struct tgt_lun *lu, void *buf, size_t len, uint64_t off);
 int lun_pwrite(struct tgt_lun *lu, const void *buf, size_t len, uint64_t off);
 int lun_flush(struct tgt_lun *lu);
