@@ -41,6 +41,11 @@ sleep 0.3
 dd if="$T/disk" of="$T/after" bs=512 skip=2048 count=256 2>/dev/null
 ok "half-written command left the backing file alone" cmp -s "$T/before" "$T/after"
 ok "dropped write: daemon still serves" alive
+ok "connection dropped inside a large Data-Out" $PEER drop-mid-pdu 2048
+sleep 0.3
+dd if="$T/disk" of="$T/after" bs=512 skip=2048 count=256 2>/dev/null
+ok "cut-off Data-Out left the backing file alone" cmp -s "$T/before" "$T/after"
+ok "cut-off Data-Out: daemon still serves" alive
 
 $PEER sessions 64 4 >"$T/sessions.out" 2>&1 &
 SESS=$!

@@ -858,55 +858,59 @@ task_fail_data(struct iscsi_conn *c, struct iscsi_task *t, const char *why)
 	conn_flush(c);
 }
 
-static void
-conn_handle_data_out(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *data, uint32_t dlen)
+/*
+ * Where the data of a Data-Out PDU goes: its task, and its R2T slot (NULL for
+ * unsolicited data), when offset, length, DataSN and TTT are all right; NULL
+ * otherwise, with nothing changed (conn_handle_data_out then tells why).
+ */
+static struct iscsi_task *
+data_out_target(struct iscsi_conn *c, const uint8_t *bhs, uint32_t dlen, struct r2t_slot **slot)
 {
-	uint32_t itt = get_be32(bhs + BHS_ITT);
 	uint32_t ttt = get_be32(bhs + BHS_TTT);
 	uint32_t datasn = get_be32(bhs + BHS_DATASN);
 	uint32_t off = get_be32(bhs + BHS_BUFOFF);
-	bool final = bhs[1] & ISCSI_FLAG_FINAL;
-	struct iscsi_task *t = task_find(c, itt);
+	struct iscsi_task *t = task_find(c, get_be32(bhs + BHS_ITT));
 
-	if (!t || t->state != TASK_DATA_OUT) {
-		/* a task that was answered early or aborted: drop the data */
-		tgt_dbg("%s: Data-Out for unknown task 0x%x", c->peer, itt);
-		return;
-	}
-	if (off > t->edtl || dlen > t->edtl - off) {
-		task_fail_data(c, t, "Data-Out beyond the expected length");
-		return;
+	*slot = NULL;
+	if (!t || t->state != TASK_DATA_OUT || off > t->edtl || dlen > t->edtl - off) {
+		return NULL;
 	}
 	if (ttt == ISCSI_RSVD_TAG) {
 		if (!t->unsol_open || off != t->unsol_next || datasn != t->unsol_datasn ||
 		    off + dlen > t->unsol_end) {
-			task_fail_data(c, t, "bad unsolicited Data-Out (offset or DataSN)");
-			return;
+			return NULL;
 		}
-		memcpy(t->cmd.out + off, data, dlen);
+		return t;
+	}
+	for (int i = 0; i < TGT_MAX_OUTSTANDING_R2T; i++) {
+		if (t->r2t[i].used && t->r2t[i].ttt == ttt) {
+			*slot = &t->r2t[i];
+		}
+	}
+	struct r2t_slot *s = *slot;
+	if (!s || off != s->next || datasn != s->datasn || off + dlen > s->off + s->len) {
+		return NULL;
+	}
+	return t;
+}
+
+/* The data of a checked Data-Out PDU is in t->cmd.out: advance the sequence. */
+static void
+data_out_commit(struct iscsi_conn *c, struct iscsi_task *t, struct r2t_slot *s, bool final,
+		uint32_t dlen)
+{
+	t->got += dlen;
+	if (!s) {
 		t->unsol_next += dlen;
 		t->unsol_datasn++;
-		t->got += dlen;
 		if (final) {
 			t->unsol_open = false;
 		}
 		task_data_progress(c, t);
 		return;
 	}
-	struct r2t_slot *s = NULL;
-	for (int i = 0; i < TGT_MAX_OUTSTANDING_R2T; i++) {
-		if (t->r2t[i].used && t->r2t[i].ttt == ttt) {
-			s = &t->r2t[i];
-		}
-	}
-	if (!s || off != s->next || datasn != s->datasn || off + dlen > s->off + s->len) {
-		task_fail_data(c, t, "bad solicited Data-Out (offset, DataSN or TTT)");
-		return;
-	}
-	memcpy(t->cmd.out + off, data, dlen);
 	s->next += dlen;
 	s->datasn++;
-	t->got += dlen;
 	if (final) {
 		if (s->next != s->off + s->len) {
 			task_fail_data(c, t, "R2T sequence ended early");
@@ -916,6 +920,33 @@ conn_handle_data_out(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *da
 		t->r2t_outstanding--;
 		task_data_progress(c, t);
 	}
+}
+
+static void
+conn_handle_data_out(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *data, uint32_t dlen)
+{
+	uint32_t itt = get_be32(bhs + BHS_ITT);
+	uint32_t off = get_be32(bhs + BHS_BUFOFF);
+	struct iscsi_task *t = task_find(c, itt);
+	struct r2t_slot *s;
+
+	if (!t || t->state != TASK_DATA_OUT) {
+		/* a task that was answered early or aborted: drop the data */
+		tgt_dbg("%s: Data-Out for unknown task 0x%x", c->peer, itt);
+		return;
+	}
+	if (data_out_target(c, bhs, dlen, &s) != t) {
+		if (off > t->edtl || dlen > t->edtl - off) {
+			task_fail_data(c, t, "Data-Out beyond the expected length");
+		} else if (get_be32(bhs + BHS_TTT) == ISCSI_RSVD_TAG) {
+			task_fail_data(c, t, "bad unsolicited Data-Out (offset or DataSN)");
+		} else {
+			task_fail_data(c, t, "bad solicited Data-Out (offset, DataSN or TTT)");
+		}
+		return;
+	}
+	memcpy(t->cmd.out + off, data, dlen);
+	data_out_commit(c, t, s, bhs[1] & ISCSI_FLAG_FINAL, dlen);
 }
 
 /* ---- SCSI command ---- */
@@ -1388,6 +1419,89 @@ conn_rx_grow(struct iscsi_conn *c, size_t need)
 	return 0;
 }
 
+/*
+ * A large Data-Out whose header is in and checked, data still on the way: copy
+ * what arrived, then conn_rx reads the rest of the data directly into the
+ * task's buffer (one copy less). Only without data digest; any PDU that fails
+ * a check takes the buffered path, which reports it.
+ */
+static bool
+conn_rx_direct(struct iscsi_conn *c, const uint8_t *bhs, size_t avail, uint32_t hd, uint32_t dlen,
+	       uint32_t pad, uint32_t dd)
+{
+	struct r2t_slot *s;
+	if (!c->ffp || (bhs[0] & ISCSI_OP_MASK) != ISCSI_OP_DATA_OUT || dd || bhs[BHS_AHSLEN] ||
+	    dlen < CONN_DIRECT_MIN || avail < ISCSI_BHS_LEN + hd) {
+		return false;
+	}
+	if (hd) {
+		const uint8_t *p = bhs + ISCSI_BHS_LEN;
+		uint32_t got = p[0] | p[1] << 8 | p[2] << 16 | (uint32_t)p[3] << 24;
+		if (crc32c(bhs, ISCSI_BHS_LEN) != got) {
+			return false; /* the buffered path closes the connection */
+		}
+	}
+	struct iscsi_task *t = data_out_target(c, bhs, dlen, &s);
+	if (!t) {
+		return false;
+	}
+	size_t have = avail - ISCSI_BHS_LEN - hd;
+	size_t take = have < dlen ? have : dlen;
+	uint32_t off = get_be32(bhs + BHS_BUFOFF);
+	memcpy(t->cmd.out + off, bhs + ISCSI_BHS_LEN + hd, take);
+	memcpy(c->drx_bhs, bhs, ISCSI_BHS_LEN);
+	c->drx_task = t;
+	c->drx_slot = s;
+	c->drx_dst = t->cmd.out + off + take;
+	c->drx_left = dlen - (uint32_t)take;
+	c->drx_pad = pad - (uint32_t)(have - take);
+	c->drx_dlen = dlen;
+	c->rxpos = c->rxlen = 0;
+	tgt_dbg("%s: Data-Out of task 0x%x: %u bytes received into the task", c->peer, t->itt,
+		dlen);
+	return true;
+}
+
+/* Go on with a direct receive; false when the connection went away. */
+static bool
+conn_rx_direct_more(struct iscsi_conn *c, bool *again)
+{
+	*again = false;
+	while (c->drx_left || c->drx_pad) {
+		uint8_t scratch[4];
+		uint8_t *dst = c->drx_left ? c->drx_dst : scratch;
+		size_t want = c->drx_left ? c->drx_left : c->drx_pad;
+		ssize_t n = read(c->ev.fd, dst, want);
+		if (n < 0) {
+			if (errno == EINTR) {
+				continue;
+			}
+			if (errno != EAGAIN && errno != EWOULDBLOCK) {
+				conn_close(c);
+				return false;
+			}
+			return true; /* wait for more */
+		}
+		if (n == 0) {
+			tgt_dbg("%s: connection closed by peer", c->peer);
+			conn_close(c);
+			return false;
+		}
+		c->last_rx = time(NULL);
+		if (c->drx_left) {
+			c->drx_dst += n;
+			c->drx_left -= (uint32_t)n;
+		} else {
+			c->drx_pad -= (uint32_t)n;
+		}
+	}
+	struct iscsi_task *t = c->drx_task;
+	c->drx_task = NULL;
+	data_out_commit(c, t, c->drx_slot, c->drx_bhs[1] & ISCSI_FLAG_FINAL, c->drx_dlen);
+	*again = !c->dead;
+	return !c->dead;
+}
+
 /* Cut whole PDUs out of the receive buffer; false when the connection went away. */
 static bool
 conn_parse(struct iscsi_conn *c)
@@ -1409,6 +1523,9 @@ conn_parse(struct iscsi_conn *c)
 			return false;
 		}
 		size_t total = ISCSI_BHS_LEN + ahslen + hd + dlen + pad + dd;
+		if (avail < total && conn_rx_direct(c, bhs, avail, hd, dlen, pad, dd)) {
+			break; /* the rest of the data goes straight into the task's buffer */
+		}
 		if (avail < total) {
 			if (conn_rx_grow(c, total) < 0) {
 				conn_close(c);
@@ -1458,6 +1575,12 @@ static void
 conn_rx(struct iscsi_conn *c)
 {
 	for (int rounds = 0; rounds < 8 && !c->dead && !c->closing; rounds++) {
+		if (c->drx_task) {
+			bool again;
+			if (!conn_rx_direct_more(c, &again) || !again) {
+				return;
+			}
+		}
 		if (c->rxcap - c->rxlen < 4096) {
 			if (c->rxpos > 0) {
 				memmove(c->rxbuf, c->rxbuf + c->rxpos, c->rxlen - c->rxpos);
@@ -1488,6 +1611,9 @@ conn_rx(struct iscsi_conn *c)
 		c->rxlen += (size_t)n;
 		if (!conn_parse(c)) {
 			return;
+		}
+		if (c->drx_task) {
+			continue; /* read the rest of that Data-Out now */
 		}
 		if (c->rxlen < c->rxcap) {
 			return; /* drained the socket */
@@ -1523,6 +1649,7 @@ conn_close(struct iscsi_conn *c)
 	}
 	tgt_dbg("%s: closing connection", c->peer);
 	c->dead = true;
+	c->drx_task = NULL;
 	epoll_ctl(srv.epfd, EPOLL_CTL_DEL, c->ev.fd, NULL);
 	close(c->ev.fd);
 	if (c->pipe[0] >= 0) {

@@ -23,6 +23,7 @@
 #define TGT_INLINE_READ_MAX (128u << 10) /* reads tried on the loop thread */
 #define TGT_INLINE_MEM_MAX (1u << 20)	 /* reads/writes of a tmpfs LUN run on the loop */
 #define CONN_PIPE_SIZE (1u << 20)	 /* zero-copy reads up to this size, one splice */
+#define CONN_DIRECT_MIN (16u << 10)	 /* Data-Out received straight into the task */
 #define CONN_MAX_WRITE_BUF (64u << 20)	 /* Data-Out bytes buffered per session */
 
 struct ev_handler {
@@ -112,6 +113,12 @@ struct iscsi_conn {
 	/* receive */
 	uint8_t *rxbuf;
 	size_t rxcap, rxlen, rxpos;
+	/* a Data-Out being received straight into its task's buffer */
+	struct iscsi_task *drx_task;
+	struct r2t_slot *drx_slot;
+	uint8_t *drx_dst;
+	uint32_t drx_left, drx_pad, drx_dlen;
+	uint8_t drx_bhs[ISCSI_BHS_LEN];
 	/* send */
 	TAILQ_HEAD(, tx_pdu) txq;
 	bool want_out;

@@ -282,6 +282,22 @@ if ($scenario eq "digests") {
 	fail("no R2T") unless $r && (unpack("C", $r) & 0x3f) == 0x31;
 	data_out($s, $itt - 1, unpack("N", substr($r, 20, 4)), 0, 0, "\xEE" x 8192, 0);
 	close($s);
+} elsif ($scenario eq "drop-mid-pdu") {
+	# a large Data-Out cut off inside its data segment (the target receives
+	# such data straight into the command's buffer): then a hang-up
+	login($s, "InitialR2T=Yes", "ImmediateData=No");
+	my $n = 256;
+	scsi_cmd($s, 0xA0, $n * 512, pack("C C N C n C", 0x2a, 0, $args[0] // 0, 0, $n, 0));
+	my ($r) = recv_pdu($s);
+	fail("no R2T") unless $r && (unpack("C", $r) & 0x3f) == 0x31;
+	my $bhs = pack("C C n C a3 a8 N N N N N N N", 0x05, 0x80, 0, 0, "", "\0" x 8, $itt - 1,
+		unpack("N", substr($r, 20, 4)), 0, $expstatsn, 0, 0, 0) . "\0" x 4;
+	substr($bhs, 5, 3) = substr(pack("N", 131072), 1, 3);
+	print $s $bhs, "\xEE" x 40000 or die "send: $!\n";
+	select(undef, undef, undef, 0.3);
+	print $s "\xEE" x 40000 or die "send: $!\n";
+	select(undef, undef, undef, 0.3);
+	close($s);
 } elsif ($scenario eq "keepalive") {
 	# stay idle: the target must ping with NOP-In (TTT set), we answer, it keeps us
 	login($s);
