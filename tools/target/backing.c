@@ -10,6 +10,10 @@
  * LUN only adds context switches. A finished item moves to the done list and
  * the eventfd wakes the loop, which sends the response.
  *
+ * A file on tmpfs or ramfs is marked mem_backed: its I/O is a memcpy that never
+ * waits for a device, so conn.c runs READ/WRITE of it on the event loop; on
+ * tmpfs with small pages it is also zerocopy (see lun_small_pages()).
+ *
  * LUN identity: the NAA 6 id and the unit serial number are an MD5 of the
  * canonical path of the backing file (or of the serial given in the config),
  * so they are the same on every portal and across restarts of the daemon and

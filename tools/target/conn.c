@@ -7,9 +7,19 @@
  * completion eventfd. Receiving: each connection reads as much as fits into
  * one buffer and cuts whole PDUs out of it (BHS, AHS, header digest, data,
  * padding, data digest), checking lengths against the negotiated limits
- * before anything is trusted. Sending: responses are queued per connection as
- * (header, data pointer, trailer) and written with writev; Data-In points into
- * the task's buffer, so read data is never copied.
+ * before anything is trusted; the rest of a large Data-Out whose header checked
+ * out is read straight into its command's buffer. Sending: responses are
+ * queued per connection as (header, data pointer, trailer) and written with
+ * one sendmsg; Data-In points into the task's buffer, or, for large reads of a
+ * tmpfs LUN, names a range of the file that is spliced (file -> pipe ->
+ * socket, page references, no copy) when its turn in the queue comes.
+ *
+ * Where commands run: READ and WRITE of a LUN on tmpfs run right on the loop
+ * (a memcpy; no thread hand-off, no futex, no eventfd), reads of other files
+ * when the page cache has the data (RWF_NOWAIT); everything else, and anything
+ * that would wait for io_lock, goes to the worker pool. Once a command of a
+ * session is on a worker, the following ones queue behind it, so a session's
+ * commands never overtake each other.
  *
  * A SCSI command flows: PDU -> task (CmdSN window checked) -> Data-Out gathered
  * (immediate data, unsolicited Data-Out up to FirstBurstLength, then R2Ts of at
@@ -527,11 +537,13 @@ task_exec(struct tgt_work *w)
 static void task_respond(struct iscsi_conn *c, struct iscsi_task *t);
 
 /*
- * Fast path: a small READ whose data is in the page cache completes right here
- * (preadv2 RWF_NOWAIT, no lock waits), saving two thread hand-offs. Anything
- * that could block - a page-cache miss, a FUSE file, a busy lock - goes to the
- * workers as usual. Only when none of this session's commands is on a worker,
- * so a read never overtakes an earlier write of the same initiator.
+ * Fast path, saving two thread hand-offs: READ/WRITE of a LUN on tmpfs (up to
+ * 1 MiB) and a small READ of another file whose data is in the page cache
+ * (preadv2 RWF_NOWAIT) complete right here, with try-locks only. Anything that
+ * could block - a page-cache miss, a FUSE file, io_lock held by an atomic
+ * write - goes to the workers as usual. Only when none of this session's
+ * commands is on a worker, so a command never overtakes an earlier one of the
+ * same initiator.
  */
 static bool
 task_try_inline(struct iscsi_conn *c, struct iscsi_task *t)
