@@ -42,6 +42,10 @@ ok "backing file holds the data" cmp -s "$T/src" "$T/disk"
 ok "qemu-img convert back over portal 2" qemu-img convert -f raw -O raw \
 	"$(lun_url 127.0.0.2 "$P2" 0)" "$T/back"
 ok "round trip is byte-identical" cmp -s "$T/src" "$T/back"
+# reads of ~1 MiB not aligned to pages (zero-copy ones must not outgrow the pipe)
+ok "qemu-img dd with 1 MiB - 512 reads" timeout 60 qemu-img dd -f raw -O raw bs=1048064 \
+	count=9 if="$(lun_url 127.0.0.1 "$P1" 0)" of="$T/back2"
+ok "unaligned large reads are byte-identical" cmp -s "$T/back2" "$T/src" -n 9432576
 ok_fail "writes to a read-only LUN fail" qemu-img convert -n -f raw -O raw "$T/src" \
 	"$(lun_url 127.0.0.1 "$P1" 1)" 2>/dev/null
 ok "read-only LUN unchanged" cmp -s "$T/ro" /dev/zero --bytes=16777216 2>/dev/null ||

@@ -201,15 +201,26 @@ main(void)
 	c = cmd_new(lu, cdb, 10, NULL, 0, 65536);
 	c->nowait = true;
 	c->zc_ok = true;
+	c->zc_max = 1u << 20;
 	scsi_exec(c);
 	ok(c->status == SAM_STAT_GOOD && c->zc && c->zc_off == 8 * 512 && c->in == NULL &&
 		   c->in_len == 65536,
 	   "64 KiB READ with zc_ok: by reference at the right offset");
 	cmd_free(c);
+	rw10(cdb, 0x28, 1, 128);
+	c = cmd_new(lu, cdb, 10, NULL, 0, 65536);
+	c->nowait = true;
+	c->zc_ok = true;
+	c->zc_max = 65536;
+	scsi_exec(c);
+	ok(c->status == SAM_STAT_GOOD && !c->zc && c->in && c->in[0] == pat(512),
+	   "64 KiB READ spanning 17 pages, pipe of 16: copied");
+	cmd_free(c);
 	rw10(cdb, 0x28, 8, 8);
 	c = cmd_new(lu, cdb, 10, NULL, 0, 4096);
 	c->nowait = true;
 	c->zc_ok = true;
+	c->zc_max = 1u << 20;
 	scsi_exec(c);
 	ok(c->status == SAM_STAT_GOOD && !c->zc && c->in && c->in[0] == pat(8 * 512),
 	   "4 KiB READ: copied");
@@ -224,6 +235,7 @@ main(void)
 	c = cmd_new(lu, cdb, 10, NULL, 0, 65536);
 	c->nowait = true;
 	c->zc_ok = true;
+	c->zc_max = 1u << 20;
 	scsi_exec(c);
 	ok(c->status == SAM_STAT_CHECK_CONDITION && !c->zc, "zero-copy READ past the end: range error");
 	cmd_free(c);

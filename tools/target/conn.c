@@ -263,6 +263,7 @@ conn_flush_zc(struct iscsi_conn *c, struct tx_pdu *p)
 				conn_update_events(c, false);
 				return 0;
 			}
+			bool eof = false;
 			while (filled < n) {
 				loff_t o = (loff_t)(from + filled);
 				ssize_t k = splice(lu->fd, &o, c->pipe[1], NULL, (size_t)(n - filled),
@@ -270,13 +271,19 @@ conn_flush_zc(struct iscsi_conn *c, struct tx_pdu *p)
 				if (k < 0 && errno == EINTR) {
 					continue;
 				}
+				eof = k == 0;
 				if (k <= 0) {
-					break;
+					break; /* pipe full (EAGAIN): the rest comes in the next fill */
 				}
 				filled += (uint64_t)k;
 			}
 			pthread_rwlock_unlock(&lu->io_lock);
-			while (filled < n) { /* past the end of a file that shrank: zeros */
+			if (!eof && filled == 0) {
+				tgt_info("%s: zero-copy read failed, closing", c->peer);
+				conn_close(c);
+				return -1;
+			}
+			while (eof && filled < n) { /* past the end of a file that shrank: zeros */
 				static const uint8_t zeros[4096];
 				size_t z = n - filled < sizeof(zeros) ? (size_t)(n - filled)
 								      : sizeof(zeros);
@@ -288,7 +295,7 @@ conn_flush_zc(struct iscsi_conn *c, struct tx_pdu *p)
 				}
 				filled += (uint64_t)k;
 			}
-			c->pipe_len = (uint32_t)n;
+			c->pipe_len = (uint32_t)filled;
 		}
 		uint64_t chunk = p->dlen - dsent;
 		if (chunk > c->pipe_len) {
@@ -559,6 +566,7 @@ task_try_inline(struct iscsi_conn *c, struct iscsi_task *t)
 	/* large reads of a tmpfs file go by reference when the pipe holds them whole */
 	t->cmd.zc_ok = rd && lu->zerocopy && !c->ddigest && t->edtl % 4 == 0 &&
 		       t->edtl <= CONN_PIPE_SIZE && conn_pipe(c) >= t->edtl;
+	t->cmd.zc_max = c->pipe_cap;
 	t->cmd.nowait = true;
 	scsi_exec(&t->cmd);
 	t->cmd.nowait = false;

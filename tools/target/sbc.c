@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "target.h"
 
@@ -118,7 +119,11 @@ sbc_read(struct scsi_cmd *cmd)
 	if (cmd->edtl < want) {
 		want = cmd->edtl;
 	}
-	if (cmd->zc_ok && lu->zerocopy && want >= SBC_ZC_MIN) {
+	uint64_t pg = (uint64_t)sysconf(_SC_PAGESIZE);
+	uint64_t pg_off = rw.lba * lu->block_size % pg;
+	if (cmd->zc_ok && lu->zerocopy && want >= SBC_ZC_MIN &&
+	    (pg_off + want + pg - 1) / pg * pg <= cmd->zc_max) {
+		/* the pages it spans fit in the pipe: one splice, under io_lock once */
 		/* by reference: the transport splices the pages under io_lock when it sends */
 		cmd->zc = true;
 		cmd->zc_off = rw.lba * lu->block_size;

@@ -221,6 +221,7 @@ struct scsi_cmd {
 	uint32_t spdtl;
 	bool nowait;	  /* on the loop thread: never block, set would_block instead */
 	bool zc_ok;	  /* the transport can splice this read's data from the file */
+	uint32_t zc_max;  /* ... whose pages, spanned, must fit in this many bytes */
 	bool zc;	  /* read done by reference: in_len bytes at zc_off of lu->fd */
 	uint64_t zc_off;
 	bool would_block; /* nowait could not complete: run again on a worker */
