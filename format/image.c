@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -643,13 +644,12 @@ vd_layer_open_related(struct vd_layer *l, const char *path, int flags)
 	if (!full) {
 		return vd_set_error(ENOMEM, "out of memory");
 	}
-	fd = open(full, flags | O_CLOEXEC);
+	fd = vd_open_file(full, flags);
 	if (fd < 0) {
-		int e = errno;
+		char why[256];
 
-		vd_set_error(e, "%s: cannot open %s: %s", l->path, full, strerror(e));
-		free(full);
-		return -e;
+		snprintf(why, sizeof(why), "%s", vd_get_error());
+		vd_set_error(-fd, "%s: cannot open %s", l->path, why);
 	}
 	free(full);
 	return fd;

@@ -95,6 +95,17 @@ ok "  'vdisk: nonexistent.vdk: ...'" grep -q "^vdisk: nonexistent.vdk: " "$T/err
 printf 'VDK' >short.vdk
 run_rc rc "$VDISK" info -- short.vdk
 ok "3-byte file: no crash ($rc)" no_crash "$rc"
+# Not a disk: a FIFO (the open must not block waiting for a writer), a character device.
+mkfifo fifo
+run_rc rc timeout 10 "$VDISK" info fifo
+ok "a FIFO is refused at once" sh -c "[ $rc -eq 1 ] && grep -q '^vdisk: fifo: not a disk image' '$T/err'"
+run_rc rc timeout 10 "$VDISK" convert -O raw fifo out.raw
+ok "  also as a convert source" sh -c "[ $rc -eq 1 ] && [ ! -e out.raw ]"
+run_rc rc "$VDISK" info /dev/zero
+ok "a character device is refused" sh -c "[ $rc -eq 1 ] && grep -q 'not a disk image' '$T/err'"
+run_rc rc "$VDISK" info .
+ok "a directory is refused" sh -c "[ $rc -eq 1 ] && grep -q 'is a directory' '$T/err'"
+
 run_rc rc "$VDISK" --key-file
 ok "--key-file without an argument refused" test "$rc" -eq 1
 run_rc rc "$VDISK" --key-fd x info huge.vdk
