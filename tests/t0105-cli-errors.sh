@@ -121,7 +121,7 @@ ok_eq "$(md5sum <sf.raw)" "$sum_before" "  and the file is untouched"
 # An image a writer has open (a real read-write vdiskfs mount) holds still for nobody:
 # check and convert refuse it unless -U.
 . "$SRCDIR/tests/fs-lib.sh"
-fs_mount sf.vdk mnt
+fs_mount sf.vdk "$T/mnt"
 run_rc rc "$VDISK" check sf.vdk
 ok "check of a mounted image refused" sh -c "[ $rc -eq 1 ] && grep -q 'open for writing elsewhere' '$T/err'"
 run_rc rc "$VDISK" check -U sf.vdk
@@ -131,7 +131,7 @@ ok "convert of a mounted image refused" sh -c "[ $rc -eq 1 ] && [ ! -e cp.vdk ]"
 run_rc rc "$VDISK" convert --force-share sf.vdk cp.vdk
 ok "convert --force-share goes on" test "$rc" -eq 0
 ok "info works on a mounted image" vd info sf.vdk
-ok "unmount" fs_umount mnt
+ok "unmount" fs_umount "$T/mnt"
 ok "check after unmount" vd check sf.vdk
 
 run_rc rc "$VDISK" --key-file
