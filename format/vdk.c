@@ -870,8 +870,13 @@ vdk_reserve_ctr_locked(struct vd_layer *l, uint64_t need)
 	return vdk_header_write(l->fd, l->path, &st->hdr, st->crypt);
 }
 
-int
-vdk_commit_locked(struct vd_layer *l)
+/*
+ * Commit with st->lock held. unlock_syncs: the caller also holds st->gate for
+ * writing (no writer can change the tree), so lock is let go during the syncs
+ * of the header write and readers are not held up by them.
+ */
+static int
+vdk_commit(struct vd_layer *l, bool unlock_syncs)
 {
 	struct vdk_state *st = l->st;
 	struct vdk_header h;
@@ -879,6 +884,10 @@ vdk_commit_locked(struct vd_layer *l)
 	uint8_t sum[16];
 	int r;
 
+	/* One commit at a time (vd_check may commit while a flush syncs). */
+	while (st->committing) {
+		pthread_cond_wait(&st->commit_done, &st->lock);
+	}
 	if (!st->dirty) {
 		return 0;
 	}
@@ -940,7 +949,17 @@ vdk_commit_locked(struct vd_layer *l)
 	if (st->crypt && h.ctr_next < st->ctr_next + VDK_CTR_RESERVE / 2) {
 		h.ctr_next = st->ctr_next + VDK_CTR_RESERVE;
 	}
-	r = vdk_header_write(l->fd, l->path, &h, st->crypt);
+	if (unlock_syncs) {
+		/* Readers may load nodes meanwhile; the dirty ones stay as written. */
+		st->committing = true;
+		pthread_mutex_unlock(&st->lock);
+		r = vdk_header_write(l->fd, l->path, &h, st->crypt);
+		pthread_mutex_lock(&st->lock);
+		st->committing = false;
+		pthread_cond_broadcast(&st->commit_done);
+	} else {
+		r = vdk_header_write(l->fd, l->path, &h, st->crypt);
+	}
 	if (r < 0) {
 		return r;
 	}
@@ -971,6 +990,27 @@ vdk_commit_locked(struct vd_layer *l)
 	st->nfreshv = 0;
 	vdk_cache_evict(st);
 	return 0;
+}
+
+int
+vdk_commit_locked(struct vd_layer *l)
+{
+	return vdk_commit(l, false);
+}
+
+/* Commit without holding readers up during the syncs. Takes gate and lock itself. */
+static int
+vdk_commit_gated(struct vd_layer *l)
+{
+	struct vdk_state *st = l->st;
+	int r;
+
+	pthread_rwlock_wrlock(&st->gate);
+	pthread_mutex_lock(&st->lock);
+	r = vdk_commit(l, true);
+	pthread_mutex_unlock(&st->lock);
+	pthread_rwlock_unlock(&st->gate);
+	return r;
 }
 
 /* ---- data path ------------------------------------------------------------- */
@@ -1386,24 +1426,24 @@ vdk_write_blocks(struct vd_layer *l, uint64_t vb, uint64_t nb, const uint8_t *da
 	return r;
 }
 
+/* Called by a writer after it let go of gate. */
 static int
 vdk_maybe_autocommit(struct vd_layer *l)
 {
 	struct vdk_state *st = l->st;
-	int r = 0;
+	bool go;
 
 	pthread_mutex_lock(&st->lock);
 	/* Bound what a commit owes: dirty map, and space held back for the committed tree. */
-	if ((uint64_t)st->ndirty * st->node_size > VDK_AUTOCOMMIT_DIRTY ||
-	    st->npending > VD_MAX(4096u, st->file_blocks / 16)) {
-		r = vdk_commit_locked(l);
-	}
+	go = (uint64_t)st->ndirty * st->node_size > VDK_AUTOCOMMIT_DIRTY ||
+	     st->npending > VD_MAX(4096u, st->file_blocks / 16);
 	pthread_mutex_unlock(&st->lock);
-	return r;
+	return go ? vdk_commit_gated(l) : 0;
 }
 
+/* The change of a write; the caller holds gate for reading. */
 static int
-vdk_pwrite(struct vd_layer *l, const void *buf, size_t len, uint64_t off)
+vdk_pwrite_gated(struct vd_layer *l, const void *buf, size_t len, uint64_t off)
 {
 	struct vdk_state *st = l->st;
 	const uint8_t *src = buf;
@@ -1447,6 +1487,18 @@ vdk_pwrite(struct vd_layer *l, const void *buf, size_t len, uint64_t off)
 	}
 	vdk_lock_stripes(st, vb, vb_end - vb, false);
 	free(tmp);
+	return r;
+}
+
+static int
+vdk_pwrite(struct vd_layer *l, const void *buf, size_t len, uint64_t off)
+{
+	struct vdk_state *st = l->st;
+	int r;
+
+	pthread_rwlock_rdlock(&st->gate);
+	r = vdk_pwrite_gated(l, buf, len, off);
+	pthread_rwlock_unlock(&st->gate);
 	if (r == 0) {
 		r = vdk_maybe_autocommit(l);
 	}
@@ -1464,13 +1516,14 @@ vdk_zero(struct vd_layer *l, uint64_t off, uint64_t len)
 	if (!zeroes) {
 		return vd_set_error(ENOMEM, "out of memory");
 	}
+	pthread_rwlock_rdlock(&st->gate);
 	while (len > 0 && r == 0) {
 		uint32_t head = (uint32_t)(off & (st->bs - 1));
 		uint64_t n;
 
 		if (head || len < st->bs) {
 			n = VD_MIN(len, (uint64_t)st->bs - head);
-			r = vdk_pwrite(l, zeroes, (size_t)n, off);
+			r = vdk_pwrite_gated(l, zeroes, (size_t)n, off);
 		} else {
 			struct vdk_entry ze = { .ptr = st->has_backing ? VDK_PTR_ZERO : 0 };
 			uint64_t b = off >> st->bshift;
@@ -1487,6 +1540,7 @@ vdk_zero(struct vd_layer *l, uint64_t off, uint64_t len)
 		off += n;
 		len -= n;
 	}
+	pthread_rwlock_unlock(&st->gate);
 	free(zeroes);
 	if (r == 0) {
 		r = vdk_maybe_autocommit(l);
@@ -1498,15 +1552,11 @@ static int
 vdk_flush(struct vd_layer *l)
 {
 	struct vdk_state *st = l->st;
-	int r;
 
 	if (!st->writable) {
 		return 0;
 	}
-	pthread_mutex_lock(&st->lock);
-	r = vdk_commit_locked(l);
-	pthread_mutex_unlock(&st->lock);
-	return r;
+	return vdk_commit_gated(l);
 }
 
 static int
@@ -1741,8 +1791,10 @@ vdk_open_layer(struct vd_layer *l)
 	pthread_rwlockattr_init(&ra);
 	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
 	pthread_rwlock_init(&st->reuse, &ra);
+	pthread_rwlock_init(&st->gate, &ra);	/* a waiting flush is not starved by writers */
 	pthread_rwlockattr_destroy(&ra);
 	pthread_mutex_init(&st->lock, NULL);
+	pthread_cond_init(&st->commit_done, NULL);
 	for (size_t i = 0; i < VD_ARRAY_SIZE(st->stripes); i++) {
 		pthread_mutex_init(&st->stripes[i], NULL);
 	}
@@ -1859,6 +1911,8 @@ vdk_close(struct vd_layer *l)
 	vdk_crypt_destroy(st->crypt);
 	pthread_mutex_destroy(&st->lock);
 	pthread_rwlock_destroy(&st->reuse);
+	pthread_rwlock_destroy(&st->gate);
+	pthread_cond_destroy(&st->commit_done);
 	for (size_t i = 0; i < VD_ARRAY_SIZE(st->stripes); i++) {
 		pthread_mutex_destroy(&st->stripes[i]);
 	}
