@@ -564,7 +564,9 @@ task_try_inline(struct iscsi_conn *c, struct iscsi_task *t)
 		return false;
 	}
 	/* large reads of a tmpfs file go by reference when the pipe holds them whole */
+	/* (Data-In PDUs without padding: every length a multiple of 4) */
 	t->cmd.zc_ok = rd && lu->zerocopy && !c->ddigest && t->edtl % 4 == 0 &&
+		       c->params.max_xmit_dsl % 4 == 0 && c->params.max_burst % 4 == 0 &&
 		       t->edtl <= CONN_PIPE_SIZE && conn_pipe(c) >= t->edtl;
 	t->cmd.zc_max = c->pipe_cap;
 	t->cmd.nowait = true;
