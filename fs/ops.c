@@ -47,11 +47,12 @@
  * at the next fsync or close of disk, and disk's cache is dropped then so that
  * reads show the image again.
  *
- * Nested I/O: a request handler opens MOUNTPOINT/disk itself (checking st_dev
- * is our mount) and calls fsync, sync_file_range or posix_fadvise on it; the
- * requests this causes (OPEN, WRITE, FLUSH) are served by the other worker
- * threads. It is done only when disk is open, and never with disk's inode lock
- * held by the request being served.
+ * Nested I/O: a helper process (nested.c) opens MOUNTPOINT/disk (checking
+ * st_dev is our mount) and calls fsync, sync_file_range or posix_fadvise on it
+ * while the request handler waits for its answer; the requests this causes
+ * (OPEN with keep_cache, WRITE, FLUSH) are served by the other worker threads.
+ * It is done only while disk is open (for writing, for a write-back), so it
+ * costs nothing when partitions are used alone.
  *
  * snapshots/NAME/disk is immutable and opened with keep_cache; the small text
  * files use direct_io. After a partition file was written, disk's cached
