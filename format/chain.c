@@ -172,17 +172,12 @@ chain_layer_open(const char *path, const char *fmt, bool rdwr, bool is_backing,
 	struct stat st;
 	int fd, r;
 
-	fd = open(path, (rdwr ? O_RDWR : O_RDONLY) | O_CLOEXEC);
-	if (fd < 0 && rdwr && (errno == EACCES || errno == EROFS)) {
-		return vd_set_error(errno, "%s: cannot open for writing: %s", path,
-				    strerror(errno));
-	}
+	fd = vd_open_file(path, rdwr ? O_RDWR : O_RDONLY);
 	if (fd < 0) {
-		return vd_set_error(errno, "%s: %s", path, strerror(errno));
+		return fd;
 	}
-	if (fstat(fd, &st) < 0 || S_ISDIR(st.st_mode)) {
-		r = vd_set_error(S_ISDIR(st.st_mode) ? EISDIR : errno, "%s: %s", path,
-				 S_ISDIR(st.st_mode) ? "is a directory" : strerror(errno));
+	if (fstat(fd, &st) < 0) {
+		r = vd_set_error(errno, "%s: %s", path, strerror(errno));
 		close(fd);
 		return r;
 	}

@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -479,6 +480,37 @@ vd_snapshot_count(struct vd_image *img)
 	return n;
 }
 
+/* A read-only layer showing internal snapshot in of layer l (qcow2), or NULL with the error set. */
+static struct vd_layer *
+internal_view_open(struct vd_layer *l, int in)
+{
+	struct vd_layer *view = calloc(1, sizeof(*view));
+
+	if (!view) {
+		vd_set_error(ENOMEM, "out of memory");
+		return NULL;
+	}
+	view->drv = l->drv;
+	view->fd = -1;
+	view->readonly = true;
+	view->refs = 1;
+	pthread_mutex_init(&view->serialize, NULL);
+	view->path = strdup(l->path);
+	view->st = l->drv->instance_size ? calloc(1, l->drv->instance_size) : NULL;
+	if (!view->path || (l->drv->instance_size && !view->st)) {
+		view->drv = NULL;
+		chain_layer_close(view);
+		vd_set_error(ENOMEM, "out of memory");
+		return NULL;
+	}
+	if (l->drv->snapshot_open(l, in, view) < 0) {
+		view->drv = NULL;
+		chain_layer_close(view);
+		return NULL;
+	}
+	return view;
+}
+
 static int
 image_snapshot_info_locked(struct vd_image *img, int idx, struct vd_snapshot_info *info)
 {
@@ -496,6 +528,15 @@ image_snapshot_info_locked(struct vd_image *img, int idx, struct vd_snapshot_inf
 
 		if (r < 0) {
 			return r;
+		}
+		/* What that snapshot holds in its own tables, as its "changed" lists it. */
+		if (l->drv->allocated) {
+			struct vd_layer *view = internal_view_open(l, in);
+
+			if (view) {
+				info->allocated = view->drv->allocated(view);
+				chain_layer_close(view);
+			}
 		}
 	} else {
 		info->name = l->name;
@@ -551,7 +592,7 @@ vd_snapshot_open(struct vd_image *img, int idx)
 	struct vd_chain *c = img->chain;
 	struct vd_layer *l, *view = NULL;
 	struct vd_image *v = NULL;
-	int in, r;
+	int in;
 
 	pthread_rwlock_wrlock(&c->lock);
 	if (idx < 0 || image_snapshot_at(img, idx, &l, &in) < 0) {
@@ -559,22 +600,8 @@ vd_snapshot_open(struct vd_image *img, int idx)
 		goto out;
 	}
 	if (in >= 0) {
-		view = calloc(1, sizeof(*view));
+		view = internal_view_open(l, in);
 		if (!view) {
-			vd_set_error(ENOMEM, "out of memory");
-			goto out;
-		}
-		view->drv = l->drv;
-		view->fd = -1;
-		view->readonly = true;
-		view->refs = 1;
-		pthread_mutex_init(&view->serialize, NULL);
-		view->path = strdup(l->path);
-		view->st = l->drv->instance_size ? calloc(1, l->drv->instance_size) : NULL;
-		r = l->drv->snapshot_open(l, in, view);
-		if (r < 0) {
-			view->drv = NULL;
-			chain_layer_close(view);
 			goto out;
 		}
 		view->chain = c;
@@ -643,13 +670,12 @@ vd_layer_open_related(struct vd_layer *l, const char *path, int flags)
 	if (!full) {
 		return vd_set_error(ENOMEM, "out of memory");
 	}
-	fd = open(full, flags | O_CLOEXEC);
+	fd = vd_open_file(full, flags);
 	if (fd < 0) {
-		int e = errno;
+		char why[256];
 
-		vd_set_error(e, "%s: cannot open %s: %s", l->path, full, strerror(e));
-		free(full);
-		return -e;
+		snprintf(why, sizeof(why), "%s", vd_get_error());
+		vd_set_error(-fd, "%s: cannot open %s", l->path, why);
 	}
 	free(full);
 	return fd;

@@ -55,4 +55,17 @@ bool vd_is_zero(const void *buf, size_t len);
 /* Lock the file: exclusive for writers, shared for readers. 0, or -EBUSY with a message. */
 int vd_lock_fd(int fd, const char *path, bool exclusive);
 
+/*
+ * Call fn(arg, i) for every i in [0, n) on the library's worker threads and the
+ * calling thread; return when all are done (format/pool.c). For CPU-bound work
+ * within one request (AEAD); fn must not take image locks.
+ */
+void vd_pool_run(size_t n, void (*fn)(void *arg, size_t i), void *arg);
+/*
+ * open(2) for an image or one of its parts: O_CLOEXEC, and anything that is not
+ * a regular file or a block device (a FIFO, a tty, /dev/zero) refused without
+ * blocking. Returns the fd, or -errno with the error message set.
+ */
+int vd_open_file(const char *path, int flags);
+
 #endif

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -118,6 +119,44 @@ vd_is_zero(const void *buf, size_t len)
 		}
 	}
 	return len <= 16 || memcmp(p, p + 16, len - 16) == 0;
+}
+
+int
+vd_open_file(const char *path, int flags)
+{
+	struct stat st;
+	int fd = open(path, flags | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+
+	if (fd < 0) {
+		int e = errno;
+
+		if ((flags & O_ACCMODE) == O_RDWR && (e == EACCES || e == EROFS)) {
+			return vd_set_error(e, "%s: cannot open for writing: %s", path, strerror(e));
+		}
+		return vd_set_error(e, "%s: %s", path, strerror(e));
+	}
+	if (fstat(fd, &st) < 0) {
+		int e = errno;
+
+		close(fd);
+		return vd_set_error(e, "%s: %s", path, strerror(e));
+	}
+	if (S_ISDIR(st.st_mode)) {
+		close(fd);
+		return vd_set_error(EISDIR, "%s: is a directory", path);
+	}
+	if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+		close(fd);
+		return vd_set_error(EINVAL, "%s: not a disk image (neither a regular file nor a "
+					    "block device)", path);
+	}
+	if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0) {
+		int e = errno;
+
+		close(fd);
+		return vd_set_error(e, "%s: %s", path, strerror(e));
+	}
+	return fd;
 }
 
 int

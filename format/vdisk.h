@@ -11,8 +11,11 @@
  * vd_pread, vd_pwrite, vd_discard, vd_write_zeroes, vd_flush and vd_block_status.
  * Snapshot operations (vd_snapshot_*) may also run concurrently with I/O: they
  * quiesce the image internally (writes that returned before the call are in the
- * snapshot, writes that start after it returns are not). The library starts no
- * threads of its own.
+ * snapshot, writes that start after it returns are not). The library's only
+ * threads of its own are a pool (one fewer than the online CPUs, started at the
+ * first large request to an encrypted image, restarted after fork()) that seals
+ * and opens the blocks of one large request in parallel; they hold no image
+ * state and never call back into the application.
  *
  * ERRORS: functions return 0 (or a count) on success and -errno on failure;
  * constructors return NULL and set errno. In both cases vd_get_error() gives a

@@ -57,10 +57,10 @@ struct vdk_keys_chain {
 static int
 vdk_keys_open_fd(const char *path, bool rw, int *fdp)
 {
-	int fd = open(path, (rw ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+	int fd = vd_open_file(path, rw ? O_RDWR : O_RDONLY);
 
 	if (fd < 0) {
-		return vd_set_error(errno, "%s: %s", path, strerror(errno));
+		return fd;
 	}
 	if (rw) {
 		int r = vd_lock_fd(fd, path, true);

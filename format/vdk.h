@@ -104,11 +104,18 @@ struct vdk_bitmap;
 
 struct vdk_state {
 	/*
-	 * Lock order: reuse (read: readers between look-up and pread; write:
-	 * recycling freed blocks) before lock.
+	 * Lock order: gate, then reuse, then lock.
+	 * gate: read by writers (pwrite, zero) for their whole change; write by a
+	 * flush or an automatic commit, which lets go of lock while it syncs (so
+	 * that readers go on) but keeps the writers out until the commit is done.
+	 * reuse: read by readers between look-up and pread; write while recycling
+	 * freed blocks.
 	 */
+	pthread_rwlock_t gate;
 	pthread_rwlock_t reuse;
 	pthread_mutex_t lock;		/* protects everything below */
+	pthread_cond_t commit_done;	/* committing went false */
+	bool committing;		/* a commit is syncing without lock: another waits */
 	struct vdk_header hdr;		/* as last committed */
 	struct vdk_entry root;		/* in-memory root (== hdr.root when clean) */
 	uint32_t bs;

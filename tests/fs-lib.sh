@@ -62,7 +62,13 @@ daemon_pid() {
 	for _p in /proc/[0-9]*; do
 		_c=$(cat "$_p/cmdline" 2>/dev/null | tr '\0' ' ')
 		case "$_c" in
-		*vdiskfs*" $1 "* | *vdiskfs*" $1") echo "${_p#/proc/}"; return 0 ;;
+		*vdiskfs*" $1 "* | *vdiskfs*" $1")
+			# Ours only: a daemon of another test (or person) may have the same arguments;
+			# ours inherited this test's $T (lib.sh exports it).
+			tr '\0' '\n' <"$_p/environ" 2>/dev/null | grep -qxF "T=$T" || continue
+			echo "${_p#/proc/}"
+			return 0
+			;;
 		esac
 	done
 	return 1

@@ -95,6 +95,45 @@ ok "  'vdisk: nonexistent.vdk: ...'" grep -q "^vdisk: nonexistent.vdk: " "$T/err
 printf 'VDK' >short.vdk
 run_rc rc "$VDISK" info -- short.vdk
 ok "3-byte file: no crash ($rc)" no_crash "$rc"
+# Not a disk: a FIFO (the open must not block waiting for a writer), a character device.
+mkfifo fifo
+run_rc rc timeout 10 "$VDISK" info fifo
+ok "a FIFO is refused at once" sh -c "[ $rc -eq 1 ] && grep -q '^vdisk: fifo: not a disk image' '$T/err'"
+run_rc rc timeout 10 "$VDISK" convert -O raw fifo out.raw
+ok "  also as a convert source" sh -c "[ $rc -eq 1 ] && [ ! -e out.raw ]"
+run_rc rc "$VDISK" info /dev/zero
+ok "a character device is refused" sh -c "[ $rc -eq 1 ] && grep -q 'not a disk image' '$T/err'"
+run_rc rc "$VDISK" info .
+ok "a directory is refused" sh -c "[ $rc -eq 1 ] && grep -q 'is a directory' '$T/err'"
+
+# convert must never write over what it reads: IN itself (under another spelling) or a backing file.
+vd create -s 1M sf.vdk >/dev/null
+vd bench -q -w --pattern 0x77 -c 16 -s 64K sf.vdk
+vd convert -O raw sf.vdk sf.raw
+vd create -b sf.raw -F raw sfo.vdk >/dev/null
+sum_before=$(md5sum <sf.raw)
+run_rc rc "$VDISK" convert -O raw sf.raw ./sf.raw
+ok "convert IN onto itself (./IN) refused" sh -c "[ $rc -eq 1 ] && grep -q 'would be overwritten' '$T/err'"
+run_rc rc "$VDISK" convert -O raw sfo.vdk "$T/sf.raw"
+ok "convert onto a backing file of IN refused" sh -c "[ $rc -eq 1 ] && grep -q 'backing files' '$T/err'"
+ok_eq "$(md5sum <sf.raw)" "$sum_before" "  and the file is untouched"
+
+# An image a writer has open (a real read-write vdiskfs mount) holds still for nobody:
+# check and convert refuse it unless -U.
+. "$SRCDIR/tests/fs-lib.sh"
+fs_mount sf.vdk "$T/mnt"
+run_rc rc "$VDISK" check sf.vdk
+ok "check of a mounted image refused" sh -c "[ $rc -eq 1 ] && grep -q 'open for writing elsewhere' '$T/err'"
+run_rc rc "$VDISK" check -U sf.vdk
+ok "check -U goes on, with a warning" sh -c "[ $rc -eq 0 ] && grep -q 'warning' '$T/err'"
+run_rc rc "$VDISK" convert sf.vdk cp.vdk
+ok "convert of a mounted image refused" sh -c "[ $rc -eq 1 ] && [ ! -e cp.vdk ]"
+run_rc rc "$VDISK" convert --force-share sf.vdk cp.vdk
+ok "convert --force-share goes on" test "$rc" -eq 0
+ok "info works on a mounted image" vd info sf.vdk
+ok "unmount" fs_umount "$T/mnt"
+ok "check after unmount" vd check sf.vdk
+
 run_rc rc "$VDISK" --key-file
 ok "--key-file without an argument refused" test "$rc" -eq 1
 run_rc rc "$VDISK" --key-fd x info huge.vdk

@@ -48,6 +48,9 @@ same_file "qcow2 chain: snapshots/c1.qcow2/disk" mq/snapshots/c1.qcow2/disk c1.r
 same_file "qcow2 internal snapshot: snapshots/snapA/disk" mq/snapshots/snapA/disk snapA.raw
 ok "writing to a foreign disk fails" sh -c "! dd if=/dev/zero of=mq/disk bs=4k count=1 conv=notrunc 2>/dev/null"
 ok_eq "$(ls mq/snapshots | wc -l)" 3 "three snapshot folders"
+# snapA holds what c2 held when it was taken: the 2 MiB written at 6 MiB.
+ok_eq "$(cat mq/snapshots/snapA/changed)" "6291456 2097152" "internal snapshot: changed"
+ok "internal snapshot: info says the same allocated bytes" grep -qx "allocated: 2097152" mq/snapshots/snapA/info
 fusermount3 -u mq
 
 # ESXi VMDK chain with .vmsd names.

@@ -170,6 +170,38 @@ test_image(const char *cipher)
 		}
 	}
 	check_int(bad, 0);
+	/* The same in one large read, whose blocks are opened on several threads. */
+	memset(buf, 0xee, sizeof(buf));
+	r = vd_pread(img, buf, sizeof(buf), 0);
+	ok(r == -EIO && strstr(vd_get_error(), "block 17 ") != NULL,
+	   "%s: one %u-block read: EIO naming block 17: %d (%s)", cipher, NB, r, vd_get_error());
+	ok(vd_is_zero(buf, sizeof(buf)), "%s: and it hands out no unverified byte", cipher);
+	vd_close(img);
+	/* Two bad blocks in different chunks: the error names the first one, whichever fails first. */
+	{
+		uint64_t off2 = block_offset(50);
+
+		flip_byte(off2 + 7, 0x01);
+		img = open_img("pw one", false);
+		for (int k = 0; k < 20 && img; k++) {
+			r = vd_pread(img, buf, sizeof(buf), 0);
+			if (r != -EIO || !strstr(vd_get_error(), "block 17 ")) {
+				break;
+			}
+		}
+		ok(img && r == -EIO && strstr(vd_get_error(), "block 17 ") != NULL,
+		   "%s: blocks 17 and 50 bad: the error names 17 (%s)", cipher,
+		   img ? vd_get_error() : "no image");
+		r = img ? vd_pread(img, buf, 8 * BS, 48 * BS) : -1;
+		ok(r == -EIO && strstr(vd_get_error(), "block 50 ") != NULL, "%s: and 50 from 48 on",
+		   cipher);
+		vd_close(img);
+		flip_byte(off2 + 7, 0x01);
+	}
+	img = open_img("pw one", false);
+	if (!ok(img != NULL, "%s: reopen", cipher)) {
+		return;
+	}
 	memset(&res, 0, sizeof(res));
 	check_int(vd_check(img, count_cb, &ncorrupt, &res), 0);
 	check_int(ncorrupt, 1);

@@ -78,6 +78,13 @@ void vdisk_msg_error(const char *file, const char *msg);
 
 /* Open path (and its chain) with the global key source; reports errors itself. */
 struct vd_image *vdisk_open(const char *path, const char *format, unsigned flags);
+/*
+ * For commands that need the image to hold still (check, convert): take a shared
+ * lock on every layer file of img until the process exits, so that no writer
+ * (a vdiskfs mount) can start meanwhile. If a writer already holds one, say so
+ * and return -1, unless force (-U): then warn and return 0.
+ */
+int vdisk_hold_still(const char *cmd, const char *file, struct vd_image *img, bool force);
 
 /* Parse "10G", "512M", "4096", "64K", "1TiB"; 0 or -EINVAL/-ERANGE. */
 int vdisk_parse_size(const char *s, uint64_t *out);

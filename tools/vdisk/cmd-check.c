@@ -94,20 +94,25 @@ vdisk_cmd_check(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{"json", no_argument, NULL, 'j'},
+		{"force-share", no_argument, NULL, 'U'},
 		{NULL, 0, NULL, 0},
 	};
 	struct vdisk_check_ctx ctx = {0};
 	struct vd_check_result res = {0};
 	struct vd_image *img;
 	const char *file;
+	bool force = false;
 	char hs[32];
 	size_t i;
 	int c, rc;
 
-	while ((c = getopt_long(argc, argv, "+", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+U", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'j':
 			ctx.json = true;
+			break;
+		case 'U':
+			force = true;
 			break;
 		default:
 			return vdisk_usage_error("check", "bad option");
@@ -125,6 +130,10 @@ vdisk_cmd_check(int argc, char **argv)
 		return e == EBADMSG || e == EUCLEAN ? VDISK_EXIT_CORRUPT : VDISK_EXIT_ERROR;
 	}
 	ctx.img = img;
+	if (vdisk_hold_still("check", file, img, force) < 0) {
+		rc = VDISK_EXIT_ERROR;
+		goto out;
+	}
 	rc = vd_check(img, vdisk_check_report, &ctx, &res);
 	if (rc < 0) {
 		vdisk_lib_error(file);

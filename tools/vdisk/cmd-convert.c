@@ -163,6 +163,27 @@ vdisk_conv_extent(void *opaque, const struct vd_extent *e)
 	return vdisk_conv_data(cv, e->offset, e->length) < 0 ? -ECANCELED : 0;
 }
 
+/* true if path names (the same inode as) a layer file of img. */
+static bool
+vdisk_same_file_in_chain(struct vd_image *img, const char *path)
+{
+	struct stat so, sl;
+	int n = vd_layer_count(img);
+
+	if (stat(path, &so) < 0) {
+		return false;	/* does not exist yet */
+	}
+	for (int i = 0; i < n; i++) {
+		struct vd_layer_info li;
+
+		if (vd_layer_info(img, i, &li) == 0 && li.path && stat(li.path, &sl) == 0 &&
+		    sl.st_dev == so.st_dev && sl.st_ino == so.st_ino) {
+			return true;
+		}
+	}
+	return false;
+}
+
 int
 vdisk_cmd_convert(int argc, char **argv)
 {
@@ -170,20 +191,24 @@ vdisk_cmd_convert(int argc, char **argv)
 		{"progress", no_argument, NULL, 'p'},
 		{"output-format", required_argument, NULL, 'O'},
 		{"format", required_argument, NULL, 'f'},
+		{"force-share", no_argument, NULL, 'U'},
 		VDISK_IMAGE_LONGOPTS,
 		{NULL, 0, NULL, 0},
 	};
 	struct vdisk_conv cv = {.out_fd = -1, .last_pct = -1};
 	struct vd_create_opts co = {0};
 	const char *ofmt = "vdk", *ifmt = NULL, *cipher = NULL;
-	bool encrypt = false, created = false;
+	bool encrypt = false, created = false, force = false;
 	char *pass = NULL;
 	int c, rc = VDISK_EXIT_ERROR, walk;
 
-	while ((c = getopt_long(argc, argv, "+pO:f:", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+pO:f:U", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'p':
 			cv.progress = true;
+			break;
+		case 'U':
+			force = true;
 			break;
 		case 'O':
 			ofmt = optarg;
@@ -224,6 +249,15 @@ vdisk_cmd_convert(int argc, char **argv)
 	cv.in = vdisk_open(cv.in_path, ifmt, 0);
 	if (!cv.in) {
 		return VDISK_EXIT_ERROR;
+	}
+	if (vdisk_same_file_in_chain(cv.in, cv.out_path)) {
+		vdisk_error(cv.out_path, "is %s or one of its backing files: it would be "
+					 "overwritten while it is read",
+			    cv.in_path);
+		goto out;
+	}
+	if (vdisk_hold_still("convert", cv.in_path, cv.in, force) < 0) {
+		goto out;
 	}
 	cv.size = vd_get_size(cv.in);
 	cv.buf = malloc(VDISK_COPY_CHUNK);

@@ -8,11 +8,14 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <sodium.h>
 
@@ -73,6 +76,47 @@ vdisk_open(const char *path, const char *format, unsigned flags)
 		vdisk_lib_error(path);
 	}
 	return img;
+}
+
+int
+vdisk_hold_still(const char *cmd, const char *file, struct vd_image *img, bool force)
+{
+	int n = vd_layer_count(img);
+
+	for (int i = 0; i < n; i++) {
+		struct vd_layer_info li;
+		int fd;
+
+		if (vd_layer_info(img, i, &li) < 0 || !li.path) {
+			continue;
+		}
+		/* Kept open on purpose: the lock lasts until the command exits. */
+		fd = open(li.path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+		if (fd < 0) {
+			continue;
+		}
+		if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
+			continue;
+		}
+		close(fd);
+		if (errno != EWOULDBLOCK) {
+			continue;
+		}
+		if (force) {
+			fprintf(stderr,
+				"vdisk: %s: warning: %s is open for writing elsewhere (mounted?); "
+				"going on as -U asks, but writes in flight can show up as "
+				"differences or errors\n",
+				file, li.path);
+			continue;
+		}
+		vdisk_error(file,
+			    "%s is open for writing elsewhere (mounted by vdiskfs?); unmount it "
+			    "first, or give -U (--force-share) to %s it as it changes",
+			    li.path, cmd);
+		return -1;
+	}
+	return 0;
 }
 
 int

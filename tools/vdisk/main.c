@@ -42,13 +42,13 @@ const struct vdisk_cmd vdisk_cmds[] = {
 	{ "info", vdisk_cmd_info, "info [--json] FILE",
 	  "describe the image and its whole backing chain, top first",
 	  "      --json               machine-readable output: an array of layers, top first\n" },
-	{ "check", vdisk_cmd_check, "check [--json] FILE",
+	{ "check", vdisk_cmd_check, "check [--json] [-U] FILE",
 	  "verify the structure and every checksum of every layer",
 	  "      --json               machine-readable report\n"
 	  "  Exit status: 0 clean (leaked space is reported, but harms no data),\n"
 	  "  1 the check could not run, 2 corruption found.\n" },
 	{ "convert", vdisk_cmd_convert,
-	  "convert [-p] [-O raw|vdk] [-f FMT] [--block-size N] [--encrypt [--cipher C]] IN OUT",
+	  "convert [-p] [-U] [-O raw|vdk] [-f FMT] [--block-size N] [--encrypt [--cipher C]] IN OUT",
 	  "copy an image into a new raw or native file, keeping holes",
 	  "  -p, --progress           show progress\n"
 	  "  -O, --output-format FMT  raw or vdk (default: vdk)\n"
