@@ -661,6 +661,16 @@ vdfs_write(const char *path, const char *buf, size_t size, off_t off, struct fus
 	if (!fh_clip(fh, off, &size)) {
 		return -ENOSPC; /* a disk does not grow */
 	}
+	/*
+	 * After ENOSPC, the kernel's write-back goes on sending the rest of the dirty
+	 * pages; each would take what little room is left, until not even a commit
+	 * fits. Refuse them until a flush or a discard succeeds (as a writer that
+	 * stopped at its first error would have left it).
+	 */
+	if (fs->writeback && atomic_load(&fs->enospc)) {
+		atomic_store(&fs->disk_wb_error, true);
+		return -ENOSPC;
+	}
 	if (fh->kind == K_PART) {
 		disk_sync_range(fs, fh->base + (uint64_t)off, size);
 		ret = vdfs_split_io(fs, fh->img, true, (void *)buf, size, fh->base + (uint64_t)off,
@@ -674,6 +684,9 @@ vdfs_write(const char *path, const char *buf, size_t size, off_t off, struct fus
 		}
 	}
 	if (ret < 0) {
+		if (ret == -ENOSPC) {
+			atomic_store(&fs->enospc, true);
+		}
 		return logged ? ret : vdfs_err(fs, "write", ret);
 	}
 	note_write(fs, fh);
@@ -696,6 +709,7 @@ vdfs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 	if (ret < 0) {
 		return vdfs_err(fs, "fsync", ret);
 	}
+	atomic_store(&fs->enospc, false);
 	if ((fh->kind == K_PART && atomic_exchange(&fs->disk_stale, false)) ||
 	    (fh->kind == K_DISK && atomic_exchange(&fs->disk_wb_error, false))) {
 		/* After a failed write-back the cache holds bytes the image does not. */
@@ -760,6 +774,7 @@ vdfs_fallocate(const char *path, int mode, off_t off, off_t len, struct fuse_fil
 	if (ret < 0) {
 		return vdfs_err(fs, "fallocate", ret);
 	}
+	atomic_store(&fs->enospc, false); /* a discard may have made room */
 	note_write(fs, fh);
 	return 0;
 }

@@ -81,6 +81,7 @@ struct vdfs {
 	atomic_int disk_writers; /* writable ones among them (may hold dirty pages) */
 	atomic_bool disk_wb_error; /* a write-back WRITE failed: drop disk's cache at fsync */
 	atomic_int nested_pid;	   /* the nested-I/O helper process (nested.c), 0 if none */
+	atomic_bool enospc;	   /* a write met ENOSPC: refuse writes until a flush or discard */
 
 	uint64_t alloc_cache; /* st_blocks source for disk; protected by lock */
 	time_t alloc_cache_time;
