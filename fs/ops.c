@@ -25,15 +25,40 @@
  * something a request is using; rmdir of a snapshot whose files are open
  * answers EBUSY.
  *
- * Caching: disk is page-cached by the kernel (writes are write-through: no
- * writeback cache, so fsync and snapshots see everything that returned);
- * closing a writable file commits the image (vdfs_flush);
- * snapshots/NAME/disk is immutable and opened with keep_cache; partitions/pN
- * and the small text files use direct_io so they never show stale data. After
- * a partition file was written, disk's cached pages are invalidated when that
- * partition file is fsync'd or closed (never from inside a write: a
- * notification from a request handler could wait on pages locked by a read
- * queued behind it).
+ * CACHING
+ *
+ * disk uses the kernel page cache with the writeback cache (FUSE_CAP_WRITEBACK_CACHE,
+ * off with -o writethrough): write() returns once the bytes are in the page
+ * cache, and the kernel sends them later as large WRITEs. What the issue asks
+ * of disk is kept by flushing the kernel's dirty pages into the image wherever
+ * it matters:
+ * - fsync, fdatasync and close(2): the kernel writes back the file's dirty
+ *   pages before it sends FSYNC/FLUSH, which commit the image (vdfs_flush);
+ *   unmounting writes back everything before the daemon exits;
+ * - mkdir snapshots/NAME: before the snapshot is taken the daemon fsyncs its
+ *   own disk (nested I/O, below), so every write that returned before the mkdir
+ *   is in the snapshot;
+ * - partitions/pN stay uncached (direct_io) and are windows onto disk's bytes:
+ *   while disk is open for writing, a partition request first writes back
+ *   disk's dirty pages in its range, and while disk is open at all, a write
+ *   through a partition drops disk's cached pages of that range. The partition
+ *   table is read after a write-back of disk, likewise.
+ * A WRITE that fails during write-back (ENOSPC, EIO) is reported by the kernel
+ * at the next fsync or close of disk, and disk's cache is dropped then so that
+ * reads show the image again.
+ *
+ * Nested I/O: a helper process (nested.c) opens MOUNTPOINT/disk (checking
+ * st_dev is our mount) and calls fsync, sync_file_range or posix_fadvise on it
+ * while the request handler waits for its answer; the requests this causes
+ * (OPEN with keep_cache, WRITE, FLUSH) are served by the other worker threads.
+ * It is done only while disk is open (for writing, for a write-back), so it
+ * costs nothing when partitions are used alone.
+ *
+ * snapshots/NAME/disk is immutable and opened with keep_cache; the small text
+ * files use direct_io. After a partition file was written, disk's cached
+ * pages are also invalidated when that partition file is fsync'd or closed
+ * (never from inside a write: a notification from a request handler could wait
+ * on pages locked by a read queued behind it).
  *
  * Every op returns 0/count or -errno; library errors are logged with
  * vd_get_error() (stderr with -f, else syslog) and returned unchanged.
@@ -43,6 +68,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -80,6 +106,7 @@ struct vdfs_fh {
 	struct vd_image *img; /* disk, part: fs->img; snap disk: the view */
 	uint64_t base, len;   /* window onto img */
 	bool writable;
+	bool counted_writer;	/* disk opened for writing: counted in disk_writers */
 	struct vdfs_snap *snap; /* snapshot files: referenced, open_files counted */
 	char *txt;		/* info/changed contents */
 	size_t txt_len;
@@ -100,11 +127,52 @@ vdfs_err(struct vdfs *fs, const char *what, int ret)
 	return ret;
 }
 
+/*
+ * Make the image current for [off, off+len) of disk before a request that
+ * reads or writes it without the page cache (a partition, the partition
+ * table): while disk is open for writing, write back its dirty pages there
+ * (nested I/O, see CACHING and nested.c).
+ */
+static void
+disk_sync_range(struct vdfs *fs, uint64_t off, uint64_t len)
+{
+	if (fs->writeback && len > 0 && atomic_load(&fs->disk_writers) > 0) {
+		vdfs_nested(fs, VDFS_NESTED_SYNC, off, len);
+	}
+}
+
+/* After a write through a partition: drop disk's cached pages of the range. */
+static void
+disk_drop_range(struct vdfs *fs, uint64_t off, uint64_t len)
+{
+	if (fs->writeback && len > 0 && atomic_load(&fs->disk_opens) > 0) {
+		vdfs_nested(fs, VDFS_NESTED_DROP, off, len);
+	}
+}
+
+/* Before a snapshot: every write to disk that returned is written back into the image. */
+static int
+disk_writeback_all(struct vdfs *fs)
+{
+	if (!fs->writeback || atomic_load(&fs->disk_writers) == 0) {
+		return 0;
+	}
+	return vdfs_nested(fs, VDFS_NESTED_FSYNC, 0, 0);
+}
+
 static void
 node_release(struct vdfs *fs, struct vdfs_node *n)
 {
 	vdfs_snap_put(fs, n->snap);
 	n->snap = NULL;
+}
+
+/* The partition table as the image has it once disk's dirty pages are written back. */
+static int
+parts_get(struct vdfs *fs, struct vdfs_part *parts, int max)
+{
+	disk_sync_range(fs, 0, fs->size);
+	return vdfs_parts_get(fs, parts, max);
 }
 
 /* Resolve path; 0 or -ENOENT. */
@@ -143,7 +211,7 @@ node_lookup(struct vdfs *fs, const char *path, struct vdfs_node *n)
 		if (*end || errno || num > UINT_MAX) {
 			return -ENOENT;
 		}
-		np = vdfs_parts_get(fs, parts, VDFS_PART_MAX);
+		np = parts_get(fs, parts, VDFS_PART_MAX);
 		for (i = 0; i < np; i++) {
 			if (parts[i].num == num) {
 				n->kind = K_PART;
@@ -346,7 +414,7 @@ vdfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t offset,
 		break;
 	case K_PARTS_DIR: {
 		struct vdfs_part parts[VDFS_PART_MAX];
-		int np = vdfs_parts_get(fs, parts, VDFS_PART_MAX);
+		int np = parts_get(fs, parts, VDFS_PART_MAX);
 
 		for (i = 0; i < np; i++) {
 			snprintf(name, sizeof(name), "p%u", parts[i].num);
@@ -371,6 +439,32 @@ vdfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t offset,
 		return -ENOTDIR;
 	}
 	return 0;
+}
+
+/*
+ * The kernel gives a FUSE mount 128 KiB of readahead and caps it at what
+ * FUSE_INIT asked for; a larger window (two 1 MiB requests in flight) must
+ * be set through sysfs after the INIT reply, so on the first open of a disk.
+ * Only root may; otherwise the kernel's default stays.
+ */
+static void
+set_readahead(struct vdfs *fs)
+{
+	int fd;
+
+	if (!fs->bdi_ra_path[0] || atomic_exchange(&fs->ra_done, true)) {
+		return;
+	}
+	fd = open(fs->bdi_ra_path, O_WRONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		char v[16];
+		int n = snprintf(v, sizeof(v), "%d\n", VDFS_READAHEAD_KB);
+
+		if (write(fd, v, (size_t)n) != n) {
+			/* best effort */
+		}
+		close(fd);
+	}
 }
 
 static int
@@ -404,6 +498,15 @@ vdfs_open(const char *path, struct fuse_file_info *fi)
 		if (n.kind == K_DISK) {
 			fh->base = 0;
 			fh->len = fs->size;
+			set_readahead(fs);
+			if (fuse_get_context()->pid == atomic_load(&fs->nested_pid)) {
+				fi->keep_cache = 1; /* nested I/O: do not drop disk's cache */
+			}
+			atomic_fetch_add(&fs->disk_opens, 1);
+			if (want_write) {
+				fh->counted_writer = true;
+				atomic_fetch_add(&fs->disk_writers, 1);
+			}
 		} else {
 			fh->base = n.part.start;
 			fh->len = n.part.length;
@@ -432,6 +535,7 @@ vdfs_open(const char *path, struct fuse_file_info *fi)
 		fh->snap = n.snap;
 		n.snap = NULL; /* the handle keeps the reference */
 		if (fh->kind == K_SNAP_DISK) {
+			set_readahead(fs);
 			fh->len = vd_get_size(fh->img);
 			fi->keep_cache = 1; /* immutable */
 		} else {
@@ -464,6 +568,12 @@ vdfs_release(const char *path, struct fuse_file_info *fi)
 	if (fh->kind == K_PART && atomic_exchange(&fs->disk_stale, false)) {
 		fuse_invalidate_path(fs->fuse, "/disk");
 	}
+	if (fh->kind == K_DISK) {
+		if (fh->counted_writer) {
+			atomic_fetch_sub(&fs->disk_writers, 1);
+		}
+		atomic_fetch_sub(&fs->disk_opens, 1);
+	}
 	if (fh->snap) {
 		vdfs_snap_close_file(fs, fh->snap, fh->kind == K_SNAP_DISK);
 		vdfs_snap_put(fs, fh->snap);
@@ -489,7 +599,9 @@ fh_clip(const struct vdfs_fh *fh, off_t off, size_t *size)
 static int
 vdfs_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi)
 {
+	struct vdfs *fs = vdfs_get();
 	struct vdfs_fh *fh = (struct vdfs_fh *)(uintptr_t)fi->fh;
+	bool logged;
 	int ret;
 
 	(void)path;
@@ -503,9 +615,12 @@ vdfs_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_
 		memcpy(buf, fh->txt + off, size);
 		return (int)size;
 	}
-	ret = vd_pread(fh->img, buf, size, fh->base + (uint64_t)off);
+	if (fh->kind == K_PART) {
+		disk_sync_range(fs, fh->base + (uint64_t)off, size);
+	}
+	ret = vdfs_split_io(fs, fh->img, false, buf, size, fh->base + (uint64_t)off, &logged);
 	if (ret < 0) {
-		return vdfs_err(vdfs_get(), "read", ret);
+		return logged ? ret : vdfs_err(fs, "read", ret);
 	}
 	return (int)size;
 }
@@ -530,6 +645,7 @@ vdfs_write(const char *path, const char *buf, size_t size, off_t off, struct fus
 {
 	struct vdfs *fs = vdfs_get();
 	struct vdfs_fh *fh = (struct vdfs_fh *)(uintptr_t)fi->fh;
+	bool logged;
 	int ret;
 
 	(void)path;
@@ -545,9 +661,33 @@ vdfs_write(const char *path, const char *buf, size_t size, off_t off, struct fus
 	if (!fh_clip(fh, off, &size)) {
 		return -ENOSPC; /* a disk does not grow */
 	}
-	ret = vd_pwrite(fh->img, buf, size, fh->base + (uint64_t)off);
+	/*
+	 * After ENOSPC, the kernel's write-back goes on sending the rest of the dirty
+	 * pages; each would take what little room is left, until not even a commit
+	 * fits. Refuse them until a flush or a discard succeeds (as a writer that
+	 * stopped at its first error would have left it).
+	 */
+	if (fs->writeback && atomic_load(&fs->enospc)) {
+		atomic_store(&fs->disk_wb_error, true);
+		return -ENOSPC;
+	}
+	if (fh->kind == K_PART) {
+		disk_sync_range(fs, fh->base + (uint64_t)off, size);
+		ret = vdfs_split_io(fs, fh->img, true, (void *)buf, size, fh->base + (uint64_t)off,
+				    &logged);
+		disk_drop_range(fs, fh->base + (uint64_t)off, size);
+	} else {
+		ret = vdfs_split_io(fs, fh->img, true, (void *)buf, size, fh->base + (uint64_t)off,
+				    &logged);
+		if (ret < 0 && fs->writeback) {
+			atomic_store(&fs->disk_wb_error, true);
+		}
+	}
 	if (ret < 0) {
-		return vdfs_err(fs, "write", ret);
+		if (ret == -ENOSPC) {
+			atomic_store(&fs->enospc, true);
+		}
+		return logged ? ret : vdfs_err(fs, "write", ret);
 	}
 	note_write(fs, fh);
 	return (int)size;
@@ -569,7 +709,10 @@ vdfs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 	if (ret < 0) {
 		return vdfs_err(fs, "fsync", ret);
 	}
-	if (fh->kind == K_PART && atomic_exchange(&fs->disk_stale, false)) {
+	atomic_store(&fs->enospc, false);
+	if ((fh->kind == K_PART && atomic_exchange(&fs->disk_stale, false)) ||
+	    (fh->kind == K_DISK && atomic_exchange(&fs->disk_wb_error, false))) {
+		/* After a failed write-back the cache holds bytes the image does not. */
 		fuse_invalidate_path(fs->fuse, "/disk");
 	}
 	return 0;
@@ -616,14 +759,22 @@ vdfs_fallocate(const char *path, int mode, off_t off, off_t len, struct fuse_fil
 		}
 		end = fh->len;
 	}
+	/* disk: the kernel writes back and drops its cache of the range itself. */
+	if (fh->kind == K_PART) {
+		disk_sync_range(fs, fh->base + (uint64_t)off, end - (uint64_t)off);
+	}
 	if ((mode & ~FALLOC_FL_KEEP_SIZE) == FALLOC_FL_PUNCH_HOLE) {
 		ret = vd_discard(fh->img, fh->base + (uint64_t)off, end - (uint64_t)off);
 	} else {
 		ret = vd_write_zeroes(fh->img, fh->base + (uint64_t)off, end - (uint64_t)off);
 	}
+	if (fh->kind == K_PART) {
+		disk_drop_range(fs, fh->base + (uint64_t)off, end - (uint64_t)off);
+	}
 	if (ret < 0) {
 		return vdfs_err(fs, "fallocate", ret);
 	}
+	atomic_store(&fs->enospc, false); /* a discard may have made room */
 	note_write(fs, fh);
 	return 0;
 }
@@ -644,6 +795,10 @@ vdfs_lseek(const char *path, off_t off, int whence, struct fuse_file_info *fi)
 	}
 	if (fh->kind == K_SNAP_INFO || fh->kind == K_SNAP_CHANGED) {
 		return whence == SEEK_DATA ? off : (off_t)fh->len;
+	}
+	if (fh->kind == K_PART || fh->kind == K_DISK) {
+		/* The kernel does not write back before FUSE_LSEEK: dirty pages are data. */
+		disk_sync_range(vdfs_get(), fh->base + (uint64_t)off, fh->len - (uint64_t)off);
 	}
 	pos = (uint64_t)off;
 	while (pos < fh->len) {
@@ -697,6 +852,11 @@ vdfs_mkdir(const char *path, mode_t mode)
 	}
 	if (!vd_snapshot_name_valid(name)) {
 		return -EINVAL;
+	}
+	/* Writes that returned before the mkdir may still be dirty pages: into the image first. */
+	ret = disk_writeback_all(fs);
+	if (ret < 0) {
+		return ret;
 	}
 	pthread_mutex_lock(&fs->snap_op_lock);
 	if (vd_snapshot_find(fs->img, name) >= 0) {
@@ -828,7 +988,12 @@ vdfs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	if (conn->capable & FUSE_CAP_ASYNC_READ) {
 		conn->want |= FUSE_CAP_ASYNC_READ;
 	}
-	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+	if (fs->writeback && !fs->readonly && (conn->capable & FUSE_CAP_WRITEBACK_CACHE)) {
+		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+	} else {
+		fs->writeback = false;
+		conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+	}
 	return fs;
 }
 
@@ -838,6 +1003,8 @@ vdfs_destroy(void *private_data)
 	struct vdfs *fs = private_data;
 	int ret;
 
+	vdfs_split_stop();
+	vdfs_nested_stop(fs);
 	if (!fs->readonly) {
 		ret = vd_flush(fs->img);
 		if (ret < 0) {

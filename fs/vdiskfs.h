@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <time.h>
 
+#include <sys/types.h>
+
 #include <pthread.h>
 
 #include <fuse.h>
@@ -21,7 +23,8 @@
 
 #include "part.h"
 
-#define VDFS_MAX_IO (1024u * 1024u) /* max_write, max_read, readahead */
+#define VDFS_MAX_IO (1024u * 1024u) /* max_write, max_read, request size */
+#define VDFS_READAHEAD_KB 2048	    /* kernel readahead on the mount: two requests */
 
 /* One folder under snapshots/. Refcounted: file handles keep it alive. */
 struct vdfs_snap {
@@ -68,6 +71,18 @@ struct vdfs {
 	atomic_uint_fast64_t write_gen; /* bumped by writes/discards that may touch a table */
 	atomic_bool disk_stale;		/* partitions were written: invalidate disk's cache */
 
+	/* Kernel writeback cache on disk (ops.c, "CACHING"); off with -o writethrough. */
+	bool writeback;
+	const char *mountpoint;	 /* absolute: nested I/O opens MOUNTPOINT/disk */
+	dev_t mnt_dev;		 /* st_dev of the mount (0: unknown) */
+	char bdi_ra_path[64];	 /* /sys/class/bdi/MAJ:MIN/read_ahead_kb, or "" */
+	atomic_bool ra_done;	 /* read_ahead_kb written (once, after FUSE_INIT) */
+	atomic_int disk_opens;	 /* open handles on disk */
+	atomic_int disk_writers; /* writable ones among them (may hold dirty pages) */
+	atomic_bool disk_wb_error; /* a write-back WRITE failed: drop disk's cache at fsync */
+	atomic_int nested_pid;	   /* the nested-I/O helper process (nested.c), 0 if none */
+	atomic_bool enospc;	   /* a write met ENOSPC: refuse writes until a flush or discard */
+
 	uint64_t alloc_cache; /* st_blocks source for disk; protected by lock */
 	time_t alloc_cache_time;
 };
@@ -97,6 +112,25 @@ int vdfs_parts_get(struct vdfs *fs, struct vdfs_part *out, int max);
 uint64_t vdfs_allocated(struct vdfs *fs);
 /* Close every view and drop every snapshot (at unmount). */
 void vdfs_tree_destroy(struct vdfs *fs);
+
+/*
+ * split.c: vd_pread (write false) or vd_pwrite of [off, off+len) of img, a large
+ * one cut in two halves done on two threads at once. *logged: library errors
+ * were logged already. 0 or -errno.
+ */
+int vdfs_split_io(struct vdfs *fs, struct vd_image *img, bool write, void *buf, size_t len,
+		  uint64_t off, bool *logged);
+/* Stop the helper thread (at unmount, with no request in flight). */
+void vdfs_split_stop(void);
+
+/* nested.c: nested I/O on MOUNTPOINT/disk, done by a helper process. */
+#define VDFS_NESTED_SYNC 1  /* write back dirty pages of [off, off+len) and wait */
+#define VDFS_NESTED_DROP 2  /* then drop the clean cached pages of the range */
+#define VDFS_NESTED_FSYNC 4 /* fsync the whole disk */
+int vdfs_nested(struct vdfs *fs, int op, uint64_t off, uint64_t len);
+void vdfs_nested_stop(struct vdfs *fs);
+bool vdfs_nested_is_helper(const char *argv0);
+int vdfs_nested_main(void);
 
 /* main.c: log to stderr in the foreground, else syslog. */
 void vdfs_log(struct vdfs *fs, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
