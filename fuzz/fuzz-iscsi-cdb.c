@@ -17,15 +17,7 @@
 #include "spc.c"
 #include "xcopy.c"
 
-int tgt_verbose;
-void
-tgt_log(int level, const char *func, int line, const char *fmt, ...)
-{
-	(void)level;
-	(void)func;
-	(void)line;
-	(void)fmt;
-}
+#include "../tests/target-log-stub.h"
 
 static struct tgt_lun *fuzz_lu;
 

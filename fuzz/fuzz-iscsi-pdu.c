@@ -25,15 +25,7 @@
 #include "spc.c"
 #include "xcopy.c"
 
-int tgt_verbose;
-void
-tgt_log(int level, const char *func, int line, const char *fmt, ...)
-{
-	(void)level;
-	(void)func;
-	(void)line;
-	(void)fmt;
-}
+#include "../tests/target-log-stub.h"
 
 void main_handle_signal(int sig);
 void

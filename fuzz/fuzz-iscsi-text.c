@@ -12,15 +12,7 @@
 #include "crc32c.c"
 #include "param.c"
 
-int tgt_verbose;
-void
-tgt_log(int level, const char *func, int line, const char *fmt, ...)
-{
-	(void)level;
-	(void)func;
-	(void)line;
-	(void)fmt;
-}
+#include "../tests/target-log-stub.h"
 
 struct fuzz_ctx {
 	struct iscsi_params p;

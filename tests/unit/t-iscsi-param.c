@@ -15,15 +15,7 @@
 #include "../../tools/target/crc32c.c"
 #include "../../tools/target/param.c"
 
-int tgt_verbose;
-void
-tgt_log(int level, const char *func, int line, const char *fmt, ...)
-{
-	(void)level;
-	(void)func;
-	(void)line;
-	(void)fmt;
-}
+#include "../target-log-stub.h"
 
 struct kv {
 	int n;

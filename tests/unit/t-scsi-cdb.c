@@ -20,15 +20,7 @@
 #include "../../tools/target/spc.c"
 #include "../../tools/target/xcopy.c"
 
-int tgt_verbose;
-void
-tgt_log(int level, const char *func, int line, const char *fmt, ...)
-{
-	(void)level;
-	(void)func;
-	(void)line;
-	(void)fmt;
-}
+#include "../target-log-stub.h"
 
 static struct tgt_lun *lu, *rolu;
 

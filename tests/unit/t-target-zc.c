@@ -25,15 +25,7 @@
 #include "../../tools/target/spc.c"
 #include "../../tools/target/xcopy.c"
 
-int tgt_verbose;
-void
-tgt_log(int level, const char *func, int line, const char *fmt, ...)
-{
-	(void)level;
-	(void)func;
-	(void)line;
-	(void)fmt;
-}
+#include "../target-log-stub.h"
 
 static const char *A = "iqn.2026-11.org.example:a,i,0x800000000001";
 
