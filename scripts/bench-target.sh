@@ -3,6 +3,8 @@
 # bench-target.sh: vdisk-target against tgtd (Debian tgt), same backing file in
 # /dev/shm, same run, and qemu-img bench on the file itself as the local ceiling.
 #   scripts/bench-target.sh [SIZE_MIB]        (needs root for tgtd; default 512)
+#   BACKING=FILE scripts/bench-target.sh ...  serve an existing file instead (a vdiskfs
+#                                             disk, say); its first SIZE_MIB MiB are overwritten
 # For each target: iscsi-perf reads (4 KiB, depth 32) and qemu-img bench reads
 # and writes (4 KiB at depth 1, 32, 128; 1 MiB sequential at depth 8), each the
 # best of REPS (3) runs. Besides IOPS/throughput it reports each daemon's CPU
@@ -14,7 +16,7 @@ SIZE_MIB=${1:-512}
 B=${VDISK_BUILD:-$(cd "$(dirname "$0")/.." && pwd)/build}
 TARGET=$B/vdisk-target
 W=$(mktemp -d /dev/shm/bench-target.XXXXXX)
-IMG=$W/disk.img
+IMG=${BACKING:-$W/disk.img}
 IQN_V=iqn.2026-11.org.example:bench-vdisk
 IQN_T=iqn.2026-11.org.example:bench-tgt
 PV=${PV:-23260}
@@ -89,7 +91,7 @@ iperf() { # PID URL
 }
 
 echo "# preparing a ${SIZE_MIB} MiB backing file in $W" >&2
-dd if=/dev/urandom of="$IMG" bs=1M count="$SIZE_MIB" status=none
+dd if=/dev/urandom of="$IMG" bs=1M count="$SIZE_MIB" conv=notrunc status=none
 
 "$TARGET" -f -q --iqn "$IQN_V" --portal "127.0.0.1:$PV" --lun 0="$IMG" &
 VPID=$!
