@@ -33,7 +33,7 @@ _run_cleanups() {
 	for c in $_cleanups; do
 		eval "$(printf '%s' "$c" | base64 -d)" >/dev/null 2>&1 || :
 	done
-	rm -rf "$T"
+	[ -n "${VDISK_KEEP:-}" ] || rm -rf "$T"
 }
 trap '_run_cleanups' EXIT
 trap 'exit 130' INT TERM
