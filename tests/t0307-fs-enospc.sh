@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 # vdiskfs on a full host filesystem: ENOSPC reaches the writer, df on the
 # mount tells the host's free space, and the image stays consistent (checks
-# clean, earlier fsync'd data intact, writable again once there is room).
+# clean, earlier fsync'd data intact, writable again once the host has room).
 # Both cache modes: with -o writethrough the write() fails; with the
 # writeback cache (the default) the fsync does, and the final commit at
 # unmount may fail for lack of space too (reported as such, nothing else).
@@ -51,7 +51,11 @@ for mode in writethrough writeback; do
 	ok "$mode: vdisk check is clean after ENOSPC" vcheck "$IMG"
 	ok "$mode: mount again" fs_mount "$IMG" "$M" $opt
 	ok "$mode: the data is there" same_region "$M/disk" 0 4194304 "$T/a"
-	ok "$mode: discarding makes room" fallocate -p -o 8388608 -l 48M "$M/disk"
+	# Room again on the host. (A discard alone cannot make it on a host that is full to
+	# the last block: the copy-on-write commit that frees the discarded blocks needs a
+	# few free blocks first. README, Known limits.)
+	ok "$mode: the host gets room again (tmpfs grown to 48 MiB)" mount -o remount,size=48M "$H"
+	ok "$mode: discarding" fallocate -p -o 8388608 -l 48M "$M/disk"
 	ok "$mode: and writes work again" dd if="$T/a" of="$M/disk" bs=1M seek=60 \
 		conv=notrunc,fsync status=none
 	ok "$mode: unmount" fs_umount "$M"
