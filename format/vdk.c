@@ -1490,32 +1490,6 @@ vdk_pwrite_gated(struct vd_layer *l, const void *buf, size_t len, uint64_t off)
 	return r;
 }
 
-/*
- * The host file system is full: blocks freed since the last commit (a discard,
- * overwritten data) become usable once a commit no longer refers to them. Commit
- * and recycle, so that the write can be tried once more. true if anything was
- * there to win.
- */
-static bool
-vdk_make_room(struct vd_layer *l)
-{
-	struct vdk_state *st = l->st;
-	bool some;
-
-	pthread_mutex_lock(&st->lock);
-	some = st->npending > 0 || st->nlimbo > 0;
-	pthread_mutex_unlock(&st->lock);
-	if (!some) {
-		return false;
-	}
-	vdk_reclaim(st);	/* room for the commit's map nodes */
-	if (vdk_commit_gated(l) < 0) {
-		return false;
-	}
-	vdk_reclaim(st);
-	return true;
-}
-
 static int
 vdk_pwrite(struct vd_layer *l, const void *buf, size_t len, uint64_t off)
 {
@@ -1525,11 +1499,6 @@ vdk_pwrite(struct vd_layer *l, const void *buf, size_t len, uint64_t off)
 	pthread_rwlock_rdlock(&st->gate);
 	r = vdk_pwrite_gated(l, buf, len, off);
 	pthread_rwlock_unlock(&st->gate);
-	if (r == -ENOSPC && vdk_make_room(l)) {
-		pthread_rwlock_rdlock(&st->gate);
-		r = vdk_pwrite_gated(l, buf, len, off);
-		pthread_rwlock_unlock(&st->gate);
-	}
 	if (r == 0) {
 		r = vdk_maybe_autocommit(l);
 	}
