@@ -40,12 +40,14 @@ for mode in writethrough writeback; do
 	: >"$T/vdiskfs.log"
 	if [ "$mode" = writethrough ]; then
 		ok "$mode: unmount" fs_umount "$M"
+		sed 's/^/# vdiskfs: /' "$T/vdiskfs.log"	# the daemon's last words, if any
 	else
 		fs_umount "$M"
 		st=$?
 		ok "$mode: unmount (status $st; a failed last commit only for lack of space)" \
 			sh -c "[ $st = 0 ] || { grep -q 'No space left' '$T/vdiskfs.log' &&
 				! grep -v 'No space left' '$T/vdiskfs.log' | grep -q .; }"
+		sed 's/^/# vdiskfs: /' "$T/vdiskfs.log"
 		ok "$mode: the mount is gone" sh -c "! grep -q ' $M fuse' /proc/mounts"
 	fi
 	ok "$mode: vdisk check is clean after ENOSPC" vcheck "$IMG"
