@@ -101,6 +101,7 @@ struct vd_layer {
 	/* What this layer records about its backing (native overlays): the core names the backing layer so. */
 	char *backing_name;		/* malloc'd, NULL if not recorded */
 	int64_t backing_created;
+	uint8_t backing_uuid[16];	/* the backing layer's uuid, all zero if not recorded */
 
 	/* Core-owned: */
 	struct vd_chain *chain;		/* the chain this layer is in (NULL while creating) */
