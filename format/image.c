@@ -529,18 +529,23 @@ image_snapshot_info_locked(struct vd_image *img, int idx, struct vd_snapshot_inf
 		if (r < 0) {
 			return r;
 		}
-		/* What that snapshot holds in its own tables, as its "changed" lists it. */
-		if (l->drv->allocated) {
+		/* Its size, and what it holds in its own tables, as its "changed" lists it. */
+		{
 			struct vd_layer *view = internal_view_open(l, in);
 
+			info->size = l->size;
 			if (view) {
-				info->allocated = view->drv->allocated(view);
+				info->size = view->size;
+				if (view->drv->allocated) {
+					info->allocated = view->drv->allocated(view);
+				}
 				chain_layer_close(view);
 			}
 		}
 	} else {
 		info->name = l->name;
 		info->created = l->created;
+		info->size = l->size;
 		info->allocated = l->drv->allocated ? l->drv->allocated(l) : 0;
 	}
 	if (idx > 0) {

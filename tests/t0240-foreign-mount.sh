@@ -74,4 +74,23 @@ same_file "vhd chain: disk" mh/disk vh/expect-diff2.vhd.raw
 same_file "vhd chain: snapshots/base.vhd/disk" mh/snapshots/base.vhd/disk vh/expect-base.vhd.raw
 same_file "vhd chain: snapshots/diff1.vhd/disk" mh/snapshots/diff1.vhd/disk vh/expect-diff1.vhd.raw
 fusermount3 -u mh
+
+# Internal snapshots taken at other sizes (qemu-img resize in between): each snapshot's
+# disk has its own size. Oracle: qemu-img snapshot -a on a copy, then convert.
+qemu-img create -q -f qcow2 rs.qcow2 4M
+qemu-io -c 'write -P 1 0 4M' rs.qcow2 >/dev/null
+qemu-img snapshot -c small rs.qcow2 && qemu-img resize -q rs.qcow2 8M
+qemu-io -c 'write -P 2 6M 1M' rs.qcow2 >/dev/null
+qemu-img snapshot -c big rs.qcow2 && qemu-img resize -q --shrink rs.qcow2 2M
+for sn in small big; do
+	cp rs.qcow2 "rs-$sn.qcow2" && qemu-img snapshot -a "$sn" "rs-$sn.qcow2" &&
+		qemu-img convert -O raw "rs-$sn.qcow2" "rs-$sn.raw"
+done
+mount_ro rs.qcow2 mr
+ok_eq "$(stat -c %s mr/snapshots/big/disk)" 8388608 "resized qcow2: the snapshot's disk has its size"
+same_file "resized qcow2: snapshots/big/disk" mr/snapshots/big/disk rs-big.raw
+same_file "resized qcow2: snapshots/small/disk" mr/snapshots/small/disk rs-small.raw
+ok "resized qcow2: info says the snapshot's size" grep -qx "size: 4194304" mr/snapshots/small/info
+ok_eq "$(stat -c %s mr/disk)" 2097152 "resized qcow2: disk has the current size"
+fusermount3 -u mr
 done_testing
