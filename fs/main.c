@@ -47,7 +47,7 @@
 #endif
 
 #ifndef VDISK_VERSION
-#define VDISK_VERSION "0.1"
+#define VDISK_VERSION "0.1.0"
 #endif
 
 struct vdfs_opts {
@@ -380,11 +380,17 @@ main(int argc, char *argv[])
 	oo.flags = fs.readonly ? 0 : VD_OPEN_RDWR;
 	fs.img = vd_open(fs.image_path, &oo);
 	if (!fs.img && !fs.readonly && (errno == EROFS || errno == EPERM)) {
-		fprintf(stderr, "vdiskfs: %s: %s; mounting read-only\n", o.image,
-			strip_path(vd_get_error(), fs.image_path, o.image));
+		/* Said only once the read-only open worked (else its error is the news). */
+		char *why = strdup(strip_path(vd_get_error(), fs.image_path, o.image));
+
 		fs.readonly = true;
 		oo.flags = 0;
 		fs.img = vd_open(fs.image_path, &oo);
+		if (fs.img) {
+			fprintf(stderr, "vdiskfs: %s: %s; mounting read-only\n", o.image,
+				why ? why : "read-only");
+		}
+		free(why);
 	}
 	if (!fs.img) {
 		fprintf(stderr, "vdiskfs: %s: %s\n", o.image,
