@@ -93,4 +93,20 @@ same_file "resized qcow2: snapshots/small/disk" mr/snapshots/small/disk rs-small
 ok "resized qcow2: info says the snapshot's size" grep -qx "size: 4194304" mr/snapshots/small/info
 ok_eq "$(stat -c %s mr/disk)" 2097152 "resized qcow2: disk has the current size"
 fusermount3 -u mr
+
+# An image QEMU is writing (qemu-io stands for a VM) is refused, as qemu-img does,
+# unless -o force_share.
+qemu-img create -q -f qcow2 busy.qcow2 4M
+qemu-io -c 'sleep 60000' busy.qcow2 &
+qio=$!
+cleanup_fn kill "$qio"
+ino=$(stat -c %i busy.qcow2)
+for _i in $(seq 100); do grep -q ":$ino " /proc/locks && break; sleep 0.1; done
+mkdir -p mb
+ok_fail "an image QEMU writes is refused" "$VDISKFS" busy.qcow2 mb 2>"$T/busy.err"
+ok "  saying so" grep -q "being written by QEMU.*force_share" "$T/busy.err"
+ok "-o force_share mounts it" "$VDISKFS" -o force_share busy.qcow2 mb 2>/dev/null
+ok "  and it reads" dd if=mb/disk of=/dev/null bs=1M status=none
+fusermount3 -u mb
+kill "$qio"
 done_testing
