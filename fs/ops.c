@@ -81,6 +81,8 @@
 
 #include "vdiskfs.h"
 
+#include <fuse_lowlevel.h>
+
 enum vdfs_kind {
 	K_ROOT,
 	K_DISK,
@@ -621,6 +623,15 @@ vdfs_release(const char *path, struct fuse_file_info *fi)
 			atomic_fetch_sub(&fs->disk_writers, 1);
 		}
 		disk_close_mode(fs, fh);
+		if (atomic_load(&fs->disk_opens) == 1 && atomic_exchange(&fs->size_stale, false)) {
+			/*
+			 * The kernel's size of disk grew with a write past its end (with
+			 * the writeback cache the kernel keeps the size): drop its entry,
+			 * so that the next lookup reads the real size.
+			 */
+			fuse_lowlevel_notify_inval_entry(fuse_get_session(fs->fuse), FUSE_ROOT_ID,
+							 "disk", 4);
+		}
 		atomic_fetch_sub(&fs->disk_opens, 1);
 	}
 	if (fh->snap) {
@@ -710,6 +721,9 @@ vdfs_write(const char *path, const char *buf, size_t size, off_t off, struct fus
 		return 0;
 	}
 	if (!fh_clip(fh, off, &size)) {
+		if (fi->writepage) {
+			atomic_store(&fs->size_stale, true);
+		}
 		return -ENOSPC; /* a disk does not grow */
 	}
 	/*
@@ -719,6 +733,9 @@ vdfs_write(const char *path, const char *buf, size_t size, off_t off, struct fus
 	 * writing the part inside the disk) and fsync/close report it.
 	 */
 	past_end = fi->writepage && size < want;
+	if (past_end) {
+		atomic_store(&fs->size_stale, true);
+	}
 	/*
 	 * After ENOSPC, the kernel's write-back goes on sending the rest of the dirty
 	 * pages; each would take what little room is left, until not even a commit
