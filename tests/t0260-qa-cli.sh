@@ -1,0 +1,37 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# vdisk used the way a newcomer uses it (QA findings): options after the operands,
+# as qemu-img and most GNU tools accept them, and convert refusing an OUT that is
+# one of IN's own files (a vmdk flat extent, a qcow2 external data file), not only
+# a layer, before it truncates it.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/cli-lib.sh"
+cd "$T" || exit 1
+
+M=1048576
+head -c $((2 * M + 4096)) /dev/urandom >data.raw
+
+# Options after the operands.
+run_rc rc "$VDISK" create n.vdk -s 4M
+ok "create FILE -s SIZE" sh -c "[ $rc -eq 0 ] && [ -e n.vdk ]"
+run_rc rc "$VDISK" info n.vdk --json
+ok "info FILE --json" test "$rc" -eq 0
+ok "  valid JSON" json_ok "$T/out"
+run_rc rc "$VDISK" map n.vdk --json
+ok "map FILE --json" sh -c "[ $rc -eq 0 ] && grep -q '\"type\"' '$T/out'"
+run_rc rc "$VDISK" convert data.raw out.raw -O raw
+ok "convert IN OUT -O raw" sh -c "[ $rc -eq 0 ] && cmp -s data.raw out.raw"
+run_rc rc "$VDISK" convert data.raw out.vdk -f raw --block-size 64K
+ok "convert IN OUT -f raw --block-size 64K" sh -c "[ $rc -eq 0 ] && [ -e out.vdk ]"
+ok "  reads like IN" same_as out.vdk data.raw
+run_rc rc "$VDISK" check out.vdk --json
+ok "check FILE --json" sh -c "[ $rc -eq 0 ] && grep -q '\"clean\": true' '$T/out'"
+run_rc rc "$VDISK" bench out.vdk -c 10 -q
+ok "bench FILE -c 10 -q" sh -c "[ $rc -eq 0 ] && [ ! -s '$T/out' ]"
+run_rc rc "$VDISK" snapshot create out.vdk s1
+run_rc rc "$VDISK" diff out.vdk s1 --json
+ok "diff FILE SNAP --json" sh -c "[ $rc -eq 0 ] && grep -q '\"from\": \"s1\"' '$T/out'"
+run_rc rc "$VDISK" convert -- data.raw -dash.raw
+ok "-- still ends the options" sh -c "[ $rc -eq 0 ] && [ -e ./-dash.raw ]"
+
+done_testing
