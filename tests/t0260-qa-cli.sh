@@ -34,4 +34,17 @@ ok "diff FILE SNAP --json" sh -c "[ $rc -eq 0 ] && grep -q '\"from\": \"s1\"' '$
 run_rc rc "$VDISK" convert -- data.raw -dash.raw
 ok "-- still ends the options" sh -c "[ $rc -eq 0 ] && [ -e ./-dash.raw ]"
 
+# convert into one of IN's own files (not a layer, so not caught by the layer check).
+qemu-img convert -f raw -O vmdk -o subformat=monolithicFlat data.raw flat.vmdk
+qemu-img convert -f raw -O vmdk -o subformat=twoGbMaxExtentFlat data.raw split.vmdk
+qemu-img convert -f raw -O qcow2 -o data_file=ext.data data.raw ext.qcow2
+qemu-img convert -f raw -O vmdk -o subformat=twoGbMaxExtentSparse data.raw sparse.vmdk
+for c in "flat.vmdk flat-flat.vmdk" "split.vmdk split-f001.vmdk" "ext.qcow2 ext.data" \
+	 "sparse.vmdk sparse-s001.vmdk"; do
+	set -- $c
+	run_rc rc "$VDISK" convert -O raw "$1" "$2"
+	ok "convert -O raw $1 into its own file $2 refused" \
+		sh -c "[ $rc -eq 1 ] && grep -q 'overwritten while it is read' '$T/err'"
+	ok "  $1 is intact" same_as "$1" data.raw
+done
 done_testing

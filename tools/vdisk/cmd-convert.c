@@ -11,6 +11,7 @@
  * all zeroes. A raw OUT is written with plain pwrite and fsync'd at the end.
  * -p prints progress in qemu-img's "(xx.xx/100%)" style.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -163,12 +164,20 @@ vdisk_conv_extent(void *opaque, const struct vd_extent *e)
 	return vdisk_conv_data(cv, e->offset, e->length) < 0 ? -ECANCELED : 0;
 }
 
-/* true if path names (the same inode as) a layer file of img. */
+/*
+ * true if path names (the same inode as) a file of img: a layer, or a file a
+ * layer reads through (a vmdk extent, a qcow2 external data file). Those are
+ * all open in this process (fd 3 and up) once img is open, so they are found
+ * by looking at every open file.
+ */
 static bool
 vdisk_same_file_in_chain(struct vd_image *img, const char *path)
 {
 	struct stat so, sl;
 	int n = vd_layer_count(img);
+	bool found = false;
+	struct dirent *de;
+	DIR *d;
 
 	if (stat(path, &so) < 0) {
 		return false;	/* does not exist yet */
@@ -181,7 +190,22 @@ vdisk_same_file_in_chain(struct vd_image *img, const char *path)
 			return true;
 		}
 	}
-	return false;
+	d = opendir("/proc/self/fd");
+	if (!d) {
+		return false;
+	}
+	while (!found && (de = readdir(d)) != NULL) {
+		char *end;
+		long fd = strtol(de->d_name, &end, 10);
+
+		if (*end != '\0' || end == de->d_name || fd < 3 || fd == dirfd(d)) {
+			continue;
+		}
+		found = fstat((int)fd, &sl) == 0 && sl.st_dev == so.st_dev &&
+			sl.st_ino == so.st_ino;
+	}
+	closedir(d);
+	return found;
 }
 
 int
@@ -202,7 +226,7 @@ vdisk_cmd_convert(int argc, char **argv)
 	char *pass = NULL;
 	int c, rc = VDISK_EXIT_ERROR, walk;
 
-	while ((c = getopt_long(argc, argv, "+pO:f:U", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "pO:f:U", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'p':
 			cv.progress = true;
@@ -251,7 +275,8 @@ vdisk_cmd_convert(int argc, char **argv)
 		return VDISK_EXIT_ERROR;
 	}
 	if (vdisk_same_file_in_chain(cv.in, cv.out_path)) {
-		vdisk_error(cv.out_path, "is %s or one of its backing files: it would be "
+		vdisk_error(cv.out_path, "is %s, one of its backing files or a file it "
+					 "reads through (an extent, a data file): it would be "
 					 "overwritten while it is read",
 			    cv.in_path);
 		goto out;
