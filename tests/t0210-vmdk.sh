@@ -101,4 +101,12 @@ printf '# Disk DescriptorFile\nversion=1\ncreateType="monolithicFlat"\nRW 999999
 refuses "absurd extent size" "bad size" huge.vmdk
 printf '# Disk DescriptorFile\nversion=1\ncreateType="monolithicFlat"\nRW 100 FLAT "missing-flat.vmdk" 0\n' >miss.vmdk
 refuses "missing extent file" "missing-flat.vmdk" miss.vmdk
+# check on a truncated sparse extent: each bad grain once (was: a bad grain reported
+# again for every hole grain before it, the count inflated).
+head -c 65536 c-monolithicSparse.vmdk >trc.vmdk
+"$VDISK" check trc.vmdk >trc.out 2>&1
+rc=$?
+ok "check of a truncated monolithicSparse: exit 2" test "$rc" -eq 2
+ok "  no grain reported twice" sh -c "[ -z \"\$(grep '^ERROR' trc.out | sort | uniq -d)\" ]"
+ok "  the count is the number of lines" sh -c "grep -q \"^\$(grep -c '^ERROR' trc.out) errors were found\" trc.out"
 done_testing
