@@ -122,4 +122,16 @@ no_crash "truncated qcow2" tr.qcow2
 $QI create -q -f qcow2 hd.qcow2 16M
 printf '\377\377\377\377' | dd of=hd.qcow2 bs=1 seek=36 conv=notrunc 2>/dev/null
 refuses "huge L1 size" "L1 table" hd.qcow2
+# check on truncated images: each bad cluster once (was: a bad cluster reported again
+# for every hole or zero subcluster before it in the same L2 table).
+for o in extended_l2=on cluster_size=512; do
+	head -c $((2 * M)) /dev/urandom >tc.raw
+	dd if=/dev/zero of=tc.raw bs=4096 seek=1 count=2 conv=notrunc 2>/dev/null
+	$QI convert -f raw -O qcow2 -o $o tc.raw tc.qcow2
+	truncate -s $(($(stat -c %s tc.qcow2) / 2)) tc.qcow2
+	"$VDISK" check tc.qcow2 >tc.out 2>&1
+	rc=$?
+	ok "check of a truncated qcow2 ($o): exit 2" test "$rc" -eq 2
+	ok "  no cluster reported twice" sh -c "[ -z \"\$(grep '^ERROR' tc.out | sort | uniq -d)\" ]"
+done
 done_testing
