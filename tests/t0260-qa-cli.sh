@@ -47,4 +47,11 @@ for c in "flat.vmdk flat-flat.vmdk" "split.vmdk split-f001.vmdk" "ext.qcow2 ext.
 		sh -c "[ $rc -eq 1 ] && grep -q 'overwritten while it is read' '$T/err'"
 	ok "  $1 is intact" same_as "$1" data.raw
 done
+
+# key add with no terminal: the missing one is the new passphrase, whose options differ.
+printf 'old-pass\n' >k
+"$VDISK" --key-file k create --encrypt --pwhash-ops 1 --pwhash-mem 8K -s 1M e.vdk
+run_rc rc "$VDISK" --key-file k key add e.vdk
+ok "key add without the new passphrase and no terminal: exit 1" test "$rc" -eq 1
+ok "  names --new-key-file / --new-key-fd" grep -q -- "--new-key-file FILE or --new-key-fd N" "$T/err"
 done_testing
