@@ -805,6 +805,14 @@ qcow2_check(struct vd_layer *l, vd_check_fn report, void *opaque, int layer_idx,
 			}
 			free(tmp);
 		}
+		if (run.kind == Q_DATA && !s->data_file && run.host + run.len > s->file_size) {
+			/* A truncated file: reads give zeroes there (as qemu's do). */
+			snprintf(msg, sizeof(msg),
+				 "%s: data at virtual offset %" PRIu64
+				 " runs past the end of the file",
+				 l->path, off + (s->file_size - run.host));
+			qcow2_report(report, opaque, layer_idx, res, msg);
+		}
 		if (run.kind == Q_DATA || run.kind == Q_COMPRESSED) {
 			res->blocks_checked += VD_DIV_ROUND_UP(run.len, s->cluster_size);
 			res->bytes_checked += run.len;

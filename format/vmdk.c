@@ -1259,6 +1259,18 @@ vmdk_check(struct vd_layer *l, vd_check_fn report, void *opaque, int layer_idx,
 			}
 			continue;
 		}
+		if (run.kind == VM_DATA && run.host + run.len > e->file_size) {
+			/* A truncated extent: reads give zeroes there (as qemu's do). */
+			res->corrupt++;
+			snprintf(msg, sizeof(msg),
+				 "%s: extent %s: data at virtual offset %" PRIu64
+				 " runs past the end of the file",
+				 l->path, e->file,
+				 run.host < e->file_size ? off + (e->file_size - run.host) : off);
+			if (report && res->corrupt <= 100) {
+				report(opaque, layer_idx, VD_CHECK_CORRUPT, msg);
+			}
+		}
 		if (run.kind == VM_DATA || run.kind == VM_COMPRESSED) {
 			res->blocks_checked += VD_DIV_ROUND_UP(run.len, l->granularity);
 			res->bytes_checked += run.len;

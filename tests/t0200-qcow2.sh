@@ -134,4 +134,13 @@ for o in extended_l2=on cluster_size=512; do
 	ok "check of a truncated qcow2 ($o): exit 2" test "$rc" -eq 2
 	ok "  no cluster reported twice" sh -c "[ -z \"\$(grep '^ERROR' tc.out | sort | uniq -d)\" ]"
 done
+# The last data cluster cut short by a truncation: reads give zeroes there (as qemu's do),
+# so check must say so.
+$QI create -q -f qcow2 te.qcow2 1M
+qemu-io -f qcow2 -c "write -P 0xff 0 64k" te.qcow2 >/dev/null
+truncate -s -1 te.qcow2
+"$VDISK" check te.qcow2 >te.out 2>&1
+rc=$?
+ok "check of a qcow2 whose last cluster is cut short: exit 2" test "$rc" -eq 2
+ok "  names it" grep -q "runs past the end of the file" te.out
 done_testing

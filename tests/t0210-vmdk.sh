@@ -109,4 +109,13 @@ rc=$?
 ok "check of a truncated monolithicSparse: exit 2" test "$rc" -eq 2
 ok "  no grain reported twice" sh -c "[ -z \"\$(grep '^ERROR' trc.out | sort | uniq -d)\" ]"
 ok "  the count is the number of lines" sh -c "grep -q \"^\$(grep -c '^ERROR' trc.out) errors were found\" trc.out"
+# The last data grain cut short by a truncation: reads give zeroes there (as qemu's do),
+# so check must say so.
+$QI create -q -f vmdk te.vmdk 1M
+qemu-io -f vmdk -c "write -P 0xff 0 64k" te.vmdk >/dev/null
+truncate -s -1 te.vmdk
+"$VDISK" check te.vmdk >te.out 2>&1
+rc=$?
+ok "check of a vmdk whose last grain is cut short: exit 2" test "$rc" -eq 2
+ok "  names it" grep -q "runs past the end of the file" te.out
 done_testing
