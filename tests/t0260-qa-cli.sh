@@ -54,4 +54,22 @@ printf 'old-pass\n' >k
 run_rc rc "$VDISK" --key-file k key add e.vdk
 ok "key add without the new passphrase and no terminal: exit 1" test "$rc" -eq 1
 ok "  names --new-key-file / --new-key-fd" grep -q -- "--new-key-file FILE or --new-key-fd N" "$T/err"
+
+# prune on an overlay over a foreign image: the foreign layer is listed as a snapshot
+# but is not a native one to delete (prune tried it first and deleted nothing).
+qemu-img convert -f raw -O qcow2 data.raw fbase.qcow2
+"$VDISK" create -b fbase.qcow2 po.vdk
+for s in a b c; do
+	vwrite po.vdk $((M / 2)) 2 4096 7 && "$VDISK" snapshot create po.vdk $s
+done
+"$VDISK" convert -O raw po.vdk po-before.raw
+run_rc rc "$VDISK" snapshot prune po.vdk --keep 1
+ok "prune --keep 1 over a qcow2 base: exit 0" test "$rc" -eq 0
+ok "  deleted a and b" sh -c "grep -q 'deleted snapshot a' '$T/out' && grep -q 'deleted snapshot b' '$T/out'"
+"$VDISK" snapshot list --json po.vdk >pl.json
+ok_eq "$(json_eval pl.json 'join ",", map { $_->{name} } @$j')" "fbase.qcow2,c" "  fbase.qcow2 and c remain"
+ok "  the disk reads the same" same_as po.vdk po-before.raw
+run_rc rc "$VDISK" snapshot prune po.vdk --keep 0
+ok "prune --keep 0: deletes c, keeps the base" sh -c "[ $rc -eq 0 ] && grep -q 'deleted snapshot c' '$T/out'"
+ok "  the disk reads the same" same_as po.vdk po-before.raw
 done_testing
