@@ -766,9 +766,14 @@ qcow2_check(struct vd_layer *l, vd_check_fn report, void *opaque, int layer_idx,
 	    struct vd_check_result *res)
 {
 	struct qcow2_state *s = l->st;
-	uint64_t off = 0;
+	uint64_t off = 0, data_end = s->file_size;
 	char msg[256];
 
+	if (s->data_file) {
+		int64_t n = ft_file_size(s->data_fd);
+
+		data_end = n < 0 ? UINT64_MAX : (uint64_t)n;
+	}
 	/* Every mapping run is validated by qcow2_map; compressed clusters are inflated. */
 	while (off < l->size) {
 		struct qcow2_run run;
@@ -805,12 +810,12 @@ qcow2_check(struct vd_layer *l, vd_check_fn report, void *opaque, int layer_idx,
 			}
 			free(tmp);
 		}
-		if (run.kind == Q_DATA && !s->data_file && run.host + run.len > s->file_size) {
+		if (run.kind == Q_DATA && run.host + run.len > data_end) {
 			/* A truncated file: reads give zeroes there (as qemu's do). */
 			snprintf(msg, sizeof(msg),
-				 "%s: data at virtual offset %" PRIu64
-				 " runs past the end of the file",
-				 l->path, off + (s->file_size - run.host));
+				 "%s: data at virtual offset %" PRIu64 " runs past the end of the %s",
+				 l->path, off + (run.host < data_end ? data_end - run.host : 0),
+				 s->data_file ? "data file" : "file");
 			qcow2_report(report, opaque, layer_idx, res, msg);
 		}
 		if (run.kind == Q_DATA || run.kind == Q_COMPRESSED) {

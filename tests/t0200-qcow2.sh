@@ -143,4 +143,12 @@ truncate -s -1 te.qcow2
 rc=$?
 ok "check of a qcow2 whose last cluster is cut short: exit 2" test "$rc" -eq 2
 ok "  names it" grep -q "runs past the end of the file" te.out
+# The same with an external data file cut short.
+head -c $((2 * M)) /dev/urandom >tdf.raw
+$QI convert -f raw -O qcow2 -o data_file=tdf.data tdf.raw tdf.qcow2
+truncate -s $M tdf.data
+"$VDISK" check tdf.qcow2 >tdf.out 2>&1
+rc=$?
+ok "check of a qcow2 whose data file is cut short: exit 2" test "$rc" -eq 2
+ok "  names it" grep -q "runs past the end of the data file" tdf.out
 done_testing
