@@ -72,4 +72,27 @@ ok "  the disk reads the same" same_as po.vdk po-before.raw
 run_rc rc "$VDISK" snapshot prune po.vdk --keep 0
 ok "prune --keep 0: deletes c, keeps the base" sh -c "[ $rc -eq 0 ] && grep -q 'deleted snapshot c' '$T/out'"
 ok "  the disk reads the same" same_as po.vdk po-before.raw
+
+# A qcow2 that a QEMU process has open for writing (a running VM): qemu-img refuses to
+# read it without -U, and so must check and convert (they only knew vdiskfs's lock).
+qemu-img convert -f raw -O qcow2 data.raw busy.qcow2
+qemu-io -c 'sleep 60000' busy.qcow2 >/dev/null 2>&1 &
+qpid=$!
+cleanup_fn kill "$qpid"
+for _i in $(seq 100); do
+	qemu-img info busy.qcow2 >/dev/null 2>&1 || break
+	sleep 0.1
+done
+run_rc rc "$VDISK" convert -O raw busy.qcow2 busy.raw
+ok "convert of a qcow2 a QEMU process writes: refused" \
+	sh -c "[ $rc -eq 1 ] && grep -q 'open for writing elsewhere' '$T/err' && [ ! -e busy.raw ]"
+run_rc rc "$VDISK" check busy.qcow2
+ok "check of it: refused" test "$rc" -eq 1
+run_rc rc "$VDISK" convert -U -O raw busy.qcow2 busy.raw
+ok "convert -U: done, with a warning" sh -c "[ $rc -eq 0 ] && grep -q warning '$T/err'"
+ok "  the copy" cmp -s busy.raw data.raw
+kill "$qpid"
+wait "$qpid" 2>/dev/null
+run_rc rc "$VDISK" check busy.qcow2
+ok "check once QEMU is gone" test "$rc" -eq 0
 done_testing

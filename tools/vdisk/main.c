@@ -45,7 +45,7 @@ const struct vdisk_cmd vdisk_cmds[] = {
 	{ "check", vdisk_cmd_check, "check [--json] [-U] FILE",
 	  "verify the structure and every checksum of every layer",
 	  "      --json               machine-readable report\n"
-	  "  -U, --force-share        check FILE even while a writer (a vdiskfs mount) has it\n"
+	  "  -U, --force-share        check FILE even while a writer (vdiskfs, QEMU) has it\n"
 	  "                           open, with a warning\n"
 	  "  Exit status: 0 clean (leaked space is reported, but harms no data),\n"
 	  "  1 the check could not run, 2 corruption found.\n" },
@@ -55,7 +55,7 @@ const struct vdisk_cmd vdisk_cmds[] = {
 	  "  -p, --progress           show progress\n"
 	  "  -O, --output-format FMT  raw or vdk (default: vdk)\n"
 	  "  -f, --format FMT         format of IN (default: probed)\n"
-	  "  -U, --force-share        convert IN even while a writer (a vdiskfs mount) has it open\n"
+	  "  -U, --force-share        convert IN even while a writer (vdiskfs, QEMU) has it open\n"
 	  "      --block-size N       block size of a vdk OUT\n"
 	  "      --encrypt            encrypt a vdk OUT (same passphrase as an encrypted IN)\n"
 	  "      --cipher C           xchacha20poly1305 (default) or aes256gcm\n"
