@@ -95,4 +95,28 @@ kill "$qpid"
 wait "$qpid" 2>/dev/null
 run_rc rc "$VDISK" check busy.qcow2
 ok "check once QEMU is gone" test "$rc" -eq 0
+
+# convert -O raw onto a block device (a loop device over a file of 0xff bytes, named
+# through a symlink so that a regression unlinks the link, not the device node): it
+# cannot be truncated, and its holes must be written as zeroes.
+head -c $((2 * M + 4096)) /dev/zero | tr '\0' '\377' >dev.img
+loopdev=$(losetup -f --show dev.img)
+cleanup_fn losetup -d "$loopdev"
+ln -s "$loopdev" dev-link
+qemu-img create -q -f qcow2 holes.qcow2 $((2 * M))
+qemu-io -c "write -P 7 64k 64k" -c "write -z 512k 64k" -c "write -P 0 1M 8k" holes.qcow2 >/dev/null
+qemu-img convert -O raw holes.qcow2 holes.raw
+cat holes.raw >expect-dev.raw
+dd if=/dev/zero bs=4096 count=1 2>/dev/null | tr '\0' '\377' >>expect-dev.raw
+run_rc rc "$VDISK" convert -O raw holes.qcow2 dev-link
+ok "convert -O raw onto a block device" test "$rc" -eq 0
+ok "  the device holds IN, zeroes where IN has holes, its tail untouched" \
+	cmp -s "$loopdev" expect-dev.raw
+ok "  the device node is still there" test -b dev-link
+head -c $((3 * M)) /dev/urandom >big.raw
+run_rc rc "$VDISK" convert -O raw big.raw dev-link
+ok "convert onto a smaller block device: refused" sh -c "[ $rc -eq 1 ] && grep -q smaller '$T/err'"
+ok "  the device node is still there" test -b dev-link
+run_rc rc "$VDISK" convert -O raw holes.qcow2 /dev/null
+ok "convert onto a character device: refused" sh -c "[ $rc -eq 1 ] && [ -c /dev/null ]"
 done_testing

@@ -34,6 +34,7 @@ struct vdisk_conv {
 	const char *in_path, *out_path;
 	uint64_t size, done;
 	uint32_t zero_gran; /* granularity of the all-zero test */
+	bool zero_out;	    /* OUT does not read as zeroes (a block device): write zeroes too */
 	bool progress;
 	double last_pct;
 	uint8_t *buf;
@@ -103,6 +104,28 @@ vdisk_conv_write(struct vdisk_conv *cv, const uint8_t *p, size_t len, uint64_t o
 	return 0;
 }
 
+/* Write zeroes over [off, off + len) of a raw OUT that does not read as zeroes already. */
+static int
+vdisk_conv_zero(struct vdisk_conv *cv, uint64_t off, uint64_t len)
+{
+	static const uint8_t zero[65536];
+
+	if (fallocate(cv->out_fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+		      (off_t)len) == 0) {
+		return 0;
+	}
+	while (len) {
+		size_t n = len < sizeof(zero) ? (size_t)len : sizeof(zero);
+
+		if (vdisk_conv_write(cv, zero, n, off) < 0) {
+			return -1;
+		}
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
 /* Copy one data extent, skipping all-zero pieces. */
 static int
 vdisk_conv_data(struct vdisk_conv *cv, uint64_t off, uint64_t len)
@@ -124,7 +147,7 @@ vdisk_conv_data(struct vdisk_conv *cv, uint64_t off, uint64_t len)
 			if (piece > n - pos) {
 				piece = n - pos;
 			}
-			if (vdisk_is_zero(cv->buf + pos, piece)) {
+			if (!cv->zero_out && vdisk_is_zero(cv->buf + pos, piece)) {
 				pos += piece;
 				continue;
 			}
@@ -133,7 +156,7 @@ vdisk_conv_data(struct vdisk_conv *cv, uint64_t off, uint64_t len)
 			while (pos < n) {
 				size_t p2 = cv->zero_gran < n - pos ? cv->zero_gran : n - pos;
 
-				if (vdisk_is_zero(cv->buf + pos, p2)) {
+				if (!cv->zero_out && vdisk_is_zero(cv->buf + pos, p2)) {
 					break;
 				}
 				pos += p2;
@@ -156,6 +179,9 @@ vdisk_conv_extent(void *opaque, const struct vd_extent *e)
 	struct vdisk_conv *cv = opaque;
 
 	if (e->type != VD_EXTENT_DATA) {
+		if (cv->zero_out && vdisk_conv_zero(cv, e->offset, e->length) < 0) {
+			return -ECANCELED;
+		}
 		cv->done += e->length;
 		vdisk_conv_progress(cv, false);
 		return 0;
@@ -164,20 +190,60 @@ vdisk_conv_extent(void *opaque, const struct vd_extent *e)
 	return vdisk_conv_data(cv, e->offset, e->length) < 0 ? -ECANCELED : 0;
 }
 
+/* The file descriptors open in this process (from /proc/self/fd), sorted; NULL if unknown. */
+static int *
+vdisk_open_fds(size_t *count)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *de;
+	int *fds = NULL;
+	size_t n = 0, cap = 0;
+
+	*count = 0;
+	if (!d) {
+		return NULL;
+	}
+	while ((de = readdir(d)) != NULL) {
+		char *end;
+		long fd = strtol(de->d_name, &end, 10);
+
+		if (*end != '\0' || end == de->d_name || fd < 0 || fd == dirfd(d)) {
+			continue;
+		}
+		if (n == cap) {
+			int *nf = realloc(fds, (cap ? cap * 2 : 64) * sizeof(*fds));
+
+			if (!nf) {
+				free(fds);
+				closedir(d);
+				return NULL;
+			}
+			fds = nf;
+			cap = cap ? cap * 2 : 64;
+		}
+		fds[n++] = (int)fd;
+	}
+	closedir(d);
+	*count = n;
+	return fds;
+}
+
 /*
  * true if path names (the same inode as) a file of img: a layer, or a file a
  * layer reads through (a vmdk extent, a qcow2 external data file). Those are
- * all open in this process (fd 3 and up) once img is open, so they are found
- * by looking at every open file.
+ * the files opened while img was opened: every fd open now that was not open
+ * before (before[nbefore]) is compared, so that an inherited descriptor (a
+ * shell's /dev/null, say) is not taken for one of IN's files.
  */
 static bool
-vdisk_same_file_in_chain(struct vd_image *img, const char *path)
+vdisk_same_file_in_chain(struct vd_image *img, const char *path, const int *before,
+			 size_t nbefore)
 {
 	struct stat so, sl;
 	int n = vd_layer_count(img);
 	bool found = false;
-	struct dirent *de;
-	DIR *d;
+	size_t nnow = 0;
+	int *now;
 
 	if (stat(path, &so) < 0) {
 		return false;	/* does not exist yet */
@@ -190,21 +256,17 @@ vdisk_same_file_in_chain(struct vd_image *img, const char *path)
 			return true;
 		}
 	}
-	d = opendir("/proc/self/fd");
-	if (!d) {
-		return false;
-	}
-	while (!found && (de = readdir(d)) != NULL) {
-		char *end;
-		long fd = strtol(de->d_name, &end, 10);
+	now = vdisk_open_fds(&nnow);
+	for (size_t i = 0; i < nnow && !found; i++) {
+		bool old = false;
 
-		if (*end != '\0' || end == de->d_name || fd < 3 || fd == dirfd(d)) {
-			continue;
+		for (size_t j = 0; j < nbefore && !old; j++) {
+			old = before[j] == now[i];
 		}
-		found = fstat((int)fd, &sl) == 0 && sl.st_dev == so.st_dev &&
+		found = !old && fstat(now[i], &sl) == 0 && sl.st_dev == so.st_dev &&
 			sl.st_ino == so.st_ino;
 	}
-	closedir(d);
+	free(now);
 	return found;
 }
 
@@ -222,7 +284,10 @@ vdisk_cmd_convert(int argc, char **argv)
 	struct vdisk_conv cv = {.out_fd = -1, .last_pct = -1};
 	struct vd_create_opts co = {0};
 	const char *ofmt = "vdk", *ifmt = NULL, *cipher = NULL;
-	bool encrypt = false, created = false, force = false;
+	bool encrypt = false, created = false, force = false, same;
+	struct stat ost;
+	size_t nfds_before = 0;
+	int *fds_before;
 	char *pass = NULL;
 	int c, rc = VDISK_EXIT_ERROR, walk;
 
@@ -270,11 +335,15 @@ vdisk_cmd_convert(int argc, char **argv)
 		vdisk_error(cv.out_path, "IN and OUT are the same file");
 		return VDISK_EXIT_ERROR;
 	}
+	fds_before = vdisk_open_fds(&nfds_before);
 	cv.in = vdisk_open(cv.in_path, ifmt, 0);
 	if (!cv.in) {
+		free(fds_before);
 		return VDISK_EXIT_ERROR;
 	}
-	if (vdisk_same_file_in_chain(cv.in, cv.out_path)) {
+	same = vdisk_same_file_in_chain(cv.in, cv.out_path, fds_before, nfds_before);
+	free(fds_before);
+	if (same) {
 		vdisk_error(cv.out_path, "is %s, one of its backing files or a file it "
 					 "reads through (an extent, a data file): it would be "
 					 "overwritten while it is read",
@@ -290,7 +359,29 @@ vdisk_cmd_convert(int argc, char **argv)
 		vdisk_error(cv.out_path, "out of memory");
 		goto out;
 	}
-	if (strcmp(ofmt, "raw") == 0) {
+	if (strcmp(ofmt, "raw") == 0 && stat(cv.out_path, &ost) == 0 && S_ISBLK(ost.st_mode)) {
+		/* A block device: written in place (never truncated, never removed). */
+		off_t dsize;
+
+		cv.zero_gran = 4096;
+		cv.zero_out = true;
+		cv.out_fd = open(cv.out_path, O_WRONLY | O_CLOEXEC);
+		if (cv.out_fd < 0) {
+			vdisk_error(cv.out_path, "cannot open: %s", strerror(errno));
+			goto out;
+		}
+		dsize = lseek(cv.out_fd, 0, SEEK_END);
+		if (dsize < 0 || (uint64_t)dsize < cv.size) {
+			vdisk_error(cv.out_path,
+				    "the device is smaller than %s (%" PRId64 " < %" PRIu64 " bytes)",
+				    cv.in_path, (int64_t)dsize, cv.size);
+			goto out;
+		}
+	} else if (strcmp(ofmt, "raw") == 0) {
+		if (stat(cv.out_path, &ost) == 0 && !S_ISREG(ost.st_mode)) {
+			vdisk_error(cv.out_path, "not a regular file or block device");
+			goto out;
+		}
 		cv.zero_gran = 4096;
 		cv.out_fd = open(cv.out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 		if (cv.out_fd < 0) {
