@@ -119,4 +119,16 @@ ok "convert onto a smaller block device: refused" sh -c "[ $rc -eq 1 ] && grep -
 ok "  the device node is still there" test -b dev-link
 run_rc rc "$VDISK" convert -O raw holes.qcow2 /dev/null
 ok "convert onto a character device: refused" sh -c "[ $rc -eq 1 ] && [ -c /dev/null ]"
+
+# convert -O raw into an existing file that O_TRUNC does not empty (a vdiskfs disk of the
+# same size): IN's holes must not keep the old bytes.
+"$VDISK" create -s $((2 * M)) target.vdk
+mkdir mnt
+"$VDISKFS" target.vdk mnt && cleanup_fn fusermount3 -u "$T/mnt"
+wait_mounted "$T/mnt"
+head -c $((2 * M)) /dev/zero | tr '\0' '\377' | dd of=mnt/disk bs=1M conv=notrunc,fsync 2>/dev/null
+run_rc rc "$VDISK" convert -O raw holes.qcow2 mnt/disk
+ok "convert -O raw into a vdiskfs disk" test "$rc" -eq 0
+ok "  it reads as IN (zeroes in IN's holes)" cmp -s mnt/disk holes.raw
+fusermount3 -u mnt
 done_testing

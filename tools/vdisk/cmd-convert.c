@@ -393,6 +393,14 @@ vdisk_cmd_convert(int argc, char **argv)
 			vdisk_error(cv.out_path, "cannot set the size: %s", strerror(errno));
 			goto out;
 		}
+		/*
+		 * Truncated, OUT holds no blocks. One that still does was not emptied
+		 * (a fixed-size file such as a vdiskfs disk ignores O_TRUNC): IN's
+		 * holes are then written as zeroes too.
+		 */
+		if (fstat(cv.out_fd, &ost) < 0 || ost.st_blocks > 0) {
+			cv.zero_out = true;
+		}
 	} else {
 		co.size = cv.size;
 		if (encrypt) {
