@@ -79,8 +79,11 @@ qemu-img convert -f raw -O qcow2 data.raw busy.qcow2
 qemu-io -c 'sleep 60000' busy.qcow2 >/dev/null 2>&1 &
 qpid=$!
 cleanup_fn kill "$qpid"
-for _i in $(seq 100); do
-	qemu-img info busy.qcow2 >/dev/null 2>&1 || break
+# Wait for its locks in /proc/locks (polling with qemu-img info would race: its own lock
+# can make qemu-io's open fail).
+ino=$(stat -c %i busy.qcow2)
+for _i in $(seq 200); do
+	grep -q "OFDLCK .*:$ino " /proc/locks && break
 	sleep 0.1
 done
 run_rc rc "$VDISK" convert -O raw busy.qcow2 busy.raw
