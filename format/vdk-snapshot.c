@@ -94,10 +94,52 @@ snap_check_native_top(struct vd_image *img)
 		return vd_set_error(ENOTSUP, "%s: snapshots need a native (vdk) top layer; "
 				    "create an overlay with vdisk create -b", img->path);
 	}
+	/*
+	 * Taking or reverting a snapshot renames files next to the top: through
+	 * a symbolic link that would freeze the real file under its own name and
+	 * put the new top where the link was.
+	 */
+	{
+		struct stat sb;
+
+		if (lstat(img->top->path, &sb) == 0 && S_ISLNK(sb.st_mode)) {
+			char *real = realpath(img->top->path, NULL);
+
+			vd_set_error(EINVAL, "%s is a symbolic link: snapshots rename files next to "
+				     "the image, open it by its real path (%s)", img->top->path,
+				     real ? real : "unknown");
+			free(real);
+			return -EINVAL;
+		}
+	}
 	return 0;
 }
 
-/* Name already used by a layer of the chain? Caller holds the chain lock. */
+/*
+ * The layer of the chain holding an internal snapshot (qcow2) called name, or
+ * NULL. Caller holds the chain lock.
+ */
+static struct vd_layer *
+snap_internal_named(struct vd_chain *c, const char *name)
+{
+	for (int i = 0; i < c->n; i++) {
+		struct vd_layer *l = c->layers[i];
+		int n = l->drv->snapshot_count ? l->drv->snapshot_count(l) : 0;
+
+		for (int k = 0; k < n; k++) {
+			const char *sn = NULL;
+			int64_t created;
+
+			if (l->drv->snapshot_info(l, k, &sn, &created) == 0 && sn &&
+			    strcmp(sn, name) == 0) {
+				return l;
+			}
+		}
+	}
+	return NULL;
+}
+
+/* Name already used by a layer or an internal snapshot of the chain? Caller holds the chain lock. */
 static bool
 snap_name_used(struct vd_chain *c, const char *name)
 {
@@ -106,7 +148,21 @@ snap_name_used(struct vd_chain *c, const char *name)
 			return true;
 		}
 	}
-	return false;
+	return snap_internal_named(c, name) != NULL;
+}
+
+/* No layer is called name: say so, or that it is an internal snapshot we do not change. */
+static int
+snap_not_found(struct vd_image *img, const char *name, const char *what)
+{
+	struct vd_layer *l = snap_internal_named(img->chain, name);
+
+	if (l) {
+		return vd_set_error(ENOTSUP, "%s: '%s' is an internal snapshot of %s; it cannot be "
+				    "%s here (qemu-img snapshot can)", img->path, name, l->path,
+				    what);
+	}
+	return vd_set_error(ENOENT, "%s: no snapshot named '%s'", img->path, name);
 }
 
 int
@@ -156,7 +212,7 @@ vd_snapshot_create(struct vd_image *img, const char *name)
 	/* 3. the new empty top, naming the frozen file as its backing */
 	unlink(tmp);
 	r = vdk_create_file(tmp, top->size, st->bs, snap_basename(frozen), "vdk", name, now,
-			    st->crypt ? st->hdr.crypt_area : NULL, st->crypt ? st->hdr.uuid : NULL,
+			    st->hdr.uuid, st->crypt ? st->hdr.crypt_area : NULL, st->crypt ? st->hdr.uuid : NULL,
 			    st->crypt, st->hdr.ctr_next);
 	if (r < 0) {
 		unlink(frozen);
@@ -352,8 +408,9 @@ vd_snapshot_delete(struct vd_image *img, const char *name)
 		}
 	}
 	if (idx < 0) {
+		r = snap_not_found(img, name, "deleted");
 		pthread_rwlock_unlock(&c->lock);
-		return vd_set_error(ENOENT, "%s: no snapshot named '%s'", img->path, name);
+		return r;
 	}
 	s = c->layers[idx];
 	ch = c->layers[idx - 1];
@@ -392,10 +449,11 @@ vd_snapshot_delete(struct vd_image *img, const char *name)
 			r = vd_set_error(ENOMEM, "out of memory");
 			goto out;
 		}
-		r = vdk_set_backing(ch, rel, below->drv->name, below->name, below->created);
+		r = vdk_set_backing(ch, rel, below->drv->name, below->name, below->created,
+				    below->drv == &vd_vdk_driver ? below->uuid : NULL);
 		free(rel);
 	} else {
-		r = vdk_set_backing(ch, NULL, NULL, NULL, 0);
+		r = vdk_set_backing(ch, NULL, NULL, NULL, 0, NULL);
 	}
 	if (r < 0) {
 		goto out;
@@ -448,7 +506,7 @@ vd_snapshot_revert(struct vd_image *img, const char *name)
 		}
 	}
 	if (idx < 0) {
-		r = vd_set_error(ENOENT, "%s: no snapshot named '%s'", img->path, name);
+		r = snap_not_found(img, name, "reverted to");
 		goto out;
 	}
 	for (int i = 1; i < idx; i++) {
@@ -469,7 +527,8 @@ vd_snapshot_revert(struct vd_image *img, const char *name)
 		char *rel = vd_make_relative(top->path, s->path);
 
 		r = rel ? vdk_create_file(tmp, top->size, st->bs, rel, s->drv->name, s->name,
-					  s->created, st->crypt ? st->hdr.crypt_area : NULL,
+					  s->created,
+					  s->drv == &vd_vdk_driver ? s->uuid : NULL, st->crypt ? st->hdr.crypt_area : NULL,
 					  st->crypt ? st->hdr.uuid : NULL, st->crypt,
 					  VD_MAX(st->hdr.ctr_next, st->ctr_next))
 			: vd_set_error(ENOMEM, "out of memory");

@@ -340,7 +340,7 @@ vdfs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 			stat_dir(fs, st, 0555, 2);
 			st->st_mtim = st->st_ctim = st->st_atim = t;
 		} else if (n.kind == K_SNAP_DISK) {
-			stat_file(st, 0444, fs->size, n.snap->allocated, t);
+			stat_file(st, 0444, n.snap->size, n.snap->allocated, t);
 		} else {
 			ret = n.kind == K_SNAP_INFO
 				      ? vdfs_snap_info_text(fs, n.snap, &txt, &len)
@@ -534,6 +534,11 @@ vdfs_open(const char *path, struct fuse_file_info *fi)
 			ret = -EROFS;
 			break;
 		}
+		if (fi->flags & O_TRUNC) {
+			/* A size change, like truncate (the kernel would show size 0). */
+			ret = -EPERM;
+			break;
+		}
 		fh->img = fs->img;
 		fh->writable = !fs->readonly;
 		if (n.kind == K_DISK) {
@@ -689,7 +694,8 @@ vdfs_write(const char *path, const char *buf, size_t size, off_t off, struct fus
 {
 	struct vdfs *fs = vdfs_get();
 	struct vdfs_fh *fh = (struct vdfs_fh *)(uintptr_t)fi->fh;
-	bool logged;
+	bool logged, past_end;
+	size_t want;
 	int ret;
 
 	(void)path;
@@ -699,12 +705,20 @@ vdfs_write(const char *path, const char *buf, size_t size, off_t off, struct fus
 	if (size > INT_MAX) {
 		size = INT_MAX;
 	}
+	want = size;
 	if (size == 0) {
 		return 0;
 	}
 	if (!fh_clip(fh, off, &size)) {
 		return -ENOSPC; /* a disk does not grow */
 	}
+	/*
+	 * A write() across the end is short, as on a block device. The kernel's
+	 * write-back cannot report a short write: the bytes past the end would
+	 * be dropped without a word, so its request fails with ENOSPC (after
+	 * writing the part inside the disk) and fsync/close report it.
+	 */
+	past_end = fi->writepage && size < want;
 	/*
 	 * After ENOSPC, the kernel's write-back goes on sending the rest of the dirty
 	 * pages; each would take what little room is left, until not even a commit
@@ -734,7 +748,7 @@ vdfs_write(const char *path, const char *buf, size_t size, off_t off, struct fus
 		return logged ? ret : vdfs_err(fs, "write", ret);
 	}
 	note_write(fs, fh);
-	return (int)size;
+	return past_end ? -ENOSPC : (int)size;
 }
 
 static int
