@@ -378,28 +378,38 @@ vdisk_cmd_convert(int argc, char **argv)
 			goto out;
 		}
 	} else if (strcmp(ofmt, "raw") == 0) {
+		int terr;
+
 		if (stat(cv.out_path, &ost) == 0 && !S_ISREG(ost.st_mode)) {
 			vdisk_error(cv.out_path, "not a regular file or block device");
 			goto out;
 		}
 		cv.zero_gran = 4096;
-		cv.out_fd = open(cv.out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		cv.out_fd = open(cv.out_path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
 		if (cv.out_fd < 0) {
 			vdisk_error(cv.out_path, "cannot create: %s", strerror(errno));
 			goto out;
 		}
-		created = true;
-		if (ftruncate(cv.out_fd, (off_t)cv.size) < 0) {
-			vdisk_error(cv.out_path, "cannot set the size: %s", strerror(errno));
-			goto out;
-		}
-		/*
-		 * Truncated, OUT holds no blocks. One that still does was not emptied
-		 * (a fixed-size file such as a vdiskfs disk ignores O_TRUNC): IN's
-		 * holes are then written as zeroes too.
-		 */
-		if (fstat(cv.out_fd, &ost) < 0 || ost.st_blocks > 0) {
+		terr = ftruncate(cv.out_fd, 0) < 0 ? errno : 0;
+		if (terr == 0) {
+			created = true;
+			if (ftruncate(cv.out_fd, (off_t)cv.size) < 0) {
+				vdisk_error(cv.out_path, "cannot set the size: %s", strerror(errno));
+				goto out;
+			}
+			/*
+			 * Truncated, OUT holds no blocks. One that still does was not
+			 * emptied: IN's holes are then written as zeroes too.
+			 */
+			if (fstat(cv.out_fd, &ost) < 0 || ost.st_blocks > 0) {
+				cv.zero_out = true;
+			}
+		} else if (fstat(cv.out_fd, &ost) == 0 && (uint64_t)ost.st_size == cv.size) {
+			/* A file of IN's size that cannot be truncated (a vdiskfs disk): in place. */
 			cv.zero_out = true;
+		} else {
+			vdisk_error(cv.out_path, "cannot set the size: %s", strerror(terr));
+			goto out;
 		}
 	} else {
 		co.size = cv.size;
