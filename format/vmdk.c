@@ -1018,6 +1018,9 @@ vmdk_map(struct vd_layer *l, uint64_t off, uint64_t len, struct vmdk_run *run,
 		}
 		if (gt && e->kind == VX_SESPARSE) {
 			if ((gt & UINT64_C(0xffffffff00000000)) != UINT64_C(0x1000000000000000)) {
+				if (have) {
+					goto out;
+				}
 				return vd_set_error(
 					EIO, "%s: extent %s: bad grain directory entry %" PRIu64,
 					l->path, e->file, gdi);
@@ -1037,6 +1040,9 @@ vmdk_map(struct vd_layer *l, uint64_t off, uint64_t len, struct vmdk_run *run,
 			continue;
 		}
 		if (!ft_in_file(gt, (uint64_t)e->gtes * e->esize, e->file_size)) {
+			if (have) {
+				goto out;
+			}
 			return vd_set_error(
 				EIO, "%s: extent %s: grain table %" PRIu64 " outside the file",
 				l->path, e->file, gdi);
@@ -1046,7 +1052,7 @@ vmdk_map(struct vd_layer *l, uint64_t off, uint64_t len, struct vmdk_run *run,
 			e->gtes - gti);
 		ret = ft_cache_read(&e->gtc, e->fd, gt, gti * e->esize, raw, nent * e->esize);
 		if (ret < 0) {
-			return ret;
+			return have ? 0 : ret;
 		}
 		for (ci = 0; ci < nent && pos < bend; ci++) {
 			uint64_t v = e->esize == 8 ? vd_le64((uint8_t *)raw + 8 * ci)
@@ -1056,7 +1062,8 @@ vmdk_map(struct vd_layer *l, uint64_t off, uint64_t len, struct vmdk_run *run,
 
 			ret = vmdk_entry(l, e, v, e->start + pos, &k, &host);
 			if (ret < 0) {
-				return ret;
+				/* The run before the bad entry is good: the next call reports it. */
+				return have ? 0 : ret;
 			}
 			if (k == VM_DATA) {
 				host += pos % e->grain;
@@ -1266,6 +1273,18 @@ vmdk_check(struct vd_layer *l, vd_check_fn report, void *opaque, int layer_idx,
 				off = (off - e->start) / e->grain * e->grain + e->grain + e->start;
 			}
 			continue;
+		}
+		if (run.kind == VM_DATA && run.host + run.len > e->file_size) {
+			/* A truncated extent: reads give zeroes there (as qemu's do). */
+			res->corrupt++;
+			snprintf(msg, sizeof(msg),
+				 "%s: extent %s: data at virtual offset %" PRIu64
+				 " runs past the end of the file",
+				 l->path, e->file,
+				 run.host < e->file_size ? off + (e->file_size - run.host) : off);
+			if (report && res->corrupt <= 100) {
+				report(opaque, layer_idx, VD_CHECK_CORRUPT, msg);
+			}
 		}
 		if (run.kind == VM_DATA || run.kind == VM_COMPRESSED) {
 			res->blocks_checked += VD_DIV_ROUND_UP(run.len, l->granularity);
