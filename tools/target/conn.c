@@ -1066,7 +1066,13 @@ conn_check_cmdsn(struct iscsi_conn *c, const uint8_t *bhs)
 	return true;
 }
 
-static void
+/*
+ * A SCSI Command PDU. data == NULL with dlen > 0: the immediate data is still
+ * on its way and conn_rx reads it straight into the buffer of the task this
+ * returns (task_imm_data() completes it); NULL when no task waits for it (the
+ * command was answered or ignored: the data is dropped).
+ */
+static struct iscsi_task *
 conn_handle_scsi_cmd(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *ahs, uint32_t ahslen,
 		     const uint8_t *data, uint32_t dlen)
 {
@@ -1078,28 +1084,28 @@ conn_handle_scsi_cmd(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *ah
 	(void)ahs;
 	if (c->discovery) {
 		conn_reject(c, bhs, ISCSI_REJECT_PROTOCOL);
-		return;
+		return NULL;
 	}
 	if (!conn_check_cmdsn(c, bhs)) {
-		return;
+		return NULL;
 	}
 	if (task_find(c, itt)) {
 		conn_reject(c, bhs, ISCSI_REJECT_PROTOCOL); /* task tag in use */
-		return;
+		return NULL;
 	}
 	if (conn_take_ua(c, bhs)) {
-		return;
+		return NULL;
 	}
 	if (dlen &&
 	    (!w || !c->params.immediate_data || dlen > edtl || dlen > c->params.first_burst)) {
 		conn_protocol_error(c, bhs, "bad immediate data");
-		return;
+		return NULL;
 	}
 	if (ahslen) {
 		/* extended CDBs (> 16 bytes) are not used by any command we implement */
 		conn_respond_now(c, bhs, SK_ILLEGAL_REQUEST, ASC_INVALID_OPCODE);
 		conn_flush(c);
-		return;
+		return NULL;
 	}
 	bool busy =
 		c->ntasks >= CONN_QUEUE_DEPTH || (w && c->write_buf + edtl > CONN_MAX_WRITE_BUF);
@@ -1117,12 +1123,12 @@ conn_handle_scsi_cmd(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *ah
 			conn_respond_now(c, bhs, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_CDB);
 		}
 		conn_flush(c);
-		return;
+		return NULL;
 	}
 	struct iscsi_task *t = calloc(1, sizeof(*t));
 	if (!t) {
 		conn_close(c);
-		return;
+		return NULL;
 	}
 	t->conn = c;
 	t->refs = 1;
@@ -1140,20 +1146,33 @@ conn_handle_scsi_cmd(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *ah
 		if (!t->cmd.out) {
 			task_finish(t);
 			conn_close(c);
-			return;
+			return NULL;
 		}
 		c->write_buf += edtl;
-		memcpy(t->cmd.out, data, dlen);
-		t->got = dlen;
-		t->unsol_next = dlen;
 		uint32_t fb = c->params.first_burst < edtl ? c->params.first_burst : edtl;
 		t->unsol_end = fb;
 		t->unsol_open = !c->params.initial_r2t && !(flags & ISCSI_FLAG_FINAL) && dlen < fb;
+		if (!data && dlen) {
+			return t; /* task_imm_data() goes on once the data is in */
+		}
+		memcpy(t->cmd.out, data, dlen);
+		t->got = dlen;
+		t->unsol_next = dlen;
 		task_data_progress(c, t);
 	} else {
 		task_dispatch(c, t);
 	}
 	/* the response (or R2T) goes out with the others when conn_event flushes */
+	return NULL;
+}
+
+/* The immediate data of t (dlen bytes) was received into its buffer. */
+static void
+task_imm_data(struct iscsi_conn *c, struct iscsi_task *t, uint32_t dlen)
+{
+	t->got = dlen;
+	t->unsol_next = dlen;
+	task_data_progress(c, t);
 }
 
 /* ---- task management ---- */
@@ -1442,18 +1461,20 @@ conn_rx_grow(struct iscsi_conn *c, size_t need)
 }
 
 /*
- * A large Data-Out whose header is in and checked, data still on the way: copy
+ * A large Data-Out whose header is in and checked, or a SCSI Command with a
+ * large immediate data segment, data still on the way: handle the header, copy
  * what arrived, then conn_rx reads the rest of the data directly into the
- * task's buffer (one copy less). Only without data digest; any PDU that fails
- * a check takes the buffered path, which reports it.
+ * task's buffer (one copy less). Only without data digest and AHS; any
+ * Data-Out that fails a check takes the buffered path, which reports it.
  */
 static bool
 conn_rx_direct(struct iscsi_conn *c, const uint8_t *bhs, size_t avail, uint32_t hd, uint32_t dlen,
 	       uint32_t pad, uint32_t dd)
 {
-	struct r2t_slot *s;
-	if (!c->ffp || (bhs[0] & ISCSI_OP_MASK) != ISCSI_OP_DATA_OUT || dd || bhs[BHS_AHSLEN] ||
-	    dlen < CONN_DIRECT_MIN || avail < ISCSI_BHS_LEN + hd) {
+	struct r2t_slot *s = NULL;
+	uint8_t op = bhs[0] & ISCSI_OP_MASK;
+	if (!c->ffp || (op != ISCSI_OP_DATA_OUT && op != ISCSI_OP_SCSI_CMD) || dd ||
+	    bhs[BHS_AHSLEN] || dlen < CONN_DIRECT_MIN || avail < ISCSI_BHS_LEN + hd) {
 		return false;
 	}
 	if (hd) {
@@ -1463,24 +1484,41 @@ conn_rx_direct(struct iscsi_conn *c, const uint8_t *bhs, size_t avail, uint32_t 
 			return false; /* the buffered path closes the connection */
 		}
 	}
-	struct iscsi_task *t = data_out_target(c, bhs, dlen, &s);
-	if (!t) {
-		return false;
+	struct iscsi_task *t;
+	uint32_t off = 0;
+	memcpy(c->drx_bhs, bhs, ISCSI_BHS_LEN);
+	if (op == ISCSI_OP_SCSI_CMD) {
+		if (!(bhs[1] & ISCSI_FLAG_CMD_WRITE) || !c->params.immediate_data ||
+		    dlen > get_be32(bhs + BHS_CMD_EDTL) || dlen > c->params.first_burst) {
+			return false; /* the buffered path reports it */
+		}
+		t = conn_handle_scsi_cmd(c, c->drx_bhs, NULL, 0, NULL, dlen);
+		if (c->dead) {
+			return true;
+		}
+	} else {
+		t = data_out_target(c, bhs, dlen, &s);
+		if (!t) {
+			return false;
+		}
+		off = get_be32(bhs + BHS_BUFOFF);
 	}
 	size_t have = avail - ISCSI_BHS_LEN - hd;
 	size_t take = have < dlen ? have : dlen;
-	uint32_t off = get_be32(bhs + BHS_BUFOFF);
-	memcpy(t->cmd.out + off, bhs + ISCSI_BHS_LEN + hd, take);
-	memcpy(c->drx_bhs, bhs, ISCSI_BHS_LEN);
+	if (t) {
+		memcpy(t->cmd.out + off, bhs + ISCSI_BHS_LEN + hd, take);
+	}
+	c->drx_on = true;
+	c->drx_imm = op == ISCSI_OP_SCSI_CMD;
 	c->drx_task = t;
 	c->drx_slot = s;
-	c->drx_dst = t->cmd.out + off + take;
+	c->drx_dst = t ? t->cmd.out + off + take : NULL;
 	c->drx_left = dlen - (uint32_t)take;
 	c->drx_pad = pad - (uint32_t)(have - take);
 	c->drx_dlen = dlen;
 	c->rxpos = c->rxlen = 0;
-	tgt_dbg("%s: Data-Out of task 0x%x: %u bytes received into the task", c->peer, t->itt,
-		dlen);
+	tgt_dbg("%s: %s of task 0x%x: %u bytes received into the task", c->peer,
+		c->drx_imm ? "immediate data" : "Data-Out", get_be32(bhs + BHS_ITT), dlen);
 	return true;
 }
 
@@ -1488,11 +1526,15 @@ conn_rx_direct(struct iscsi_conn *c, const uint8_t *bhs, size_t avail, uint32_t 
 static bool
 conn_rx_direct_more(struct iscsi_conn *c, bool *again)
 {
+	static uint8_t sink[65536]; /* the data of a command answered at once */
 	*again = false;
 	while (c->drx_left || c->drx_pad) {
 		uint8_t scratch[4];
-		uint8_t *dst = c->drx_left ? c->drx_dst : scratch;
+		uint8_t *dst = c->drx_left ? (c->drx_dst ? c->drx_dst : sink) : scratch;
 		size_t want = c->drx_left ? c->drx_left : c->drx_pad;
+		if (dst == sink && want > sizeof(sink)) {
+			want = sizeof(sink);
+		}
 		ssize_t n = read(c->ev.fd, dst, want);
 		if (n < 0) {
 			if (errno == EINTR) {
@@ -1511,15 +1553,22 @@ conn_rx_direct_more(struct iscsi_conn *c, bool *again)
 		}
 		c->last_rx = time(NULL);
 		if (c->drx_left) {
-			c->drx_dst += n;
+			if (c->drx_dst) {
+				c->drx_dst += n;
+			}
 			c->drx_left -= (uint32_t)n;
 		} else {
 			c->drx_pad -= (uint32_t)n;
 		}
 	}
 	struct iscsi_task *t = c->drx_task;
+	c->drx_on = false;
 	c->drx_task = NULL;
-	data_out_commit(c, t, c->drx_slot, c->drx_bhs[1] & ISCSI_FLAG_FINAL, c->drx_dlen);
+	if (t && c->drx_imm) {
+		task_imm_data(c, t, c->drx_dlen);
+	} else if (t) {
+		data_out_commit(c, t, c->drx_slot, c->drx_bhs[1] & ISCSI_FLAG_FINAL, c->drx_dlen);
+	}
 	*again = !c->dead;
 	return !c->dead;
 }
@@ -1597,7 +1646,7 @@ static void
 conn_rx(struct iscsi_conn *c)
 {
 	for (int rounds = 0; rounds < 8 && !c->dead && !c->closing; rounds++) {
-		if (c->drx_task) {
+		if (c->drx_on) {
 			bool again;
 			if (!conn_rx_direct_more(c, &again) || !again) {
 				return;
@@ -1634,8 +1683,8 @@ conn_rx(struct iscsi_conn *c)
 		if (!conn_parse(c)) {
 			return;
 		}
-		if (c->drx_task) {
-			continue; /* read the rest of that Data-Out now */
+		if (c->drx_on) {
+			continue; /* read the rest of that data now */
 		}
 		if (c->rxlen < c->rxcap) {
 			return; /* drained the socket */
@@ -1672,6 +1721,7 @@ conn_close(struct iscsi_conn *c)
 	tgt_dbg("%s: closing connection", c->peer);
 	c->dead = true;
 	c->drx_task = NULL;
+	c->drx_on = false;
 	epoll_ctl(srv.epfd, EPOLL_CTL_DEL, c->ev.fd, NULL);
 	close(c->ev.fd);
 	if (c->pipe[0] >= 0) {

@@ -113,7 +113,11 @@ struct iscsi_conn {
 	/* receive */
 	uint8_t *rxbuf;
 	size_t rxcap, rxlen, rxpos;
-	/* a Data-Out being received straight into its task's buffer */
+	/* a Data-Out, or the immediate data of a SCSI Command (drx_imm), being
+	 * received straight into its task's buffer; with drx_task NULL (a command
+	 * that was answered at once) the data is read and dropped */
+	bool drx_on;
+	bool drx_imm;
 	struct iscsi_task *drx_task;
 	struct r2t_slot *drx_slot;
 	uint8_t *drx_dst;

@@ -92,6 +92,8 @@ struct tgt_lun {
 	bool can_unmap;
 	bool mem_backed; /* tmpfs/ramfs: I/O never waits for a device, run it on the loop */
 	bool zerocopy;	 /* tmpfs with small pages: reads may splice file pages to the socket */
+	uint8_t *map;	 /* mem_backed and writable: the file mapped shared, for writes */
+	uint64_t map_len;
 	uint8_t naa[16];	  /* NAA 6 registered extended identifier */
 	char serial[40];	  /* VPD 80 */
 	bool serial_set;	  /* serial given in the configuration */
