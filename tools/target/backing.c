@@ -51,6 +51,7 @@
 
 #include "target.h"
 
+#define LUN_MAP_READ_MIN (64u << 10) /* smaller reads: pread (mincore costs a call too) */
 #define TGT_NAA_OUI 0x0d7e5au /* vendor part of the NAA id (locally chosen) */
 
 /* Every open LUN, for EXTENDED COPY's target descriptors. */
@@ -155,7 +156,8 @@ lun_pwrite_atomic(struct tgt_lun *lu, const void *buf, size_t len, uint64_t off)
 
 /* ---- copies into the mapping of a tmpfs LUN, guarded against SIGBUS ---- */
 
-static __thread sigjmp_buf *lun_map_jmp;
+/* volatile: the stores around memcpy must stay (the signal handler reads it) */
+static __thread sigjmp_buf *volatile lun_map_jmp;
 
 static void
 lun_sigbus(int sig, siginfo_t *si, void *uc)
@@ -180,9 +182,9 @@ lun_sigbus_install(void)
 	sigaction(SIGBUS, &sa, NULL);
 }
 
-/* memcpy into the mapping; -EFAULT when the pages are gone (the file shrank) */
+/* memcpy to or from the mapping; -EFAULT when the pages are gone (the file shrank) */
 static int
-lun_map_copy(uint8_t *dst, const void *src, size_t len)
+lun_map_copy(void *dst, const void *src, size_t len)
 {
 	sigjmp_buf jb;
 	if (sigsetjmp(jb, 0)) {
@@ -190,19 +192,21 @@ lun_map_copy(uint8_t *dst, const void *src, size_t len)
 		return -EFAULT;
 	}
 	lun_map_jmp = &jb;
+	__asm__ volatile("" ::: "memory");
 	memcpy(dst, src, len);
+	__asm__ volatile("" ::: "memory");
 	lun_map_jmp = NULL;
 	return 0;
 }
 
 static void
-lun_map_open(struct tgt_lun *lu, uint64_t size)
+lun_map_open(struct tgt_lun *lu, uint64_t size, bool ro)
 {
 	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	if (getenv("VDISK_TARGET_NO_MMAP") || size == 0 || size > (uint64_t)SIZE_MAX / 2) {
 		return;
 	}
-	void *m = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, lu->fd, 0);
+	void *m = mmap(NULL, (size_t)size, PROT_READ | (ro ? 0 : PROT_WRITE), MAP_SHARED, lu->fd, 0);
 	if (m == MAP_FAILED) {
 		return; /* pwrite as usual */
 	}
@@ -248,9 +252,7 @@ tgt_lun_open(const char *path, bool ro, const char *serial_override, uint32_t pb
 		    (sf.f_type == TMPFS_MAGIC || sf.f_type == RAMFS_MAGIC)) {
 			lu->mem_backed = true;
 			lu->zerocopy = sf.f_type == TMPFS_MAGIC && lun_small_pages(&st);
-			if (!ro) {
-				lun_map_open(lu, size);
-			}
+			lun_map_open(lu, size, ro);
 		}
 	} else {
 		e = EINVAL;
@@ -355,10 +357,44 @@ tgt_lun_put(struct tgt_lun *lu)
 	free(lu);
 }
 
+/*
+ * Every page of [off, off + len) of the mapping is in memory: copying from it
+ * then fills no hole (a read fault on a hole of a tmpfs mapping allocates).
+ */
+bool
+lun_map_resident(struct tgt_lun *lu, uint64_t off, size_t len)
+{
+	unsigned char vec[256];
+	if (!lu->map || off > lu->map_len || len > lu->map_len - off || len == 0) {
+		return false;
+	}
+	uint64_t a = off & ~(uint64_t)4095, end = off + len;
+	while (a < end) {
+		uint64_t pages = (end - a + 4095) >> 12;
+		if (pages > sizeof(vec)) {
+			pages = sizeof(vec);
+		}
+		if (mincore(lu->map + a, (size_t)(pages << 12), vec) < 0) {
+			return false;
+		}
+		for (uint64_t i = 0; i < pages; i++) {
+			if (!(vec[i] & 1)) {
+				return false;
+			}
+		}
+		a += pages << 12;
+	}
+	return true;
+}
+
 int
 lun_pread(struct tgt_lun *lu, void *buf, size_t len, uint64_t off)
 {
 	uint8_t *p = buf;
+	if (len >= LUN_MAP_READ_MIN && lun_map_resident(lu, off, len) &&
+	    lun_map_copy(buf, lu->map + off, len) == 0) {
+		return 0;
+	}
 	while (len) {
 		ssize_t n = pread(lu->fd, p, len, (off_t)off);
 		if (n < 0) {

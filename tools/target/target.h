@@ -362,6 +362,7 @@ int lun_pread(struct tgt_lun *lu, void *buf, size_t len, uint64_t off);
 /* pread from the page cache only: -EAGAIN when that would block. */
 /* A write that in-flight zero-copy reads never see half of (COMPARE AND WRITE...). */
 int lun_pwrite_atomic(struct tgt_lun *lu, const void *buf, size_t len, uint64_t off);
+bool lun_map_resident(struct tgt_lun *lu, uint64_t off, size_t len);
 int lun_pread_nowait(struct tgt_lun *lu, void *buf, size_t len, uint64_t off);
 int lun_pwrite(struct tgt_lun *lu, const void *buf, size_t len, uint64_t off);
 int lun_flush(struct tgt_lun *lu);
