@@ -139,5 +139,8 @@ echo "$pv|$pt" | awk -F'|' '{ split($1, v, " "); split($2, t, " ")
 	printf "| iscsi-perf 4 KiB read, depth 32 | | %d IOPS | %d IOPS | %.2f× | | %.1f | %.1f |\n",
 		v[1], t[1], v[1] / (t[1] ? t[1] : 1), v[2], t[2] }'
 echo
-echo "vdisk-target RSS: $(awk '/VmRSS/ { print $2 " " $3 }' /proc/$VPID/status)," \
-	"tgtd RSS: $(awk '/VmRSS/ { print $2 " " $3 }' /proc/$TPID/status)"
+# (a tmpfs LUN is mapped by vdisk-target: its pages count in VmRSS as RssShmem,
+# the file's own memory, not the daemon's; RssAnon is what the daemon allocated)
+rss() { awk '/^(VmRSS|RssAnon|RssShmem)/ { printf "%s %s kB  ", $1, $2 }' "/proc/$1/status"; }
+echo "vdisk-target: $(rss "$VPID")"
+echo "tgtd: $(rss "$TPID")"

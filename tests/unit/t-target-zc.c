@@ -196,9 +196,9 @@ main(void)
 	c->zc_ok = true;
 	c->zc_max = 1u << 20;
 	scsi_exec(c);
-	ok(c->status == SAM_STAT_GOOD && !c->zc && c->in && c->in[0] == pat(8 * 512) &&
-		   c->in[65535] == pat(8 * 512 + 65535),
-	   "64 KiB READ with zc_ok, every page in memory: copied from the mapping");
+	ok(c->status == SAM_STAT_GOOD && !c->zc && c->mapped && c->zc_off == 8 * 512 &&
+		   c->in == NULL && c->in_len == 65536,
+	   "64 KiB READ with zc_ok, every page in memory: sent from the mapping");
 	cmd_free(c);
 	rw10(cdb, 0x28, 1, 128);
 	c = cmd_new(lu, cdb, 10, NULL, 0, 65536);
@@ -206,8 +206,8 @@ main(void)
 	c->zc_ok = true;
 	c->zc_max = 65536;
 	scsi_exec(c);
-	ok(c->status == SAM_STAT_GOOD && !c->zc && c->in && c->in[0] == pat(512),
-	   "64 KiB READ spanning 17 pages, pipe of 16: copied");
+	ok(c->status == SAM_STAT_GOOD && !c->zc && c->mapped && c->zc_off == 512,
+	   "64 KiB READ spanning 17 pages, pipe of 16: from the mapping all the same");
 	cmd_free(c);
 	rw10(cdb, 0x28, 8, 8);
 	c = cmd_new(lu, cdb, 10, NULL, 0, 4096);
@@ -251,7 +251,8 @@ main(void)
 		c->zc_ok = true;
 		c->zc_max = 1u << 20;
 		scsi_exec(c);
-		ok(c->status == SAM_STAT_GOOD && c->zc && c->zc_off == 0 && c->in == NULL,
+		ok(c->status == SAM_STAT_GOOD && c->zc && !c->mapped && c->zc_off == 0 &&
+			   c->in == NULL,
 		   "128 KiB READ over a hole with zc_ok: by reference");
 		cmd_free(c);
 		rw10(cdb, 0x28, 0, 256);
@@ -263,6 +264,20 @@ main(void)
 		}
 		ok(zeros, "128 KiB READ over a hole without zc_ok: the data, then zeros");
 		cmd_free(c);
+		rw10(cdb, 0x28, 1, 128);
+		c = cmd_new(sl, cdb, 10, NULL, 0, 65536);
+		c->nowait = true;
+		c->zc_ok = true;
+		c->zc_max = 65536;
+		scsi_exec(c);
+		ok(c->status == SAM_STAT_GOOD && !c->zc && !c->mapped && c->in &&
+			   c->in[0] == pat(512) && c->in[65535] == 0,
+		   "64 KiB READ over holes spanning 17 pages, pipe of 16: copied");
+		cmd_free(c);
+		uint8_t m4[4096];
+		ok(lun_map_read(sl, m4, 4096, 0) == 0 && m4[0] == pat(0) && m4[4095] == pat(4095) &&
+			   lun_map_read(sl, m4, 4096, (1u << 20) - 2048) == -EFAULT,
+		   "lun_map_read: in the mapping, and -EFAULT past its end");
 		fstat(sfd, &s1);
 		ok(s1.st_blocks == s0.st_blocks, "... and the holes stay holes (%lld blocks)",
 		   (long long)s1.st_blocks);

@@ -388,6 +388,15 @@ lun_map_resident(struct tgt_lun *lu, uint64_t off, size_t len)
 }
 
 int
+lun_map_read(struct tgt_lun *lu, void *buf, size_t len, uint64_t off)
+{
+	if (!lu->map || off > lu->map_len || len > lu->map_len - off) {
+		return -EFAULT;
+	}
+	return lun_map_copy(buf, lu->map + off, len);
+}
+
+int
 lun_pread(struct tgt_lun *lu, void *buf, size_t len, uint64_t off)
 {
 	uint8_t *p = buf;

@@ -346,6 +346,33 @@ conn_update_events(struct iscsi_conn *c, bool want_out)
 	c->want_out = want_out;
 }
 
+/*
+ * Under mlu's io_lock, after a sendmsg: the Data-In still queued of tasks whose
+ * data went out in part is copied from the mapping now, so the initiator gets
+ * one consistent image of every task's data (an atomic write may come before
+ * the rest is sent). False when the mapping faulted.
+ */
+static bool
+conn_unmap_started(struct iscsi_conn *c, struct tgt_lun *mlu)
+{
+	struct tx_pdu *p;
+	TAILQ_FOREACH(p, &c->txq, link)
+	{
+		if (!p->mapped || !p->task->map_started || p->task->cmd.lu != mlu) {
+			continue;
+		}
+		uint8_t *b = malloc(p->dlen ? p->dlen : 1);
+		if (!b || lun_map_read(mlu, b, p->dlen, (uint64_t)(p->data - mlu->map)) < 0) {
+			free(b);
+			return false;
+		}
+		p->data = b;
+		p->owned = b;
+		p->mapped = false;
+	}
+	return true;
+}
+
 void
 conn_flush(struct iscsi_conn *c)
 {
@@ -362,10 +389,17 @@ conn_flush(struct iscsi_conn *c)
 			tx_pdu_free(p);
 			continue;
 		}
+		struct tgt_lun *mlu = NULL; /* the LUN whose mapping this sendmsg reads */
 		TAILQ_FOREACH(p, &c->txq, link)
 		{
 			if (n + 3 > 64) {
 				break;
+			}
+			if (p->mapped) {
+				if (mlu && mlu != p->task->cmd.lu) {
+					break; /* one io_lock per sendmsg */
+				}
+				mlu = p->task->cmd.lu;
 			}
 			if (p->zc) {
 				/* its header; the data follows by splice, corked with it */
@@ -391,17 +425,28 @@ conn_flush(struct iscsi_conn *c)
 				n++;
 			}
 		}
+		if (mlu && pthread_rwlock_tryrdlock(&mlu->io_lock) != 0) {
+			/* an atomic write holds it on a worker: after the next loop event */
+			c->zc_wait = true;
+			srv.zc_retry = true;
+			conn_update_events(c, false);
+			return;
+		}
 		struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
 		ssize_t w = sendmsg(c->ev.fd, &mh, more ? MSG_MORE : 0);
+		int err = errno;
 		if (w < 0) {
-			if (errno == EINTR) {
+			if (mlu) {
+				pthread_rwlock_unlock(&mlu->io_lock);
+			}
+			if (err == EINTR) {
 				continue;
 			}
-			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			if (err == EAGAIN || err == EWOULDBLOCK) {
 				conn_update_events(c, true);
 				return;
 			}
-			tgt_dbg("%s: write: %s", c->peer, strerror(errno));
+			tgt_dbg("%s: write: %s", c->peer, strerror(err));
 			conn_close(c);
 			return;
 		}
@@ -409,6 +454,9 @@ conn_flush(struct iscsi_conn *c)
 		while (left && (p = TAILQ_FIRST(&c->txq))) {
 			size_t total = p->hlen + p->dlen + p->tlen;
 			size_t rem = total - p->sent;
+			if (p->mapped && left > p->hlen - (p->sent < p->hlen ? p->sent : p->hlen)) {
+				p->task->map_started = true; /* some of its data went out */
+			}
 			if (left >= rem) {
 				left -= rem;
 				TAILQ_REMOVE(&c->txq, p, link);
@@ -416,6 +464,15 @@ conn_flush(struct iscsi_conn *c)
 			} else {
 				p->sent += left;
 				left = 0;
+			}
+		}
+		if (mlu) {
+			bool ok = conn_unmap_started(c, mlu);
+			pthread_rwlock_unlock(&mlu->io_lock);
+			if (!ok) {
+				tgt_info("%s: the LUN's file shrank under a read, closing", c->peer);
+				conn_close(c);
+				return;
 			}
 		}
 	}
@@ -575,6 +632,7 @@ task_try_inline(struct iscsi_conn *c, struct iscsi_task *t)
 	t->cmd.zc_ok = false;
 	if (t->cmd.would_block) {
 		t->cmd.zc = false;
+		t->cmd.mapped = false;
 		t->cmd.would_block = false;
 		free(t->cmd.in);
 		t->cmd.in = NULL;
@@ -709,6 +767,12 @@ task_respond(struct iscsi_conn *c, struct iscsi_task *t)
 		}
 		if (cmd->zc) {
 			conn_queue_pdu_zc(c, h, n, t, cmd->zc_off + off, cmd->zc_off + xfer);
+		} else if (cmd->mapped) {
+			struct tx_pdu *p = conn_queue_pdu_ex(
+				c, h, cmd->lu->map + cmd->zc_off + off, n, NULL, t);
+			if (p) {
+				p->mapped = true;
+			}
 		} else {
 			conn_queue_pdu(c, h, cmd->in + off, n, NULL, t);
 		}

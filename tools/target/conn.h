@@ -67,6 +67,7 @@ struct iscsi_task {
 	uint32_t r2tsn;
 	int r2t_outstanding;
 	struct r2t_slot r2t[TGT_MAX_OUTSTANDING_R2T];
+	bool map_started;     /* some of its mapped Data-In was sent */
 	struct tmf_wait *tmf; /* a task management request waiting for this task */
 	struct scsi_cmd cmd;
 };
@@ -88,6 +89,9 @@ struct tx_pdu {
 	bool zc;
 	uint64_t zc_off;
 	uint64_t zc_end;
+	/* Data-In pointing into task->cmd.lu's mapping: sent under io_lock; what is
+	 * left of a task whose data went out in part is copied (conn_flush) */
+	bool mapped;
 };
 
 struct tmf_wait {
