@@ -453,7 +453,7 @@ int
 lun_pwrite(struct tgt_lun *lu, const void *buf, size_t len, uint64_t off)
 {
 	const uint8_t *p = buf;
-	if (lu->map && off <= lu->map_len && len <= lu->map_len - off &&
+	if (lu->map && !lu->ro && off <= lu->map_len && len <= lu->map_len - off &&
 	    lun_map_copy(lu->map + off, buf, len) == 0) {
 		return 0;
 	}
