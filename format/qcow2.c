@@ -748,6 +748,19 @@ qcow2_allocated(struct vd_layer *l)
 	return ft_allocated(l);	/* compressed clusters/grains are data too */
 }
 
+/* An external data file. */
+static int
+qcow2_files(struct vd_layer *l, int *fds, int max)
+{
+	struct qcow2_state *s = l->st;
+
+	if (max < 1 || s->data_fd < 0 || s->data_fd == s->fd) {
+		return 0;
+	}
+	fds[0] = s->data_fd;
+	return 1;
+}
+
 static void
 qcow2_report(vd_check_fn report, void *opaque, int idx, struct vd_check_result *res,
 	     const char *msg)
@@ -901,6 +914,7 @@ const struct vd_driver vd_qcow2_driver = {
 	.pread = qcow2_pread,
 	.block_status = qcow2_block_status,
 	.allocated = qcow2_allocated,
+	.files = qcow2_files,
 	.check = qcow2_check,
 	.snapshot_count = qcow2_snapshot_count,
 	.snapshot_info = qcow2_snapshot_info,

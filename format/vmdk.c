@@ -1219,6 +1219,21 @@ vmdk_allocated(struct vd_layer *l)
 	return ft_allocated(l);	/* compressed clusters/grains are data too */
 }
 
+/* The extent files (the descriptor is l->fd). */
+static int
+vmdk_files(struct vd_layer *l, int *fds, int max)
+{
+	struct vmdk_state *s = l->st;
+	int n = 0;
+
+	for (int i = 0; i < s->n && n < max; i++) {
+		if (s->ext[i].kind != VX_ZERO && s->ext[i].fd >= 0) {
+			fds[n++] = s->ext[i].fd;
+		}
+	}
+	return n;
+}
+
 static int
 vmdk_check(struct vd_layer *l, vd_check_fn report, void *opaque, int layer_idx,
 	   struct vd_check_result *res)
@@ -1271,5 +1286,6 @@ const struct vd_driver vd_vmdk_driver = {
 	.pread = vmdk_pread,
 	.block_status = vmdk_block_status,
 	.allocated = vmdk_allocated,
+	.files = vmdk_files,
 	.check = vmdk_check,
 };

@@ -340,7 +340,7 @@ vdfs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 			stat_dir(fs, st, 0555, 2);
 			st->st_mtim = st->st_ctim = st->st_atim = t;
 		} else if (n.kind == K_SNAP_DISK) {
-			stat_file(st, 0444, fs->size, n.snap->allocated, t);
+			stat_file(st, 0444, n.snap->size, n.snap->allocated, t);
 		} else {
 			ret = n.kind == K_SNAP_INFO
 				      ? vdfs_snap_info_text(fs, n.snap, &txt, &len)

@@ -32,6 +32,7 @@ struct vdfs_snap {
 	char *parent; /* NULL for the oldest */
 	int64_t created;
 	uint64_t allocated;
+	uint64_t size;	/* its disk's size */
 	int layer;	/* layer index in the chain when last listed */
 	int refs;	/* protected by vdfs.lock */
 	int open_files; /* open handles on its files; protected by vdfs.lock */
