@@ -46,6 +46,15 @@ sleep 0.3
 dd if="$T/disk" of="$T/after" bs=512 skip=2048 count=256 2>/dev/null
 ok "cut-off Data-Out left the backing file alone" cmp -s "$T/before" "$T/after"
 ok "cut-off Data-Out: daemon still serves" alive
+ok "connection dropped inside large immediate data" $PEER drop-mid-imm 2048
+sleep 0.3
+dd if="$T/disk" of="$T/after" bs=512 skip=2048 count=256 2>/dev/null
+ok "cut-off immediate data left the backing file alone" cmp -s "$T/before" "$T/after"
+ok "cut-off immediate data: daemon still serves" alive
+ok "a WRITE outside the CmdSN window with 64 KiB of immediate data: ignored, session in step" \
+	$PEER imm-ignored 2048
+dd if="$T/disk" of="$T/after" bs=512 skip=2048 count=256 2>/dev/null
+ok "... and nothing written" cmp -s "$T/before" "$T/after"
 
 $PEER sessions 64 4 >"$T/sessions.out" 2>&1 &
 SESS=$!
