@@ -58,13 +58,32 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	c->nluns = 1;
 	c->out_len = (uint32_t)(size - 17);
 	c->edtl = c->out_len ? c->out_len : (uint32_t)(sel << 4);
+	if (!c->out_len && (sel & 0x20)) {
+		/* a large read as the event loop asks for it: the transport may take it
+		 * from the mapping or by reference (conn.c task_try_inline) */
+		c->edtl = (uint32_t)((sel & 3) + 1) << 18;
+		c->zc_ok = true;
+		c->zc_max = 1u << 20;
+		c->nowait = sel & 0x40;
+	}
 	if (c->out_len) {
 		c->out = malloc(c->out_len);
 		memcpy(c->out, data + 17, c->out_len);
 	}
 	scsi_exec(c);
-	if (c->sense_len > SCSI_SENSE_MAX || (c->in_len && !c->in)) {
+	bool byref = c->mapped || c->zc;
+	if (c->sense_len > SCSI_SENSE_MAX || (c->in_len && !c->in && !byref) ||
+	    (byref && (c->in || !c->zc_ok || (c->mapped && c->zc)))) {
 		abort();
+	}
+	if (byref) {
+		/* what the transport will send: within the file (and its mapping) */
+		uint64_t n = c->in_len < c->edtl ? c->in_len : c->edtl;
+		if (c->zc_off + n > (1u << 20) ||
+		    (c->mapped && (!c->lu->map || c->zc_off + n > c->lu->map_len))) {
+			abort();
+		}
+		c->in_len = 0;
 	}
 	if (c->in_len) {
 		volatile uint8_t sink = c->in[c->in_len - 1];

@@ -9,7 +9,9 @@
 # and writes (4 KiB at depth 1, 32, 128; 1 MiB sequential at depth 8), each the
 # best of REPS (3) runs. Besides IOPS/throughput it reports each daemon's CPU
 # time per I/O (utime+stime from /proc divided by the I/Os, the lowest of the
-# runs), steadier than IOPS on a shared machine.
+# runs), steadier than IOPS on a shared machine, and qemu-img's own CPU time per
+# I/O (the initiator shares the 2 cores: what it spends is what the target's
+# protocol choices cost it).
 # Prints a Markdown table. Numbers are only comparable within one run.
 set -eu
 SIZE_MIB=${1:-512}
@@ -53,15 +55,18 @@ cpu_ticks() {
 	awk '{ print $14 + $15 }' "/proc/$1/stat"
 }
 
-# qemu-img bench: prints "seconds"
+# qemu-img bench: prints "seconds cpu_seconds" (the initiator's own utime+stime)
 qbench() { # URL_OR_FILE COUNT DEPTH SIZE [-w]
-	qemu-img bench -f raw -t writeback -c "$2" -d "$3" -s "$4" $5 "$1" 2>&1 |
-		sed -n 's/^Run completed in \([0-9.]*\) seconds.*/\1/p'
+	perl -e 'system(@ARGV); my @t = times; printf "CPU %.3f\n", $t[2] + $t[3]' \
+		qemu-img bench -f raw -t writeback -c "$2" -d "$3" -s "$4" $5 "$1" 2>&1 |
+		sed -n -e 's/^Run completed in \([0-9.]*\) seconds.*/\1/p' -e 's/^CPU \(.*\)/\1/p' |
+		tr '\n' ' '
 }
 
 # One measurement, best of $REPS runs (the machine is shared: a run that lost
 # the CPU to someone else says nothing about the target):
-#   PID URL COUNT DEPTH SIZE [-w]; prints "iops mibps us_cpu_per_io"
+#   PID URL COUNT DEPTH SIZE [-w];
+#   prints "iops mibps us_cpu_per_io us_initiator_cpu_per_io"
 REPS=${REPS:-3}
 measure() {
 	_pid=$1
@@ -71,13 +76,15 @@ measure() {
 		_c0=$([ -n "$_pid" ] && cpu_ticks "$_pid" || echo 0)
 		_s=$(qbench "$@")
 		_c1=$([ -n "$_pid" ] && cpu_ticks "$_pid" || echo 0)
-		_best="$_best $(awk -v s="$_s" -v n="$2" -v sz="$4" -v c="$((_c1 - _c0))" -v tck="$TCK" 'BEGIN {
-			if (s <= 0) s = 0.000001
-			printf "%d:%.0f:%.1f", n / s, n * sz / s / 1048576, c / tck * 1e6 / n }')"
+		_best="$_best $(echo "$_s" | awk -v n="$2" -v sz="$4" -v c="$((_c1 - _c0))" -v tck="$TCK" '{
+			s = $1; if (s <= 0) s = 0.000001
+			printf "%d:%.0f:%.1f:%.1f", n / s, n * sz / s / 1048576, c / tck * 1e6 / n,
+				$2 * 1e6 / n }')"
 	done
 	echo "$_best" | tr ' ' '\n' | grep : | awk -F: '
-		{ if ($1 > i) { i = $1; m = $2 } if (c == "" || $3 < c) c = $3 }
-		END { printf "%d %d %.1f\n", i, m, c }'
+		{ if ($1 > i) { i = $1; m = $2 } if (c == "" || $3 < c) c = $3
+		  if (q == "" || $4 < q) q = $4 }
+		END { printf "%d %d %.1f %.1f\n", i, m, c, q }'
 }
 
 # iscsi-perf reads for 5 s at depth 32, 4 KiB (one run): prints "iops us_cpu_per_io"
@@ -108,8 +115,8 @@ UT="iscsi://127.0.0.1:$PT/$IQN_T/1"
 
 N4=${N4:-40000}
 N1=${N1:-1000}
-echo "| workload | local file | vdisk-target | tgtd | vdisk/tgtd | vdisk/local | CPU µs/IO vdisk | CPU µs/IO tgtd |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| workload | local file | vdisk-target | tgtd | vdisk/tgtd | vdisk/local | CPU µs/IO vdisk | CPU µs/IO tgtd | initiator CPU µs/IO, vdisk / tgtd |"
+echo "|---|---|---|---|---|---|---|---|---|"
 row() { # LABEL UNIT COUNT DEPTH SIZE [-w]
 	_label=$1
 	_unit=$2
@@ -121,9 +128,9 @@ row() { # LABEL UNIT COUNT DEPTH SIZE [-w]
 	echo "$_l|$_v|$_t" | awk -F'|' -v label="$_label" -v unit="$_unit" '{
 		split($1, l, " "); split($2, v, " "); split($3, t, " ")
 		f = (unit == "MiB/s") ? 2 : 1
-		printf "| %s | %d %s | %d %s | %d %s | %.2f× | %.2f× | %.1f | %.1f |\n", label,
-			l[f], unit, v[f], unit, t[f], unit, v[f] / (t[f] ? t[f] : 1),
-			v[f] / (l[f] ? l[f] : 1), v[3], t[3] }'
+		printf "| %s | %d %s | %d %s | %d %s | %.2f× | %.2f× | %.1f | %.1f | %.1f / %.1f |\n",
+			label, l[f], unit, v[f], unit, t[f], unit, v[f] / (t[f] ? t[f] : 1),
+			v[f] / (l[f] ? l[f] : 1), v[3], t[3], v[4], t[4] }'
 }
 row "4 KiB read, depth 1" IOPS $((N4 / 4)) 1 4096
 row "4 KiB read, depth 32" IOPS "$N4" 32 4096
@@ -136,8 +143,11 @@ row "1 MiB sequential write, depth 8" MiB/s "$N1" 8 1048576 -w
 pv=$(iperf "$VPID" "$UV")
 pt=$(iperf "$TPID" "$UT")
 echo "$pv|$pt" | awk -F'|' '{ split($1, v, " "); split($2, t, " ")
-	printf "| iscsi-perf 4 KiB read, depth 32 | | %d IOPS | %d IOPS | %.2f× | | %.1f | %.1f |\n",
+	printf "| iscsi-perf 4 KiB read, depth 32 | | %d IOPS | %d IOPS | %.2f× | | %.1f | %.1f | |\n",
 		v[1], t[1], v[1] / (t[1] ? t[1] : 1), v[2], t[2] }'
 echo
-echo "vdisk-target RSS: $(awk '/VmRSS/ { print $2 " " $3 }' /proc/$VPID/status)," \
-	"tgtd RSS: $(awk '/VmRSS/ { print $2 " " $3 }' /proc/$TPID/status)"
+# (a tmpfs LUN is mapped by vdisk-target: its pages count in VmRSS as RssShmem,
+# the file's own memory, not the daemon's; RssAnon is what the daemon allocated)
+rss() { awk '/^(VmRSS|RssAnon|RssShmem)/ { printf "%s %s kB  ", $1, $2 }' "/proc/$1/status"; }
+echo "vdisk-target: $(rss "$VPID")"
+echo "tgtd: $(rss "$TPID")"

@@ -46,6 +46,15 @@ sleep 0.3
 dd if="$T/disk" of="$T/after" bs=512 skip=2048 count=256 2>/dev/null
 ok "cut-off Data-Out left the backing file alone" cmp -s "$T/before" "$T/after"
 ok "cut-off Data-Out: daemon still serves" alive
+ok "connection dropped inside large immediate data" $PEER drop-mid-imm 2048
+sleep 0.3
+dd if="$T/disk" of="$T/after" bs=512 skip=2048 count=256 2>/dev/null
+ok "cut-off immediate data left the backing file alone" cmp -s "$T/before" "$T/after"
+ok "cut-off immediate data: daemon still serves" alive
+ok "a WRITE outside the CmdSN window with 64 KiB of immediate data: ignored, session in step" \
+	$PEER imm-ignored 2048
+dd if="$T/disk" of="$T/after" bs=512 skip=2048 count=256 2>/dev/null
+ok "... and nothing written" cmp -s "$T/before" "$T/after"
 
 $PEER sessions 64 4 >"$T/sessions.out" 2>&1 &
 SESS=$!
@@ -54,8 +63,9 @@ for i in $(seq 50); do
 	sleep 0.1
 done
 ok "64 sessions logged in at once" grep -q ready "$T/sessions.out"
-rss=$(awk '/VmRSS/ { print $2 }' /proc/"$TPID"/status)
-diag "daemon RSS with 64 sessions: ${rss} KiB"
+# the daemon's own memory: VmRSS without RssShmem, the pages of the tmpfs LUN it maps
+rss=$(awk '/^VmRSS/ { r = $2 } /^RssShmem/ { s = $2 } END { print r - s }' /proc/"$TPID"/status)
+diag "daemon RSS with 64 sessions: ${rss} KiB (VmRSS less the mapped LUN's tmpfs pages)"
 if [ "${VDISK_ASAN:-0}" != 1 ]; then
 	ok "under 64 MiB with 64 sessions" test "$rss" -lt 65536
 fi

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/vfs.h>
 #include <unistd.h>
 
@@ -195,9 +196,9 @@ main(void)
 	c->zc_ok = true;
 	c->zc_max = 1u << 20;
 	scsi_exec(c);
-	ok(c->status == SAM_STAT_GOOD && c->zc && c->zc_off == 8 * 512 && c->in == NULL &&
-		   c->in_len == 65536,
-	   "64 KiB READ with zc_ok: by reference at the right offset");
+	ok(c->status == SAM_STAT_GOOD && !c->zc && c->mapped && c->zc_off == 8 * 512 &&
+		   c->in == NULL && c->in_len == 65536,
+	   "64 KiB READ with zc_ok, every page in memory: sent from the mapping");
 	cmd_free(c);
 	rw10(cdb, 0x28, 1, 128);
 	c = cmd_new(lu, cdb, 10, NULL, 0, 65536);
@@ -205,8 +206,8 @@ main(void)
 	c->zc_ok = true;
 	c->zc_max = 65536;
 	scsi_exec(c);
-	ok(c->status == SAM_STAT_GOOD && !c->zc && c->in && c->in[0] == pat(512),
-	   "64 KiB READ spanning 17 pages, pipe of 16: copied");
+	ok(c->status == SAM_STAT_GOOD && !c->zc && c->mapped && c->zc_off == 512,
+	   "64 KiB READ spanning 17 pages, pipe of 16: from the mapping all the same");
 	cmd_free(c);
 	rw10(cdb, 0x28, 8, 8);
 	c = cmd_new(lu, cdb, 10, NULL, 0, 4096);
@@ -231,6 +232,77 @@ main(void)
 	scsi_exec(c);
 	ok(c->status == SAM_STAT_CHECK_CONDITION && !c->zc, "zero-copy READ past the end: range error");
 	cmd_free(c);
+
+	/* a sparse LUN: large reads over a hole go by reference and fill nothing */
+	{
+		char *sp_path = make_file(shm, 4096);
+		int sfd = sp_path ? open(sp_path, O_RDWR) : -1;
+		ok(sfd >= 0 && ftruncate(sfd, 1 << 20) == 0, "a sparse 1 MiB file");
+		struct tgt_lun *sl = sp_path ? tgt_lun_open(sp_path, false, NULL, 4096) : NULL;
+		ok(sl && sl->map && sl->map_len == 1u << 20, "a tmpfs LUN is mapped");
+		struct stat s0, s1;
+		fstat(sfd, &s0);
+		ok(sl && lun_map_resident(sl, 0, 4096) && !lun_map_resident(sl, 0, 8192) &&
+			   !lun_map_resident(sl, 65536, 65536),
+		   "lun_map_resident: the written page yes, the holes no");
+		rw10(cdb, 0x28, 0, 256);
+		c = cmd_new(sl, cdb, 10, NULL, 0, 131072);
+		c->nowait = true;
+		c->zc_ok = true;
+		c->zc_max = 1u << 20;
+		scsi_exec(c);
+		ok(c->status == SAM_STAT_GOOD && c->zc && !c->mapped && c->zc_off == 0 &&
+			   c->in == NULL,
+		   "128 KiB READ over a hole with zc_ok: by reference");
+		cmd_free(c);
+		rw10(cdb, 0x28, 0, 256);
+		c = cmd_new(sl, cdb, 10, NULL, 0, 131072);
+		scsi_exec(c);
+		bool zeros = c->status == SAM_STAT_GOOD && c->in && c->in[0] == pat(0);
+		for (size_t i = 4096; zeros && i < 131072; i++) {
+			zeros = c->in[i] == 0;
+		}
+		ok(zeros, "128 KiB READ over a hole without zc_ok: the data, then zeros");
+		cmd_free(c);
+		rw10(cdb, 0x28, 1, 128);
+		c = cmd_new(sl, cdb, 10, NULL, 0, 65536);
+		c->nowait = true;
+		c->zc_ok = true;
+		c->zc_max = 65536;
+		scsi_exec(c);
+		ok(c->status == SAM_STAT_GOOD && !c->zc && !c->mapped && c->in &&
+			   c->in[0] == pat(512) && c->in[65535] == 0,
+		   "64 KiB READ over holes spanning 17 pages, pipe of 16: copied");
+		cmd_free(c);
+		uint8_t m4[4096];
+		ok(lun_map_read(sl, m4, 4096, 0) == 0 && m4[0] == pat(0) && m4[4095] == pat(4095) &&
+			   lun_map_read(sl, m4, 4096, (1u << 20) - 2048) == -EFAULT,
+		   "lun_map_read: in the mapping, and -EFAULT past its end");
+		fstat(sfd, &s1);
+		ok(s1.st_blocks == s0.st_blocks, "... and the holes stay holes (%lld blocks)",
+		   (long long)s1.st_blocks);
+		/* the file shrinks under the mapping: writes past the new end fall back
+		 * to pwrite (the mapping would raise SIGBUS) */
+		ok(ftruncate(sfd, 65536) == 0, "the file shrinks to 64 KiB under the mapping");
+		uint8_t w64[4096];
+		memset(w64, 0x5a, sizeof(w64));
+		rw10(cdb, 0x2a, 1024, 8);
+		c = cmd_new(sl, cdb, 10, w64, 4096, 4096);
+		scsi_exec(c);
+		uint8_t back[4096];
+		ok(c->status == SAM_STAT_GOOD && pread(sfd, back, 4096, 1024 * 512) == 4096 &&
+			   !memcmp(back, w64, 4096),
+		   "a WRITE past the end of the shrunk file lands, no SIGBUS");
+		cmd_free(c);
+		tgt_lun_put(sl);
+		if (sfd >= 0) {
+			close(sfd);
+		}
+		if (sp_path) {
+			unlink(sp_path);
+		}
+		free(sp_path);
+	}
 
 	/* pages of the file spliced into a pipe, as conn.c does for Data-In */
 	int pfd[2];

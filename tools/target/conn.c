@@ -346,6 +346,33 @@ conn_update_events(struct iscsi_conn *c, bool want_out)
 	c->want_out = want_out;
 }
 
+/*
+ * Under mlu's io_lock, after a sendmsg: the Data-In still queued of tasks whose
+ * data went out in part is copied from the mapping now, so the initiator gets
+ * one consistent image of every task's data (an atomic write may come before
+ * the rest is sent). False when the mapping faulted.
+ */
+static bool
+conn_unmap_started(struct iscsi_conn *c, struct tgt_lun *mlu)
+{
+	struct tx_pdu *p;
+	TAILQ_FOREACH(p, &c->txq, link)
+	{
+		if (!p->mapped || !p->task->map_started || p->task->cmd.lu != mlu) {
+			continue;
+		}
+		uint8_t *b = malloc(p->dlen ? p->dlen : 1);
+		if (!b || lun_map_read(mlu, b, p->dlen, (uint64_t)(p->data - mlu->map)) < 0) {
+			free(b);
+			return false;
+		}
+		p->data = b;
+		p->owned = b;
+		p->mapped = false;
+	}
+	return true;
+}
+
 void
 conn_flush(struct iscsi_conn *c)
 {
@@ -362,10 +389,17 @@ conn_flush(struct iscsi_conn *c)
 			tx_pdu_free(p);
 			continue;
 		}
+		struct tgt_lun *mlu = NULL; /* the LUN whose mapping this sendmsg reads */
 		TAILQ_FOREACH(p, &c->txq, link)
 		{
 			if (n + 3 > 64) {
 				break;
+			}
+			if (p->mapped) {
+				if (mlu && mlu != p->task->cmd.lu) {
+					break; /* one io_lock per sendmsg */
+				}
+				mlu = p->task->cmd.lu;
 			}
 			if (p->zc) {
 				/* its header; the data follows by splice, corked with it */
@@ -391,17 +425,28 @@ conn_flush(struct iscsi_conn *c)
 				n++;
 			}
 		}
+		if (mlu && pthread_rwlock_tryrdlock(&mlu->io_lock) != 0) {
+			/* an atomic write holds it on a worker: after the next loop event */
+			c->zc_wait = true;
+			srv.zc_retry = true;
+			conn_update_events(c, false);
+			return;
+		}
 		struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
 		ssize_t w = sendmsg(c->ev.fd, &mh, more ? MSG_MORE : 0);
+		int err = errno;
 		if (w < 0) {
-			if (errno == EINTR) {
+			if (mlu) {
+				pthread_rwlock_unlock(&mlu->io_lock);
+			}
+			if (err == EINTR) {
 				continue;
 			}
-			if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			if (err == EAGAIN || err == EWOULDBLOCK) {
 				conn_update_events(c, true);
 				return;
 			}
-			tgt_dbg("%s: write: %s", c->peer, strerror(errno));
+			tgt_dbg("%s: write: %s", c->peer, strerror(err));
 			conn_close(c);
 			return;
 		}
@@ -409,6 +454,9 @@ conn_flush(struct iscsi_conn *c)
 		while (left && (p = TAILQ_FIRST(&c->txq))) {
 			size_t total = p->hlen + p->dlen + p->tlen;
 			size_t rem = total - p->sent;
+			if (p->mapped && left > p->hlen - (p->sent < p->hlen ? p->sent : p->hlen)) {
+				p->task->map_started = true; /* some of its data went out */
+			}
 			if (left >= rem) {
 				left -= rem;
 				TAILQ_REMOVE(&c->txq, p, link);
@@ -416,6 +464,15 @@ conn_flush(struct iscsi_conn *c)
 			} else {
 				p->sent += left;
 				left = 0;
+			}
+		}
+		if (mlu) {
+			bool ok = conn_unmap_started(c, mlu);
+			pthread_rwlock_unlock(&mlu->io_lock);
+			if (!ok) {
+				tgt_info("%s: the LUN's file shrank under a read, closing", c->peer);
+				conn_close(c);
+				return;
 			}
 		}
 	}
@@ -575,6 +632,7 @@ task_try_inline(struct iscsi_conn *c, struct iscsi_task *t)
 	t->cmd.zc_ok = false;
 	if (t->cmd.would_block) {
 		t->cmd.zc = false;
+		t->cmd.mapped = false;
 		t->cmd.would_block = false;
 		free(t->cmd.in);
 		t->cmd.in = NULL;
@@ -709,6 +767,12 @@ task_respond(struct iscsi_conn *c, struct iscsi_task *t)
 		}
 		if (cmd->zc) {
 			conn_queue_pdu_zc(c, h, n, t, cmd->zc_off + off, cmd->zc_off + xfer);
+		} else if (cmd->mapped) {
+			struct tx_pdu *p = conn_queue_pdu_ex(
+				c, h, cmd->lu->map + cmd->zc_off + off, n, NULL, t);
+			if (p) {
+				p->mapped = true;
+			}
 		} else {
 			conn_queue_pdu(c, h, cmd->in + off, n, NULL, t);
 		}
@@ -1066,7 +1130,13 @@ conn_check_cmdsn(struct iscsi_conn *c, const uint8_t *bhs)
 	return true;
 }
 
-static void
+/*
+ * A SCSI Command PDU. data == NULL with dlen > 0: the immediate data is still
+ * on its way and conn_rx reads it straight into the buffer of the task this
+ * returns (task_imm_data() completes it); NULL when no task waits for it (the
+ * command was answered or ignored: the data is dropped).
+ */
+static struct iscsi_task *
 conn_handle_scsi_cmd(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *ahs, uint32_t ahslen,
 		     const uint8_t *data, uint32_t dlen)
 {
@@ -1078,28 +1148,28 @@ conn_handle_scsi_cmd(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *ah
 	(void)ahs;
 	if (c->discovery) {
 		conn_reject(c, bhs, ISCSI_REJECT_PROTOCOL);
-		return;
+		return NULL;
 	}
 	if (!conn_check_cmdsn(c, bhs)) {
-		return;
+		return NULL;
 	}
 	if (task_find(c, itt)) {
 		conn_reject(c, bhs, ISCSI_REJECT_PROTOCOL); /* task tag in use */
-		return;
+		return NULL;
 	}
 	if (conn_take_ua(c, bhs)) {
-		return;
+		return NULL;
 	}
 	if (dlen &&
 	    (!w || !c->params.immediate_data || dlen > edtl || dlen > c->params.first_burst)) {
 		conn_protocol_error(c, bhs, "bad immediate data");
-		return;
+		return NULL;
 	}
 	if (ahslen) {
 		/* extended CDBs (> 16 bytes) are not used by any command we implement */
 		conn_respond_now(c, bhs, SK_ILLEGAL_REQUEST, ASC_INVALID_OPCODE);
 		conn_flush(c);
-		return;
+		return NULL;
 	}
 	bool busy =
 		c->ntasks >= CONN_QUEUE_DEPTH || (w && c->write_buf + edtl > CONN_MAX_WRITE_BUF);
@@ -1117,12 +1187,12 @@ conn_handle_scsi_cmd(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *ah
 			conn_respond_now(c, bhs, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_CDB);
 		}
 		conn_flush(c);
-		return;
+		return NULL;
 	}
 	struct iscsi_task *t = calloc(1, sizeof(*t));
 	if (!t) {
 		conn_close(c);
-		return;
+		return NULL;
 	}
 	t->conn = c;
 	t->refs = 1;
@@ -1140,20 +1210,33 @@ conn_handle_scsi_cmd(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *ah
 		if (!t->cmd.out) {
 			task_finish(t);
 			conn_close(c);
-			return;
+			return NULL;
 		}
 		c->write_buf += edtl;
-		memcpy(t->cmd.out, data, dlen);
-		t->got = dlen;
-		t->unsol_next = dlen;
 		uint32_t fb = c->params.first_burst < edtl ? c->params.first_burst : edtl;
 		t->unsol_end = fb;
 		t->unsol_open = !c->params.initial_r2t && !(flags & ISCSI_FLAG_FINAL) && dlen < fb;
+		if (!data && dlen) {
+			return t; /* task_imm_data() goes on once the data is in */
+		}
+		memcpy(t->cmd.out, data, dlen);
+		t->got = dlen;
+		t->unsol_next = dlen;
 		task_data_progress(c, t);
 	} else {
 		task_dispatch(c, t);
 	}
 	/* the response (or R2T) goes out with the others when conn_event flushes */
+	return NULL;
+}
+
+/* The immediate data of t (dlen bytes) was received into its buffer. */
+static void
+task_imm_data(struct iscsi_conn *c, struct iscsi_task *t, uint32_t dlen)
+{
+	t->got = dlen;
+	t->unsol_next = dlen;
+	task_data_progress(c, t);
 }
 
 /* ---- task management ---- */
@@ -1442,18 +1525,20 @@ conn_rx_grow(struct iscsi_conn *c, size_t need)
 }
 
 /*
- * A large Data-Out whose header is in and checked, data still on the way: copy
+ * A large Data-Out whose header is in and checked, or a SCSI Command with a
+ * large immediate data segment, data still on the way: handle the header, copy
  * what arrived, then conn_rx reads the rest of the data directly into the
- * task's buffer (one copy less). Only without data digest; any PDU that fails
- * a check takes the buffered path, which reports it.
+ * task's buffer (one copy less). Only without data digest and AHS; any
+ * Data-Out that fails a check takes the buffered path, which reports it.
  */
 static bool
 conn_rx_direct(struct iscsi_conn *c, const uint8_t *bhs, size_t avail, uint32_t hd, uint32_t dlen,
 	       uint32_t pad, uint32_t dd)
 {
-	struct r2t_slot *s;
-	if (!c->ffp || (bhs[0] & ISCSI_OP_MASK) != ISCSI_OP_DATA_OUT || dd || bhs[BHS_AHSLEN] ||
-	    dlen < CONN_DIRECT_MIN || avail < ISCSI_BHS_LEN + hd) {
+	struct r2t_slot *s = NULL;
+	uint8_t op = bhs[0] & ISCSI_OP_MASK;
+	if (!c->ffp || (op != ISCSI_OP_DATA_OUT && op != ISCSI_OP_SCSI_CMD) || dd ||
+	    bhs[BHS_AHSLEN] || dlen < CONN_DIRECT_MIN || avail < ISCSI_BHS_LEN + hd) {
 		return false;
 	}
 	if (hd) {
@@ -1463,24 +1548,41 @@ conn_rx_direct(struct iscsi_conn *c, const uint8_t *bhs, size_t avail, uint32_t 
 			return false; /* the buffered path closes the connection */
 		}
 	}
-	struct iscsi_task *t = data_out_target(c, bhs, dlen, &s);
-	if (!t) {
-		return false;
+	struct iscsi_task *t;
+	uint32_t off = 0;
+	memcpy(c->drx_bhs, bhs, ISCSI_BHS_LEN);
+	if (op == ISCSI_OP_SCSI_CMD) {
+		if (!(bhs[1] & ISCSI_FLAG_CMD_WRITE) || !c->params.immediate_data ||
+		    dlen > get_be32(bhs + BHS_CMD_EDTL) || dlen > c->params.first_burst) {
+			return false; /* the buffered path reports it */
+		}
+		t = conn_handle_scsi_cmd(c, c->drx_bhs, NULL, 0, NULL, dlen);
+		if (c->dead) {
+			return true;
+		}
+	} else {
+		t = data_out_target(c, bhs, dlen, &s);
+		if (!t) {
+			return false;
+		}
+		off = get_be32(bhs + BHS_BUFOFF);
 	}
 	size_t have = avail - ISCSI_BHS_LEN - hd;
 	size_t take = have < dlen ? have : dlen;
-	uint32_t off = get_be32(bhs + BHS_BUFOFF);
-	memcpy(t->cmd.out + off, bhs + ISCSI_BHS_LEN + hd, take);
-	memcpy(c->drx_bhs, bhs, ISCSI_BHS_LEN);
+	if (t) {
+		memcpy(t->cmd.out + off, bhs + ISCSI_BHS_LEN + hd, take);
+	}
+	c->drx_on = true;
+	c->drx_imm = op == ISCSI_OP_SCSI_CMD;
 	c->drx_task = t;
 	c->drx_slot = s;
-	c->drx_dst = t->cmd.out + off + take;
+	c->drx_dst = t ? t->cmd.out + off + take : NULL;
 	c->drx_left = dlen - (uint32_t)take;
 	c->drx_pad = pad - (uint32_t)(have - take);
 	c->drx_dlen = dlen;
 	c->rxpos = c->rxlen = 0;
-	tgt_dbg("%s: Data-Out of task 0x%x: %u bytes received into the task", c->peer, t->itt,
-		dlen);
+	tgt_dbg("%s: %s of task 0x%x: %u bytes received into the task", c->peer,
+		c->drx_imm ? "immediate data" : "Data-Out", get_be32(bhs + BHS_ITT), dlen);
 	return true;
 }
 
@@ -1488,11 +1590,15 @@ conn_rx_direct(struct iscsi_conn *c, const uint8_t *bhs, size_t avail, uint32_t 
 static bool
 conn_rx_direct_more(struct iscsi_conn *c, bool *again)
 {
+	static uint8_t sink[65536]; /* the data of a command answered at once */
 	*again = false;
 	while (c->drx_left || c->drx_pad) {
 		uint8_t scratch[4];
-		uint8_t *dst = c->drx_left ? c->drx_dst : scratch;
+		uint8_t *dst = c->drx_left ? (c->drx_dst ? c->drx_dst : sink) : scratch;
 		size_t want = c->drx_left ? c->drx_left : c->drx_pad;
+		if (dst == sink && want > sizeof(sink)) {
+			want = sizeof(sink);
+		}
 		ssize_t n = read(c->ev.fd, dst, want);
 		if (n < 0) {
 			if (errno == EINTR) {
@@ -1511,15 +1617,22 @@ conn_rx_direct_more(struct iscsi_conn *c, bool *again)
 		}
 		c->last_rx = time(NULL);
 		if (c->drx_left) {
-			c->drx_dst += n;
+			if (c->drx_dst) {
+				c->drx_dst += n;
+			}
 			c->drx_left -= (uint32_t)n;
 		} else {
 			c->drx_pad -= (uint32_t)n;
 		}
 	}
 	struct iscsi_task *t = c->drx_task;
+	c->drx_on = false;
 	c->drx_task = NULL;
-	data_out_commit(c, t, c->drx_slot, c->drx_bhs[1] & ISCSI_FLAG_FINAL, c->drx_dlen);
+	if (t && c->drx_imm) {
+		task_imm_data(c, t, c->drx_dlen);
+	} else if (t) {
+		data_out_commit(c, t, c->drx_slot, c->drx_bhs[1] & ISCSI_FLAG_FINAL, c->drx_dlen);
+	}
 	*again = !c->dead;
 	return !c->dead;
 }
@@ -1597,7 +1710,7 @@ static void
 conn_rx(struct iscsi_conn *c)
 {
 	for (int rounds = 0; rounds < 8 && !c->dead && !c->closing; rounds++) {
-		if (c->drx_task) {
+		if (c->drx_on) {
 			bool again;
 			if (!conn_rx_direct_more(c, &again) || !again) {
 				return;
@@ -1634,8 +1747,8 @@ conn_rx(struct iscsi_conn *c)
 		if (!conn_parse(c)) {
 			return;
 		}
-		if (c->drx_task) {
-			continue; /* read the rest of that Data-Out now */
+		if (c->drx_on) {
+			continue; /* read the rest of that data now */
 		}
 		if (c->rxlen < c->rxcap) {
 			return; /* drained the socket */
@@ -1672,6 +1785,7 @@ conn_close(struct iscsi_conn *c)
 	tgt_dbg("%s: closing connection", c->peer);
 	c->dead = true;
 	c->drx_task = NULL;
+	c->drx_on = false;
 	epoll_ctl(srv.epfd, EPOLL_CTL_DEL, c->ev.fd, NULL);
 	close(c->ev.fd);
 	if (c->pipe[0] >= 0) {

@@ -67,6 +67,7 @@ struct iscsi_task {
 	uint32_t r2tsn;
 	int r2t_outstanding;
 	struct r2t_slot r2t[TGT_MAX_OUTSTANDING_R2T];
+	bool map_started;     /* some of its mapped Data-In was sent */
 	struct tmf_wait *tmf; /* a task management request waiting for this task */
 	struct scsi_cmd cmd;
 };
@@ -88,6 +89,9 @@ struct tx_pdu {
 	bool zc;
 	uint64_t zc_off;
 	uint64_t zc_end;
+	/* Data-In pointing into task->cmd.lu's mapping: sent under io_lock; what is
+	 * left of a task whose data went out in part is copied (conn_flush) */
+	bool mapped;
 };
 
 struct tmf_wait {
@@ -113,7 +117,11 @@ struct iscsi_conn {
 	/* receive */
 	uint8_t *rxbuf;
 	size_t rxcap, rxlen, rxpos;
-	/* a Data-Out being received straight into its task's buffer */
+	/* a Data-Out, or the immediate data of a SCSI Command (drx_imm), being
+	 * received straight into its task's buffer; with drx_task NULL (a command
+	 * that was answered at once) the data is read and dropped */
+	bool drx_on;
+	bool drx_imm;
 	struct iscsi_task *drx_task;
 	struct r2t_slot *drx_slot;
 	uint8_t *drx_dst;

@@ -282,6 +282,35 @@ if ($scenario eq "digests") {
 	fail("no R2T") unless $r && (unpack("C", $r) & 0x3f) == 0x31;
 	data_out($s, $itt - 1, unpack("N", substr($r, 20, 4)), 0, 0, "\xEE" x 8192, 0);
 	close($s);
+} elsif ($scenario eq "drop-mid-imm") {
+	# a WRITE whose 64 KiB of immediate data (received straight into the
+	# command's buffer) is cut off: then a hang-up
+	login($s, "InitialR2T=Yes", "ImmediateData=Yes", "FirstBurstLength=65536");
+	my $n = 256;
+	my $bhs = pack("C C n C a3 a8 N N N N a16", 0x01, 0xA0, 0, 0, "", "\0" x 8, $itt++,
+		$n * 512, $cmdsn++, $expstatsn,
+		pack("a16", pack("C C N C n C", 0x2a, 0, $args[0] // 0, 0, $n, 0)));
+	substr($bhs, 5, 3) = substr(pack("N", 65536), 1, 3);
+	print $s $bhs, "\xEE" x 30000 or die "send: $!\n";
+	select(undef, undef, undef, 0.3);
+	print $s "\xEE" x 20000 or die "send: $!\n";
+	select(undef, undef, undef, 0.3);
+	close($s);
+} elsif ($scenario eq "imm-ignored") {
+	# a WRITE outside the CmdSN window with 64 KiB of immediate data, sent in
+	# two pieces: the command is ignored and its data read and dropped, so the
+	# next PDUs are still understood
+	login($s, "InitialR2T=Yes", "ImmediateData=Yes", "FirstBurstLength=65536");
+	my $n = 128;
+	my $bhs = pack("C C n C a3 a8 N N N N a16", 0x01, 0xA0, 0, 0, "", "\0" x 8, $itt++,
+		$n * 512, $cmdsn + 100000, $expstatsn,
+		pack("a16", pack("C C N C n C", 0x2a, 0, $args[0] // 0, 0, $n, 0)));
+	substr($bhs, 5, 3) = substr(pack("N", 65536), 1, 3);
+	print $s $bhs, "\xEE" x 30000 or die "send: $!\n";
+	select(undef, undef, undef, 0.2);
+	print $s "\xEE" x 35536 or die "send: $!\n";
+	fail("session out of step after the ignored command") unless nop($s, "ping");
+	fail("no logout") unless logout($s);
 } elsif ($scenario eq "drop-mid-pdu") {
 	# a large Data-Out cut off inside its data segment (the target receives
 	# such data straight into the command's buffer): then a hang-up

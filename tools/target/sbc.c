@@ -121,6 +121,15 @@ sbc_read(struct scsi_cmd *cmd)
 	}
 	uint64_t pg = (uint64_t)sysconf(_SC_PAGESIZE);
 	uint64_t pg_off = rw.lba * lu->block_size % pg;
+	if (cmd->zc_ok && want >= SBC_ZC_MIN && lun_map_resident(lu, rw.lba * lu->block_size, want)) {
+		/* every page in memory: the transport sends it from the file's mapping
+		 * (sendmsg copies it into the socket under io_lock) */
+		cmd->mapped = true;
+		cmd->zc_off = rw.lba * lu->block_size;
+		cmd->in_len = (uint32_t)len;
+		return SAM_STAT_GOOD;
+	}
+	/* holes (or no mapping): by reference, a splice that fills no hole */
 	if (cmd->zc_ok && lu->zerocopy && want >= SBC_ZC_MIN &&
 	    (pg_off + want + pg - 1) / pg * pg <= cmd->zc_max) {
 		/* the pages it spans fit in the pipe: one splice, under io_lock once */

@@ -92,6 +92,8 @@ struct tgt_lun {
 	bool can_unmap;
 	bool mem_backed; /* tmpfs/ramfs: I/O never waits for a device, run it on the loop */
 	bool zerocopy;	 /* tmpfs with small pages: reads may splice file pages to the socket */
+	uint8_t *map;	 /* mem_backed and writable: the file mapped shared, for writes */
+	uint64_t map_len;
 	uint8_t naa[16];	  /* NAA 6 registered extended identifier */
 	char serial[40];	  /* VPD 80 */
 	bool serial_set;	  /* serial given in the configuration */
@@ -223,6 +225,7 @@ struct scsi_cmd {
 	bool zc_ok;	  /* the transport can splice this read's data from the file */
 	uint32_t zc_max;  /* ... whose pages, spanned, must fit in this many bytes */
 	bool zc;	  /* read done by reference: in_len bytes at zc_off of lu->fd */
+	bool mapped;	  /* read done by pointer: in_len bytes at zc_off of lu->map */
 	uint64_t zc_off;
 	bool would_block; /* nowait could not complete: run again on a worker */
 	uint8_t status;
@@ -360,6 +363,9 @@ int lun_pread(struct tgt_lun *lu, void *buf, size_t len, uint64_t off);
 /* pread from the page cache only: -EAGAIN when that would block. */
 /* A write that in-flight zero-copy reads never see half of (COMPARE AND WRITE...). */
 int lun_pwrite_atomic(struct tgt_lun *lu, const void *buf, size_t len, uint64_t off);
+bool lun_map_resident(struct tgt_lun *lu, uint64_t off, size_t len);
+/* memcpy from the mapping; -EFAULT when the pages are gone (the file shrank) */
+int lun_map_read(struct tgt_lun *lu, void *buf, size_t len, uint64_t off);
 int lun_pread_nowait(struct tgt_lun *lu, void *buf, size_t len, uint64_t off);
 int lun_pwrite(struct tgt_lun *lu, const void *buf, size_t len, uint64_t off);
 int lun_flush(struct tgt_lun *lu);
