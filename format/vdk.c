@@ -1009,16 +1009,16 @@ vdk_resv_fill_locked(struct vd_layer *l, uint64_t want)
 }
 
 /*
- * Before a change of up to nb blocks: claim the leaves it may dirty, and make
- * sure the reserve holds room for a commit of all the map that may be dirty
- * then. ENOSPC (nothing changed) if the host has no room for it. Pair with
- * vdk_unclaim once the change is in the map.
+ * Before a change of blocks [vb, vb+nb): claim the leaves it may dirty, and
+ * make sure the reserve holds room for a commit of all the map that may be
+ * dirty then. ENOSPC (nothing changed) if the host has no room for it. Pair
+ * with vdk_unclaim once the change is in the map.
  */
 static int
-vdk_claim(struct vd_layer *l, uint64_t nb, uint64_t *claim)
+vdk_claim(struct vd_layer *l, uint64_t vb, uint64_t nb, uint64_t *claim)
 {
 	struct vdk_state *st = l->st;
-	uint64_t c = (nb >> st->nshift) + 2;
+	uint64_t c = ((vb + VD_MAX(nb, 1) - 1) >> st->nshift) - (vb >> st->nshift) + 1;
 	int r;
 
 	*claim = 0;
@@ -1764,7 +1764,8 @@ vdk_pwrite_once(struct vd_layer *l, const void *buf, size_t len, uint64_t off)
 	int r;
 
 	pthread_rwlock_rdlock(&st->gate);
-	r = vdk_claim(l, ((off + len - 1) >> st->bshift) - (off >> st->bshift) + 1, &claim);
+	r = vdk_claim(l, off >> st->bshift,
+		      ((off + len - 1) >> st->bshift) - (off >> st->bshift) + 1, &claim);
 	if (r == 0) {
 		r = vdk_pwrite_gated(l, buf, len, off);
 		vdk_unclaim(st, claim);
@@ -1801,7 +1802,7 @@ vdk_zero_blocks(struct vd_layer *l, uint64_t vb, uint64_t nb)
 	int r;
 
 	pthread_rwlock_rdlock(&st->gate);
-	r = vdk_claim(l, nb, &claim);
+	r = vdk_claim(l, vb, nb, &claim);
 	if (r == 0) {
 		vdk_lock_stripes(st, vb, nb, true);
 		pthread_mutex_lock(&st->lock);
@@ -1813,6 +1814,28 @@ vdk_zero_blocks(struct vd_layer *l, uint64_t vb, uint64_t nb)
 		vdk_unclaim(st, claim);
 	}
 	pthread_rwlock_unlock(&st->gate);
+	return r;
+}
+
+/*
+ * The host is too full for the map changes of a large discard: go one leaf at
+ * a time, and when even that finds no room, commit, so that the blocks
+ * discarded so far go back to the host, and try again. Only a host with no
+ * room at all for one leaf and its parents stops it.
+ */
+static int
+vdk_zero_full_host(struct vd_layer *l, uint64_t vb, uint64_t nb)
+{
+	struct vdk_state *st = l->st;
+	int r = 0;
+
+	for (uint64_t k = 0, step; k < nb && r == 0; k += step) {
+		step = VD_MIN((uint64_t)st->ne - ((vb + k) & (st->ne - 1)), nb - k);
+		r = vdk_zero_blocks(l, vb + k, step);
+		if (vdk_is_full(r) && vdk_make_room(l)) {
+			r = vdk_zero_blocks(l, vb + k, step);
+		}
+	}
 	return r;
 }
 
@@ -1843,8 +1866,8 @@ vdk_zero(struct vd_layer *l, uint64_t off, uint64_t len)
 		} else {
 			n = VD_MIN(len >> st->bshift, (uint64_t)VDK_BATCH * 64) << st->bshift;
 			r = vdk_zero_blocks(l, off >> st->bshift, n >> st->bshift);
-			if (vdk_is_full(r) && vdk_make_room(l)) {
-				r = vdk_zero_blocks(l, off >> st->bshift, n >> st->bshift);
+			if (vdk_is_full(r)) {
+				r = vdk_zero_full_host(l, off >> st->bshift, n >> st->bshift);
 			}
 			if (r == 0) {
 				r = vdk_maybe_autocommit(l);
