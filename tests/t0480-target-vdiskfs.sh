@@ -4,7 +4,8 @@
 # write through the initiator, take a live snapshot with mkdir, export the
 # snapshot's disk read-only with a SIGHUP reload, overwrite through iSCSI and
 # read the old data back through the snapshot LUN. Discard through iSCSI turns
-# into holes in the image. Unmount, and the image checks clean.
+# into holes in the image and gives the host its space back. Unmount, and the
+# image checks clean.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/fs-lib.sh"
 . "$SRCDIR/tools/target/test-lib.sh"
@@ -48,6 +49,12 @@ ok_fail "snapshot LUN refuses writes" qio -f raw -c "write 0 4k" "$U1"
 ok "discard 4 MiB through iSCSI (UNMAP)" qio -f raw -c "discard 4M 4M" "$U0"
 ok "discarded range reads as zeros" sh -c "qemu-io -f raw -c 'read -P 0 4M 4M' '$U0' | grep -q 'read 4194304'"
 ok "the image reports a hole there" test "$(seek_hole "$M/disk" 4194304)" = 4194304
+# Thin provisioning end to end: an UNMAP plus SYNCHRONIZE CACHE gives the host its space back.
+du0=$(du -k "$IMG" | cut -f1)
+# (The top layer holds the 2 MiB written after the snapshot.)
+ok "discard them and flush through iSCSI" qio -f raw -c "discard 1M 2M" -c flush "$U0"
+du1=$(du -k "$IMG" | cut -f1)
+ok "the image file shrank on the host ($du0 -> $du1 KiB)" test "$du1" -le $((du0 - 1800))
 ok "stop the target" stop_target
 ok "unmount" fs_umount "$M"
 ok "vdisk check is clean" vcheck "$IMG"
