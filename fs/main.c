@@ -458,6 +458,7 @@ out_unmount:
 	}
 out_destroy:
 	fuse_destroy(fs.fuse); /* calls vdfs_destroy: flush */
+	vdfs_handles_free(&fs);
 out_close:
 	vdfs_tree_destroy(&fs);
 	r = vd_close(fs.img);

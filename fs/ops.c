@@ -100,8 +100,15 @@ struct vdfs_node {
 	struct vdfs_snap *snap;
 };
 
+/* An open directory: its resolved node (readdir may get no path). */
+struct vdfs_dh {
+	struct vdfs_hlink link; /* first: vdfs_handles_free() casts */
+	struct vdfs_node n;
+};
+
 /* One open file. */
 struct vdfs_fh {
+	struct vdfs_hlink link; /* first: vdfs_handles_free() casts */
 	enum vdfs_kind kind;
 	struct vd_image *img; /* disk, part: fs->img; snap disk: the view */
 	uint64_t base, len;   /* window onto img */
@@ -165,6 +172,30 @@ node_release(struct vdfs *fs, struct vdfs_node *n)
 {
 	vdfs_snap_put(fs, n->snap);
 	n->snap = NULL;
+}
+
+static void
+handle_link(struct vdfs *fs, struct vdfs_hlink *l, bool is_dir)
+{
+	l->is_dir = is_dir;
+	pthread_mutex_lock(&fs->lock);
+	if (!fs->handles.next) {
+		fs->handles.next = fs->handles.prev = &fs->handles;
+	}
+	l->next = fs->handles.next;
+	l->prev = &fs->handles;
+	l->next->prev = l;
+	fs->handles.next = l;
+	pthread_mutex_unlock(&fs->lock);
+}
+
+static void
+handle_unlink(struct vdfs *fs, struct vdfs_hlink *l)
+{
+	pthread_mutex_lock(&fs->lock);
+	l->prev->next = l->next;
+	l->next->prev = l->prev;
+	pthread_mutex_unlock(&fs->lock);
 }
 
 /* The partition table as the image has it once disk's dirty pages are written back. */
@@ -361,12 +392,14 @@ static int
 vdfs_opendir(const char *path, struct fuse_file_info *fi)
 {
 	struct vdfs *fs = vdfs_get();
-	struct vdfs_node *n = malloc(sizeof(*n));
+	struct vdfs_dh *dh = malloc(sizeof(*dh));
+	struct vdfs_node *n;
 	int ret;
 
-	if (!n) {
+	if (!dh) {
 		return -ENOMEM;
 	}
+	n = &dh->n;
 	ret = node_lookup(fs, path, n);
 	if (ret == 0 && n->kind != K_ROOT && n->kind != K_PARTS_DIR && n->kind != K_SNAPS_DIR &&
 	    n->kind != K_SNAP_DIR) {
@@ -374,21 +407,30 @@ vdfs_opendir(const char *path, struct fuse_file_info *fi)
 		ret = -ENOTDIR;
 	}
 	if (ret < 0) {
-		free(n);
+		free(dh);
 		return ret;
 	}
-	fi->fh = (uint64_t)(uintptr_t)n;
+	handle_link(fs, &dh->link, true);
+	fi->fh = (uint64_t)(uintptr_t)dh;
 	return 0;
+}
+
+static void
+dh_free(struct vdfs *fs, struct vdfs_dh *dh)
+{
+	node_release(fs, &dh->n);
+	free(dh);
 }
 
 static int
 vdfs_releasedir(const char *path, struct fuse_file_info *fi)
 {
-	struct vdfs_node *n = (struct vdfs_node *)(uintptr_t)fi->fh;
+	struct vdfs *fs = vdfs_get();
+	struct vdfs_dh *dh = (struct vdfs_dh *)(uintptr_t)fi->fh;
 
 	(void)path;
-	node_release(vdfs_get(), n);
-	free(n);
+	handle_unlink(fs, &dh->link);
+	dh_free(fs, dh);
 	return 0;
 }
 
@@ -397,7 +439,7 @@ vdfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t offset,
 	     struct fuse_file_info *fi, enum fuse_readdir_flags flags)
 {
 	struct vdfs *fs = vdfs_get();
-	struct vdfs_node *n = (struct vdfs_node *)(uintptr_t)fi->fh;
+	struct vdfs_node *n = &((struct vdfs_dh *)(uintptr_t)fi->fh)->n;
 	char name[32];
 	int i;
 
@@ -552,22 +594,17 @@ vdfs_open(const char *path, struct fuse_file_info *fi)
 		free(fh);
 		goto out;
 	}
+	handle_link(fs, &fh->link, false);
 	fi->fh = (uint64_t)(uintptr_t)fh;
 out:
 	node_release(fs, &n);
 	return ret;
 }
 
-static int
-vdfs_release(const char *path, struct fuse_file_info *fi)
+/* What RELEASE undoes of an open (the handle is unlinked already). */
+static void
+fh_free(struct vdfs *fs, struct vdfs_fh *fh)
 {
-	struct vdfs *fs = vdfs_get();
-	struct vdfs_fh *fh = (struct vdfs_fh *)(uintptr_t)fi->fh;
-
-	(void)path;
-	if (fh->kind == K_PART && atomic_exchange(&fs->disk_stale, false)) {
-		fuse_invalidate_path(fs->fuse, "/disk");
-	}
 	if (fh->kind == K_DISK) {
 		if (fh->counted_writer) {
 			atomic_fetch_sub(&fs->disk_writers, 1);
@@ -580,7 +617,40 @@ vdfs_release(const char *path, struct fuse_file_info *fi)
 	}
 	free(fh->txt);
 	free(fh);
+}
+
+static int
+vdfs_release(const char *path, struct fuse_file_info *fi)
+{
+	struct vdfs *fs = vdfs_get();
+	struct vdfs_fh *fh = (struct vdfs_fh *)(uintptr_t)fi->fh;
+
+	(void)path;
+	if (fh->kind == K_PART && atomic_exchange(&fs->disk_stale, false)) {
+		fuse_invalidate_path(fs->fuse, "/disk");
+	}
+	handle_unlink(fs, &fh->link);
+	fh_free(fs, fh);
 	return 0;
+}
+
+void
+vdfs_handles_free(struct vdfs *fs)
+{
+	struct vdfs_hlink *l, *next;
+
+	if (!fs->handles.next) {
+		return;
+	}
+	for (l = fs->handles.next; l != &fs->handles; l = next) {
+		next = l->next;
+		if (l->is_dir) {
+			dh_free(fs, (struct vdfs_dh *)l);
+		} else {
+			fh_free(fs, (struct vdfs_fh *)l);
+		}
+	}
+	fs->handles.next = fs->handles.prev = &fs->handles;
 }
 
 /* Clip [off, off+*size) to the window; returns false at/after its end. */

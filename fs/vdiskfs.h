@@ -45,6 +45,12 @@ struct vdfs_snap {
 	unsigned changed_gen; /* vdfs.snap_gen the cache was made for */
 };
 
+/* Links every open file and directory handle (ops.c), so none outlives the daemon. */
+struct vdfs_hlink {
+	struct vdfs_hlink *prev, *next;
+	bool is_dir; /* a directory handle (else a file handle) */
+};
+
 /* Whole-daemon state, created in main.c, passed to FUSE as private_data. */
 struct vdfs {
 	const char *image_arg; /* IMAGE as given on the command line */
@@ -83,12 +89,21 @@ struct vdfs {
 	atomic_int nested_pid;	   /* the nested-I/O helper process (nested.c), 0 if none */
 	atomic_bool enospc;	   /* a write met ENOSPC: refuse writes until a flush or discard */
 
+	/*
+	 * Open handles (circular list; next == NULL until the first open);
+	 * protected by lock. The kernel may not have sent every RELEASE when the
+	 * session ends (unmount): vdfs_handles_free() frees what is left.
+	 */
+	struct vdfs_hlink handles;
+
 	uint64_t alloc_cache; /* st_blocks source for disk; protected by lock */
 	time_t alloc_cache_time;
 };
 
 /* ops.c */
 extern const struct fuse_operations vdfs_ops;
+/* Free the handles the kernel never released (after the session, no request running). */
+void vdfs_handles_free(struct vdfs *fs);
 
 /* tree.c: all take vdfs.lock themselves. */
 /* Re-read the snapshot list from the image. 0 or -errno. */
