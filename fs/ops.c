@@ -483,29 +483,45 @@ vdfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t offset,
 	return 0;
 }
 
-/*
- * The kernel gives a FUSE mount 128 KiB of readahead and caps it at what
- * FUSE_INIT asked for; a larger window (two 1 MiB requests in flight) must
- * be set through sysfs after the INIT reply, so on the first open of a disk.
- * Only root may; otherwise the kernel's default stays.
- */
+/* Write "VALUE\n" to the bdi attribute NAME of our mount; best effort. */
 static void
-set_readahead(struct vdfs *fs)
+bdi_set(struct vdfs *fs, const char *name, int value)
 {
-	int fd;
+	char path[80], v[16];
+	int fd, n;
 
-	if (!fs->bdi_ra_path[0] || atomic_exchange(&fs->ra_done, true)) {
+	snprintf(path, sizeof(path), "%s/%s", fs->bdi_path, name);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0) {
 		return;
 	}
-	fd = open(fs->bdi_ra_path, O_WRONLY | O_CLOEXEC);
-	if (fd >= 0) {
-		char v[16];
-		int n = snprintf(v, sizeof(v), "%d\n", VDFS_READAHEAD_KB);
+	n = snprintf(v, sizeof(v), "%d\n", value);
+	if (write(fd, v, (size_t)n) != n) {
+		/* best effort: the kernel's default stays */
+	}
+	close(fd);
+}
 
-		if (write(fd, v, (size_t)n) != n) {
-			/* best effort */
-		}
-		close(fd);
+/*
+ * The kernel gives a FUSE mount 128 KiB of readahead and caps it at what
+ * FUSE_INIT asked for; a larger window (four 1 MiB requests in flight, which
+ * measured better than two: buffered sequential read 1380-1750 -> 1400-1970
+ * MiB/s, and less daemon CPU per MiB) must be set through sysfs after the
+ * INIT reply, so on the first open of a disk. With the writeback cache the
+ * mount may also hold a larger share of the dirty-page limit than FUSE's 1 %
+ * (max_ratio; strict_limit stays): the writer is throttled less often while
+ * the daemon writes back (buffered sequential write 1030-1230 -> 1300 MiB/s).
+ * Only root may; otherwise the kernel's defaults stay.
+ */
+static void
+bdi_tune(struct vdfs *fs)
+{
+	if (!fs->bdi_path[0] || atomic_exchange(&fs->bdi_done, true)) {
+		return;
+	}
+	bdi_set(fs, "read_ahead_kb", VDFS_READAHEAD_KB);
+	if (fs->writeback) {
+		bdi_set(fs, "max_ratio", VDFS_BDI_MAX_RATIO);
 	}
 }
 
@@ -540,7 +556,7 @@ vdfs_open(const char *path, struct fuse_file_info *fi)
 		if (n.kind == K_DISK) {
 			fh->base = 0;
 			fh->len = fs->size;
-			set_readahead(fs);
+			bdi_tune(fs);
 			if (fuse_get_context()->pid == atomic_load(&fs->nested_pid)) {
 				fi->keep_cache = 1; /* nested I/O: do not drop disk's cache */
 			}
@@ -577,7 +593,7 @@ vdfs_open(const char *path, struct fuse_file_info *fi)
 		fh->snap = n.snap;
 		n.snap = NULL; /* the handle keeps the reference */
 		if (fh->kind == K_SNAP_DISK) {
-			set_readahead(fs);
+			bdi_tune(fs);
 			fh->len = vd_get_size(fh->img);
 			fi->keep_cache = 1; /* immutable */
 		} else {

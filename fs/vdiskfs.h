@@ -24,7 +24,8 @@
 #include "part.h"
 
 #define VDFS_MAX_IO (1024u * 1024u) /* max_write, max_read, request size */
-#define VDFS_READAHEAD_KB 2048	    /* kernel readahead on the mount: two requests */
+#define VDFS_READAHEAD_KB 4096	    /* kernel readahead on the mount: four requests */
+#define VDFS_BDI_MAX_RATIO 10	    /* % of the dirty limit the mount may hold (FUSE: 1) */
 
 /* One folder under snapshots/. Refcounted: file handles keep it alive. */
 struct vdfs_snap {
@@ -81,8 +82,8 @@ struct vdfs {
 	bool writeback;
 	const char *mountpoint;	 /* absolute: nested I/O opens MOUNTPOINT/disk */
 	dev_t mnt_dev;		 /* st_dev of the mount (0: unknown) */
-	char bdi_ra_path[64];	 /* /sys/class/bdi/MAJ:MIN/read_ahead_kb, or "" */
-	atomic_bool ra_done;	 /* read_ahead_kb written (once, after FUSE_INIT) */
+	char bdi_path[48];	 /* /sys/class/bdi/MAJ:MIN, or "" */
+	atomic_bool bdi_done;	 /* its read_ahead_kb, max_ratio written (once, after FUSE_INIT) */
 	atomic_int disk_opens;	 /* open handles on disk */
 	atomic_int disk_writers; /* writable ones among them (may hold dirty pages) */
 	atomic_bool disk_wb_error; /* a write-back WRITE failed: drop disk's cache at fsync */
