@@ -399,22 +399,29 @@ merged_free(struct merged *m)
 	}
 }
 
-/* Fill region ridx from layers first..n-1 (newest first). Caller holds the chain read lock. */
+/*
+ * Fill region ridx from layers first..n-1 (newest first). A layer's disk ends
+ * at its size, and so does everything below it: a layer shows through only
+ * below the smallest size of the layers above it and its own (as in qemu).
+ * Caller holds the chain read lock.
+ */
 static int
 merged_build(struct vd_chain *c, int first, uint32_t gran, struct mregion *reg)
 {
 	uint64_t rstart = reg->idx * REGION_SLOTS * (uint64_t)gran;
 	uint64_t rlen = REGION_SLOTS * (uint64_t)gran;
+	uint64_t lim = UINT64_MAX;
 
 	memset(reg->slot, SLOT_NONE, sizeof(reg->slot));
 	for (int i = first; i < c->n; i++) {
 		struct vd_layer *l = c->layers[i];
 		uint64_t pos = rstart, end;
 
-		if (rstart >= l->size) {
-			continue;
+		lim = VD_MIN(lim, l->size);
+		if (rstart >= lim) {
+			break;
 		}
-		end = VD_MIN(rstart + rlen, l->size);
+		end = VD_MIN(rstart + rlen, lim);
 		while (pos < end) {
 			struct vd_extent e;
 			int r = layer_block_status(l, pos, end - pos, &e);
@@ -536,11 +543,18 @@ merged_run(struct vd_image *img, uint64_t off, uint64_t len, uint8_t *val, uint6
 static int
 chain_walk_status(struct vd_chain *c, int first, uint64_t off, uint64_t len, struct vd_extent *ext)
 {
-	uint64_t best = len;
+	uint64_t best = len, lim = UINT64_MAX;
 
 	for (int i = first; i < c->n; i++) {
 		struct vd_extent e;
-		int r = layer_block_status(c->layers[i], off, best, &e);
+		int r;
+
+		lim = VD_MIN(lim, c->layers[i]->size);	/* nothing below shows past it */
+		if (off >= lim) {
+			break;
+		}
+		best = VD_MIN(best, lim - off);
+		r = layer_block_status(c->layers[i], off, best, &e);
 
 		if (r < 0) {
 			return r;

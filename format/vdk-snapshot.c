@@ -94,10 +94,52 @@ snap_check_native_top(struct vd_image *img)
 		return vd_set_error(ENOTSUP, "%s: snapshots need a native (vdk) top layer; "
 				    "create an overlay with vdisk create -b", img->path);
 	}
+	/*
+	 * Taking or reverting a snapshot renames files next to the top: through
+	 * a symbolic link that would freeze the real file under its own name and
+	 * put the new top where the link was.
+	 */
+	{
+		struct stat sb;
+
+		if (lstat(img->top->path, &sb) == 0 && S_ISLNK(sb.st_mode)) {
+			char *real = realpath(img->top->path, NULL);
+
+			vd_set_error(EINVAL, "%s is a symbolic link: snapshots rename files next to "
+				     "the image, open it by its real path (%s)", img->top->path,
+				     real ? real : "unknown");
+			free(real);
+			return -EINVAL;
+		}
+	}
 	return 0;
 }
 
-/* Name already used by a layer of the chain? Caller holds the chain lock. */
+/*
+ * The layer of the chain holding an internal snapshot (qcow2) called name, or
+ * NULL. Caller holds the chain lock.
+ */
+static struct vd_layer *
+snap_internal_named(struct vd_chain *c, const char *name)
+{
+	for (int i = 0; i < c->n; i++) {
+		struct vd_layer *l = c->layers[i];
+		int n = l->drv->snapshot_count ? l->drv->snapshot_count(l) : 0;
+
+		for (int k = 0; k < n; k++) {
+			const char *sn = NULL;
+			int64_t created;
+
+			if (l->drv->snapshot_info(l, k, &sn, &created) == 0 && sn &&
+			    strcmp(sn, name) == 0) {
+				return l;
+			}
+		}
+	}
+	return NULL;
+}
+
+/* Name already used by a layer or an internal snapshot of the chain? Caller holds the chain lock. */
 static bool
 snap_name_used(struct vd_chain *c, const char *name)
 {
@@ -106,7 +148,21 @@ snap_name_used(struct vd_chain *c, const char *name)
 			return true;
 		}
 	}
-	return false;
+	return snap_internal_named(c, name) != NULL;
+}
+
+/* No layer is called name: say so, or that it is an internal snapshot we do not change. */
+static int
+snap_not_found(struct vd_image *img, const char *name, const char *what)
+{
+	struct vd_layer *l = snap_internal_named(img->chain, name);
+
+	if (l) {
+		return vd_set_error(ENOTSUP, "%s: '%s' is an internal snapshot of %s; it cannot be "
+				    "%s here (qemu-img snapshot can)", img->path, name, l->path,
+				    what);
+	}
+	return vd_set_error(ENOENT, "%s: no snapshot named '%s'", img->path, name);
 }
 
 int
@@ -352,8 +408,9 @@ vd_snapshot_delete(struct vd_image *img, const char *name)
 		}
 	}
 	if (idx < 0) {
+		r = snap_not_found(img, name, "deleted");
 		pthread_rwlock_unlock(&c->lock);
-		return vd_set_error(ENOENT, "%s: no snapshot named '%s'", img->path, name);
+		return r;
 	}
 	s = c->layers[idx];
 	ch = c->layers[idx - 1];
@@ -448,7 +505,7 @@ vd_snapshot_revert(struct vd_image *img, const char *name)
 		}
 	}
 	if (idx < 0) {
-		r = vd_set_error(ENOENT, "%s: no snapshot named '%s'", img->path, name);
+		r = snap_not_found(img, name, "reverted to");
 		goto out;
 	}
 	for (int i = 1; i < idx; i++) {

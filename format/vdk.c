@@ -67,6 +67,7 @@
 #define VDK_CACHE_FROZEN (16ull << 20)
 #define VDK_AUTOCOMMIT_DIRTY (64ull << 20)	/* dirty node bytes */
 #define VDK_CTR_RESERVE (1ull << 20)
+#define VDK_TRIM (1ull << 63)		/* in pending/limbo: a discarded block, punch when free */
 
 struct vdk_node {
 	uint32_t level;
@@ -799,18 +800,23 @@ vdk_alloc(struct vdk_state *st, uint64_t want, uint64_t *first, uint64_t *got, b
 	return 0;
 }
 
-/* A block (or node run) is no longer referenced by the in-memory tree. */
+/*
+ * A block (or node run) is no longer referenced by the in-memory tree. trim:
+ * its data was discarded (not replaced): once free, its space goes back to the
+ * host file system (a hole is punched) instead of waiting for reuse.
+ */
 static int
-vdk_release(struct vdk_state *st, uint64_t b, uint64_t n)
+vdk_release(struct vdk_state *st, uint64_t b, uint64_t n, bool trim)
 {
 	for (uint64_t k = b; k < b + n; k++) {
+		uint64_t x = k | (trim ? VDK_TRIM : 0);
 		int r;
 
 		if (bit_get(st->fresh, k)) {
 			bit_clear(st->fresh, k);
-			r = vec_push(&st->limbo, &st->nlimbo, &st->climbo, k);
+			r = vec_push(&st->limbo, &st->nlimbo, &st->climbo, x);
 		} else {
-			r = vec_push(&st->pending, &st->npending, &st->cpending, k);
+			r = vec_push(&st->pending, &st->npending, &st->cpending, x);
 		}
 		if (r < 0) {
 			return vd_set_error(ENOMEM, "out of memory");
@@ -819,29 +825,96 @@ vdk_release(struct vdk_state *st, uint64_t b, uint64_t n)
 	return 0;
 }
 
-/* Make limbo blocks allocatable once no reader can be using them. Takes the locks itself. */
 static void
-vdk_reclaim(struct vdk_state *st)
+vdk_free_block_locked(struct vdk_state *st, uint64_t b)
 {
+	if (bit_get(st->used, b)) {
+		bit_clear(st->used, b);
+		st->free_count++;
+	}
+	if (b < st->cursor) {
+		st->cursor = b;
+	}
+}
+
+static int
+vdk_cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Punch runs of `each` blocks starting at v[0..n) (sorted here) out of the host file. */
+static void
+vdk_punch_list(struct vd_layer *l, uint64_t *v, uint64_t n, uint64_t each)
+{
+	struct vdk_state *st = l->st;
+
+	if (n == 0) {
+		return;
+	}
+	qsort(v, n, sizeof(*v), vdk_cmp_u64);
+	for (uint64_t i = 0, j; i < n && !st->no_punch; i = j) {
+		int r;
+
+		for (j = i + 1; j < n && v[j] == v[j - 1] + each; j++) {
+		}
+		r = vd_punch_hole(l->fd, v[i] << st->bshift, (j - i) * each << st->bshift);
+		if (r == -EOPNOTSUPP || r == -ENOSYS) {
+			st->no_punch = true;	/* the host cannot: the blocks are reused instead */
+		}
+	}
+}
+
+/*
+ * Make limbo blocks allocatable once no reader can be using them: taking
+ * `reuse` for writing waits for every reader that may have looked them up.
+ * Discarded blocks are punched out of the host file first (outside the locks:
+ * they stay marked used, so nothing can be allocated there meanwhile), so
+ * that a discard in the image gives the host its space back. Takes the locks
+ * itself.
+ */
+static void
+vdk_reclaim(struct vd_layer *l)
+{
+	struct vdk_state *st = l->st;
+	uint64_t *trim = NULL, nt = 0;
+
 	pthread_rwlock_wrlock(&st->reuse);
 	pthread_mutex_lock(&st->lock);
 	for (uint64_t i = 0; i < st->nlimbo; i++) {
-		if (bit_get(st->used, st->limbo[i])) {
-			bit_clear(st->used, st->limbo[i]);
-			st->free_count++;
+		if ((st->limbo[i] & VDK_TRIM) && !st->no_punch) {
+			if (!trim) {
+				trim = malloc(st->nlimbo * sizeof(*trim));
+			}
+			if (trim) {
+				trim[nt++] = st->limbo[i] & ~VDK_TRIM;
+				continue;
+			}
 		}
-		if (st->limbo[i] < st->cursor) {
-			st->cursor = st->limbo[i];
-		}
+		vdk_free_block_locked(st, st->limbo[i] & ~VDK_TRIM);
 	}
 	st->nlimbo = 0;
 	pthread_mutex_unlock(&st->lock);
 	pthread_rwlock_unlock(&st->reuse);
+	if (!nt) {
+		free(trim);
+		return;
+	}
+	vdk_punch_list(l, trim, nt, 1);
+	pthread_mutex_lock(&st->lock);
+	for (uint64_t i = 0; i < nt; i++) {
+		vdk_free_block_locked(st, trim[i]);
+	}
+	pthread_mutex_unlock(&st->lock);
+	free(trim);
 }
 
 static void
-vdk_maybe_reclaim(struct vdk_state *st)
+vdk_maybe_reclaim(struct vd_layer *l)
 {
+	struct vdk_state *st = l->st;
 	uint64_t n;
 
 	bool go;
@@ -851,8 +924,160 @@ vdk_maybe_reclaim(struct vdk_state *st)
 	go = n >= 1024 || (n > 0 && n * 16 >= st->file_blocks);
 	pthread_mutex_unlock(&st->lock);
 	if (go) {
-		vdk_reclaim(st);
+		vdk_reclaim(l);
 	}
+}
+
+/* Give back blocks vdk_alloc handed out that nothing refers to. Caller holds st->lock. */
+static void
+vdk_unalloc_locked(struct vdk_state *st, uint64_t first, uint64_t n)
+{
+	for (uint64_t k = first; k < first + n; k++) {
+		bit_clear(st->fresh, k);
+		bit_clear(st->used, k);
+	}
+	st->free_count += n;
+	st->cursor = VD_MIN(st->cursor, first);
+}
+
+/* ---- room for a commit on a full host -------------------------------------- */
+
+/* Node runs a commit writes at most when `dirty` nodes are dirty: theirs and their parents'. */
+static uint64_t
+vdk_commit_need(const struct vdk_state *st, uint64_t dirty)
+{
+	uint64_t need = dirty, nodes = VD_DIV_ROUND_UP(st->nblocks, st->ne);
+
+	for (uint32_t lv = 1; lv < st->levels; lv++) {
+		nodes = VD_DIV_ROUND_UP(nodes, st->ne);
+		need += VD_MIN(dirty, nodes);
+	}
+	return need;
+}
+
+/* Grow the reserve to `want` node runs, allocated on the host. Caller holds st->lock. */
+static int
+vdk_resv_fill_locked(struct vd_layer *l, uint64_t want)
+{
+	struct vdk_state *st = l->st;
+
+	while (st->nresv < want && !st->no_resv) {
+		uint64_t first, got, runs, nbl = st->node_blocks;
+		int r = vdk_alloc(st, (want - st->nresv) * nbl, &first, &got, false);
+
+		if (r < 0) {
+			return r;
+		}
+		runs = got / nbl;
+		if (runs == 0) {
+			vdk_unalloc_locked(st, first, got);
+			r = vdk_alloc(st, nbl, &first, &got, true);
+			if (r < 0) {
+				return r;
+			}
+			runs = 1;
+		}
+		vdk_unalloc_locked(st, first + runs * nbl, got - runs * nbl);
+		if (fallocate(l->fd, 0, (off_t)(first << st->bshift),
+			      (off_t)((runs * nbl) << st->bshift)) < 0) {
+			int e = errno;
+
+			vdk_unalloc_locked(st, first, runs * nbl);
+			if (e == EOPNOTSUPP || e == ENOSYS) {
+				st->no_resv = true;	/* the host cannot reserve: best effort */
+				return 0;
+			}
+			return vd_set_error(e, "%s: no room on the host for the image's map: %s",
+					    l->path, strerror(e));
+		}
+		for (uint64_t k = 0; k < runs; k++) {
+			for (uint64_t b = first + k * nbl; b < first + (k + 1) * nbl; b++) {
+				bit_clear(st->fresh, b);	/* not written: nothing to commit */
+			}
+			if (vec_push(&st->resv, &st->nresv, &st->cresv, first + k * nbl) < 0) {
+				vdk_unalloc_locked(st, first + k * nbl, (runs - k) * nbl);
+				return vd_set_error(ENOMEM, "out of memory");
+			}
+		}
+	}
+	return 0;
+}
+
+/*
+ * Before a change of up to nb blocks: claim the leaves it may dirty, and make
+ * sure the reserve holds room for a commit of all the map that may be dirty
+ * then. ENOSPC (nothing changed) if the host has no room for it. Pair with
+ * vdk_unclaim once the change is in the map.
+ */
+static int
+vdk_claim(struct vd_layer *l, uint64_t nb, uint64_t *claim)
+{
+	struct vdk_state *st = l->st;
+	uint64_t c = (nb >> st->nshift) + 2;
+	int r;
+
+	*claim = 0;
+	pthread_mutex_lock(&st->lock);
+	r = vdk_alloc_init_locked(l);
+	if (r == 0 && !st->no_resv) {
+		uint64_t want = vdk_commit_need(st, st->ndirty + st->claimed + c);
+
+		if (st->nresv < want) {
+			/* A little more than needed, so that this is rare; exactly, when short. */
+			r = vdk_resv_fill_locked(l, want + VD_MAX(want / 4, 16));
+			if (r < 0 && st->nresv < want) {
+				r = vdk_resv_fill_locked(l, want);
+			} else {
+				r = 0;
+			}
+		}
+	}
+	if (r == 0) {
+		st->claimed += c;
+		*claim = c;
+	}
+	pthread_mutex_unlock(&st->lock);
+	return r;
+}
+
+static void
+vdk_unclaim(struct vdk_state *st, uint64_t claim)
+{
+	pthread_mutex_lock(&st->lock);
+	st->claimed -= claim;
+	pthread_mutex_unlock(&st->lock);
+}
+
+/*
+ * After a commit the map is clean: what the reserve holds beyond the needs of
+ * the changes in progress goes back to free space, where the next writes reuse
+ * it (it is allocated on the host), instead of staying a gap in the file.
+ */
+static void
+vdk_resv_trim_locked(struct vdk_state *st)
+{
+	uint64_t keep = vdk_commit_need(st, st->ndirty + st->claimed) + 16;
+
+	while (st->nresv > keep) {
+		vdk_unalloc_locked(st, st->resv[--st->nresv], st->node_blocks);
+	}
+}
+
+/* A commit takes a reserved run for a node: it is fresh like any new block. */
+static int
+vdk_take_resv_locked(struct vdk_state *st, uint64_t *first)
+{
+	uint64_t b = st->resv[st->nresv - 1];
+
+	if (vec_push(&st->freshv, &st->nfreshv, &st->cfreshv, (b << 20) | st->node_blocks) < 0) {
+		return -ENOMEM;
+	}
+	st->nresv--;
+	for (uint64_t k = b; k < b + st->node_blocks; k++) {
+		bit_set(st->fresh, k);
+	}
+	*first = b;
+	return 0;
 }
 
 /* ---- commit ---------------------------------------------------------------- */
@@ -910,17 +1135,23 @@ vdk_commit(struct vd_layer *l, bool unlock_syncs)
 			}
 			vdk_node_sum(st, level, n->index, n->data, sum);
 			r = vd_full_pwrite(l->fd, n->data, st->node_size, first << st->bshift);
-			if (r < 0) {
-				for (uint64_t k = first; k < first + got; k++) {
-					bit_clear(st->fresh, k);
-					bit_clear(st->used, k);
+			if ((r == -ENOSPC || r == -EDQUOT) && st->nresv > 0) {
+				/* The host is full: write the node into the reserve. */
+				vdk_unalloc_locked(st, first, got);
+				r = vdk_take_resv_locked(st, &first);
+				if (r < 0) {
+					return vd_set_error(-r, "out of memory");
 				}
-				st->free_count += got;
+				got = st->node_blocks;
+				r = vd_full_pwrite(l->fd, n->data, st->node_size, first << st->bshift);
+			}
+			if (r < 0) {
+				vdk_unalloc_locked(st, first, got);
 				return vd_set_error(r, "%s: cannot write map: %s", l->path,
 						    strerror(-r));
 			}
 			if (n->phys) {
-				vdk_release(st, n->phys >> st->bshift, st->node_blocks);
+				vdk_release(st, n->phys >> st->bshift, st->node_blocks, false);
 			}
 			n->phys = first << st->bshift;
 			e.ptr = n->phys | VDK_PTR_PRESENT;
@@ -988,6 +1219,7 @@ vdk_commit(struct vd_layer *l, bool unlock_syncs)
 		}
 	}
 	st->nfreshv = 0;
+	vdk_resv_trim_locked(st);
 	vdk_cache_evict(st);
 	return 0;
 }
@@ -1311,7 +1543,8 @@ vdk_set_entry_locked(struct vd_layer *l, uint64_t vb, const struct vdk_entry *ne
 	vdk_mark_dirty(st, n);
 	if (old.ptr & VDK_PTR_PRESENT) {
 		st->allocated_blocks--;
-		r = vdk_release(st, (old.ptr & ~VDK_PTR_FLAGS) >> st->bshift, 1);
+		r = vdk_release(st, (old.ptr & ~VDK_PTR_FLAGS) >> st->bshift, 1,
+				!(ne->ptr & VDK_PTR_PRESENT));
 		if (r < 0) {
 			return r;
 		}
@@ -1409,12 +1642,7 @@ vdk_write_blocks(struct vd_layer *l, uint64_t vb, uint64_t nb, const uint8_t *da
 		pthread_mutex_lock(&st->lock);
 		if (r < 0) {
 			/* Nothing refers to the new blocks: give them back at once. */
-			for (uint64_t k = first; k < first + got; k++) {
-				bit_clear(st->fresh, k);
-				bit_clear(st->used, k);
-			}
-			st->free_count += got;
-			st->cursor = VD_MIN(st->cursor, first);
+			vdk_unalloc_locked(st, first, got);
 		}
 		for (uint64_t k = 0; k < got && r == 0; k++) {
 			r = vdk_set_entry_locked(l, vb + i + k, &ents[k]);
@@ -1452,7 +1680,7 @@ vdk_pwrite_gated(struct vd_layer *l, const void *buf, size_t len, uint64_t off)
 	uint64_t vb_end = (off + len + st->bs - 1) >> st->bshift;
 	int r = 0;
 
-	vdk_maybe_reclaim(st);
+	vdk_maybe_reclaim(l);
 	vdk_lock_stripes(st, vb, vb_end - vb, true);
 	while (len > 0 && r == 0) {
 		uint32_t head = (uint32_t)(off & (st->bs - 1));
@@ -1490,21 +1718,105 @@ vdk_pwrite_gated(struct vd_layer *l, const void *buf, size_t len, uint64_t off)
 	return r;
 }
 
-static int
-vdk_pwrite(struct vd_layer *l, const void *buf, size_t len, uint64_t off)
+/*
+ * The host file system is full: blocks freed since the last commit (a discard,
+ * overwritten data) become usable once a commit no longer refers to them, and
+ * discarded ones go back to the host. Commit (the reserve has room for its map
+ * nodes) and recycle, so that the change can be tried once more. true if there
+ * was anything to win.
+ */
+static bool
+vdk_make_room(struct vd_layer *l)
 {
 	struct vdk_state *st = l->st;
+	bool some;
+
+	pthread_mutex_lock(&st->lock);
+	some = st->npending > 0 || st->nlimbo > 0;
+	pthread_mutex_unlock(&st->lock);
+	if (!some) {
+		return false;
+	}
+	vdk_reclaim(l);
+	if (vdk_commit_gated(l) < 0) {
+		return false;
+	}
+	vdk_reclaim(l);
+	return true;
+}
+
+static bool
+vdk_is_full(int r)
+{
+	return r == -ENOSPC || r == -EDQUOT;
+}
+
+static int
+vdk_pwrite_once(struct vd_layer *l, const void *buf, size_t len, uint64_t off)
+{
+	struct vdk_state *st = l->st;
+	uint64_t claim;
 	int r;
 
 	pthread_rwlock_rdlock(&st->gate);
-	r = vdk_pwrite_gated(l, buf, len, off);
+	r = vdk_claim(l, ((off + len - 1) >> st->bshift) - (off >> st->bshift) + 1, &claim);
+	if (r == 0) {
+		r = vdk_pwrite_gated(l, buf, len, off);
+		vdk_unclaim(st, claim);
+	}
 	pthread_rwlock_unlock(&st->gate);
+	return r;
+}
+
+static int
+vdk_pwrite(struct vd_layer *l, const void *buf, size_t len, uint64_t off)
+{
+	int r;
+
+	if (len == 0) {
+		return 0;
+	}
+	r = vdk_pwrite_once(l, buf, len, off);
+	if (vdk_is_full(r) && vdk_make_room(l)) {
+		r = vdk_pwrite_once(l, buf, len, off);
+	}
 	if (r == 0) {
 		r = vdk_maybe_autocommit(l);
 	}
 	return r;
 }
 
+/* Mark nb whole blocks from vb zero (or unallocated); their blocks are discarded. */
+static int
+vdk_zero_blocks(struct vd_layer *l, uint64_t vb, uint64_t nb)
+{
+	struct vdk_state *st = l->st;
+	struct vdk_entry ze = { .ptr = st->has_backing ? VDK_PTR_ZERO : 0 };
+	uint64_t claim;
+	int r;
+
+	pthread_rwlock_rdlock(&st->gate);
+	r = vdk_claim(l, nb, &claim);
+	if (r == 0) {
+		vdk_lock_stripes(st, vb, nb, true);
+		pthread_mutex_lock(&st->lock);
+		for (uint64_t k = 0; k < nb && r == 0; k++) {
+			r = vdk_set_entry_locked(l, vb + k, &ze);
+		}
+		pthread_mutex_unlock(&st->lock);
+		vdk_lock_stripes(st, vb, nb, false);
+		vdk_unclaim(st, claim);
+	}
+	pthread_rwlock_unlock(&st->gate);
+	return r;
+}
+
+/*
+ * Zero (discard) [off, off+len), in pieces: each takes gate and claims room
+ * for its map changes by itself, and the map is committed between pieces
+ * when it has grown large, so that a discard of a whole disk neither keeps
+ * flushes out for long nor piles up an unbounded dirty map.
+ */
 static int
 vdk_zero(struct vd_layer *l, uint64_t off, uint64_t len)
 {
@@ -1516,35 +1828,27 @@ vdk_zero(struct vd_layer *l, uint64_t off, uint64_t len)
 	if (!zeroes) {
 		return vd_set_error(ENOMEM, "out of memory");
 	}
-	pthread_rwlock_rdlock(&st->gate);
 	while (len > 0 && r == 0) {
 		uint32_t head = (uint32_t)(off & (st->bs - 1));
 		uint64_t n;
 
 		if (head || len < st->bs) {
 			n = VD_MIN(len, (uint64_t)st->bs - head);
-			r = vdk_pwrite_gated(l, zeroes, (size_t)n, off);
+			r = vdk_pwrite(l, zeroes, (size_t)n, off);
 		} else {
-			struct vdk_entry ze = { .ptr = st->has_backing ? VDK_PTR_ZERO : 0 };
-			uint64_t b = off >> st->bshift;
-
 			n = VD_MIN(len >> st->bshift, (uint64_t)VDK_BATCH * 64) << st->bshift;
-			vdk_lock_stripes(st, b, n >> st->bshift, true);
-			pthread_mutex_lock(&st->lock);
-			for (uint64_t k = 0; k < (n >> st->bshift) && r == 0; k++) {
-				r = vdk_set_entry_locked(l, b + k, &ze);
+			r = vdk_zero_blocks(l, off >> st->bshift, n >> st->bshift);
+			if (vdk_is_full(r) && vdk_make_room(l)) {
+				r = vdk_zero_blocks(l, off >> st->bshift, n >> st->bshift);
 			}
-			pthread_mutex_unlock(&st->lock);
-			vdk_lock_stripes(st, b, n >> st->bshift, false);
+			if (r == 0) {
+				r = vdk_maybe_autocommit(l);
+			}
 		}
 		off += n;
 		len -= n;
 	}
-	pthread_rwlock_unlock(&st->gate);
 	free(zeroes);
-	if (r == 0) {
-		r = vdk_maybe_autocommit(l);
-	}
 	return r;
 }
 
@@ -1552,11 +1856,20 @@ static int
 vdk_flush(struct vd_layer *l)
 {
 	struct vdk_state *st = l->st;
+	bool freed;
+	int r;
 
 	if (!st->writable) {
 		return 0;
 	}
-	return vdk_commit_gated(l);
+	r = vdk_commit_gated(l);
+	pthread_mutex_lock(&st->lock);
+	freed = st->nlimbo > 0;
+	pthread_mutex_unlock(&st->lock);
+	if (r == 0 && freed) {
+		vdk_reclaim(l);	/* what was discarded goes back to the host now */
+	}
+	return r;
 }
 
 static int
@@ -1716,7 +2029,7 @@ vdk_alloc_init_locked(struct vd_layer *l)
 		memset(st->used, 0, st->nbits / 8);
 		memset(st->fresh, 0, st->nbits / 8);
 	}
-	st->nlimbo = st->npending = st->nfreshv = 0;
+	st->nlimbo = st->npending = st->nfreshv = st->nresv = 0;
 	st->cursor = 0;
 	st->allocated_blocks = 0;
 	st->file_blocks = st->data_start >> st->bshift;
@@ -1881,6 +2194,33 @@ vdk_open_layer(struct vd_layer *l)
 	return 0;
 }
 
+/*
+ * At close, after the last commit: the reserve is free space in the file again
+ * (the host gets it back), and free space at the end of the file is cut off.
+ */
+static void
+vdk_close_space(struct vd_layer *l)
+{
+	struct vdk_state *st = l->st;
+	uint64_t end = st->file_blocks, start = st->data_start >> st->bshift;
+	struct stat sb;
+
+	if (!st->alloc_ready || st->dirty || st->npending || st->nlimbo) {
+		return;	/* the last commit failed: leave the file as it is */
+	}
+	for (uint64_t i = 0; i < st->nresv; i++) {
+		vdk_unalloc_locked(st, st->resv[i], st->node_blocks);
+	}
+	while (end > start && !bit_get(st->used, end - 1)) {
+		end--;
+	}
+	vdk_punch_list(l, st->resv, st->nresv, st->node_blocks);
+	st->nresv = 0;
+	if (fstat(l->fd, &sb) == 0 && (uint64_t)sb.st_size > end << st->bshift) {
+		(void)!ftruncate(l->fd, (off_t)(end << st->bshift));
+	}
+}
+
 static void
 vdk_close(struct vd_layer *l)
 {
@@ -1891,6 +2231,10 @@ vdk_close(struct vd_layer *l)
 		pthread_mutex_lock(&st->lock);
 		vdk_commit_locked(l);
 		pthread_mutex_unlock(&st->lock);
+		if (st->nlimbo > 0) {
+			vdk_reclaim(l);	/* punch what was discarded */
+		}
+		vdk_close_space(l);
 		vd_fdatasync(l->fd);	/* the second header copy of the last commit */
 	}
 	if (st->hash) {
@@ -1908,6 +2252,7 @@ vdk_close(struct vd_layer *l)
 	free(st->pending);
 	free(st->limbo);
 	free(st->freshv);
+	free(st->resv);
 	vdk_crypt_destroy(st->crypt);
 	pthread_mutex_destroy(&st->lock);
 	pthread_rwlock_destroy(&st->reuse);

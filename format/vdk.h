@@ -155,6 +155,18 @@ struct vdk_state {
 	uint64_t *limbo;		/* freed, maybe still being read */
 	uint64_t nlimbo, climbo;
 	uint64_t allocated_blocks;	/* data blocks referenced by the in-memory tree */
+	bool no_punch;			/* the host file system cannot punch holes */
+	/*
+	 * Room on the host for the next commit: node-sized runs inside the file,
+	 * allocated on the host (fallocate), marked used, referenced by nothing;
+	 * a commit writes a node there when the host is full. A change first
+	 * claims what it may add to the map (`claimed`, in leaves), and is refused
+	 * with ENOSPC if the reserve cannot cover the map it would leave dirty.
+	 */
+	uint64_t *resv;			/* first block of each reserved node run */
+	uint64_t nresv, cresv;
+	uint64_t claimed;		/* leaves claimed by changes in progress */
+	bool no_resv;			/* the host has no fallocate: no reserve */
 
 	/* encryption */
 	struct vdk_crypt *crypt;

@@ -306,6 +306,7 @@ main(int argc, char *argv[])
 	mallopt(M_ARENA_MAX, 4);
 	pthread_mutex_init(&fs.lock, NULL);
 	pthread_mutex_init(&fs.snap_op_lock, NULL);
+	pthread_mutex_init(&fs.disk_mode_lock, NULL);
 	if (fuse_opt_parse(&args, &o, vdfs_opt_spec, vdfs_opt_proc) < 0) {
 		usage(stderr);
 		goto out_args;

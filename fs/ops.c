@@ -114,6 +114,8 @@ struct vdfs_fh {
 	uint64_t base, len;   /* window onto img */
 	bool writable;
 	bool counted_writer;	/* disk opened for writing: counted in disk_writers */
+	bool direct;		/* disk opened uncached (DIRECT I/O below): counted in disk_direct */
+	bool cached;		/* disk opened through the page cache: counted in disk_cached */
 	struct vdfs_snap *snap; /* snapshot files: referenced, open_files counted */
 	char *txt;		/* info/changed contents */
 	size_t txt_len;
@@ -525,6 +527,45 @@ bdi_tune(struct vdfs *fs)
 	}
 }
 
+/*
+ * DIRECT I/O. The kernel serves concurrent O_DIRECT writes to disk one at a
+ * time unless the open is answered with FOPEN_DIRECT_IO and
+ * FOPEN_PARALLEL_DIRECT_WRITES (fopen.c). Such a handle bypasses the page
+ * cache, so it must not meet cached handles of disk: their cached pages would
+ * go stale and their dirty pages could later overwrite its writes (and
+ * writing them back from inside its write would deadlock in the kernel). So
+ * disk is in one of two modes while it is open: an O_DIRECT open for writing
+ * when no handle uses the cache makes disk uncached, and every later open of
+ * it is uncached too (no page cache at all, so nothing to keep coherent) until
+ * the last of them is closed; otherwise opens use the cache, and an O_DIRECT
+ * one goes the kernel's usual coherent (serialised) way. The nested helper's
+ * opens are not counted (it only writes back and drops cached pages).
+ */
+static void
+disk_open_mode(struct vdfs *fs, struct vdfs_fh *fh, struct fuse_file_info *fi, bool want_write)
+{
+	pthread_mutex_lock(&fs->disk_mode_lock);
+	if (fs->disk_cached == 0 &&
+	    (fs->disk_direct > 0 || ((fi->flags & O_DIRECT) && want_write))) {
+		fi->direct_io = 1;
+		fh->direct = true;
+		fs->disk_direct++;
+	} else {
+		fh->cached = true;
+		fs->disk_cached++;
+	}
+	pthread_mutex_unlock(&fs->disk_mode_lock);
+}
+
+static void
+disk_close_mode(struct vdfs *fs, struct vdfs_fh *fh)
+{
+	pthread_mutex_lock(&fs->disk_mode_lock);
+	fs->disk_direct -= fh->direct;
+	fs->disk_cached -= fh->cached;
+	pthread_mutex_unlock(&fs->disk_mode_lock);
+}
+
 static int
 vdfs_open(const char *path, struct fuse_file_info *fi)
 {
@@ -551,6 +592,11 @@ vdfs_open(const char *path, struct fuse_file_info *fi)
 			ret = -EROFS;
 			break;
 		}
+		if (fi->flags & O_TRUNC) {
+			/* A size change, like truncate (the kernel would show size 0). */
+			ret = -EPERM;
+			break;
+		}
 		fh->img = fs->img;
 		fh->writable = !fs->readonly;
 		if (n.kind == K_DISK) {
@@ -559,6 +605,8 @@ vdfs_open(const char *path, struct fuse_file_info *fi)
 			bdi_tune(fs);
 			if (fuse_get_context()->pid == atomic_load(&fs->nested_pid)) {
 				fi->keep_cache = 1; /* nested I/O: do not drop disk's cache */
+			} else {
+				disk_open_mode(fs, fh, fi, want_write);
 			}
 			atomic_fetch_add(&fs->disk_opens, 1);
 			if (want_write) {
@@ -625,6 +673,7 @@ fh_free(struct vdfs *fs, struct vdfs_fh *fh)
 		if (fh->counted_writer) {
 			atomic_fetch_sub(&fs->disk_writers, 1);
 		}
+		disk_close_mode(fs, fh);
 		atomic_fetch_sub(&fs->disk_opens, 1);
 	}
 	if (fh->snap) {
@@ -731,7 +780,8 @@ vdfs_write(const char *path, const char *buf, size_t size, off_t off, struct fus
 {
 	struct vdfs *fs = vdfs_get();
 	struct vdfs_fh *fh = (struct vdfs_fh *)(uintptr_t)fi->fh;
-	bool logged;
+	bool logged, past_end;
+	size_t want;
 	int ret;
 
 	(void)path;
@@ -741,12 +791,20 @@ vdfs_write(const char *path, const char *buf, size_t size, off_t off, struct fus
 	if (size > INT_MAX) {
 		size = INT_MAX;
 	}
+	want = size;
 	if (size == 0) {
 		return 0;
 	}
 	if (!fh_clip(fh, off, &size)) {
 		return -ENOSPC; /* a disk does not grow */
 	}
+	/*
+	 * A write() across the end is short, as on a block device. The kernel's
+	 * write-back cannot report a short write: the bytes past the end would
+	 * be dropped without a word, so its request fails with ENOSPC (after
+	 * writing the part inside the disk) and fsync/close report it.
+	 */
+	past_end = fi->writepage && size < want;
 	/*
 	 * After ENOSPC, the kernel's write-back goes on sending the rest of the dirty
 	 * pages; each would take what little room is left, until not even a commit
@@ -776,7 +834,7 @@ vdfs_write(const char *path, const char *buf, size_t size, off_t off, struct fus
 		return logged ? ret : vdfs_err(fs, "write", ret);
 	}
 	note_write(fs, fh);
-	return (int)size;
+	return past_end ? -ENOSPC : (int)size;
 }
 
 static int

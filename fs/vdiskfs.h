@@ -86,6 +86,9 @@ struct vdfs {
 	atomic_bool bdi_done;	 /* its read_ahead_kb, max_ratio written (once, after FUSE_INIT) */
 	atomic_int disk_opens;	 /* open handles on disk */
 	atomic_int disk_writers; /* writable ones among them (may hold dirty pages) */
+	pthread_mutex_t disk_mode_lock; /* cached or uncached opens of disk (ops.c, DIRECT I/O) */
+	int disk_cached;		/* handles of disk through the page cache */
+	int disk_direct;		/* uncached handles of disk */
 	atomic_bool disk_wb_error; /* a write-back WRITE failed: drop disk's cache at fsync */
 	atomic_int nested_pid;	   /* the nested-I/O helper process (nested.c), 0 if none */
 	atomic_bool enospc;	   /* a write met ENOSPC: refuse writes until a flush or discard */

@@ -120,4 +120,26 @@ run_rc rc "$VDISK" snapshot create oracle.raw s1
 ok "snapshot of a raw image refused" test "$rc" -eq 1
 run_rc rc "$VDISK" snapshot frobnicate d.vdk
 ok "unknown subcommand refused" test "$rc" -eq 1
+# Through a symbolic link: refused (it would freeze the real file under its own
+# name and put the new top where the link is), with the real path named.
+mkdir -p sl/real sl/links
+vd create -s 4M sl/real/l.vdk >/dev/null
+ln -s ../real/l.vdk sl/links/l.vdk
+run_rc rc "$VDISK" snapshot create sl/links/l.vdk s1
+ok "snapshot through a symlink refused" test "$rc" -eq 1
+ok "  naming the real path" grep -q "symbolic link.*real/l.vdk" "$T/err"
+ok "  nothing renamed" sh -c "test -L sl/links/l.vdk && test -f sl/real/l.vdk &&
+	! ls sl/real sl/links | grep -q @"
+ok "by its real path it works" vd snapshot create sl/real/l.vdk s1
+# An internal snapshot of a qcow2 base: its name is taken, and it is not ours to delete.
+qemu-img create -q -f qcow2 ib.qcow2 4M && qemu-img snapshot -c first ib.qcow2
+vd create -b ib.qcow2 io.vdk >/dev/null
+run_rc rc "$VDISK" snapshot create io.vdk first
+ok "a native snapshot cannot take an internal snapshot's name" test "$rc" -eq 1
+ok "  (exists)" grep -q "exists" "$T/err"
+run_rc rc "$VDISK" snapshot delete io.vdk first
+ok "deleting an internal snapshot is refused" test "$rc" -eq 1
+ok "  as an internal snapshot of the base" grep -q "internal snapshot of .*ib.qcow2" "$T/err"
+run_rc rc "$VDISK" snapshot revert io.vdk first
+ok "reverting to it is refused the same way" sh -c "[ $rc -eq 1 ] && grep -q 'internal snapshot' '$T/err'"
 done_testing

@@ -118,6 +118,16 @@ ok "bad L1 entry: check reports it" sh -c "'$FCAT' -c bad.qcow2 | grep -q corrup
 $QI create -q -f qcow2 tr.qcow2 16M
 qwrite tr.qcow2 qcow2 0:$((4 * M))
 truncate -s 300000 tr.qcow2
+# A middle layer smaller than the layer below it hides what lies below past its end
+# (and a vdk layer in the chain does the same).
+$QI create -q -f qcow2 sb.qcow2 5M
+qemu-io -f qcow2 -c 'write -P 0x11 0 5M' sb.qcow2 >/dev/null
+$QI create -q -f qcow2 -b sb.qcow2 -F qcow2 sm.qcow2 2M
+$QI create -q -f qcow2 -b sm.qcow2 -F qcow2 st.qcow2 6M
+same "a smaller middle layer hides the base past its end" st.qcow2
+"$VDISK" create -s 2M -b sb.qcow2 sn2.vdk >/dev/null && "$VDISK" create -s 6M -b sn2.vdk sn3.vdk >/dev/null
+ok "the same with a vdk middle layer" sh -c "'$VDISK' convert -O raw sn3.vdk sn3.raw &&
+	$QI convert -O raw st.qcow2 st.raw && cmp -s sn3.raw st.raw"
 no_crash "truncated qcow2" tr.qcow2
 $QI create -q -f qcow2 hd.qcow2 16M
 printf '\377\377\377\377' | dd of=hd.qcow2 bs=1 seek=36 conv=notrunc 2>/dev/null

@@ -43,6 +43,18 @@ ok_fail "write past the end fails" dd if="$T/c" of="$M/disk" bs=5000 oflag=seek_
 	conv=notrunc seek=268435456 status=none 2>/dev/null
 ok_fail "truncate to another size fails" perr truncate -s 1M "$M/disk"
 ok "truncate to the same size is fine" truncate -s 268435456 "$M/disk"
+ok_fail "open with O_TRUNC fails" perr dd if="$T/c" of="$M/disk" bs=5000 count=1 status=none
+ok "... with EPERM" grep -q "not permitted" "$T/perr"
+ok_eq "$(stat -c %s "$M/disk")" 268435456 "and the size is still 256 MiB"
+# A write across the end: with the writeback cache the write() lands in the page
+# cache, the write-back of the part past the end fails, fsync says so (ENOSPC),
+# and the part inside the disk is written.
+# (Its first half is what region c holds there already.)
+{ tail -c 4096 "$T/c"; head -c 4096 "$T/b"; } >"$T/x"
+ok_fail "a write across the end fails (at write() or at fsync)" perr dd if="$T/x" \
+	of="$M/disk" bs=8192 count=1 oflag=seek_bytes seek=268431360 conv=notrunc,fsync status=none
+ok "... with ENOSPC" grep -q "No space" "$T/perr"
+ok "the part inside the disk is written" cmp -n 4096 "$T/x" "$M/disk" 0 268431360
 
 # statfs is the host filesystem's.
 ok_eq "$(stat -f -c '%b %S' "$M")" "$(stat -f -c '%b %S' "$T")" "statfs tells the host's size"

@@ -66,7 +66,9 @@ ok "terminal: unmount" fusermount3 -u "$M"
 for _i in $(seq 50); do pgrep -f "vdiskfs $IMG" >/dev/null || break; sleep 0.1; done
 
 # A tampered block: EIO for it through the mount, the rest reads.
-vb=$($ENTRIES "$IMG" | awk '/^D/ && $2 > 100 {print $2, $3; exit}')
+# (Past the first MiB, which the last step reads whole.)
+vb=$($ENTRIES "$IMG" | awk '/^D/ && $2 >= 256 {print $2, $3; exit}')
+ok "a data block past the first MiB to tamper with ($vb)" test -n "$vb"
 set -- $vb
 off=$(($2 + 123))
 perl -e 'open F, "+<:raw", $ARGV[0] or die; seek F, $ARGV[1], 0; read F, $c, 1;

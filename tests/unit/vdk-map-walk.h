@@ -15,6 +15,9 @@
 
 typedef void (*map_walk_fn)(void *opaque, uint64_t vb, const struct vdk_entry *e);
 
+/* Optional: called for every map node the walk reads (index: the node's index in its level). */
+static map_walk_fn map_walk_node_hook;
+
 static int
 map_walk_node(int fd, uint32_t ne, const struct vdk_entry *ent, int level, uint64_t index,
 	      map_walk_fn fn, void *opaque)
@@ -30,6 +33,9 @@ map_walk_node(int fd, uint32_t ne, const struct vdk_entry *ent, int level, uint6
 	}
 	if (!(ent->ptr & VDK_PTR_PRESENT)) {
 		return 0;
+	}
+	if (map_walk_node_hook) {
+		map_walk_node_hook(opaque, index, ent);
 	}
 	node = malloc((size_t)ne * VDK_ENTRY_SIZE);
 	if (!node) {
