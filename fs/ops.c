@@ -23,7 +23,9 @@
  * are serialised by vdfs.snap_op_lock. A file handle holds a reference to its
  * snapshot entry and to the entry's view, so a rebuild of the list never frees
  * something a request is using; rmdir of a snapshot whose files are open
- * answers EBUSY.
+ * answers EBUSY. Every handle is also on fs->handles: at unmount the kernel
+ * may not have delivered every RELEASE yet, and vdfs_handles_free() frees
+ * what is left once no request runs any more.
  *
  * CACHING
  *
