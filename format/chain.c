@@ -318,6 +318,15 @@ chain_open_backing(struct vd_chain *c)
 				return -EBUSY;
 			}
 		}
+		/* A native layer records which native file it was made over. */
+		if (!vd_is_zero(l->backing_uuid, 16) && strcmp(b->drv->name, "vdk") == 0 &&
+		    memcmp(b->uuid, l->backing_uuid, 16) != 0) {
+			vd_set_error(EINVAL, "%s: backing file %s is not the image this layer was "
+				     "made over (another image under that name: restored from "
+				     "another copy, or replaced)", l->path, b->path);
+			chain_layer_close(b);
+			return -EINVAL;
+		}
 		/* The same file twice in one chain is a loop. */
 		if (fstat(b->fd, &st_b) == 0) {
 			for (int i = 0; i < c->n; i++) {

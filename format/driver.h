@@ -70,6 +70,13 @@ struct vd_driver {
 	/* Bytes of data this layer holds; NULL: unknown (core reports 0). */
 	uint64_t (*allocated)(struct vd_layer *l);
 
+	/*
+	 * The other files this layer reads (VMDK extents, a qcow2 data file):
+	 * up to max descriptors into fds, the count returned. NULL: only l->fd.
+	 * For the host space a layer takes ("disk size", actual-size).
+	 */
+	int (*files)(struct vd_layer *l, int *fds, int max);
+
 	/* Structural and checksum verification of this layer alone. NULL: nothing to check. */
 	int (*check)(struct vd_layer *l, vd_check_fn report, void *opaque, int layer_idx,
 		     struct vd_check_result *res);
@@ -101,6 +108,7 @@ struct vd_layer {
 	/* What this layer records about its backing (native overlays): the core names the backing layer so. */
 	char *backing_name;		/* malloc'd, NULL if not recorded */
 	int64_t backing_created;
+	uint8_t backing_uuid[16];	/* the backing layer's uuid, all zero if not recorded */
 
 	/* Core-owned: */
 	struct vd_chain *chain;		/* the chain this layer is in (NULL while creating) */

@@ -369,11 +369,43 @@ vd_layer_count(const struct vd_image *img)
 	return image_depth(img);
 }
 
+/* Host bytes of every file a layer reads, each file counted once. */
+static uint64_t
+layer_host_bytes(struct vd_layer *l)
+{
+	int fds[65], n = 0;
+	struct stat seen[65];
+	uint64_t sum = 0;
+	int ns = 0;
+
+	fds[n++] = l->fd;
+	if (l->drv->files) {
+		int k = l->drv->files(l, fds + 1, 64);
+
+		n += k > 0 ? VD_MIN(k, 64) : 0;
+	}
+	for (int i = 0; i < n; i++) {
+		struct stat st;
+		bool dup = false;
+
+		if (fds[i] < 0 || fstat(fds[i], &st) < 0) {
+			continue;
+		}
+		for (int k = 0; k < ns && !dup; k++) {
+			dup = seen[k].st_dev == st.st_dev && seen[k].st_ino == st.st_ino;
+		}
+		if (!dup) {
+			seen[ns++] = st;
+			sum += (uint64_t)st.st_blocks * 512;
+		}
+	}
+	return sum;
+}
+
 int
 vd_layer_info(struct vd_image *img, int idx, struct vd_layer_info *info)
 {
 	struct vd_layer *l;
-	struct stat st;
 	int r = 0;
 
 	pthread_rwlock_rdlock(&img->chain->lock);
@@ -389,7 +421,7 @@ vd_layer_info(struct vd_image *img, int idx, struct vd_layer_info *info)
 	info->created = l->created;
 	info->size = l->size;
 	info->allocated = l->drv->allocated ? l->drv->allocated(l) : 0;
-	info->file_size = fstat(l->fd, &st) == 0 ? (uint64_t)st.st_blocks * 512 : 0;
+	info->file_size = layer_host_bytes(l);
 	info->block_size = l->granularity;
 	info->readonly = l->readonly;
 	info->encrypted = l->encrypted;
@@ -529,18 +561,23 @@ image_snapshot_info_locked(struct vd_image *img, int idx, struct vd_snapshot_inf
 		if (r < 0) {
 			return r;
 		}
-		/* What that snapshot holds in its own tables, as its "changed" lists it. */
-		if (l->drv->allocated) {
+		/* Its size, and what it holds in its own tables, as its "changed" lists it. */
+		{
 			struct vd_layer *view = internal_view_open(l, in);
 
+			info->size = l->size;
 			if (view) {
-				info->allocated = view->drv->allocated(view);
+				info->size = view->size;
+				if (view->drv->allocated) {
+					info->allocated = view->drv->allocated(view);
+				}
 				chain_layer_close(view);
 			}
 		}
 	} else {
 		info->name = l->name;
 		info->created = l->created;
+		info->size = l->size;
 		info->allocated = l->drv->allocated ? l->drv->allocated(l) : 0;
 	}
 	if (idx > 0) {

@@ -499,6 +499,8 @@ qcow2_close(struct vd_layer *l)
 /*
  * Describe the run starting at virtual offset off (at most len bytes): its
  * kind, and where its data lives. A run of DATA has contiguous host offsets.
+ * A bad entry ends the run before it (the next call, starting there, fails),
+ * so that check reports each bad cluster once and a read gets the good part.
  */
 static int
 qcow2_map(struct vd_layer *l, uint64_t off, uint64_t len, struct qcow2_run *run)
@@ -518,8 +520,9 @@ qcow2_map(struct vd_layer *l, uint64_t off, uint64_t len, struct qcow2_run *run)
 		size_t nent, ci;
 
 		if (l1_idx >= s->l1_size) {
-			return vd_set_error(EIO, "%s: offset %" PRIu64 " beyond the L1 table",
-					    l->path, pos);
+			return have ? 0
+				    : vd_set_error(EIO, "%s: offset %" PRIu64 " beyond the L1 table",
+						   l->path, pos);
 		}
 		l2_off = s->l1[l1_idx] & QCOW2_OFFSET_MASK;
 		if (l2_off == 0) {
@@ -534,7 +537,7 @@ qcow2_map(struct vd_layer *l, uint64_t off, uint64_t len, struct qcow2_run *run)
 		}
 		if ((l2_off & (s->cluster_size - 1)) ||
 		    !ft_in_file(l2_off, s->cluster_size, s->file_size)) {
-			return vd_set_error(EIO,
+			return have ? 0 : vd_set_error(EIO,
 					    "%s: L1 entry %" PRIu64 " points outside the file "
 					    "(0x%" PRIx64 ")",
 					    l->path, l1_idx, l2_off);
@@ -545,7 +548,7 @@ qcow2_map(struct vd_layer *l, uint64_t off, uint64_t len, struct qcow2_run *run)
 		ret = ft_cache_read(&s->l2c, s->fd, l2_off, first_l2 * s->entry_size, ent,
 				    nent * s->entry_size);
 		if (ret < 0) {
-			return ret;
+			return have ? 0 : ret;
 		}
 		while (pos < bend) {
 			uint64_t e, bm = 0, host, ulen;
@@ -565,7 +568,7 @@ qcow2_map(struct vd_layer *l, uint64_t off, uint64_t len, struct qcow2_run *run)
 				uint64_t nsec;
 
 				if (s->data_file) {
-					return vd_set_error(
+					return have ? 0 : vd_set_error(
 						EIO,
 						"%s: compressed cluster with an external "
 						"data file at offset %" PRIu64,
@@ -582,7 +585,7 @@ qcow2_map(struct vd_layer *l, uint64_t off, uint64_t len, struct qcow2_run *run)
 							       << s->cluster_bits) -
 					   pos;
 				if (run->host >= s->file_size) {
-					return vd_set_error(
+					return have ? 0 : vd_set_error(
 						EIO,
 						"%s: compressed cluster at offset %" PRIu64
 						" points outside the file",
@@ -602,7 +605,7 @@ qcow2_map(struct vd_layer *l, uint64_t off, uint64_t len, struct qcow2_run *run)
 				bool a = (bm >> sc) & 1, z = (bm >> (32 + sc)) & 1;
 
 				if ((a && z) || (!normal && a)) {
-					return vd_set_error(
+					return have ? 0 : vd_set_error(
 						EIO,
 						"%s: invalid subcluster bitmap at offset %" PRIu64,
 						l->path, pos);
@@ -611,7 +614,7 @@ qcow2_map(struct vd_layer *l, uint64_t off, uint64_t len, struct qcow2_run *run)
 			}
 			if (k == Q_DATA) {
 				if (host & (s->cluster_size - 1)) {
-					return vd_set_error(
+					return have ? 0 : vd_set_error(
 						EIO,
 						"%s: unaligned cluster offset 0x%" PRIx64
 						" at virtual offset %" PRIu64,
@@ -619,7 +622,7 @@ qcow2_map(struct vd_layer *l, uint64_t off, uint64_t len, struct qcow2_run *run)
 				}
 				host += pos & (s->cluster_size - 1);
 				if (!s->data_file && host >= s->file_size) {
-					return vd_set_error(EIO,
+					return have ? 0 : vd_set_error(EIO,
 							    "%s: cluster at virtual offset %" PRIu64
 							    " points outside the file",
 							    l->path, pos);
@@ -748,6 +751,19 @@ qcow2_allocated(struct vd_layer *l)
 	return ft_allocated(l);	/* compressed clusters/grains are data too */
 }
 
+/* An external data file. */
+static int
+qcow2_files(struct vd_layer *l, int *fds, int max)
+{
+	struct qcow2_state *s = l->st;
+
+	if (max < 1 || s->data_fd < 0 || s->data_fd == s->fd) {
+		return 0;
+	}
+	fds[0] = s->data_fd;
+	return 1;
+}
+
 static void
 qcow2_report(vd_check_fn report, void *opaque, int idx, struct vd_check_result *res,
 	     const char *msg)
@@ -763,19 +779,36 @@ qcow2_check(struct vd_layer *l, vd_check_fn report, void *opaque, int layer_idx,
 	    struct vd_check_result *res)
 {
 	struct qcow2_state *s = l->st;
-	uint64_t off = 0;
+	uint64_t off = 0, data_end = s->file_size;
 	char msg[256];
 
+	if (s->data_file) {
+		int64_t n = ft_file_size(s->data_fd);
+
+		data_end = n < 0 ? UINT64_MAX : (uint64_t)n;
+	}
 	/* Every mapping run is validated by qcow2_map; compressed clusters are inflated. */
 	while (off < l->size) {
 		struct qcow2_run run;
 		int ret = qcow2_map(l, off, l->size - off, &run);
 
 		if (ret < 0) {
+			uint64_t l1_idx = off >> (s->cluster_bits + s->l2_bits), l2_off;
+
 			snprintf(msg, sizeof(msg), "%s", vd_get_error());
 			qcow2_report(report, opaque, layer_idx, res, msg);
-			/* Skip the rest of this cluster. */
-			off = (off | (s->cluster_size - 1)) + 1;
+			if (l1_idx >= s->l1_size) {
+				break;
+			}
+			l2_off = s->l1[l1_idx] & QCOW2_OFFSET_MASK;
+			if ((l2_off & (s->cluster_size - 1)) ||
+			    !ft_in_file(l2_off, s->cluster_size, s->file_size)) {
+				/* A bad L1 entry: its whole L2 table, reported once. */
+				off = (l1_idx + 1) << (s->cluster_bits + s->l2_bits);
+			} else {
+				/* Skip the rest of this cluster. */
+				off = (off | (s->cluster_size - 1)) + 1;
+			}
 			continue;
 		}
 		if (run.kind == Q_COMPRESSED) {
@@ -789,6 +822,14 @@ qcow2_check(struct vd_layer *l, vd_check_fn report, void *opaque, int layer_idx,
 				qcow2_report(report, opaque, layer_idx, res, msg);
 			}
 			free(tmp);
+		}
+		if (run.kind == Q_DATA && run.host + run.len > data_end) {
+			/* A truncated file: reads give zeroes there (as qemu's do). */
+			snprintf(msg, sizeof(msg),
+				 "%s: data at virtual offset %" PRIu64 " runs past the end of the %s",
+				 l->path, off + (run.host < data_end ? data_end - run.host : 0),
+				 s->data_file ? "data file" : "file");
+			qcow2_report(report, opaque, layer_idx, res, msg);
 		}
 		if (run.kind == Q_DATA || run.kind == Q_COMPRESSED) {
 			res->blocks_checked += VD_DIV_ROUND_UP(run.len, s->cluster_size);
@@ -901,6 +942,7 @@ const struct vd_driver vd_qcow2_driver = {
 	.pread = qcow2_pread,
 	.block_status = qcow2_block_status,
 	.allocated = qcow2_allocated,
+	.files = qcow2_files,
 	.check = qcow2_check,
 	.snapshot_count = qcow2_snapshot_count,
 	.snapshot_info = qcow2_snapshot_info,

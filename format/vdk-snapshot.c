@@ -212,7 +212,7 @@ vd_snapshot_create(struct vd_image *img, const char *name)
 	/* 3. the new empty top, naming the frozen file as its backing */
 	unlink(tmp);
 	r = vdk_create_file(tmp, top->size, st->bs, snap_basename(frozen), "vdk", name, now,
-			    st->crypt ? st->hdr.crypt_area : NULL, st->crypt ? st->hdr.uuid : NULL,
+			    st->hdr.uuid, st->crypt ? st->hdr.crypt_area : NULL, st->crypt ? st->hdr.uuid : NULL,
 			    st->crypt, st->hdr.ctr_next);
 	if (r < 0) {
 		unlink(frozen);
@@ -449,10 +449,11 @@ vd_snapshot_delete(struct vd_image *img, const char *name)
 			r = vd_set_error(ENOMEM, "out of memory");
 			goto out;
 		}
-		r = vdk_set_backing(ch, rel, below->drv->name, below->name, below->created);
+		r = vdk_set_backing(ch, rel, below->drv->name, below->name, below->created,
+				    below->drv == &vd_vdk_driver ? below->uuid : NULL);
 		free(rel);
 	} else {
-		r = vdk_set_backing(ch, NULL, NULL, NULL, 0);
+		r = vdk_set_backing(ch, NULL, NULL, NULL, 0, NULL);
 	}
 	if (r < 0) {
 		goto out;
@@ -526,7 +527,8 @@ vd_snapshot_revert(struct vd_image *img, const char *name)
 		char *rel = vd_make_relative(top->path, s->path);
 
 		r = rel ? vdk_create_file(tmp, top->size, st->bs, rel, s->drv->name, s->name,
-					  s->created, st->crypt ? st->hdr.crypt_area : NULL,
+					  s->created,
+					  s->drv == &vd_vdk_driver ? s->uuid : NULL, st->crypt ? st->hdr.crypt_area : NULL,
 					  st->crypt ? st->hdr.uuid : NULL, st->crypt,
 					  VD_MAX(st->hdr.ctr_next, st->ctr_next))
 			: vd_set_error(ENOMEM, "out of memory");

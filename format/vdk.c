@@ -161,6 +161,7 @@ vdk_header_encode(const struct vdk_header *h, uint8_t *buf, struct vdk_crypt *cr
 	memcpy(buf + VDK_H_BNAME, h->backing_name, n);
 	memcpy(buf + VDK_H_CRYPT, h->crypt_area, VDK_CRYPT_AREA_SIZE);
 	vd_put_le64(buf + VDK_H_ALLOCATED, h->allocated_blocks);
+	memcpy(buf + VDK_H_BACKING_UUID, h->backing_uuid, 16);
 	if (crypt) {
 		vdk_crypt_mac(crypt, 0x4844520000000000ull, buf, VDK_H_MAC, buf + VDK_H_MAC);
 	}
@@ -205,6 +206,7 @@ vdk_header_decode(const uint8_t *buf, struct vdk_header *h, const char **why)
 	h->created = (int64_t)vd_le64(buf + VDK_H_CREATED);
 	h->backing_created = (int64_t)vd_le64(buf + VDK_H_BACKING_CREATED);
 	h->allocated_blocks = vd_le64(buf + VDK_H_ALLOCATED);
+	memcpy(h->backing_uuid, buf + VDK_H_BACKING_UUID, 16);
 	bl = vd_le16(buf + VDK_H_BACKING_LEN);
 	fl = vd_le16(buf + VDK_H_BFMT_LEN);
 	nl = vd_le16(buf + VDK_H_BNAME_LEN);
@@ -372,8 +374,8 @@ vdk_data_start(uint32_t bs)
 int
 vdk_create_file(const char *path, uint64_t size, uint32_t block_size, const char *backing,
 		const char *backing_fmt, const char *backing_name, int64_t backing_created,
-		const uint8_t *crypt_area, const uint8_t *uuid, struct vdk_crypt *crypt,
-		uint64_t ctr_start)
+		const uint8_t *backing_uuid, const uint8_t *crypt_area, const uint8_t *uuid,
+		struct vdk_crypt *crypt, uint64_t ctr_start)
 {
 	struct vdk_header h;
 	uint8_t buf[VDK_HDR_SIZE];
@@ -402,6 +404,9 @@ vdk_create_file(const char *path, uint64_t size, uint32_t block_size, const char
 			strcpy(h.backing_name, backing_name);
 		}
 		h.backing_created = backing_created;
+		if (backing_uuid) {
+			memcpy(h.backing_uuid, backing_uuid, 16);
+		}
 	}
 	if (crypt_area) {
 		memcpy(h.crypt_area, crypt_area, VDK_CRYPT_AREA_SIZE);
@@ -2154,6 +2159,7 @@ vdk_open_layer(struct vd_layer *l)
 			l->backing_name = strdup(st->hdr.backing_name);
 		}
 		l->backing_created = st->hdr.backing_created;
+		memcpy(l->backing_uuid, st->hdr.backing_uuid, 16);
 		if (!l->backing) {
 			return vd_set_error(ENOMEM, "out of memory");
 		}
@@ -2282,7 +2288,7 @@ vdk_open(struct vd_layer *l)
 
 int
 vdk_set_backing(struct vd_layer *l, const char *backing, const char *fmt, const char *name,
-		int64_t created)
+		int64_t created, const uint8_t *uuid)
 {
 	struct vdk_state *st = l->st;
 	struct vdk_header h;
@@ -2305,6 +2311,10 @@ vdk_set_backing(struct vd_layer *l, const char *backing, const char *fmt, const 
 			strcpy(h.backing_name, name ? name : "");
 		}
 		h.backing_created = backing ? created : 0;
+		memset(h.backing_uuid, 0, 16);
+		if (backing && uuid) {
+			memcpy(h.backing_uuid, uuid, 16);
+		}
 		r = vdk_header_write(l->fd, l->path, &h, st->crypt);
 		if (r == 0) {
 			st->hdr = h;
@@ -2320,6 +2330,7 @@ vdk_set_backing(struct vd_layer *l, const char *backing, const char *fmt, const 
 		l->backing_format = backing && fmt ? strdup(fmt) : NULL;
 		l->backing_name = backing && name ? strdup(name) : NULL;
 		l->backing_created = backing ? created : 0;
+		memcpy(l->backing_uuid, h.backing_uuid, 16);
 	}
 	return r;
 }
@@ -2395,7 +2406,7 @@ vd_create(const char *path, const struct vd_create_opts *opts)
 	uint64_t size = opts->size;
 	uint32_t bs = opts->block_size ? opts->block_size : VD_DEFAULT_BLOCK_SIZE;
 	char *rel = NULL, *fmt = NULL;
-	uint8_t area[VDK_CRYPT_AREA_SIZE], uuid[16];
+	uint8_t area[VDK_CRYPT_AREA_SIZE], uuid[16], buuid[16] = { 0 };
 	struct vdk_crypt *crypt = NULL;
 	struct vdk_pass_capture pc = { .fn = opts->backing_passphrase,
 					.opaque = opts->backing_passphrase_opaque,
@@ -2442,6 +2453,9 @@ vd_create(const char *path, const struct vd_create_opts *opts)
 		}
 		vd_layer_info(b, 0, &bi);
 		fmt = strdup(bi.format);
+		if (strcmp(bi.format, "vdk") == 0) {
+			memcpy(buuid, bi.uuid, 16);	/* checked when the chain opens */
+		}
 		if (size == 0) {
 			size = vd_get_size(b);
 		}
@@ -2471,8 +2485,8 @@ vd_create(const char *path, const struct vd_create_opts *opts)
 			goto out;
 		}
 	}
-	r = vdk_create_file(path, size, bs, rel, fmt, NULL, 0, cipher ? area : NULL, uuid, crypt,
-			    0);
+	r = vdk_create_file(path, size, bs, rel, fmt, NULL, 0, rel ? buuid : NULL,
+			    cipher ? area : NULL, uuid, crypt, 0);
 out:
 	vdk_crypt_destroy(crypt);
 	sodium_memzero(area, sizeof(area));

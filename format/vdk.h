@@ -58,6 +58,7 @@ enum {
 	VDK_H_BNAME = 1216,
 	VDK_H_CRYPT = 1280,
 	VDK_H_ALLOCATED = 2816,
+	VDK_H_BACKING_UUID = 2824,
 	VDK_H_MAC = 4064,
 	VDK_H_CSUM = 4080,
 };
@@ -90,6 +91,7 @@ struct vdk_header {
 	uint64_t allocated_blocks;
 	int64_t created;
 	int64_t backing_created;
+	uint8_t backing_uuid[16];	/* UUID of a native backing file, zero if unknown */
 	char backing[VDK_BACKING_MAX + 1];
 	char backing_fmt[VDK_BFMT_MAX + 1];
 	char backing_name[VDK_BNAME_MAX + 1];
@@ -183,6 +185,7 @@ void vdk_header_encode(const struct vdk_header *h, uint8_t *buf, struct vdk_cryp
 /* Create a fresh image file (must not exist), optionally with a backing reference. */
 int vdk_create_file(const char *path, uint64_t size, uint32_t block_size, const char *backing,
 		    const char *backing_fmt, const char *backing_name, int64_t backing_created,
+		    const uint8_t *backing_uuid,
 		    const uint8_t *crypt_area, const uint8_t *uuid, struct vdk_crypt *crypt,
 		    uint64_t ctr_start);
 /* Commit the in-memory tree (flush hook without locks). Caller holds st->lock. */
@@ -191,7 +194,7 @@ int vdk_commit_locked(struct vd_layer *l);
 int vdk_lookup_locked(struct vd_layer *l, uint64_t vb, struct vdk_entry *e);
 /* Change the backing reference and commit. */
 int vdk_set_backing(struct vd_layer *l, const char *backing, const char *fmt, const char *name,
-		    int64_t created);
+		    int64_t created, const uint8_t *uuid);
 /* Reopen a read-only layer for writing (merging into a frozen layer). */
 int vdk_make_writable(struct vd_layer *l);
 /* Verify one data block against its entry; 0 or -EIO (message names the block). */

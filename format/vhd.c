@@ -51,6 +51,7 @@ struct vhd_state {
 	uint32_t bitmap; /* bytes of the sector bitmap before each block's data */
 	uint32_t bat_n;
 	uint32_t *bat;
+	bool end_footer_bad; /* the footer at the end is damaged: the copy at 0 was read */
 };
 
 static uint32_t
@@ -92,10 +93,11 @@ vhd_probe(const uint8_t *buf, size_t len, uint64_t file_size, const char *filena
 	return 0;
 }
 
-/* Read and verify the footer (at the end, else the copy at offset 0). */
+/* Read and verify the footer (at the end, else the copy at offset 0: *from_copy set). */
 static int
-vhd_read_footer(int fd, uint64_t file_size, uint8_t *f, const char *path)
+vhd_read_footer(int fd, uint64_t file_size, uint8_t *f, const char *path, bool *from_copy)
 {
+	*from_copy = false;
 	if (file_size < 512) {
 		return vd_set_error(EINVAL, "%s: too short for a VHD", path);
 	}
@@ -103,6 +105,7 @@ vhd_read_footer(int fd, uint64_t file_size, uint8_t *f, const char *path)
 		return 0;
 	}
 	if (vd_full_pread(fd, f, 512, 0) == 0 && vhd_footer_ok(f)) {
+		*from_copy = true;
 		return 0;
 	}
 	return vd_set_error(EINVAL, "%s: no valid VHD footer (bad cookie or checksum)", path);
@@ -186,13 +189,14 @@ vhd_check_parent(struct vd_layer *l, const uint8_t *dh)
 	int fd = vd_layer_open_related(l, l->backing, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 	uint8_t f[512];
 	int64_t fsz;
+	bool copy;
 	int ret = 0;
 
 	if (fd < 0) {
 		return 0; /* the core reports the missing parent */
 	}
 	fsz = ft_file_size(fd);
-	if (fsz >= 0 && vhd_read_footer(fd, (uint64_t)fsz, f, l->backing) == 0 &&
+	if (fsz >= 0 && vhd_read_footer(fd, (uint64_t)fsz, f, l->backing, &copy) == 0 &&
 	    memcmp(dh + 40, zero, 16) != 0 && memcmp(f + 68, dh + 40, 16) != 0) {
 		ret = vd_set_error(EINVAL,
 				   "%s: parent %s has a different unique ID than this "
@@ -219,7 +223,7 @@ vhd_open(struct vd_layer *l)
 		return vd_set_error(EINVAL, "%s: not a regular file", l->path);
 	}
 	s->file_size = (uint64_t)fsz;
-	ret = vhd_read_footer(l->fd, s->file_size, f, l->path);
+	ret = vhd_read_footer(l->fd, s->file_size, f, l->path, &s->end_footer_bad);
 	if (ret < 0) {
 		return ret;
 	}
@@ -398,9 +402,21 @@ vhd_check(struct vd_layer *l, vd_check_fn report, void *opaque, int layer_idx,
 	  struct vd_check_result *res)
 {
 	struct vhd_state *s = l->st;
+	/* Blocks end before the footer at the end, or at the end if that one is damaged. */
+	uint64_t limit = s->end_footer_bad ? s->file_size : s->file_size - 512;
 	uint32_t i;
 	char msg[256];
 
+	if (s->end_footer_bad) {
+		res->corrupt++;
+		snprintf(msg, sizeof(msg),
+			 "%s: the footer at the end of the file is missing or damaged (the copy "
+			 "at offset 0 was used)",
+			 l->path);
+		if (report) {
+			report(opaque, layer_idx, VD_CHECK_CORRUPT, msg);
+		}
+	}
 	for (i = 0; s->type != VHD_FIXED && i < s->bat_n; i++) {
 		uint64_t e = s->bat[i];
 
@@ -408,7 +424,7 @@ vhd_check(struct vd_layer *l, vd_check_fn report, void *opaque, int layer_idx,
 			continue;
 		}
 		res->blocks_checked++;
-		if (!ft_in_file(e * 512, (uint64_t)s->bitmap + s->block, s->file_size - 512)) {
+		if (!ft_in_file(e * 512, (uint64_t)s->bitmap + s->block, limit)) {
 			res->corrupt++;
 			snprintf(msg, sizeof(msg),
 				 "%s: block %u at sector %" PRIu64 " runs past the end of the file",

@@ -1018,6 +1018,9 @@ vmdk_map(struct vd_layer *l, uint64_t off, uint64_t len, struct vmdk_run *run,
 		}
 		if (gt && e->kind == VX_SESPARSE) {
 			if ((gt & UINT64_C(0xffffffff00000000)) != UINT64_C(0x1000000000000000)) {
+				if (have) {
+					goto out;
+				}
 				return vd_set_error(
 					EIO, "%s: extent %s: bad grain directory entry %" PRIu64,
 					l->path, e->file, gdi);
@@ -1037,6 +1040,9 @@ vmdk_map(struct vd_layer *l, uint64_t off, uint64_t len, struct vmdk_run *run,
 			continue;
 		}
 		if (!ft_in_file(gt, (uint64_t)e->gtes * e->esize, e->file_size)) {
+			if (have) {
+				goto out;
+			}
 			return vd_set_error(
 				EIO, "%s: extent %s: grain table %" PRIu64 " outside the file",
 				l->path, e->file, gdi);
@@ -1046,7 +1052,7 @@ vmdk_map(struct vd_layer *l, uint64_t off, uint64_t len, struct vmdk_run *run,
 			e->gtes - gti);
 		ret = ft_cache_read(&e->gtc, e->fd, gt, gti * e->esize, raw, nent * e->esize);
 		if (ret < 0) {
-			return ret;
+			return have ? 0 : ret;
 		}
 		for (ci = 0; ci < nent && pos < bend; ci++) {
 			uint64_t v = e->esize == 8 ? vd_le64((uint8_t *)raw + 8 * ci)
@@ -1056,7 +1062,8 @@ vmdk_map(struct vd_layer *l, uint64_t off, uint64_t len, struct vmdk_run *run,
 
 			ret = vmdk_entry(l, e, v, e->start + pos, &k, &host);
 			if (ret < 0) {
-				return ret;
+				/* The run before the bad entry is good: the next call reports it. */
+				return have ? 0 : ret;
 			}
 			if (k == VM_DATA) {
 				host += pos % e->grain;
@@ -1219,6 +1226,21 @@ vmdk_allocated(struct vd_layer *l)
 	return ft_allocated(l);	/* compressed clusters/grains are data too */
 }
 
+/* The extent files (the descriptor is l->fd). */
+static int
+vmdk_files(struct vd_layer *l, int *fds, int max)
+{
+	struct vmdk_state *s = l->st;
+	int n = 0;
+
+	for (int i = 0; i < s->n && n < max; i++) {
+		if (s->ext[i].kind != VX_ZERO && s->ext[i].fd >= 0) {
+			fds[n++] = s->ext[i].fd;
+		}
+	}
+	return n;
+}
+
 static int
 vmdk_check(struct vd_layer *l, vd_check_fn report, void *opaque, int layer_idx,
 	   struct vd_check_result *res)
@@ -1252,6 +1274,18 @@ vmdk_check(struct vd_layer *l, vd_check_fn report, void *opaque, int layer_idx,
 			}
 			continue;
 		}
+		if (run.kind == VM_DATA && run.host + run.len > e->file_size) {
+			/* A truncated extent: reads give zeroes there (as qemu's do). */
+			res->corrupt++;
+			snprintf(msg, sizeof(msg),
+				 "%s: extent %s: data at virtual offset %" PRIu64
+				 " runs past the end of the file",
+				 l->path, e->file,
+				 run.host < e->file_size ? off + (e->file_size - run.host) : off);
+			if (report && res->corrupt <= 100) {
+				report(opaque, layer_idx, VD_CHECK_CORRUPT, msg);
+			}
+		}
 		if (run.kind == VM_DATA || run.kind == VM_COMPRESSED) {
 			res->blocks_checked += VD_DIV_ROUND_UP(run.len, l->granularity);
 			res->bytes_checked += run.len;
@@ -1271,5 +1305,6 @@ const struct vd_driver vd_vmdk_driver = {
 	.pread = vmdk_pread,
 	.block_status = vmdk_block_status,
 	.allocated = vmdk_allocated,
+	.files = vmdk_files,
 	.check = vmdk_check,
 };

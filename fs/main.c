@@ -47,7 +47,7 @@
 #endif
 
 #ifndef VDISK_VERSION
-#define VDISK_VERSION "0.1"
+#define VDISK_VERSION "0.1.0"
 #endif
 
 struct vdfs_opts {
@@ -56,6 +56,7 @@ struct vdfs_opts {
 	char *format;
 	int ro;
 	int writethrough;
+	int force_share;
 	int help;
 	int version;
 	char *image;
@@ -76,6 +77,7 @@ static const struct fuse_opt vdfs_opt_spec[] = {
 	VDFS_OPT("--key-fd %d", key_fd), VDFS_OPT("key_fd=%d", key_fd),
 	VDFS_OPT("--format=%s", format), VDFS_OPT("--format %s", format),
 	VDFS_OPT("format=%s", format), VDFS_OPT("writethrough", writethrough),
+	VDFS_OPT("force_share", force_share),
 	FUSE_OPT_KEY("ro", KEY_RO),
 	/* fstab-only options that may reach us through mount(8): not for the kernel. */
 	FUSE_OPT_KEY("defaults", FUSE_OPT_KEY_DISCARD),
@@ -157,6 +159,7 @@ usage(FILE *f)
 		"  -o writethrough        no kernel writeback cache on disk: every write()\n"
 		"                         reaches the image before it returns\n"
 		"  -o allow_other         let other users in (needs user_allow_other)\n"
+		"  -o force_share         mount even if QEMU is writing a layer of the image\n"
 		"  --key-file FILE        passphrase of an encrypted image from FILE\n"
 		"  --key-fd N             passphrase from file descriptor N\n"
 		"                         (-o key_file=FILE, -o key_fd=N for /etc/fstab)\n"
@@ -168,6 +171,42 @@ usage(FILE *f)
 		"/etc/fstab: IMAGE MOUNTPOINT fuse.vdiskfs defaults 0 0\n"
 		"Without a key option an encrypted image asks for its passphrase on the "
 		"terminal.\n");
+}
+
+/*
+ * A QEMU process (a running VM, qemu-nbd, qemu-io) writing a layer of the image
+ * holds a lock on byte 101 of that file (its WRITE permission); qemu-img
+ * refuses such an image without -U, and so do we: the mount would show the
+ * disk changing under its caches. true (said) if one does.
+ */
+static bool
+qemu_writer_layer(struct vd_image *img, const char *image)
+{
+	int n = vd_layer_count(img);
+
+	for (int i = 0; i < n; i++) {
+		struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 101,
+				    .l_len = 1 };
+		struct vd_layer_info li;
+		int fd;
+
+		if (vd_layer_info(img, i, &li) < 0 || !li.path) {
+			continue;
+		}
+		fd = open(li.path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+		if (fd < 0) {
+			continue;
+		}
+		if (fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK) {
+			fprintf(stderr, "vdiskfs: %s: %s is being written by QEMU (it holds its "
+				"write lock); stop it first, or mount with -o force_share to see "
+				"it as it changes\n", image, li.path);
+			close(fd);
+			return true;
+		}
+		close(fd);
+	}
+	return false;
 }
 
 /* The library's message, without a leading "PATH: " that we print ourselves. */
@@ -381,16 +420,25 @@ main(int argc, char *argv[])
 	oo.flags = fs.readonly ? 0 : VD_OPEN_RDWR;
 	fs.img = vd_open(fs.image_path, &oo);
 	if (!fs.img && !fs.readonly && (errno == EROFS || errno == EPERM)) {
-		fprintf(stderr, "vdiskfs: %s: %s; mounting read-only\n", o.image,
-			strip_path(vd_get_error(), fs.image_path, o.image));
+		/* Said only once the read-only open worked (else its error is the news). */
+		char *why = strdup(strip_path(vd_get_error(), fs.image_path, o.image));
+
 		fs.readonly = true;
 		oo.flags = 0;
 		fs.img = vd_open(fs.image_path, &oo);
+		if (fs.img) {
+			fprintf(stderr, "vdiskfs: %s: %s; mounting read-only\n", o.image,
+				why ? why : "read-only");
+		}
+		free(why);
 	}
 	if (!fs.img) {
 		fprintf(stderr, "vdiskfs: %s: %s\n", o.image,
 			strip_path(vd_get_error(), fs.image_path, o.image));
 		goto out_args;
+	}
+	if (!o.force_share && qemu_writer_layer(fs.img, o.image)) {
+		goto out_close;
 	}
 	if (vd_is_readonly(fs.img)) {
 		fs.readonly = true;

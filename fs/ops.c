@@ -83,6 +83,8 @@
 
 #include "vdiskfs.h"
 
+#include <fuse_lowlevel.h>
+
 enum vdfs_kind {
 	K_ROOT,
 	K_DISK,
@@ -373,7 +375,7 @@ vdfs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 			stat_dir(fs, st, 0555, 2);
 			st->st_mtim = st->st_ctim = st->st_atim = t;
 		} else if (n.kind == K_SNAP_DISK) {
-			stat_file(st, 0444, fs->size, n.snap->allocated, t);
+			stat_file(st, 0444, n.snap->size, n.snap->allocated, t);
 		} else {
 			ret = n.kind == K_SNAP_INFO
 				      ? vdfs_snap_info_text(fs, n.snap, &txt, &len)
@@ -676,6 +678,15 @@ fh_free(struct vdfs *fs, struct vdfs_fh *fh)
 			atomic_fetch_sub(&fs->disk_writers, 1);
 		}
 		disk_close_mode(fs, fh);
+		if (atomic_load(&fs->disk_opens) == 1 && atomic_exchange(&fs->size_stale, false)) {
+			/*
+			 * The kernel's size of disk grew with a write past its end (with
+			 * the writeback cache the kernel keeps the size): drop its entry,
+			 * so that the next lookup reads the real size.
+			 */
+			fuse_lowlevel_notify_inval_entry(fuse_get_session(fs->fuse), FUSE_ROOT_ID,
+							 "disk", 4);
+		}
 		atomic_fetch_sub(&fs->disk_opens, 1);
 	}
 	if (fh->snap) {
@@ -798,6 +809,9 @@ vdfs_write(const char *path, const char *buf, size_t size, off_t off, struct fus
 		return 0;
 	}
 	if (!fh_clip(fh, off, &size)) {
+		if (fi->writepage) {
+			atomic_store(&fs->size_stale, true);
+		}
 		return -ENOSPC; /* a disk does not grow */
 	}
 	/*
@@ -807,6 +821,9 @@ vdfs_write(const char *path, const char *buf, size_t size, off_t off, struct fus
 	 * writing the part inside the disk) and fsync/close report it.
 	 */
 	past_end = fi->writepage && size < want;
+	if (past_end) {
+		atomic_store(&fs->size_stale, true);
+	}
 	/*
 	 * After ENOSPC, the kernel's write-back goes on sending the rest of the dirty
 	 * pages; each would take what little room is left, until not even a commit

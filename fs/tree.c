@@ -130,6 +130,7 @@ vdfs_snaps_refresh(struct vdfs *fs)
 		s->parent = si.parent ? strdup(si.parent) : NULL;
 		s->created = si.created;
 		s->allocated = si.allocated;
+		s->size = si.size;
 		s->layer = si.layer;
 		list[i] = s;
 	}
@@ -272,7 +273,7 @@ vdfs_snap_info_text(struct vdfs *fs, struct vdfs_snap *s, char **txt, size_t *le
 		     "created_utc: %s\n"
 		     "parent: %s\n"
 		     "allocated: %" PRIu64 "\n",
-		     s->name, fs->size, s->created, when, s->parent ? s->parent : "-",
+		     s->name, s->size, s->created, when, s->parent ? s->parent : "-",
 		     s->allocated);
 	pthread_mutex_unlock(&fs->lock);
 	if (n < 0) {

@@ -33,6 +33,7 @@ struct vdfs_snap {
 	char *parent; /* NULL for the oldest */
 	int64_t created;
 	uint64_t allocated;
+	uint64_t size;	/* its disk's size */
 	int layer;	/* layer index in the chain when last listed */
 	int refs;	/* protected by vdfs.lock */
 	int open_files; /* open handles on its files; protected by vdfs.lock */
@@ -77,6 +78,7 @@ struct vdfs {
 
 	atomic_uint_fast64_t write_gen; /* bumped by writes/discards that may touch a table */
 	atomic_bool disk_stale;		/* partitions were written: invalidate disk's cache */
+	atomic_bool size_stale;		/* the kernel grew disk past its end (write-back) */
 
 	/* Kernel writeback cache on disk (ops.c, "CACHING"); off with -o writethrough. */
 	bool writeback;

@@ -142,4 +142,16 @@ ok "deleting an internal snapshot is refused" test "$rc" -eq 1
 ok "  as an internal snapshot of the base" grep -q "internal snapshot of .*ib.qcow2" "$T/err"
 run_rc rc "$VDISK" snapshot revert io.vdk first
 ok "reverting to it is refused the same way" sh -c "[ $rc -eq 1 ] && grep -q 'internal snapshot' '$T/err'"
+# A snapshot file replaced by another image (restored from the wrong copy) is refused.
+vd create -s 4M rb.vdk >/dev/null
+vwrite rb.vdk 0 4 65536 0x55
+vd snapshot create rb.vdk s1 >/dev/null
+chmod u+w rb@s1.vdk && mv rb@s1.vdk rb-keep.vdk && vd create -s 4M rb@s1.vdk >/dev/null
+run_rc rc "$VDISK" check rb.vdk
+ok "a replaced backing file is refused" test "$rc" -ne 0
+ok "  as not the image the layer was made over" grep -q "not the image this layer was made over" "$T/err"
+rm rb@s1.vdk && mv rb-keep.vdk rb@s1.vdk
+ok "the right one opens again" vd check rb.vdk
+vd snapshot create rb.vdk s2 >/dev/null
+ok "after a delete (merge) the chain still opens" sh -c "'$VDISK' snapshot delete rb.vdk s1 && '$VDISK' check rb.vdk >/dev/null"
 done_testing

@@ -132,4 +132,33 @@ no_crash "truncated qcow2" tr.qcow2
 $QI create -q -f qcow2 hd.qcow2 16M
 printf '\377\377\377\377' | dd of=hd.qcow2 bs=1 seek=36 conv=notrunc 2>/dev/null
 refuses "huge L1 size" "L1 table" hd.qcow2
+# check on truncated images: each bad cluster once (was: a bad cluster reported again
+# for every hole or zero subcluster before it in the same L2 table).
+for o in extended_l2=on cluster_size=512; do
+	head -c $((2 * M)) /dev/urandom >tc.raw
+	dd if=/dev/zero of=tc.raw bs=4096 seek=1 count=2 conv=notrunc 2>/dev/null
+	$QI convert -f raw -O qcow2 -o $o tc.raw tc.qcow2
+	truncate -s $(($(stat -c %s tc.qcow2) / 2)) tc.qcow2
+	"$VDISK" check tc.qcow2 >tc.out 2>&1
+	rc=$?
+	ok "check of a truncated qcow2 ($o): exit 2" test "$rc" -eq 2
+	ok "  no cluster reported twice" sh -c "[ -z \"\$(grep '^ERROR' tc.out | sort | uniq -d)\" ]"
+done
+# The last data cluster cut short by a truncation: reads give zeroes there (as qemu's do),
+# so check must say so.
+$QI create -q -f qcow2 te.qcow2 1M
+qemu-io -f qcow2 -c "write -P 0xff 0 64k" te.qcow2 >/dev/null
+truncate -s -1 te.qcow2
+"$VDISK" check te.qcow2 >te.out 2>&1
+rc=$?
+ok "check of a qcow2 whose last cluster is cut short: exit 2" test "$rc" -eq 2
+ok "  names it" grep -q "runs past the end of the file" te.out
+# The same with an external data file cut short.
+head -c $((2 * M)) /dev/urandom >tdf.raw
+$QI convert -f raw -O qcow2 -o data_file=tdf.data tdf.raw tdf.qcow2
+truncate -s $M tdf.data
+"$VDISK" check tdf.qcow2 >tdf.out 2>&1
+rc=$?
+ok "check of a qcow2 whose data file is cut short: exit 2" test "$rc" -eq 2
+ok "  names it" grep -q "runs past the end of the data file" tdf.out
 done_testing

@@ -101,4 +101,21 @@ printf '# Disk DescriptorFile\nversion=1\ncreateType="monolithicFlat"\nRW 999999
 refuses "absurd extent size" "bad size" huge.vmdk
 printf '# Disk DescriptorFile\nversion=1\ncreateType="monolithicFlat"\nRW 100 FLAT "missing-flat.vmdk" 0\n' >miss.vmdk
 refuses "missing extent file" "missing-flat.vmdk" miss.vmdk
+# check on a truncated sparse extent: each bad grain once (was: a bad grain reported
+# again for every hole grain before it, the count inflated).
+head -c 65536 c-monolithicSparse.vmdk >trc.vmdk
+"$VDISK" check trc.vmdk >trc.out 2>&1
+rc=$?
+ok "check of a truncated monolithicSparse: exit 2" test "$rc" -eq 2
+ok "  no grain reported twice" sh -c "[ -z \"\$(grep '^ERROR' trc.out | sort | uniq -d)\" ]"
+ok "  the count is the number of lines" sh -c "grep -q \"^\$(grep -c '^ERROR' trc.out) errors were found\" trc.out"
+# The last data grain cut short by a truncation: reads give zeroes there (as qemu's do),
+# so check must say so.
+$QI create -q -f vmdk te.vmdk 1M
+qemu-io -f vmdk -c "write -P 0xff 0 64k" te.vmdk >/dev/null
+truncate -s -1 te.vmdk
+"$VDISK" check te.vmdk >te.out 2>&1
+rc=$?
+ok "check of a vmdk whose last grain is cut short: exit 2" test "$rc" -eq 2
+ok "  names it" grep -q "runs past the end of the file" te.out
 done_testing

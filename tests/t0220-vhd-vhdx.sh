@@ -73,4 +73,14 @@ dd if=/dev/urandom of=rt.vhdx bs=1 seek=$((256 * 1024 + 20)) count=16 conv=notru
 refuses "vhdx region tables with bad CRCs" "region table" rt.vhdx
 head -c 300000 gen/base.vhdx >tr.vhdx
 refuses "truncated vhdx" "VHDX" tr.vhdx
+# A dynamic VHD whose footer at the end is damaged (the copy at offset 0 still reads):
+# check names the footer, not the last block (which is intact).
+$QI create -q -f vpc -o subformat=dynamic tf.vhd 6M
+qemu-io -f vpc -c "write -P 5 4M 2M" tf.vhd >/dev/null
+truncate -s -1 tf.vhd
+"$VDISK" check tf.vhd >tf.out 2>&1
+rc=$?
+ok "vhd with a damaged end footer: check exits 2" test "$rc" -eq 2
+ok "  and names the footer" grep -q "footer at the end of the file" tf.out
+ok "  not a block" sh -c "! grep -q 'runs past the end' tf.out"
 done_testing

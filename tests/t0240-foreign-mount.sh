@@ -74,4 +74,39 @@ same_file "vhd chain: disk" mh/disk vh/expect-diff2.vhd.raw
 same_file "vhd chain: snapshots/base.vhd/disk" mh/snapshots/base.vhd/disk vh/expect-base.vhd.raw
 same_file "vhd chain: snapshots/diff1.vhd/disk" mh/snapshots/diff1.vhd/disk vh/expect-diff1.vhd.raw
 fusermount3 -u mh
+
+# Internal snapshots taken at other sizes (qemu-img resize in between): each snapshot's
+# disk has its own size. Oracle: qemu-img snapshot -a on a copy, then convert.
+qemu-img create -q -f qcow2 rs.qcow2 4M
+qemu-io -c 'write -P 1 0 4M' rs.qcow2 >/dev/null
+qemu-img snapshot -c small rs.qcow2 && qemu-img resize -q rs.qcow2 8M
+qemu-io -c 'write -P 2 6M 1M' rs.qcow2 >/dev/null
+qemu-img snapshot -c big rs.qcow2 && qemu-img resize -q --shrink rs.qcow2 2M
+for sn in small big; do
+	cp rs.qcow2 "rs-$sn.qcow2" && qemu-img snapshot -a "$sn" "rs-$sn.qcow2" &&
+		qemu-img convert -O raw "rs-$sn.qcow2" "rs-$sn.raw"
+done
+mount_ro rs.qcow2 mr
+ok_eq "$(stat -c %s mr/snapshots/big/disk)" 8388608 "resized qcow2: the snapshot's disk has its size"
+same_file "resized qcow2: snapshots/big/disk" mr/snapshots/big/disk rs-big.raw
+same_file "resized qcow2: snapshots/small/disk" mr/snapshots/small/disk rs-small.raw
+ok "resized qcow2: info says the snapshot's size" grep -qx "size: 4194304" mr/snapshots/small/info
+ok_eq "$(stat -c %s mr/disk)" 2097152 "resized qcow2: disk has the current size"
+fusermount3 -u mr
+
+# An image QEMU is writing (qemu-io stands for a VM) is refused, as qemu-img does,
+# unless -o force_share.
+qemu-img create -q -f qcow2 busy.qcow2 4M
+qemu-io -c 'sleep 60000' busy.qcow2 &
+qio=$!
+cleanup_fn kill "$qio"
+ino=$(stat -c %i busy.qcow2)
+for _i in $(seq 100); do grep -q ":$ino " /proc/locks && break; sleep 0.1; done
+mkdir -p mb
+ok_fail "an image QEMU writes is refused" "$VDISKFS" busy.qcow2 mb 2>"$T/busy.err"
+ok "  saying so" grep -q "being written by QEMU.*force_share" "$T/busy.err"
+ok "-o force_share mounts it" "$VDISKFS" -o force_share busy.qcow2 mb 2>/dev/null
+ok "  and it reads" dd if=mb/disk of=/dev/null bs=1M status=none
+fusermount3 -u mb
+kill "$qio"
 done_testing

@@ -62,4 +62,12 @@ ok "the vdk holds the vhdx chain" sh -c "'$VDISK' convert -O raw x.vdk x.raw && 
 ok "create -b over an ESXi chain" "$VDISK" create -b vm/vm-000002.vmdk top.vdk
 ok "the overlay reads as the chain" sh -c "'$VDISK' convert -O raw top.vdk top.raw && cmp -s top.raw vm/expect-000002.raw"
 ok_eq "$("$VDISK" info top.vdk | grep -c '^file format: vmdk')" 3 "overlay info lists the three vmdk layers"
+# "disk size" counts every file a layer reads (VMDK extents), as qemu-img does.
+head -c 3145728 /dev/urandom >as.raw
+for sf in twoGbMaxExtentSparse monolithicFlat; do
+	qemu-img convert -f raw -O vmdk -o subformat=$sf as.raw "as-$sf.vmdk"
+	q=$(qemu-img info --output=json "as-$sf.vmdk" | sed -n 's/.*"actual-size": \([0-9]*\).*/\1/p')
+	v=$("$VDISK" info --json "as-$sf.vmdk" | sed -n 's/.*"actual-size": \([0-9]*\).*/\1/p')
+	ok_eq "$v" "$q" "$sf: actual-size is the extents' too, as qemu-img says"
+done
 done_testing

@@ -55,6 +55,7 @@ ok_fail "a write across the end fails (at write() or at fsync)" perr dd if="$T/x
 	of="$M/disk" bs=8192 count=1 oflag=seek_bytes seek=268431360 conv=notrunc,fsync status=none
 ok "... with ENOSPC" grep -q "No space" "$T/perr"
 ok "the part inside the disk is written" cmp -n 4096 "$T/x" "$M/disk" 0 268431360
+ok_eq "$(stat -c %s "$M/disk")" 268435456 "once closed, disk has its size again"
 
 # statfs is the host filesystem's.
 ok_eq "$(stat -f -c '%b %S' "$M")" "$(stat -f -c '%b %S' "$T")" "statfs tells the host's size"

@@ -112,8 +112,12 @@ quiet() {
 }
 ok_fail "missing LUN refused" quiet "$TARGET" -f --iqn "$IQN" --portal "127.0.0.1:$P1"
 ok_fail "bad IQN refused" quiet "$TARGET" -f --iqn "nonsense" --portal "127.0.0.1:$P1" --lun 0="$T/disk"
-ok_fail "missing file refused" quiet "$TARGET" -f --iqn "$IQN" --portal "127.0.0.1:$P1" \
-	--lun 0="$T/nope"
+for f in "$T/nope" "$T" /dev/null; do
+	quiet "$TARGET" -f --iqn "$IQN" --portal "127.0.0.1:$P1" --lun 0="$f"
+	ok_eq "$?" 2 "LUN file $f refused as a usage error (exit 2)"
+done
+"$TARGET" -f --iqn "$IQN" --portal "127.0.0.1:$P1" --lun 0=/dev/null >"$T/err" 2>&1
+ok "  a character device: said what is wrong" grep -q "not a regular file or block device" "$T/err"
 ok_fail "bad portal refused" quiet "$TARGET" -f --iqn "$IQN" --portal "127.0.0.1:99999" --lun 0="$T/disk"
 ok_fail "bad ALUA state refused" quiet "$TARGET" -f --iqn "$IQN" --portal "127.0.0.1:$P1" \
 	--tpg 1=sleepy --lun 0="$T/disk"

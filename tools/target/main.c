@@ -241,6 +241,9 @@ main_find_lun(const struct tgt_lun_spec *s)
 }
 
 /* Open every LUN of cfg and apply it to the running server; 0 or -errno. */
+/* The last main_apply_config failed on a LUN file (missing, a directory...). */
+static bool lun_open_failed;
+
 static int
 main_apply_config(struct tgt_config *cfg, bool initial)
 {
@@ -267,9 +270,12 @@ main_apply_config(struct tgt_config *cfg, bool initial)
 				lu = tgt_lun_open(s->path, s->ro, s->serial, s->pbsize);
 				if (!lu) {
 					r = -errno;
+					lun_open_failed = true;
 					tgt_err("cannot open LUN %llu of %s: %s: %s",
 						(unsigned long long)s->lun, nt->iqn, s->path,
-						strerror(errno));
+						r == -EINVAL ? "not a regular file or block device, "
+							       "or empty"
+							     : strerror(-r));
 					goto fail;
 				}
 			}
@@ -379,7 +385,7 @@ main(int argc, char **argv)
 		return 1;
 	}
 	if (main_apply_config(&cfg, true) < 0) {
-		return 1;
+		return lun_open_failed ? 2 : 1;	/* a bad LUN file is a usage error */
 	}
 	if (!foreground) {
 		if (daemon(0, 0) < 0) {

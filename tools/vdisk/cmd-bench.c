@@ -145,7 +145,7 @@ vdisk_cmd_bench(int argc, char **argv)
 	int c, rc = VDISK_EXIT_ERROR;
 	uint64_t started = 0;
 
-	while ((c = getopt_long(argc, argv, "+c:s:d:wS:o:f:t:q", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "c:s:d:wS:o:f:t:q", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
 			if (vdisk_parse_uint(optarg, INT32_MAX, &b.count) < 0 || b.count == 0) {

@@ -106,7 +106,7 @@ vdisk_cmd_check(int argc, char **argv)
 	size_t i;
 	int c, rc;
 
-	while ((c = getopt_long(argc, argv, "+U", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "U", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'j':
 			ctx.json = true;

@@ -11,6 +11,7 @@
  * all zeroes. A raw OUT is written with plain pwrite and fsync'd at the end.
  * -p prints progress in qemu-img's "(xx.xx/100%)" style.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -33,6 +34,7 @@ struct vdisk_conv {
 	const char *in_path, *out_path;
 	uint64_t size, done;
 	uint32_t zero_gran; /* granularity of the all-zero test */
+	bool zero_out;	    /* OUT does not read as zeroes (a block device): write zeroes too */
 	bool progress;
 	double last_pct;
 	uint8_t *buf;
@@ -102,6 +104,28 @@ vdisk_conv_write(struct vdisk_conv *cv, const uint8_t *p, size_t len, uint64_t o
 	return 0;
 }
 
+/* Write zeroes over [off, off + len) of a raw OUT that does not read as zeroes already. */
+static int
+vdisk_conv_zero(struct vdisk_conv *cv, uint64_t off, uint64_t len)
+{
+	static const uint8_t zero[65536];
+
+	if (fallocate(cv->out_fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+		      (off_t)len) == 0) {
+		return 0;
+	}
+	while (len) {
+		size_t n = len < sizeof(zero) ? (size_t)len : sizeof(zero);
+
+		if (vdisk_conv_write(cv, zero, n, off) < 0) {
+			return -1;
+		}
+		off += n;
+		len -= n;
+	}
+	return 0;
+}
+
 /* Copy one data extent, skipping all-zero pieces. */
 static int
 vdisk_conv_data(struct vdisk_conv *cv, uint64_t off, uint64_t len)
@@ -123,7 +147,7 @@ vdisk_conv_data(struct vdisk_conv *cv, uint64_t off, uint64_t len)
 			if (piece > n - pos) {
 				piece = n - pos;
 			}
-			if (vdisk_is_zero(cv->buf + pos, piece)) {
+			if (!cv->zero_out && vdisk_is_zero(cv->buf + pos, piece)) {
 				pos += piece;
 				continue;
 			}
@@ -132,7 +156,7 @@ vdisk_conv_data(struct vdisk_conv *cv, uint64_t off, uint64_t len)
 			while (pos < n) {
 				size_t p2 = cv->zero_gran < n - pos ? cv->zero_gran : n - pos;
 
-				if (vdisk_is_zero(cv->buf + pos, p2)) {
+				if (!cv->zero_out && vdisk_is_zero(cv->buf + pos, p2)) {
 					break;
 				}
 				pos += p2;
@@ -155,6 +179,9 @@ vdisk_conv_extent(void *opaque, const struct vd_extent *e)
 	struct vdisk_conv *cv = opaque;
 
 	if (e->type != VD_EXTENT_DATA) {
+		if (cv->zero_out && vdisk_conv_zero(cv, e->offset, e->length) < 0) {
+			return -ECANCELED;
+		}
 		cv->done += e->length;
 		vdisk_conv_progress(cv, false);
 		return 0;
@@ -163,12 +190,60 @@ vdisk_conv_extent(void *opaque, const struct vd_extent *e)
 	return vdisk_conv_data(cv, e->offset, e->length) < 0 ? -ECANCELED : 0;
 }
 
-/* true if path names (the same inode as) a layer file of img. */
+/* The file descriptors open in this process (from /proc/self/fd), sorted; NULL if unknown. */
+static int *
+vdisk_open_fds(size_t *count)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *de;
+	int *fds = NULL;
+	size_t n = 0, cap = 0;
+
+	*count = 0;
+	if (!d) {
+		return NULL;
+	}
+	while ((de = readdir(d)) != NULL) {
+		char *end;
+		long fd = strtol(de->d_name, &end, 10);
+
+		if (*end != '\0' || end == de->d_name || fd < 0 || fd == dirfd(d)) {
+			continue;
+		}
+		if (n == cap) {
+			int *nf = realloc(fds, (cap ? cap * 2 : 64) * sizeof(*fds));
+
+			if (!nf) {
+				free(fds);
+				closedir(d);
+				return NULL;
+			}
+			fds = nf;
+			cap = cap ? cap * 2 : 64;
+		}
+		fds[n++] = (int)fd;
+	}
+	closedir(d);
+	*count = n;
+	return fds;
+}
+
+/*
+ * true if path names (the same inode as) a file of img: a layer, or a file a
+ * layer reads through (a vmdk extent, a qcow2 external data file). Those are
+ * the files opened while img was opened: every fd open now that was not open
+ * before (before[nbefore]) is compared, so that an inherited descriptor (a
+ * shell's /dev/null, say) is not taken for one of IN's files.
+ */
 static bool
-vdisk_same_file_in_chain(struct vd_image *img, const char *path)
+vdisk_same_file_in_chain(struct vd_image *img, const char *path, const int *before,
+			 size_t nbefore)
 {
 	struct stat so, sl;
 	int n = vd_layer_count(img);
+	bool found = false;
+	size_t nnow = 0;
+	int *now;
 
 	if (stat(path, &so) < 0) {
 		return false;	/* does not exist yet */
@@ -181,7 +256,18 @@ vdisk_same_file_in_chain(struct vd_image *img, const char *path)
 			return true;
 		}
 	}
-	return false;
+	now = vdisk_open_fds(&nnow);
+	for (size_t i = 0; i < nnow && !found; i++) {
+		bool old = false;
+
+		for (size_t j = 0; j < nbefore && !old; j++) {
+			old = before[j] == now[i];
+		}
+		found = !old && fstat(now[i], &sl) == 0 && sl.st_dev == so.st_dev &&
+			sl.st_ino == so.st_ino;
+	}
+	free(now);
+	return found;
 }
 
 int
@@ -198,11 +284,14 @@ vdisk_cmd_convert(int argc, char **argv)
 	struct vdisk_conv cv = {.out_fd = -1, .last_pct = -1};
 	struct vd_create_opts co = {0};
 	const char *ofmt = "vdk", *ifmt = NULL, *cipher = NULL;
-	bool encrypt = false, created = false, force = false;
+	bool encrypt = false, created = false, force = false, same;
+	struct stat ost;
+	size_t nfds_before = 0;
+	int *fds_before;
 	char *pass = NULL;
 	int c, rc = VDISK_EXIT_ERROR, walk;
 
-	while ((c = getopt_long(argc, argv, "+pO:f:U", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "pO:f:U", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'p':
 			cv.progress = true;
@@ -246,12 +335,17 @@ vdisk_cmd_convert(int argc, char **argv)
 		vdisk_error(cv.out_path, "IN and OUT are the same file");
 		return VDISK_EXIT_ERROR;
 	}
+	fds_before = vdisk_open_fds(&nfds_before);
 	cv.in = vdisk_open(cv.in_path, ifmt, 0);
 	if (!cv.in) {
+		free(fds_before);
 		return VDISK_EXIT_ERROR;
 	}
-	if (vdisk_same_file_in_chain(cv.in, cv.out_path)) {
-		vdisk_error(cv.out_path, "is %s or one of its backing files: it would be "
+	same = vdisk_same_file_in_chain(cv.in, cv.out_path, fds_before, nfds_before);
+	free(fds_before);
+	if (same) {
+		vdisk_error(cv.out_path, "is %s, one of its backing files or a file it "
+					 "reads through (an extent, a data file): it would be "
 					 "overwritten while it is read",
 			    cv.in_path);
 		goto out;
@@ -265,16 +359,56 @@ vdisk_cmd_convert(int argc, char **argv)
 		vdisk_error(cv.out_path, "out of memory");
 		goto out;
 	}
-	if (strcmp(ofmt, "raw") == 0) {
+	if (strcmp(ofmt, "raw") == 0 && stat(cv.out_path, &ost) == 0 && S_ISBLK(ost.st_mode)) {
+		/* A block device: written in place (never truncated, never removed). */
+		off_t dsize;
+
 		cv.zero_gran = 4096;
-		cv.out_fd = open(cv.out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		cv.zero_out = true;
+		cv.out_fd = open(cv.out_path, O_WRONLY | O_CLOEXEC);
+		if (cv.out_fd < 0) {
+			vdisk_error(cv.out_path, "cannot open: %s", strerror(errno));
+			goto out;
+		}
+		dsize = lseek(cv.out_fd, 0, SEEK_END);
+		if (dsize < 0 || (uint64_t)dsize < cv.size) {
+			vdisk_error(cv.out_path,
+				    "the device is smaller than %s (%" PRId64 " < %" PRIu64 " bytes)",
+				    cv.in_path, (int64_t)dsize, cv.size);
+			goto out;
+		}
+	} else if (strcmp(ofmt, "raw") == 0) {
+		int terr;
+
+		if (stat(cv.out_path, &ost) == 0 && !S_ISREG(ost.st_mode)) {
+			vdisk_error(cv.out_path, "not a regular file or block device");
+			goto out;
+		}
+		cv.zero_gran = 4096;
+		cv.out_fd = open(cv.out_path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
 		if (cv.out_fd < 0) {
 			vdisk_error(cv.out_path, "cannot create: %s", strerror(errno));
 			goto out;
 		}
-		created = true;
-		if (ftruncate(cv.out_fd, (off_t)cv.size) < 0) {
-			vdisk_error(cv.out_path, "cannot set the size: %s", strerror(errno));
+		terr = ftruncate(cv.out_fd, 0) < 0 ? errno : 0;
+		if (terr == 0) {
+			created = true;
+			if (ftruncate(cv.out_fd, (off_t)cv.size) < 0) {
+				vdisk_error(cv.out_path, "cannot set the size: %s", strerror(errno));
+				goto out;
+			}
+			/*
+			 * Truncated, OUT holds no blocks. One that still does was not
+			 * emptied: IN's holes are then written as zeroes too.
+			 */
+			if (fstat(cv.out_fd, &ost) < 0 || ost.st_blocks > 0) {
+				cv.zero_out = true;
+			}
+		} else if (fstat(cv.out_fd, &ost) == 0 && (uint64_t)ost.st_size == cv.size) {
+			/* A file of IN's size that cannot be truncated (a vdiskfs disk): in place. */
+			cv.zero_out = true;
+		} else {
+			vdisk_error(cv.out_path, "cannot set the size: %s", strerror(terr));
 			goto out;
 		}
 	} else {

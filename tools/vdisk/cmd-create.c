@@ -62,7 +62,7 @@ vdisk_cmd_create(int argc, char **argv)
 	char hs[32];
 	int c, rc = VDISK_EXIT_ERROR;
 
-	while ((c = getopt_long(argc, argv, "+s:b:F:", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "s:b:F:", longopts, NULL)) != -1) {
 		switch (c) {
 		case 's':
 			if (vdisk_parse_size(optarg, &o.size) < 0 || o.size == 0) {

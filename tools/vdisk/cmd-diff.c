@@ -104,7 +104,7 @@ vdisk_cmd_diff(int argc, char **argv)
 	int c, ia, ib, layer_b = 0, rc = VDISK_EXIT_ERROR;
 	char hs[32];
 
-	while ((c = getopt_long(argc, argv, "+", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'j':
 			ctx.json = true;

@@ -88,7 +88,13 @@ vdisk_key_add(const char *file, struct vd_pass_src *newsrc, uint64_t ops, uint64
 		goto out;
 	}
 	if (vd_pass_get(newsrc, file, new, VDISK_PASS_BUF) < 0) {
-		vdisk_lib_error(file);
+		if (vd_get_errno() == ENXIO && !newsrc->key_file && newsrc->key_fd < 0) {
+			/* The shared message names --key-file, the old passphrase's option. */
+			vdisk_error(file, "a new passphrase is needed and there is no terminal "
+					  "to ask it on: use --new-key-file FILE or --new-key-fd N");
+		} else {
+			vdisk_lib_error(file);
+		}
 		goto out;
 	}
 	slot = vd_key_add(file, old, new, ops, mem);

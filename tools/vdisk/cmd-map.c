@@ -101,7 +101,7 @@ vdisk_cmd_map(int argc, char **argv)
 	const char *file;
 	int c, rc = VDISK_EXIT_OK;
 
-	while ((c = getopt_long(argc, argv, "+", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'j':
 			ctx.json = true;

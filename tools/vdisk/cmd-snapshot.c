@@ -4,8 +4,9 @@
  * vd_snapshot_*. Everything that changes the chain opens the image
  * read-write, so the library's exclusive lock refuses a second writer (a
  * mounted image, say) with its own message. prune deletes the oldest
- * snapshots one at a time (each delete merges into the next newer layer and
- * is crash-safe by itself) until N remain.
+ * native snapshots (a foreign backing layer is listed, but not deletable)
+ * one at a time (each delete merges into the next newer layer and is
+ * crash-safe by itself) until N remain.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -87,9 +88,16 @@ vdisk_snap_prune(struct vd_image *img, const char *file, uint64_t keep)
 		if (n < 0) {
 			return n;
 		}
-		/* Only native (layer) snapshots count; internal ones are the foreign image's. */
+		/*
+		 * Only native (vdk layer) snapshots count: internal ones are a foreign
+		 * image's, and a foreign backing layer is listed but cannot be deleted.
+		 */
 		for (i = 0; i < n; i++) {
-			if (vd_snapshot_info(img, i, &si) == 0 && !si.internal) {
+			struct vd_layer_info li;
+
+			if (vd_snapshot_info(img, i, &si) == 0 && !si.internal &&
+			    vd_layer_info(img, si.layer, &li) == 0 && li.format &&
+			    strcmp(li.format, "vdk") == 0) {
 				if (oldest < 0) {
 					oldest = i;
 				}

@@ -78,6 +78,20 @@ vdisk_open(const char *path, const char *format, unsigned flags)
 	return img;
 }
 
+/*
+ * true if another program holds QEMU's "write" permission lock on fd: QEMU
+ * (a running VM, qemu-io, qemu-nbd) takes a shared OFD lock on byte 100 + the
+ * permission's bit (BLK_PERM_WRITE: bit 1) of every image it may write, and
+ * qemu-img tests for it this way before it reads an image without -U.
+ */
+static bool
+vdisk_qemu_writer(int fd)
+{
+	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 101, .l_len = 1};
+
+	return fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
+}
+
 int
 vdisk_hold_still(const char *cmd, const char *file, struct vd_image *img, bool force)
 {
@@ -96,11 +110,14 @@ vdisk_hold_still(const char *cmd, const char *file, struct vd_image *img, bool f
 			continue;
 		}
 		if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
-			continue;
-		}
-		close(fd);
-		if (errno != EWOULDBLOCK) {
-			continue;
+			if (!vdisk_qemu_writer(fd)) {
+				continue;
+			}
+		} else {
+			close(fd);
+			if (errno != EWOULDBLOCK) {
+				continue;
+			}
 		}
 		if (force) {
 			fprintf(stderr,
@@ -111,8 +128,9 @@ vdisk_hold_still(const char *cmd, const char *file, struct vd_image *img, bool f
 			continue;
 		}
 		vdisk_error(file,
-			    "%s is open for writing elsewhere (mounted by vdiskfs?); unmount it "
-			    "first, or give -U (--force-share) to %s it as it changes",
+			    "%s is open for writing elsewhere (mounted by vdiskfs, or in use by "
+			    "QEMU?); unmount or stop it first, or give -U (--force-share) to %s "
+			    "it as it changes",
 			    li.path, cmd);
 		return -1;
 	}

@@ -26,7 +26,7 @@ struct vd_pass_src vdisk_pass = {.key_file = NULL, .key_fd = -1};
 const struct vdisk_cmd vdisk_cmds[] = {
 	{ "create", vdisk_cmd_create,
 	  "create [-s SIZE] [-b BACKING] [-F BACKING_FMT] [--block-size N]\n"
-	  "             [--encrypt [--cipher C]] FILE",
+	  "             [--encrypt [--cipher C]] [--pwhash-ops N] [--pwhash-mem SIZE] FILE",
 	  "create a native image (-b: an overlay over BACKING)",
 	  "  -s, --size SIZE          virtual size: bytes or with a suffix K M G T (powers of 1024)\n"
 	  "                           (default with -b: the backing's size)\n"
@@ -45,6 +45,8 @@ const struct vdisk_cmd vdisk_cmds[] = {
 	{ "check", vdisk_cmd_check, "check [--json] [-U] FILE",
 	  "verify the structure and every checksum of every layer",
 	  "      --json               machine-readable report\n"
+	  "  -U, --force-share        check FILE even while a writer (vdiskfs, QEMU) has it\n"
+	  "                           open, with a warning\n"
 	  "  Exit status: 0 clean (leaked space is reported, but harms no data),\n"
 	  "  1 the check could not run, 2 corruption found.\n" },
 	{ "convert", vdisk_cmd_convert,
@@ -53,6 +55,7 @@ const struct vdisk_cmd vdisk_cmds[] = {
 	  "  -p, --progress           show progress\n"
 	  "  -O, --output-format FMT  raw or vdk (default: vdk)\n"
 	  "  -f, --format FMT         format of IN (default: probed)\n"
+	  "  -U, --force-share        convert IN even while a writer (vdiskfs, QEMU) has it open\n"
 	  "      --block-size N       block size of a vdk OUT\n"
 	  "      --encrypt            encrypt a vdk OUT (same passphrase as an encrypted IN)\n"
 	  "      --cipher C           xchacha20poly1305 (default) or aes256gcm\n"
@@ -88,7 +91,8 @@ const struct vdisk_cmd vdisk_cmds[] = {
 	  "  -t, --threads THREADS    number of threads (default: DEPTH)\n"
 	  "  -w, --write              write instead of read (opens FILE read-write)\n"
 	  "  -S, --step STEP          distance between requests (default BUFSIZE); offsets\n"
-	  "                           wrap modulo (size - BUFSIZE) like qemu-img bench\n"
+	  "                           wrap modulo the size (a request that would cross the\n"
+	  "                           end goes to 0), like qemu-img bench\n"
 	  "  -o, --offset OFFSET      first offset (default 0)\n"
 	  "      --random             uniformly random BUFSIZE-aligned offsets instead\n"
 	  "      --pattern N          byte written by -w (default 0)\n"
