@@ -283,7 +283,8 @@ unescape_mountinfo(char *s)
 /*
  * The device number of our FUSE mount on MOUNTPOINT (the last such line of
  * /proc/self/mountinfo): nested I/O checks it opened our own disk, and the
- * mount's readahead is set through /sys/class/bdi/MAJ:MIN. 0 if not found.
+ * mount's readahead and dirty share are set through /sys/class/bdi/MAJ:MIN.
+ * 0 if not found.
  */
 static dev_t
 find_mount_dev(struct vdfs *fs, const char *mountpoint)
@@ -307,8 +308,8 @@ find_mount_dev(struct vdfs *fs, const char *mountpoint)
 		unescape_mountinfo(mp);
 		if (strcmp(mp, mountpoint) == 0) {
 			dev = makedev(maj, min);
-			snprintf(fs->bdi_ra_path, sizeof(fs->bdi_ra_path),
-				 "/sys/class/bdi/%u:%u/read_ahead_kb", maj, min);
+			snprintf(fs->bdi_path, sizeof(fs->bdi_path), "/sys/class/bdi/%u:%u", maj,
+				 min);
 		}
 	}
 	free(line);
@@ -507,6 +508,7 @@ out_unmount:
 	}
 out_destroy:
 	fuse_destroy(fs.fuse); /* calls vdfs_destroy: flush */
+	vdfs_handles_free(&fs);
 out_close:
 	vdfs_tree_destroy(&fs);
 	r = vd_close(fs.img);

@@ -24,7 +24,8 @@
 #include "part.h"
 
 #define VDFS_MAX_IO (1024u * 1024u) /* max_write, max_read, request size */
-#define VDFS_READAHEAD_KB 2048	    /* kernel readahead on the mount: two requests */
+#define VDFS_READAHEAD_KB 4096	    /* kernel readahead on the mount: four requests */
+#define VDFS_BDI_MAX_RATIO 10	    /* % of the dirty limit the mount may hold (FUSE: 1) */
 
 /* One folder under snapshots/. Refcounted: file handles keep it alive. */
 struct vdfs_snap {
@@ -44,6 +45,12 @@ struct vdfs_snap {
 	char *changed;	/* cached "changed" text; protected by vdfs.lock */
 	size_t changed_len;
 	unsigned changed_gen; /* vdfs.snap_gen the cache was made for */
+};
+
+/* Links every open file and directory handle (ops.c), so none outlives the daemon. */
+struct vdfs_hlink {
+	struct vdfs_hlink *prev, *next;
+	bool is_dir; /* a directory handle (else a file handle) */
 };
 
 /* Whole-daemon state, created in main.c, passed to FUSE as private_data. */
@@ -77,8 +84,8 @@ struct vdfs {
 	bool writeback;
 	const char *mountpoint;	 /* absolute: nested I/O opens MOUNTPOINT/disk */
 	dev_t mnt_dev;		 /* st_dev of the mount (0: unknown) */
-	char bdi_ra_path[64];	 /* /sys/class/bdi/MAJ:MIN/read_ahead_kb, or "" */
-	atomic_bool ra_done;	 /* read_ahead_kb written (once, after FUSE_INIT) */
+	char bdi_path[48];	 /* /sys/class/bdi/MAJ:MIN, or "" */
+	atomic_bool bdi_done;	 /* its read_ahead_kb, max_ratio written (once, after FUSE_INIT) */
 	atomic_int disk_opens;	 /* open handles on disk */
 	atomic_int disk_writers; /* writable ones among them (may hold dirty pages) */
 	pthread_mutex_t disk_mode_lock; /* cached or uncached opens of disk (ops.c, DIRECT I/O) */
@@ -88,12 +95,21 @@ struct vdfs {
 	atomic_int nested_pid;	   /* the nested-I/O helper process (nested.c), 0 if none */
 	atomic_bool enospc;	   /* a write met ENOSPC: refuse writes until a flush or discard */
 
+	/*
+	 * Open handles (circular list; next == NULL until the first open);
+	 * protected by lock. The kernel may not have sent every RELEASE when the
+	 * session ends (unmount): vdfs_handles_free() frees what is left.
+	 */
+	struct vdfs_hlink handles;
+
 	uint64_t alloc_cache; /* st_blocks source for disk; protected by lock */
 	time_t alloc_cache_time;
 };
 
 /* ops.c */
 extern const struct fuse_operations vdfs_ops;
+/* Free the handles the kernel never released (after the session, no request running). */
+void vdfs_handles_free(struct vdfs *fs);
 
 /* tree.c: all take vdfs.lock themselves. */
 /* Re-read the snapshot list from the image. 0 or -errno. */

@@ -15,7 +15,6 @@ SRCDIR=$(cd "$(dirname "$0")/.." && pwd)
 export VDISK VDISKFS TARGET SRCDIR
 # Sanitizer builds: leaks are reported at exit, and reported errors fail the program.
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}"
-export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$SRCDIR/tests/lsan.supp:print_suppressions=0}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 
 _tap_n=0

@@ -4,7 +4,8 @@
 # were never fsync'd or closed are still in every snapshot taken after them,
 # visible through partitions/pN, and seen by SEEK_DATA; a write through a
 # partition is seen through an fd of disk that stays open; -o writethrough
-# works; the mount's readahead is 2 MiB.
+# works; the mount's readahead is 4 MiB and its share of the dirty limit 10 %
+# (1 % with -o writethrough, the kernel's FUSE default).
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/fs-lib.sh"
 
@@ -78,12 +79,15 @@ ok "write through the write-through mount" dd if="$T/y" of="$M/disk" bs=64k seek
 	conv=notrunc status=none
 ok "snapshot s2" mkdir "$M/snapshots/s2"
 ok "s2 has it" same_region "$M/snapshots/s2/disk" 6553600 65536 "$T/y"
+ok_eq "$(cat "/sys/class/bdi/$(mountpoint -d "$M")/max_ratio")" 1 \
+	"-o writethrough: the dirty share stays the kernel's 1 %"
 ok "unmount" fs_umount "$M"
 
 ok "mount again" fs_mount "$IMG" "$M"
 head -c 4096 "$M/disk" >/dev/null
 dev=$(mountpoint -d "$M")
-ok_eq "$(cat "/sys/class/bdi/$dev/read_ahead_kb")" 2048 "readahead of the mount is 2 MiB"
+ok_eq "$(cat "/sys/class/bdi/$dev/read_ahead_kb")" 4096 "readahead of the mount is 4 MiB"
+ok_eq "$(cat "/sys/class/bdi/$dev/max_ratio")" 10 "its share of the dirty limit is 10 %"
 ok "unmount" fs_umount "$M"
 ok "vdisk check is clean" vcheck "$IMG"
 ok_eq "$("$VDISK" snapshot list "$IMG" 2>&1 | awk 'NR > 1 { printf "%s ", $2 }')" "s1 s2 " \
