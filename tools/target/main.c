@@ -385,6 +385,7 @@ main(int argc, char **argv)
 		return 1;
 	}
 	if (main_apply_config(&cfg, true) < 0) {
+		tgt_config_free(&cfg);
 		return lun_open_failed ? 2 : 1;	/* a bad LUN file is a usage error */
 	}
 	if (!foreground) {
