@@ -41,6 +41,7 @@
 #include "vdiskfs.h" /* FUSE_USE_VERSION, then <fuse.h> */
 #include <fuse_lowlevel.h>
 
+#include "qemu-lock.h"
 #include "vdisk.h"
 #ifdef VDFS_HAVE_PASSPHRASE
 #include "passphrase.h"
@@ -185,8 +186,6 @@ qemu_writer_layer(struct vd_image *img, const char *image)
 	int n = vd_layer_count(img);
 
 	for (int i = 0; i < n; i++) {
-		struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 101,
-				    .l_len = 1 };
 		struct vd_layer_info li;
 		int fd;
 
@@ -197,7 +196,7 @@ qemu_writer_layer(struct vd_image *img, const char *image)
 		if (fd < 0) {
 			continue;
 		}
-		if (fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK) {
+		if (vd_qemu_writer(fd)) {
 			fprintf(stderr, "vdiskfs: %s: %s is being written by QEMU (it holds its "
 				"write lock); stop it first, or mount with -o force_share to see "
 				"it as it changes\n", image, li.path);

@@ -20,6 +20,7 @@
 #include <sodium.h>
 
 #include "cli.h"
+#include "../common/qemu-lock.h"
 
 void
 vdisk_error(const char *file, const char *fmt, ...)
@@ -78,20 +79,6 @@ vdisk_open(const char *path, const char *format, unsigned flags)
 	return img;
 }
 
-/*
- * true if another program holds QEMU's "write" permission lock on fd: QEMU
- * (a running VM, qemu-io, qemu-nbd) takes a shared OFD lock on byte 100 + the
- * permission's bit (BLK_PERM_WRITE: bit 1) of every image it may write, and
- * qemu-img tests for it this way before it reads an image without -U.
- */
-static bool
-vdisk_qemu_writer(int fd)
-{
-	struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 101, .l_len = 1};
-
-	return fcntl(fd, F_OFD_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
-}
-
 int
 vdisk_hold_still(const char *cmd, const char *file, struct vd_image *img, bool force)
 {
@@ -110,7 +97,7 @@ vdisk_hold_still(const char *cmd, const char *file, struct vd_image *img, bool f
 			continue;
 		}
 		if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
-			if (!vdisk_qemu_writer(fd)) {
+			if (!vd_qemu_writer(fd)) {
 				continue;
 			}
 		} else {
