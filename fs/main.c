@@ -187,12 +187,8 @@ qemu_writer_layer(struct vd_image *img, const char *image)
 
 	for (int i = 0; i < n; i++) {
 		struct vd_layer_info li;
-		int fd;
+		int fd = vd_layer_file_open(img, i, &li);
 
-		if (vd_layer_info(img, i, &li) < 0 || !li.path) {
-			continue;
-		}
-		fd = open(li.path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 		if (fd < 0) {
 			continue;
 		}

@@ -678,15 +678,6 @@ fh_free(struct vdfs *fs, struct vdfs_fh *fh)
 			atomic_fetch_sub(&fs->disk_writers, 1);
 		}
 		disk_close_mode(fs, fh);
-		if (atomic_load(&fs->disk_opens) == 1 && atomic_exchange(&fs->size_stale, false)) {
-			/*
-			 * The kernel's size of disk grew with a write past its end (with
-			 * the writeback cache the kernel keeps the size): drop its entry,
-			 * so that the next lookup reads the real size.
-			 */
-			fuse_lowlevel_notify_inval_entry(fuse_get_session(fs->fuse), FUSE_ROOT_ID,
-							 "disk", 4);
-		}
 		atomic_fetch_sub(&fs->disk_opens, 1);
 	}
 	if (fh->snap) {
@@ -706,6 +697,17 @@ vdfs_release(const char *path, struct fuse_file_info *fi)
 	(void)path;
 	if (fh->kind == K_PART && atomic_exchange(&fs->disk_stale, false)) {
 		fuse_invalidate_path(fs->fuse, "/disk");
+	}
+	if (fh->kind == K_DISK && atomic_load(&fs->disk_opens) == 1 &&
+	    atomic_exchange(&fs->size_stale, false)) {
+		/*
+		 * The kernel's size of disk grew with a write past its end (with the
+		 * writeback cache the kernel keeps the size): at the last close, drop
+		 * its entry, so that the next lookup reads the real size. (Here, not
+		 * in fh_free: that also runs after fuse_destroy, without a session.)
+		 */
+		fuse_lowlevel_notify_inval_entry(fuse_get_session(fs->fuse), FUSE_ROOT_ID, "disk",
+						 4);
 	}
 	handle_unlink(fs, &fh->link);
 	fh_free(fs, fh);

@@ -86,13 +86,9 @@ vdisk_hold_still(const char *cmd, const char *file, struct vd_image *img, bool f
 
 	for (int i = 0; i < n; i++) {
 		struct vd_layer_info li;
-		int fd;
-
-		if (vd_layer_info(img, i, &li) < 0 || !li.path) {
-			continue;
-		}
 		/* Kept open on purpose: the lock lasts until the command exits. */
-		fd = open(li.path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+		int fd = vd_layer_file_open(img, i, &li);
+
 		if (fd < 0) {
 			continue;
 		}
