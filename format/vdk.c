@@ -1638,11 +1638,8 @@ vdk_write_blocks(struct vd_layer *l, uint64_t vb, uint64_t nb, const uint8_t *da
 			}
 		}
 		if (r == 0) {
-			r = vd_full_pwrite(l->fd, st->crypt ? enc : src, got << st->bshift,
+			r = vdk_write_phys(l, st->crypt ? enc : src, got << st->bshift,
 					   first << st->bshift);
-			if (r < 0) {
-				r = vd_set_error(r, "%s: write: %s", l->path, strerror(-r));
-			}
 		}
 		pthread_mutex_lock(&st->lock);
 		if (r < 0) {
@@ -2220,6 +2217,7 @@ vdk_open_layer(struct vd_layer *l)
 			}
 		}
 	}
+	vdk_map_open(l);
 	return 0;
 }
 
@@ -2256,6 +2254,7 @@ vdk_close(struct vd_layer *l)
 	struct vdk_state *st = l->st;
 	struct vdk_node *n, *next;
 
+	vdk_map_close(l);	/* no data I/O from here on; the file may shrink */
 	if (st->writable) {
 		pthread_mutex_lock(&st->lock);
 		vdk_commit_locked(l);
@@ -2371,9 +2370,15 @@ vdk_make_writable(struct vd_layer *l)
 	if (fd < 0) {
 		return vd_set_error(errno, "%s: cannot open for writing: %s", l->path, strerror(errno));
 	}
+	/*
+	 * A mapping keeps the old open file, and with it its shared lock: let it
+	 * go first (no reader is in flight: the caller holds the chain for writing).
+	 */
+	vdk_map_close(l);
 	if (dup3(fd, l->fd, O_CLOEXEC) < 0) {
 		r = -errno;
 		close(fd);
+		vdk_map_open(l);
 		return vd_set_error(-r, "%s: %s", l->path, strerror(-r));
 	}
 	close(fd);
@@ -2396,6 +2401,7 @@ vdk_make_writable(struct vd_layer *l)
 		}
 	}
 	pthread_mutex_unlock(&st->lock);
+	vdk_map_open(l);
 	return r;
 }
 
@@ -2527,6 +2533,8 @@ const struct vd_driver vd_vdk_driver = {
 	.open = vdk_open,
 	.close = vdk_close,
 	.pread = vdk_pread,
+	.pread_map = vdk_pread_map,
+	.map_release = vdk_map_release,
 	.pwrite = vdk_pwrite,
 	.zero = vdk_zero,
 	.flush = vdk_flush,
