@@ -205,6 +205,8 @@ int vdk_set_backing(struct vd_layer *l, const char *backing, const char *fmt, co
 int vdk_make_writable(struct vd_layer *l);
 /* Verify one data block against its entry; 0 or -EIO (message names the block). */
 int vdk_verify_block(struct vd_layer *l, uint64_t vb, const struct vdk_entry *e, uint8_t *buf);
+/* The checksum of an unencrypted data block (virtual block vb) matches sum. */
+bool vdk_data_sum_ok(const void *buf, size_t len, uint64_t vb, const uint8_t sum[16]);
 void vdk_entry_decode(const uint8_t *p, struct vdk_entry *e);
 int vdk_node_read(struct vd_layer *l, const struct vdk_entry *e, uint32_t level, uint64_t index,
 		  uint8_t *buf);
