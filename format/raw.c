@@ -3,13 +3,21 @@
  * The raw driver: the file is the disk. PARALLEL (pread/pwrite only). It probes
  * with score 1 so that any real format wins, and the core never probes raw for a
  * backing file (the format must be recorded: see qemu's CVE-2008-2004 note).
- * Holes come from SEEK_DATA/SEEK_HOLE; zeroing punches holes.
+ * Holes come from SEEK_DATA/SEEK_HOLE; zeroing punches holes. A raw file that
+ * lives in memory (tmpfs, ramfs) is also mapped for reads without a copy
+ * (vd_pread_map; see vdk-map.c): nothing is verified or moved, so the pieces
+ * are the file's own pages, and nothing needs to be held.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
+
+#include <linux/magic.h>
 
 #include "internal.h"
 #include "util.h"
@@ -22,6 +30,53 @@ raw_probe(const uint8_t *buf, size_t len, uint64_t file_size, const char *filena
 	(void)file_size;
 	(void)filename;
 	return 1;
+}
+
+struct raw_state {
+	uint8_t *map;		/* the file mapped read-only (memory-backed files), or NULL */
+	uint64_t map_len;
+};
+
+/* Map a regular file that lives in memory (VDISK_NO_MAP=1: never). */
+static void
+raw_map(struct vd_layer *l, const struct stat *st)
+{
+	struct raw_state *rs = l->st;
+	const char *env = getenv("VDISK_NO_MAP");
+	struct statfs sf;
+	void *p;
+
+	if (!S_ISREG(st->st_mode) || st->st_size <= 0 || (env && *env && strcmp(env, "0") != 0) ||
+	    fstatfs(l->fd, &sf) < 0 || (sf.f_type != TMPFS_MAGIC && sf.f_type != RAMFS_MAGIC)) {
+		return;
+	}
+	p = mmap(NULL, (size_t)st->st_size, PROT_READ, MAP_SHARED, l->fd, 0);
+	if (p != MAP_FAILED) {
+		rs->map = p;
+		rs->map_len = (uint64_t)st->st_size;
+	}
+}
+
+static void
+raw_close(struct vd_layer *l)
+{
+	struct raw_state *rs = l->st;
+
+	if (rs->map) {
+		munmap(rs->map, rs->map_len);
+		rs->map = NULL;
+	}
+}
+
+static int
+raw_pread_map(struct vd_layer *l, uint64_t off, size_t len, struct vd_mapped *m)
+{
+	struct raw_state *rs = l->st;
+
+	if (!rs->map || off > rs->map_len || len > rs->map_len - off) {
+		return -EAGAIN;
+	}
+	return vd_mapped_add(m, rs->map + off, len);
 }
 
 static int
@@ -43,6 +98,7 @@ raw_open(struct vd_layer *l)
 		l->size = (uint64_t)st.st_size;
 	}
 	l->granularity = 4096;
+	raw_map(l, &st);
 	return 0;
 }
 
@@ -151,11 +207,13 @@ raw_allocated(struct vd_layer *l)
 
 const struct vd_driver vd_raw_driver = {
 	.name = "raw",
-	.instance_size = 0,
+	.instance_size = sizeof(struct raw_state),
 	.thread_model = VD_THREAD_PARALLEL,
 	.probe = raw_probe,
 	.open = raw_open,
+	.close = raw_close,
 	.pread = raw_pread,
+	.pread_map = raw_pread_map,
 	.pwrite = raw_pwrite,
 	.zero = raw_zero,
 	.flush = raw_flush,

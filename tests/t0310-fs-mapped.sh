@@ -6,7 +6,8 @@
 # the pread/pwrite path); a damaged block is still EIO; a map entry that points
 # past the end of a truncated file is EIO, not a crash; a chain deeper than
 # the mapped path holds reads right through the copying path; snapshots taken
-# and deleted while mapped reads run stay consistent.
+# and deleted while mapped reads run stay consistent; raw files are mapped too
+# (a raw base under an overlay, a raw image on its own).
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/fs-lib.sh"
 
@@ -125,4 +126,33 @@ ok "the 20 pieces still read back" sh -c \
 	"dd if='$M/disk' bs=64k count=20 iflag=direct status=none | cmp -s -n 1310720 - '$T/r2'"
 ok "unmount" fs_umount "$M"
 ok "vdisk check is clean" vcheck "$IMG"
+
+# A raw base (mapped too) under a native overlay, and a raw image on its own.
+randfile "$T/base.raw" 8388608 11
+ok "overlay over the raw base" "$VDISK" create -b "$T/base.raw" -F raw "$T/ov.vdk"
+ok "mount the overlay" fs_mount "$T/ov.vdk" "$M"
+ok "64 KiB into the overlay at 1 MiB" dd if="$T/pat" of="$M/disk" bs=64k seek=16 count=1 \
+	conv=notrunc,fsync status=none
+cp "$T/base.raw" "$T/want"
+dd if="$T/pat" of="$T/want" bs=64k seek=16 count=1 conv=notrunc status=none
+ok "the disk is the base with the overlay's 64 KiB (O_DIRECT)" sh -c \
+	"dd if='$M/disk' bs=1M iflag=direct status=none | cmp -s - '$T/want'"
+ok "and through the page cache" cmp -s "$M/disk" "$T/want"
+ok "unmount" fs_umount "$M"
+export VDISK_NO_MAP=1
+ok "mount it with VDISK_NO_MAP=1" fs_mount "$T/ov.vdk" "$M"
+ok "the same bytes through pread" sh -c \
+	"dd if='$M/disk' bs=1M iflag=direct status=none | cmp -s - '$T/want'"
+ok "unmount" fs_umount "$M"
+unset VDISK_NO_MAP
+ok "mount the raw image itself" fs_mount "$T/base.raw" "$M"
+ok "it reads as the file (O_DIRECT)" sh -c \
+	"dd if='$M/disk' bs=1M iflag=direct status=none | cmp -s - '$T/base.raw'"
+randfile "$T/r3" 65536 13
+ok "a write into it" dd if="$T/r3" of="$M/disk" bs=64k seek=3 count=1 conv=notrunc,fsync \
+	status=none
+ok "reads back through the mapping" sh -c \
+	"dd if='$M/disk' bs=64k skip=3 count=1 iflag=direct status=none | cmp -s - '$T/r3'"
+ok "unmount" fs_umount "$M"
+ok "the file holds the write" same_region "$T/base.raw" 196608 65536 "$T/r3"
 done_testing
