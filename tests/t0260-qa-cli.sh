@@ -94,6 +94,11 @@ ok "check of it: refused" test "$rc" -eq 1
 run_rc rc "$VDISK" convert -U -O raw busy.qcow2 busy.raw
 ok "convert -U: done, with a warning" sh -c "[ $rc -eq 0 ] && grep -q warning '$T/err'"
 ok "  the copy" cmp -s busy.raw data.raw
+run_rc rc "$VDISK" create -b busy.qcow2 -F qcow2 busy-top.vdk
+ok "create of an overlay over it: refused, nothing made" \
+	sh -c "[ $rc -eq 1 ] && grep -q 'open for writing elsewhere' '$T/err' && [ ! -e busy-top.vdk ]"
+run_rc rc "$VDISK" create -U -b busy.qcow2 -F qcow2 busy-top.vdk
+ok "create -U: made, with a warning" sh -c "[ $rc -eq 0 ] && grep -q warning '$T/err' && [ -e busy-top.vdk ]"
 kill "$qpid"
 wait "$qpid" 2>/dev/null
 run_rc rc "$VDISK" check busy.qcow2

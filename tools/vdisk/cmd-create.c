@@ -43,6 +43,27 @@ vdisk_backing_is_raw(const char *file, const char *backing, struct vd_pass_src *
 	return raw;
 }
 
+/*
+ * An overlay over a backing chain that something else is writing (a vdiskfs
+ * mount takes an exclusive lock, which vd_create meets; a QEMU process takes
+ * only its own byte lock) would show a disk that changes underneath it: the
+ * backing chain is opened and refused if a layer has a writer, unless -U.
+ * Returns true when refused or unreadable (after printing).
+ */
+static bool
+vdisk_backing_busy(const char *file, const char *backing, const char *fmt, bool force)
+{
+	struct vd_image *b = vdisk_open(backing, fmt, 0);
+	int r;
+
+	if (!b) {
+		return true;
+	}
+	r = vdisk_hold_still("create", file, b, force);
+	vd_close(b);
+	return r < 0;
+}
+
 int
 vdisk_cmd_create(int argc, char **argv)
 {
@@ -50,6 +71,7 @@ vdisk_cmd_create(int argc, char **argv)
 		{"size", required_argument, NULL, 's'},
 		{"backing", required_argument, NULL, 'b'},
 		{"backing-format", required_argument, NULL, 'F'},
+		{"force-share", no_argument, NULL, 'U'},
 		VDISK_IMAGE_LONGOPTS,
 		{NULL, 0, NULL, 0},
 	};
@@ -58,11 +80,11 @@ vdisk_cmd_create(int argc, char **argv)
 		.key_file = vdisk_pass.key_file, .key_fd = vdisk_pass.key_fd, .confirm = 1};
 	const char *file, *cipher = NULL, *size_str = "";
 	char *pass = NULL;
-	bool encrypt = false, have_size = false;
+	bool encrypt = false, have_size = false, force = false;
 	char hs[32];
 	int c, rc = VDISK_EXIT_ERROR;
 
-	while ((c = getopt_long(argc, argv, "s:b:F:", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "s:b:F:U", longopts, NULL)) != -1) {
 		switch (c) {
 		case 's':
 			if (vdisk_parse_size(optarg, &o.size) < 0 || o.size == 0) {
@@ -76,6 +98,9 @@ vdisk_cmd_create(int argc, char **argv)
 			break;
 		case 'F':
 			o.backing_format = optarg;
+			break;
+		case 'U':
+			force = true;
 			break;
 		default:
 			switch (vdisk_image_opt("create", c, optarg, &o, &encrypt, &cipher)) {
@@ -139,6 +164,9 @@ vdisk_cmd_create(int argc, char **argv)
 	o.backing_passphrase = vd_pass_get;
 	o.backing_passphrase_opaque = &vdisk_pass;
 	if (o.backing && !o.backing_format && vdisk_backing_is_raw(file, o.backing, &vdisk_pass)) {
+		goto out;
+	}
+	if (o.backing && vdisk_backing_busy(file, o.backing, o.backing_format, force)) {
 		goto out;
 	}
 	if (vd_create(file, &o) < 0) {

@@ -25,7 +25,7 @@ struct vd_pass_src vdisk_pass = {.key_file = NULL, .key_fd = -1};
 /* clang-format off */
 const struct vdisk_cmd vdisk_cmds[] = {
 	{ "create", vdisk_cmd_create,
-	  "create [-s SIZE] [-b BACKING] [-F BACKING_FMT] [--block-size N]\n"
+	  "create [-s SIZE] [-b BACKING] [-F BACKING_FMT] [-U] [--block-size N]\n"
 	  "             [--encrypt [--cipher C]] [--pwhash-ops N] [--pwhash-mem SIZE] FILE",
 	  "create a native image (-b: an overlay over BACKING)",
 	  "  -s, --size SIZE          virtual size: bytes or with a suffix K M G T (powers of 1024)\n"
@@ -34,6 +34,8 @@ const struct vdisk_cmd vdisk_cmds[] = {
 	  "                           stored relative to FILE's folder\n"
 	  "  -F, --backing-format FMT the backing's format (default: probed now and recorded;\n"
 	  "                           a raw backing is never guessed, say -F raw)\n"
+	  "  -U, --force-share        make the overlay even while a writer (vdiskfs, QEMU) has\n"
+	  "                           BACKING open\n"
 	  "      --block-size N       allocation block, a power of two from 4K to 1M\n"
 	  "      --encrypt            encrypt every block (libsodium AEAD); asks a new passphrase\n"
 	  "      --cipher C           xchacha20poly1305 (default) or aes256gcm\n"
