@@ -117,7 +117,11 @@ N4=${N4:-40000}
 N1=${N1:-1000}
 echo "| workload | local file | vdisk-target | tgtd | vdisk/tgtd | vdisk/local | CPU µs/IO vdisk | CPU µs/IO tgtd | initiator CPU µs/IO, vdisk / tgtd |"
 echo "|---|---|---|---|---|---|---|---|---|"
+ROWS=${ROWS:-all} # "1m": only the 1 MiB rows; "4k": only the 4 KiB ones
 row() { # LABEL UNIT COUNT DEPTH SIZE [-w]
+	case "$ROWS:$5" in
+	1m:4096 | 4k:1048576) return 0 ;;
+	esac
 	_label=$1
 	_unit=$2
 	shift 2
@@ -140,11 +144,13 @@ row "4 KiB write, depth 32" IOPS "$N4" 32 4096 -w
 row "4 KiB write, depth 128" IOPS "$N4" 128 4096 -w
 row "1 MiB sequential read, depth 8" MiB/s "$N1" 8 1048576
 row "1 MiB sequential write, depth 8" MiB/s "$N1" 8 1048576 -w
+[ "$ROWS" = 1m ] || {
 pv=$(iperf "$VPID" "$UV")
 pt=$(iperf "$TPID" "$UT")
 echo "$pv|$pt" | awk -F'|' '{ split($1, v, " "); split($2, t, " ")
 	printf "| iscsi-perf 4 KiB read, depth 32 | | %d IOPS | %d IOPS | %.2f× | | %.1f | %.1f | |\n",
 		v[1], t[1], v[1] / (t[1] ? t[1] : 1), v[2], t[2] }'
+}
 echo
 # (a tmpfs LUN is mapped by vdisk-target: its pages count in VmRSS as RssShmem,
 # the file's own memory, not the daemon's; RssAnon is what the daemon allocated)
