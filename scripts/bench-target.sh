@@ -5,6 +5,9 @@
 #   scripts/bench-target.sh [SIZE_MIB]        (needs root for tgtd; default 512)
 #   BACKING=FILE scripts/bench-target.sh ...  serve an existing file instead (a vdiskfs
 #                                             disk, say); its first SIZE_MIB MiB are overwritten
+#   ROWS=1m|4k                                only the 1 MiB or the 4 KiB rows
+#   TARGET_OPTS="--tcp-congestion system"     more vdisk-target options
+#   N4=40000 N1=4000 REPS=3                   I/Os per 4 KiB and 1 MiB run, runs per cell
 # For each target: iscsi-perf reads (4 KiB, depth 32) and qemu-img bench reads
 # and writes (4 KiB at depth 1, 32, 128; 1 MiB sequential at depth 8), each the
 # best of REPS (3) runs. Besides IOPS/throughput it reports each daemon's CPU
@@ -100,7 +103,8 @@ iperf() { # PID URL
 echo "# preparing a ${SIZE_MIB} MiB backing file in $W" >&2
 dd if=/dev/urandom of="$IMG" bs=1M count="$SIZE_MIB" conv=notrunc status=none
 
-"$TARGET" -f -q --iqn "$IQN_V" --portal "127.0.0.1:$PV" --lun 0="$IMG" &
+# shellcheck disable=SC2086 # TARGET_OPTS: more vdisk-target options, split
+"$TARGET" -f -q --iqn "$IQN_V" --portal "127.0.0.1:$PV" --lun 0="$IMG" ${TARGET_OPTS:-} &
 VPID=$!
 tgtd -f -C "$CTL" --iscsi "portal=127.0.0.1:$PT" >/dev/null 2>&1 &
 TPID=$!
