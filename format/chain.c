@@ -626,11 +626,10 @@ chain_status_below(struct vd_image *img, uint64_t off, uint64_t len, struct vd_e
 }
 
 int
-chain_read_below(struct vd_image *img, void *buf, size_t len, uint64_t off)
+chain_walk_below(struct vd_image *img, uint64_t off, size_t len, struct chain_sink *s)
 {
 	struct vd_chain *c = img->chain;
 	int first = img->anchor->index + 1;
-	char *p = buf;
 
 	while (len > 0) {
 		struct vd_extent e;
@@ -639,8 +638,7 @@ chain_read_below(struct vd_image *img, void *buf, size_t len, uint64_t off)
 		int r;
 
 		if (first >= c->n) {
-			memset(p, 0, len);
-			return 0;
+			return s->zero(s, len);
 		}
 		r = merged_run(img, off, len, &v, &run);
 		if (r < 0) {
@@ -649,19 +647,15 @@ chain_read_below(struct vd_image *img, void *buf, size_t len, uint64_t off)
 		if (v != SLOT_MIXED && v != SLOT_NONE) {
 			/* The layer that holds the slot reads it directly (ZERO reads as zeroes). */
 			struct vd_layer *l = c->layers[v];
+			uint64_t in = off >= l->size ? 0 : VD_MIN(run, l->size - off);
 
-			if (off >= l->size) {
-				memset(p, 0, (size_t)run);
-			} else {
-				uint64_t in = VD_MIN(run, l->size - off);
-
-				r = layer_pread(l, p, (size_t)in, off);
-				if (r < 0) {
-					return r;
-				}
-				memset(p + in, 0, (size_t)(run - in));
+			r = in ? s->data(s, l, off, (size_t)in) : 0;
+			if (r == 0 && run > in) {
+				r = s->zero(s, (size_t)(run - in));
 			}
-			p += run;
+			if (r < 0) {
+				return r;
+			}
 			off += run;
 			len -= (size_t)run;
 			continue;
@@ -671,16 +665,49 @@ chain_read_below(struct vd_image *img, void *buf, size_t len, uint64_t off)
 			return r;
 		}
 		if (e.type == VD_EXTENT_DATA) {
-			r = layer_pread(c->layers[e.layer], p, (size_t)e.length, off);
-			if (r < 0) {
-				return r;
-			}
+			r = s->data(s, c->layers[e.layer], off, (size_t)e.length);
 		} else {
-			memset(p, 0, (size_t)e.length);
+			r = s->zero(s, (size_t)e.length);
 		}
-		p += e.length;
+		if (r < 0) {
+			return r;
+		}
 		off += e.length;
 		len -= (size_t)e.length;
 	}
 	return 0;
+}
+
+static int
+copy_data(struct chain_sink *s, struct vd_layer *l, uint64_t off, size_t len)
+{
+	int r = layer_pread(l, s->p, len, off);
+
+	s->p += len;
+	return r;
+}
+
+static int
+copy_zero(struct chain_sink *s, size_t len)
+{
+	memset(s->p, 0, len);
+	s->p += len;
+	return 0;
+}
+
+void
+chain_copy_sink(struct chain_sink *s, void *buf)
+{
+	s->data = copy_data;
+	s->zero = copy_zero;
+	s->p = buf;
+}
+
+int
+chain_read_below(struct vd_image *img, void *buf, size_t len, uint64_t off)
+{
+	struct chain_sink s;
+
+	chain_copy_sink(&s, buf);
+	return chain_walk_below(img, off, len, &s);
 }

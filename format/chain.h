@@ -51,6 +51,21 @@ struct merged *merged_new(void);
 void merged_free(struct merged *m);
 /* Read [off, off+len) from the layers below img->anchor (zeroes where none holds data). */
 int chain_read_below(struct vd_image *img, void *buf, size_t len, uint64_t off);
+/*
+ * Where the bytes of a read come from, in order: `data` gives len bytes of
+ * layer l at off (its own view, as layer_pread reads it), `zero` len bytes of
+ * zeroes. A copying sink reads into p (chain_copy_sink); vd_pread_map's sink
+ * collects mapped pieces (m).
+ */
+struct chain_sink {
+	int (*data)(struct chain_sink *s, struct vd_layer *l, uint64_t off, size_t len);
+	int (*zero)(struct chain_sink *s, size_t len);
+	char *p;
+	struct vd_mapped *m;
+};
+void chain_copy_sink(struct chain_sink *s, void *buf);
+/* chain_read_below, into any sink. */
+int chain_walk_below(struct vd_image *img, uint64_t off, size_t len, struct chain_sink *s);
 /* Block status of the layers below img->anchor; ext->layer is the absolute chain index. */
 int chain_status_below(struct vd_image *img, uint64_t off, uint64_t len, struct vd_extent *ext);
 

@@ -54,6 +54,15 @@ struct vd_driver {
 	 * when it wants this layer's own view).
 	 */
 	int (*pread)(struct vd_layer *l, void *buf, size_t len, uint64_t off);
+	/*
+	 * Optional (vd_pread_map): append [off, off+len) of this layer's own view
+	 * (as .pread reads it) to m as pieces of mapped, verified memory, with
+	 * vd_mapped_add/vd_mapped_zero; -EAGAIN when it cannot. A layer keeps what
+	 * it showed in place until .map_release, called once for each layer the
+	 * driver put in m->held (vd_mapped_hold).
+	 */
+	int (*pread_map)(struct vd_layer *l, uint64_t off, size_t len, struct vd_mapped *m);
+	void (*map_release)(struct vd_layer *l);
 	/* Write: a native top fills partial blocks from the layers below via vd_layer_read_below(). */
 	int (*pwrite)(struct vd_layer *l, const void *buf, size_t len, uint64_t off);
 	/* Make the range read as zeroes in this layer (hides the backing). */
@@ -118,6 +127,16 @@ struct vd_layer {
 	vd_passphrase_fn passphrase;	/* for encrypted native layers */
 	void *passphrase_opaque;
 };
+
+/*
+ * For .pread_map: append a piece (merged with the last one when it follows
+ * it), or len bytes of zeroes; -EAGAIN when m is full. vd_mapped_hold: 1 if
+ * l already holds its blocks for m; else 0 after recording l in m->held (the
+ * driver then takes its hold), or -EAGAIN when m holds as many layers as it can.
+ */
+int vd_mapped_add(struct vd_mapped *m, const void *p, size_t len);
+int vd_mapped_zero(struct vd_mapped *m, size_t len);
+int vd_mapped_hold(struct vd_mapped *m, struct vd_layer *l);
 
 /* The driver table (driver.c). */
 extern const struct vd_driver *const vd_drivers[];

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include <pthread.h>
@@ -188,15 +189,12 @@ vd_get_path(const struct vd_image *img)
 	return img->path;
 }
 
-int
-vd_pread(struct vd_image *img, void *buf, size_t count, uint64_t offset)
+/* The bytes of [offset, offset+count) of img, in order, into sink s. Caller holds the chain lock. */
+static int
+image_walk(struct vd_image *img, uint64_t offset, size_t count, struct chain_sink *s)
 {
-	struct vd_chain *c = img->chain;
-	char *p = buf;
-	int r;
+	int r = image_check_range(img, offset, count);
 
-	pthread_rwlock_rdlock(&c->lock);
-	r = image_check_range(img, offset, count);
 	while (r == 0 && count > 0) {
 		struct vd_extent e;
 
@@ -205,21 +203,154 @@ vd_pread(struct vd_image *img, void *buf, size_t count, uint64_t offset)
 			break;
 		}
 		if (e.type == VD_EXTENT_DATA) {
-			r = layer_pread(img->top, p, (size_t)e.length, offset);
+			r = s->data(s, img->top, offset, (size_t)e.length);
 		} else if (e.type == VD_EXTENT_ZERO) {
-			memset(p, 0, (size_t)e.length);
+			r = s->zero(s, (size_t)e.length);
 		} else {
-			r = chain_read_below(img, p, (size_t)e.length, offset);
+			r = chain_walk_below(img, offset, (size_t)e.length, s);
 		}
-		if (r < 0) {
-			break;
-		}
-		p += e.length;
 		offset += e.length;
 		count -= (size_t)e.length;
 	}
-	pthread_rwlock_unlock(&c->lock);
 	return r;
+}
+
+int
+vd_pread(struct vd_image *img, void *buf, size_t count, uint64_t offset)
+{
+	struct chain_sink s;
+	int r;
+
+	chain_copy_sink(&s, buf);
+	pthread_rwlock_rdlock(&img->chain->lock);
+	r = image_walk(img, offset, count, &s);
+	pthread_rwlock_unlock(&img->chain->lock);
+	return r;
+}
+
+/* ---- reads without a copy (vd_pread_map) ----------------------------------- */
+
+/* Zeroes for vd_pread_map: an untouched private mapping reads as the shared zero page. */
+#define MAP_ZERO_SIZE (1u << 20)
+static const uint8_t *map_zeroes;
+static pthread_once_t map_zeroes_once = PTHREAD_ONCE_INIT;
+
+static void
+map_zeroes_init(void)
+{
+	void *p = mmap(NULL, MAP_ZERO_SIZE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	map_zeroes = p == MAP_FAILED ? NULL : p;
+}
+
+int
+vd_mapped_add(struct vd_mapped *m, const void *p, size_t len)
+{
+	struct iovec *last = m->niov ? &m->iov[m->niov - 1] : NULL;
+
+	if (len == 0) {
+		return 0;
+	}
+	if (last && (const char *)last->iov_base + last->iov_len == (const char *)p) {
+		last->iov_len += len;
+		return 0;
+	}
+	if (m->niov == VD_MAPPED_IOV) {
+		return -EAGAIN;
+	}
+	m->iov[m->niov].iov_base = (void *)(uintptr_t)p;
+	m->iov[m->niov].iov_len = len;
+	m->niov++;
+	return 0;
+}
+
+int
+vd_mapped_zero(struct vd_mapped *m, size_t len)
+{
+	pthread_once(&map_zeroes_once, map_zeroes_init);
+	if (!map_zeroes) {
+		return -EAGAIN;
+	}
+	while (len > 0) {
+		struct iovec *last = m->niov ? &m->iov[m->niov - 1] : NULL;
+		size_t n = VD_MIN(len, (size_t)MAP_ZERO_SIZE);
+
+		if (last && last->iov_base == map_zeroes && last->iov_len + n <= MAP_ZERO_SIZE) {
+			last->iov_len += n;
+		} else if (m->niov == VD_MAPPED_IOV) {
+			return -EAGAIN;
+		} else {
+			m->iov[m->niov].iov_base = (void *)(uintptr_t)map_zeroes;
+			m->iov[m->niov].iov_len = n;
+			m->niov++;
+		}
+		len -= n;
+	}
+	return 0;
+}
+
+int
+vd_mapped_hold(struct vd_mapped *m, struct vd_layer *l)
+{
+	for (int i = 0; i < m->nheld; i++) {
+		if (m->held[i] == l) {
+			return 1;
+		}
+	}
+	if (m->nheld == VD_MAPPED_HELD) {
+		return -EAGAIN;
+	}
+	m->held[m->nheld++] = l;
+	return 0;
+}
+
+static int
+map_data(struct chain_sink *s, struct vd_layer *l, uint64_t off, size_t len)
+{
+	if (!l->drv->pread_map || l->drv->thread_model == VD_THREAD_SERIALIZE) {
+		return -EAGAIN;
+	}
+	return l->drv->pread_map(l, off, len, s->m);
+}
+
+static int
+map_zero(struct chain_sink *s, size_t len)
+{
+	return vd_mapped_zero(s->m, len);
+}
+
+int
+vd_pread_map(struct vd_image *img, size_t count, uint64_t offset, struct vd_mapped *m)
+{
+	struct chain_sink s = { .data = map_data, .zero = map_zero, .m = m };
+	int r;
+
+	m->niov = 0;
+	m->nheld = 0;
+	m->img = img;
+	pthread_rwlock_rdlock(&img->chain->lock);
+	r = image_walk(img, offset, count, &s);
+	if (r < 0) {
+		vd_pread_map_done(m);
+	}
+	return r;
+}
+
+void
+vd_pread_map_done(struct vd_mapped *m)
+{
+	if (!m->img) {
+		return;
+	}
+	for (int i = m->nheld - 1; i >= 0; i--) {
+		struct vd_layer *l = m->held[i];
+
+		l->drv->map_release(l);
+	}
+	m->nheld = 0;
+	m->niov = 0;
+	pthread_rwlock_unlock(&m->img->chain->lock);
+	m->img = NULL;
 }
 
 static int

@@ -31,6 +31,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <sys/uio.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -78,6 +80,31 @@ const char *vd_get_path(const struct vd_image *img);
 
 /* Read exactly count bytes. -EIO (or -EBADMSG) names the bad block in vd_get_error(). */
 int vd_pread(struct vd_image *img, void *buf, size_t count, uint64_t offset);
+/*
+ * A read without a copy: [offset, offset+count) as a list of pieces of memory,
+ * the image files' own pages (mapped read-only, checksums verified) and a
+ * shared area of zeroes, in order. Only layers whose file lives in memory
+ * (tmpfs, ramfs) and is neither encrypted nor of a foreign format can be shown
+ * so: for anything else, or more than VD_MAPPED_IOV pieces, the call returns
+ * -EAGAIN with nothing held, and the caller uses vd_pread. Other errors as
+ * vd_pread. On success the pieces stay valid, and the blocks they show are
+ * neither reused nor moved, until vd_pread_map_done(m); meanwhile the calling
+ * thread must not start other I/O or snapshot operations on the image
+ * (vdiskfs holds it while it writes the FUSE reply). m is the caller's
+ * (about 8 KiB: not on a small stack).
+ */
+#define VD_MAPPED_IOV 512
+#define VD_MAPPED_HELD 16
+struct vd_mapped {
+	struct iovec iov[VD_MAPPED_IOV];
+	int niov;
+	/* private to the library */
+	struct vd_image *img;
+	void *held[VD_MAPPED_HELD];	/* layers whose blocks are held */
+	int nheld;
+};
+int vd_pread_map(struct vd_image *img, size_t count, uint64_t offset, struct vd_mapped *m);
+void vd_pread_map_done(struct vd_mapped *m);
 /* Write exactly count bytes to the top. -EROFS when read-only. */
 int vd_pwrite(struct vd_image *img, const void *buf, size_t count, uint64_t offset);
 /* Deallocate; the range reads back as zeroes afterwards (whatever the backing holds). */

@@ -1258,6 +1258,15 @@ vdk_data_sum(const void *buf, size_t len, uint64_t vb, uint8_t out[16])
 	vdk_hash128(buf, len, vb, out);
 }
 
+bool
+vdk_data_sum_ok(const void *buf, size_t len, uint64_t vb, const uint8_t sum[16])
+{
+	uint8_t mine[16];
+
+	vdk_data_sum(buf, len, vb, mine);
+	return memcmp(mine, sum, 16) == 0 || VDK_FUZZING;
+}
+
 int
 vdk_verify_block(struct vd_layer *l, uint64_t vb, const struct vdk_entry *e, uint8_t *buf)
 {
@@ -1638,11 +1647,8 @@ vdk_write_blocks(struct vd_layer *l, uint64_t vb, uint64_t nb, const uint8_t *da
 			}
 		}
 		if (r == 0) {
-			r = vd_full_pwrite(l->fd, st->crypt ? enc : src, got << st->bshift,
+			r = vdk_write_phys(l, st->crypt ? enc : src, got << st->bshift,
 					   first << st->bshift);
-			if (r < 0) {
-				r = vd_set_error(r, "%s: write: %s", l->path, strerror(-r));
-			}
 		}
 		pthread_mutex_lock(&st->lock);
 		if (r < 0) {
@@ -2220,6 +2226,7 @@ vdk_open_layer(struct vd_layer *l)
 			}
 		}
 	}
+	vdk_map_open(l);
 	return 0;
 }
 
@@ -2256,6 +2263,7 @@ vdk_close(struct vd_layer *l)
 	struct vdk_state *st = l->st;
 	struct vdk_node *n, *next;
 
+	vdk_map_close(l);	/* no data I/O from here on; the file may shrink */
 	if (st->writable) {
 		pthread_mutex_lock(&st->lock);
 		vdk_commit_locked(l);
@@ -2371,9 +2379,15 @@ vdk_make_writable(struct vd_layer *l)
 	if (fd < 0) {
 		return vd_set_error(errno, "%s: cannot open for writing: %s", l->path, strerror(errno));
 	}
+	/*
+	 * A mapping keeps the old open file, and with it its shared lock: let it
+	 * go first (no reader is in flight: the caller holds the chain for writing).
+	 */
+	vdk_map_close(l);
 	if (dup3(fd, l->fd, O_CLOEXEC) < 0) {
 		r = -errno;
 		close(fd);
+		vdk_map_open(l);
 		return vd_set_error(-r, "%s: %s", l->path, strerror(-r));
 	}
 	close(fd);
@@ -2396,6 +2410,7 @@ vdk_make_writable(struct vd_layer *l)
 		}
 	}
 	pthread_mutex_unlock(&st->lock);
+	vdk_map_open(l);
 	return r;
 }
 
@@ -2527,6 +2542,8 @@ const struct vd_driver vd_vdk_driver = {
 	.open = vdk_open,
 	.close = vdk_close,
 	.pread = vdk_pread,
+	.pread_map = vdk_pread_map,
+	.map_release = vdk_map_release,
 	.pwrite = vdk_pwrite,
 	.zero = vdk_zero,
 	.flush = vdk_flush,

@@ -174,6 +174,12 @@ struct vdk_state {
 	struct vdk_crypt *crypt;
 	uint64_t ctr_next;		/* next counter to hand out; < hdr.ctr_next */
 
+	/* the file mapped (vdk-map.c; memory-backed files only), else NULL */
+	uint8_t *map;
+	uint64_t map_len;
+	bool map_rw;			/* mapped for writing too */
+	uint64_t host_end;		/* bytes known to be in the file (atomic) */
+
 	/* partial-block writes take the stripe of each block group they touch */
 	pthread_mutex_t stripes[256];
 };
@@ -199,9 +205,19 @@ int vdk_set_backing(struct vd_layer *l, const char *backing, const char *fmt, co
 int vdk_make_writable(struct vd_layer *l);
 /* Verify one data block against its entry; 0 or -EIO (message names the block). */
 int vdk_verify_block(struct vd_layer *l, uint64_t vb, const struct vdk_entry *e, uint8_t *buf);
+/* The checksum of an unencrypted data block (virtual block vb) matches sum. */
+bool vdk_data_sum_ok(const void *buf, size_t len, uint64_t vb, const uint8_t sum[16]);
 void vdk_entry_decode(const uint8_t *p, struct vdk_entry *e);
 int vdk_node_read(struct vd_layer *l, const struct vdk_entry *e, uint32_t level, uint64_t index,
 		  uint8_t *buf);
+
+/* vdk-map.c: I/O through a mapping of a memory-backed file */
+void vdk_map_open(struct vd_layer *l);
+void vdk_map_close(struct vd_layer *l);
+/* Write len bytes of whole blocks at file offset off (through the mapping when it can). */
+int vdk_write_phys(struct vd_layer *l, const void *buf, size_t len, uint64_t off);
+int vdk_pread_map(struct vd_layer *l, uint64_t off, size_t len, struct vd_mapped *m);
+void vdk_map_release(struct vd_layer *l);
 
 /* vdk-check.c */
 int vdk_check(struct vd_layer *l, vd_check_fn report, void *opaque, int layer_idx,

@@ -776,6 +776,58 @@ vdfs_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_
 }
 
 /*
+ * READ through read_buf: for disk, a snapshot's disk and a partition, first
+ * without a copy (fread.c: the reply is written from the image file's own
+ * pages when the library can show them so), else into a buffer as vdfs_read.
+ */
+static int
+vdfs_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size, off_t off,
+	      struct fuse_file_info *fi)
+{
+	struct vdfs *fs = vdfs_get();
+	struct vdfs_fh *fh = (struct vdfs_fh *)(uintptr_t)fi->fh;
+	struct fuse_bufvec *bv;
+	size_t n = size > INT_MAX ? INT_MAX : size;
+	void *mem;
+	int ret;
+
+	if ((fh->kind == K_DISK || fh->kind == K_SNAP_DISK || fh->kind == K_PART) &&
+	    fh_clip(fh, off, &n) && n > 0) {
+		struct vd_mapped *m = vdfs_mapped_get();
+
+		if (m) {
+			if (fh->kind == K_PART) {
+				disk_sync_range(fs, fh->base + (uint64_t)off, n);
+			}
+			ret = vd_pread_map(fh->img, n, fh->base + (uint64_t)off, m);
+			if (ret == 0) {
+				return vdfs_mapped_bufvec(m, bufp);
+			}
+			if (ret != -EAGAIN) {
+				return vdfs_err(fs, "read", ret);
+			}
+		}
+	}
+	mem = malloc(size ? size : 1);
+	bv = malloc(sizeof(*bv));
+	if (!mem || !bv) {
+		free(mem);
+		free(bv);
+		return -ENOMEM;
+	}
+	ret = vdfs_read(path, mem, size, off, fi);
+	if (ret < 0) {
+		free(mem);
+		free(bv);
+		return ret;
+	}
+	*bv = (struct fuse_bufvec)FUSE_BUFVEC_INIT((size_t)ret);
+	bv->buf[0].mem = mem;
+	*bufp = bv;
+	return 0;
+}
+
+/*
  * After a write the partition table may have changed (MBR logical tables can
  * sit anywhere in the disk, so every write counts): the next lookup under
  * partitions/ re-reads it. A write through a partition also makes disk's
@@ -1205,6 +1257,7 @@ const struct fuse_operations vdfs_ops = {
 	.open = vdfs_open,
 	.release = vdfs_release,
 	.read = vdfs_read,
+	.read_buf = vdfs_read_buf,
 	.write = vdfs_write,
 	.fsync = vdfs_fsync,
 	.flush = vdfs_flush,

@@ -144,6 +144,15 @@ int vdfs_split_io(struct vdfs *fs, struct vd_image *img, bool write, void *buf, 
 /* Stop the helper thread (at unmount, with no request in flight). */
 void vdfs_split_stop(void);
 
+/*
+ * fread.c: the calling thread's struct vd_mapped (NULL when out of memory), and
+ * the bufvec of a successful vd_pread_map into it: the reply (fuse_reply_data)
+ * lets go of the hold. On failure the hold is let go at once.
+ */
+struct fuse_bufvec;
+struct vd_mapped *vdfs_mapped_get(void);
+int vdfs_mapped_bufvec(struct vd_mapped *m, struct fuse_bufvec **bufp);
+
 /* nested.c: nested I/O on MOUNTPOINT/disk, done by a helper process. */
 #define VDFS_NESTED_SYNC 1  /* write back dirty pages of [off, off+len) and wait */
 #define VDFS_NESTED_DROP 2  /* then drop the clean cached pages of the range */

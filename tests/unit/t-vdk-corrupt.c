@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "mapped-read.h"
 #include "tap.h"
 #include "vdisk.h"
 #include "vdk-map-walk.h"
@@ -151,6 +152,11 @@ main(void)
 			by_open++;
 			continue;
 		}
+		r = read_mapped(img, buf, SIZE, 0);
+		if (r == 0 && memcmp(buf, model, SIZE) != 0) {
+			diag("flip at %zu: mapped read returned wrong data", off);
+			silent++;
+		}
 		r = vd_pread(img, buf, SIZE, 0);
 		if (r == 0 && memcmp(buf, model, SIZE) != 0) {
 			diag("flip at %zu: read returned wrong data", off);
@@ -186,6 +192,14 @@ main(void)
 		   vd_get_error());
 		r2 = vd_pread(img, blk, sizeof(blk), 4 * 4096);
 		ok(r2 == 0 && memcmp(blk, model + 4 * 4096, 4096) == 0, "the next block still reads");
+		r1 = read_mapped(img, blk, sizeof(blk), 3 * 4096);
+		ok(r1 == -EIO && strstr(vd_get_error(), "block 3"),
+		   "bad block through the mapping: EIO naming it (%s)", vd_get_error());
+		r2 = read_mapped(img, blk, sizeof(blk), 4 * 4096);
+		ok(r2 == 0 && memcmp(blk, model + 4 * 4096, 4096) == 0,
+		   "the next block still reads through the mapping");
+		ok(mapped_reads > 0, "reads were served from the mapped file (%lu, %lu left to pread)",
+		   mapped_reads, mapped_again);
 		vd_close(img);
 	}
 	{
