@@ -28,6 +28,10 @@
  * completion on the eventfd -> Data-In (status in the last PDU when there is
  * no sense) or SCSI Response with residual counts.
  *
+ * Connections get TCP_NODELAY and, where the system would give them BBR,
+ * CUBIC (conn_set_cc): BBR's pacing made the sender's half of loopback TCP
+ * the daemon's largest cost for large reads.
+ *
  * Errors: a malformed PDU gets a Reject (bad opcode, SNACK) or closes only its
  * own connection (length beyond limits, digest error, sequence errors); other
  * connections never wait on it. A connection that dies with tasks on workers
