@@ -5,6 +5,9 @@
 #   scripts/bench-target.sh [SIZE_MIB]        (needs root for tgtd; default 512)
 #   BACKING=FILE scripts/bench-target.sh ...  serve an existing file instead (a vdiskfs
 #                                             disk, say); its first SIZE_MIB MiB are overwritten
+#   ROWS=1m|4k                                only the 1 MiB or the 4 KiB rows
+#   TARGET_OPTS="--tcp-congestion system"     more vdisk-target options
+#   N4=40000 N1=4000 REPS=3                   I/Os per 4 KiB and 1 MiB run, runs per cell
 # For each target: iscsi-perf reads (4 KiB, depth 32) and qemu-img bench reads
 # and writes (4 KiB at depth 1, 32, 128; 1 MiB sequential at depth 8), each the
 # best of REPS (3) runs. Besides IOPS/throughput it reports each daemon's CPU
@@ -100,7 +103,8 @@ iperf() { # PID URL
 echo "# preparing a ${SIZE_MIB} MiB backing file in $W" >&2
 dd if=/dev/urandom of="$IMG" bs=1M count="$SIZE_MIB" conv=notrunc status=none
 
-"$TARGET" -f -q --iqn "$IQN_V" --portal "127.0.0.1:$PV" --lun 0="$IMG" &
+# shellcheck disable=SC2086 # TARGET_OPTS: more vdisk-target options, split
+"$TARGET" -f -q --iqn "$IQN_V" --portal "127.0.0.1:$PV" --lun 0="$IMG" ${TARGET_OPTS:-} &
 VPID=$!
 tgtd -f -C "$CTL" --iscsi "portal=127.0.0.1:$PT" >/dev/null 2>&1 &
 TPID=$!
@@ -114,10 +118,14 @@ UV="iscsi://127.0.0.1:$PV/$IQN_V/0"
 UT="iscsi://127.0.0.1:$PT/$IQN_T/1"
 
 N4=${N4:-40000}
-N1=${N1:-1000}
+N1=${N1:-4000} # 1 MiB runs of 1000 lasted 0.25 s against vdisk-target: too short
 echo "| workload | local file | vdisk-target | tgtd | vdisk/tgtd | vdisk/local | CPU µs/IO vdisk | CPU µs/IO tgtd | initiator CPU µs/IO, vdisk / tgtd |"
 echo "|---|---|---|---|---|---|---|---|---|"
+ROWS=${ROWS:-all} # "1m": only the 1 MiB rows; "4k": only the 4 KiB ones
 row() { # LABEL UNIT COUNT DEPTH SIZE [-w]
+	case "$ROWS:$5" in
+	1m:4096 | 4k:1048576) return 0 ;;
+	esac
 	_label=$1
 	_unit=$2
 	shift 2
@@ -140,11 +148,13 @@ row "4 KiB write, depth 32" IOPS "$N4" 32 4096 -w
 row "4 KiB write, depth 128" IOPS "$N4" 128 4096 -w
 row "1 MiB sequential read, depth 8" MiB/s "$N1" 8 1048576
 row "1 MiB sequential write, depth 8" MiB/s "$N1" 8 1048576 -w
+[ "$ROWS" = 1m ] || {
 pv=$(iperf "$VPID" "$UV")
 pt=$(iperf "$TPID" "$UT")
 echo "$pv|$pt" | awk -F'|' '{ split($1, v, " "); split($2, t, " ")
 	printf "| iscsi-perf 4 KiB read, depth 32 | | %d IOPS | %d IOPS | %.2f× | | %.1f | %.1f | |\n",
 		v[1], t[1], v[1] / (t[1] ? t[1] : 1), v[2], t[2] }'
+}
 echo
 # (a tmpfs LUN is mapped by vdisk-target: its pages count in VmRSS as RssShmem,
 # the file's own memory, not the daemon's; RssAnon is what the daemon allocated)

@@ -5,7 +5,7 @@
 set -e
 PKGS="build-essential pkg-config clang libclang-rt-14-dev llvm
 libfuse3-dev fuse3 libxxhash-dev libsodium-dev zlib1g-dev libzstd-dev libmd-dev
-perl python3 bc qemu-utils libiscsi-bin fio e2fsprogs gdisk util-linux tgt
+perl python3 bc qemu-utils libiscsi-bin fio e2fsprogs gdisk util-linux tgt iproute2
 libnbd-bin qemu-system-common libqcow-utils procps psmisc"
 missing=""
 for p in $PKGS; do

@@ -3,11 +3,12 @@
 # vdisk-target basics with real initiators (libiscsi tools, qemu-img):
 # discovery lists every portal with its TPGT, identical and stable VPD 0x80/0x83
 # on both portals, qemu-img convert onto the LUN and back byte-identical, a
-# read-only LUN refuses writes, config file + SIGHUP reload, bad options refused,
-# SIGTERM exits cleanly.
+# read-only LUN refuses writes, config file + SIGHUP reload, the connections'
+# TCP congestion control (auto/system/a name), bad options refused, SIGTERM
+# exits cleanly.
 . "$(dirname "$0")/lib.sh"
 . "$SRCDIR/tools/target/test-lib.sh"
-requires which iscsi-inq iscsi-ls qemu-img
+requires which iscsi-inq iscsi-ls iscsi-perf qemu-img ss
 
 P1=$(free_port)
 P2=$(free_port)
@@ -106,6 +107,56 @@ iscsi-inq -e 1 -c 128 "$(lun_url 127.0.0.2 "$P2" 0)" >"$T/vpd80.s" 2>&1
 ok "standby group still answers INQUIRY with the same serial" cmp -s "$T/vpd80.a" "$T/vpd80.s"
 ok "SIGTERM with two groups" stop_target
 
+# TCP congestion control of the connections (seen on the target's side of a
+# live iscsi-perf session): auto turns the system's BBR into cubic or reno and
+# keeps anything else; system keeps it; a name forces it, also from the config
+SYSCC=$(sysctl -n net.ipv4.tcp_congestion_control)
+conn_cc() { # PORT: the algorithm of the target's side of a live session
+	timeout 20 iscsi-perf -m 1 -b 1 -t 4 "$(lun_url 127.0.0.1 "$1" 0)" >/dev/null 2>&1 &
+	_pp=$!
+	_cc=
+	for _i in $(seq 60); do
+		_cc=$(ss -Htin state established "( sport = :$1 )" |
+			awk '/rto:/ { print $1; exit }')
+		[ -n "$_cc" ] && break
+		sleep 0.1
+	done
+	kill "$_pp" 2>/dev/null
+	wait "$_pp" 2>/dev/null
+	echo "${_cc:-none}"
+}
+case $SYSCC in
+bbr) AUTOCC="cubic reno" ;;
+*) AUTOCC=$SYSCC ;;
+esac
+start_target --iqn "$IQN" --portal "127.0.0.1:$P1" --lun 0="$T/disk"
+cc=$(conn_cc "$P1")
+ok "auto congestion control: $cc (system: $SYSCC)" sh -c "echo '$AUTOCC' | grep -qw '$cc'"
+ok "SIGTERM (auto)" stop_target
+start_target --iqn "$IQN" --portal "127.0.0.1:$P1" --lun 0="$T/disk" --tcp-congestion system
+ok_eq "$(conn_cc "$P1")" "$SYSCC" "--tcp-congestion system keeps the system's algorithm"
+ok "SIGTERM (system)" stop_target
+start_target --iqn "$IQN" --portal "127.0.0.1:$P1" --lun 0="$T/disk" --tcp-congestion reno
+ok_eq "$(conn_cc "$P1")" reno "--tcp-congestion reno"
+ok "  data through it: qemu-img convert onto the LUN and back" sh -c "
+	qemu-img convert -n -f raw -O raw '$T/src' '$(lun_url 127.0.0.1 "$P1" 0)' &&
+	qemu-img convert -f raw -O raw '$(lun_url 127.0.0.1 "$P1" 0)' '$T/back-reno' &&
+	cmp -s '$T/src' '$T/back-reno'"
+ok "SIGTERM (reno)" stop_target
+cat >"$T/conf-cc" <<EOT
+tcp-congestion = reno
+[target $IQN]
+portal = 127.0.0.1:$P1
+lun 0 = $T/disk
+EOT
+start_target --config "$T/conf-cc"
+ok_eq "$(conn_cc "$P1")" reno "config file: tcp-congestion = reno"
+sed -i 's/^tcp-congestion = reno/tcp-congestion = system/' "$T/conf-cc"
+kill -HUP "$TPID"
+sleep 0.5
+ok_eq "$(conn_cc "$P1")" "$SYSCC" "  SIGHUP: new connections get the reloaded setting"
+ok "SIGTERM (config)" stop_target
+
 # bad input: clear error, non-zero exit
 quiet() {
 	"$@" 2>/dev/null
@@ -121,6 +172,12 @@ ok "  a character device: said what is wrong" grep -q "not a regular file or blo
 ok_fail "bad portal refused" quiet "$TARGET" -f --iqn "$IQN" --portal "127.0.0.1:99999" --lun 0="$T/disk"
 ok_fail "bad ALUA state refused" quiet "$TARGET" -f --iqn "$IQN" --portal "127.0.0.1:$P1" \
 	--tpg 1=sleepy --lun 0="$T/disk"
+"$TARGET" -f --iqn "$IQN" --portal "127.0.0.1:$P1" --lun 0="$T/disk" \
+	--tcp-congestion no_such_cc >"$T/err" 2>&1
+ok_eq "$?" 2 "an unknown TCP congestion control is a usage error (exit 2)"
+ok "  said so" grep -q "TCP congestion control 'no_such_cc': not available" "$T/err"
+quiet "$TARGET" -f --iqn "$IQN" --portal "127.0.0.1:$P1" --lun 0="$T/disk" --tcp-congestion 'B@d'
+ok_eq "$?" 2 "a malformed TCP congestion control name is refused (exit 2)"
 "$TARGET" -f --iqn "$IQN" --lun 0="$T/disk,bogus" >"$T/err" 2>&1
 ok "error message names the problem" grep -q "unknown LUN option 'bogus'" "$T/err"
 done_testing

@@ -6,6 +6,7 @@
  * is INI-like, one "[target IQN]" section per target:
  *
  *   workers = 4
+ *   tcp-congestion = auto            # auto, system or an algorithm (cubic...)
  *   [target iqn.2026-11.org.example:lab]
  *   portal = 127.0.0.1:3260          # ADDR:PORT[,TPGT], TPGT 1 by default
  *   tpg 2 = standby                  # ALUA state of a portal group
@@ -272,6 +273,24 @@ cfg_trim(char *s)
 	return s;
 }
 
+/* The TCP congestion control setting: auto, system or an algorithm name. */
+int
+tgt_config_tcp_cc(struct tgt_config *cfg, const char *val, char *err, size_t errlen)
+{
+	size_t n = strlen(val);
+	bool ok = n > 0 && n < sizeof(cfg->tcp_cc);
+	for (size_t i = 0; ok && i < n; i++) {
+		ok = islower((unsigned char)val[i]) || isdigit((unsigned char)val[i]) ||
+		     val[i] == '_';
+	}
+	if (!ok) {
+		cfg_err(err, errlen, "bad TCP congestion control '%s'", val);
+		return -EINVAL;
+	}
+	snprintf(cfg->tcp_cc, sizeof(cfg->tcp_cc), "%s", val);
+	return 0;
+}
+
 int
 tgt_config_parse_file(struct tgt_config *cfg, const char *path, char *err, size_t errlen)
 {
@@ -327,6 +346,8 @@ tgt_config_parse_file(struct tgt_config *cfg, const char *path, char *err, size_
 			}
 		} else if (!strcmp(key, "pidfile")) {
 			snprintf(cfg->pidfile, sizeof(cfg->pidfile), "%s", val);
+		} else if (!strcmp(key, "tcp-congestion")) {
+			r = tgt_config_tcp_cc(cfg, val, e2, sizeof(e2));
 		} else if (!ct) {
 			snprintf(e2, sizeof(e2), "'%s' outside a [target] section", key);
 			r = -EINVAL;

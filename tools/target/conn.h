@@ -187,6 +187,8 @@ int server_init(void);
 int server_add_portal(const char *host, int port);
 void server_close_portals(void);
 void server_run(void);
+int server_tcp_cc_check(const char *name);
+void server_set_tcp_cc(const char *name);
 void server_request_stop(void);
 struct tgt_target *server_find_target(const char *iqn);
 struct tgt_target_list *server_targets(void);

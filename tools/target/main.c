@@ -63,6 +63,7 @@ main_usage(FILE *f)
 		"IQN]...\n"
 		"                    [--tpg TPGT=STATE]... [--workers N] [--pidfile FILE] [-f] "
 		"[-v|-q]\n"
+		"                    [--tcp-congestion auto|system|ALG]\n"
 		"       vdisk-target --config FILE [-f] [-v|-q]\n"
 		"Export plain files or block devices as iSCSI LUNs on one or more portals.\n"
 		"  --iqn IQN            target name (iqn.YYYY-MM.reversed.domain:name)\n"
@@ -75,6 +76,9 @@ main_usage(FILE *f)
 		"  --allow IQN          only these initiators may log in (repeatable)\n"
 		"  --tpg TPGT=STATE     ALUA state: active, non-optimized, standby, unavailable\n"
 		"  --workers N          I/O worker threads (default 4)\n"
+		"  --tcp-congestion C   TCP congestion control of the connections: auto "
+		"(default;\n"
+		"                       BBR becomes cubic, or reno), system, or a name\n"
 		"  --config FILE        read targets from FILE (see the README); SIGHUP rereads "
 		"it\n"
 		"  -f, --foreground     stay in the foreground, log to stderr\n"
@@ -91,7 +95,8 @@ enum {
 	OPT_TPG,
 	OPT_WORKERS,
 	OPT_CONFIG,
-	OPT_PIDFILE
+	OPT_PIDFILE,
+	OPT_TCP_CC
 };
 
 static const struct option long_opts[] = {
@@ -105,6 +110,7 @@ static const struct option long_opts[] = {
 	{"workers", required_argument, NULL, OPT_WORKERS},
 	{"config", required_argument, NULL, OPT_CONFIG},
 	{"pidfile", required_argument, NULL, OPT_PIDFILE},
+	{"tcp-congestion", required_argument, NULL, OPT_TCP_CC},
 	{"foreground", no_argument, NULL, 'f'},
 	{"verbose", no_argument, NULL, 'v'},
 	{"quiet", no_argument, NULL, 'q'},
@@ -178,6 +184,9 @@ main_parse_args(int argc, char **argv, struct tgt_config *cfg)
 		case OPT_PIDFILE:
 			snprintf(cfg->pidfile, sizeof(cfg->pidfile), "%s", optarg);
 			break;
+		case OPT_TCP_CC:
+			r = tgt_config_tcp_cc(cfg, optarg, err, sizeof(err));
+			break;
 		case 'f':
 			foreground = true;
 			break;
@@ -213,6 +222,16 @@ main_parse_args(int argc, char **argv, struct tgt_config *cfg)
 	}
 	if (r == 0) {
 		r = tgt_config_check(cfg, err, sizeof(err));
+	}
+	if (r == 0) {
+		int e = server_tcp_cc_check(cfg->tcp_cc);
+		if (e < 0) {
+			snprintf(err, sizeof(err), "TCP congestion control '%s': %s", cfg->tcp_cc,
+				 e == -ENOENT	? "not available in this kernel"
+				 : e == -EPERM ? "not permitted (net.ipv4.tcp_allowed_congestion_control)"
+						: strerror(-e));
+			r = -EINVAL;
+		}
 	}
 	if (r < 0) {
 		tgt_err("%s", err[0] ? err : strerror(-r));
@@ -328,6 +347,7 @@ main_apply_config(struct tgt_config *cfg, bool initial)
 		}
 		staged[i] = NULL;
 	}
+	server_set_tcp_cc(cfg->tcp_cc);
 	server_revalidate_sessions();
 	return 0;
 fail:

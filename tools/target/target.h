@@ -186,6 +186,7 @@ struct tgt_config {
 	} * targets;
 	int workers;
 	char pidfile[4096];
+	char tcp_cc[16]; /* TCP congestion control of connections: "" = auto */
 };
 
 /* Parse a config file into cfg (appending); 0 or -errno, message in err. */
@@ -197,6 +198,7 @@ int tgt_config_lun(struct tgt_config_target *ct, const char *spec, char *err, si
 int tgt_config_chap(struct tgt_chap *c, const char *spec, char *err, size_t errlen);
 int tgt_config_tpg(struct tgt_config_target *ct, const char *spec, char *err, size_t errlen);
 int tgt_config_check(struct tgt_config *cfg, char *err, size_t errlen);
+int tgt_config_tcp_cc(struct tgt_config *cfg, const char *val, char *err, size_t errlen);
 void tgt_config_free(struct tgt_config *cfg);
 bool tgt_target_allows(const struct tgt_target *t, const char *initiator);
 uint16_t tgt_target_rtpi(const struct tgt_target *t, uint16_t tpgt);
