@@ -86,7 +86,20 @@ vd_open(const char *path, const struct vd_open_opts *opts)
 		errno = ENOMEM;
 		return NULL;
 	}
-	pthread_rwlock_init(&c->lock, NULL);
+	{
+		/*
+		 * Writer first: a snapshot operation waits for the I/O in flight and
+		 * then goes, even under a stream of overlapping reads (a reader
+		 * without a copy holds the lock until its reply is out). The
+		 * library never takes the read side twice in one thread.
+		 */
+		pthread_rwlockattr_t ra;
+
+		pthread_rwlockattr_init(&ra);
+		pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+		pthread_rwlock_init(&c->lock, &ra);
+		pthread_rwlockattr_destroy(&ra);
+	}
 	c->flags = opts->flags;
 	c->passphrase = opts->passphrase;
 	c->passphrase_opaque = opts->passphrase_opaque;
