@@ -43,6 +43,12 @@ int vd_pread_zerofill(int fd, void *buf, size_t len, uint64_t off);
 int vd_fdatasync(int fd);
 /* Best-effort punch of a hole (keeps the file size); 0, or -EOPNOTSUPP. */
 int vd_punch_hole(int fd, uint64_t off, uint64_t len);
+/*
+ * The file behind fd lives in memory (tmpfs, ramfs), so mapping it for I/O
+ * without a copy is safe (no I/O error can become a SIGBUS), and
+ * VDISK_NO_MAP=1 does not forbid it (vdk-map.c, raw.c).
+ */
+bool vd_fd_mappable(int fd);
 /* The directory part of path (caller frees). */
 char *vd_dirname(const char *path);
 /* Resolve ref relative to the directory of base unless absolute (caller frees). */

@@ -11,7 +11,10 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
+
+#include <linux/magic.h>
 
 #include "internal.h"
 #include "util.h"
@@ -95,6 +98,18 @@ vd_fdatasync(int fd)
 		}
 	}
 	return 0;
+}
+
+bool
+vd_fd_mappable(int fd)
+{
+	const char *env = getenv("VDISK_NO_MAP");
+	struct statfs sf;
+
+	if (env && *env && strcmp(env, "0") != 0) {
+		return false;
+	}
+	return fstatfs(fd, &sf) == 0 && (sf.f_type == TMPFS_MAGIC || sf.f_type == RAMFS_MAGIC);
 }
 
 int

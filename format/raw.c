@@ -14,10 +14,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/vfs.h>
 #include <unistd.h>
-
-#include <linux/magic.h>
 
 #include "internal.h"
 #include "util.h"
@@ -37,17 +34,14 @@ struct raw_state {
 	uint64_t map_len;
 };
 
-/* Map a regular file that lives in memory (VDISK_NO_MAP=1: never). */
+/* Map a regular file that lives in memory (vd_fd_mappable). */
 static void
 raw_map(struct vd_layer *l, const struct stat *st)
 {
 	struct raw_state *rs = l->st;
-	const char *env = getenv("VDISK_NO_MAP");
-	struct statfs sf;
 	void *p;
 
-	if (!S_ISREG(st->st_mode) || st->st_size <= 0 || (env && *env && strcmp(env, "0") != 0) ||
-	    fstatfs(l->fd, &sf) < 0 || (sf.f_type != TMPFS_MAGIC && sf.f_type != RAMFS_MAGIC)) {
+	if (!S_ISREG(st->st_mode) || st->st_size <= 0 || !vd_fd_mappable(l->fd)) {
 		return;
 	}
 	p = mmap(NULL, (size_t)st->st_size, PROT_READ, MAP_SHARED, l->fd, 0);

@@ -39,9 +39,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/vfs.h>
-
-#include <linux/magic.h>
 
 #if defined(__x86_64__)
 #include <emmintrin.h>
@@ -72,17 +69,11 @@ void
 vdk_map_open(struct vd_layer *l)
 {
 	struct vdk_state *st = l->st;
-	const char *env = getenv("VDISK_NO_MAP");
-	struct statfs sf;
 	struct stat sb;
 	uint64_t len;
 	void *p;
 
-	if (st->crypt || (env && *env && strcmp(env, "0") != 0)) {
-		return;
-	}
-	if (fstatfs(l->fd, &sf) < 0 || (sf.f_type != TMPFS_MAGIC && sf.f_type != RAMFS_MAGIC) ||
-	    fstat(l->fd, &sb) < 0 || sb.st_size <= 0) {
+	if (st->crypt || !vd_fd_mappable(l->fd) || fstat(l->fd, &sb) < 0 || sb.st_size <= 0) {
 		return;
 	}
 	len = (uint64_t)sb.st_size;
