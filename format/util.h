@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #define VD_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define VD_MAX(a, b) ((a) > (b) ? (a) : (b))
@@ -106,6 +107,20 @@ vd_put_be64(void *p, uint64_t v)
 {
 	v = htobe64(v);
 	memcpy(p, &v, 8);
+}
+
+/*
+ * Seconds since the epoch, as `date +%s` reads them. time(2) in glibc reads the
+ * kernel's coarse clock, which can still show the previous second for up to a
+ * tick after `date` (and a user) saw the new one.
+ */
+static inline int64_t
+vd_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec;
 }
 
 #endif

@@ -172,7 +172,7 @@ vd_snapshot_create(struct vd_image *img, const char *name)
 	struct vd_layer *top, *nt = NULL, **nl;
 	struct vdk_state *st;
 	char *frozen = NULL, *tmp = NULL;
-	int64_t now = (int64_t)time(NULL);
+	int64_t now = vd_now();
 	int r;
 
 	r = snap_check_native_top(img);

@@ -391,7 +391,7 @@ vdk_create_file(const char *path, uint64_t size, uint32_t block_size, const char
 	h.block_size = block_size;
 	h.node_entries = VD_MAX((uint32_t)VDK_MIN_NODE_ENTRIES, block_size / 32);
 	h.levels = vdk_levels_for(VD_DIV_ROUND_UP(size, block_size), h.node_entries);
-	h.created = (int64_t)time(NULL);
+	h.created = vd_now();
 	h.file_end = vdk_data_start(block_size);
 	if (backing) {
 		if (strlen(backing) > VDK_BACKING_MAX || strlen(backing_fmt) > VDK_BFMT_MAX ||
