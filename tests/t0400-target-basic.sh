@@ -121,6 +121,13 @@ conn_cc() { # PORT: the algorithm of the target's side of a live session
 		[ -n "$_cc" ] && break
 		sleep 0.1
 	done
+	# The connection shows up before the target has set its algorithm after
+	# accept(): read it again once the session runs.
+	if [ -n "$_cc" ]; then
+		sleep 0.5
+		_cc=$(ss -Htin state established "( sport = :$1 )" |
+			awk '/rto:/ { print $1; exit }')
+	fi
 	kill "$_pp" 2>/dev/null
 	wait "$_pp" 2>/dev/null
 	echo "${_cc:-none}"
