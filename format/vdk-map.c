@@ -28,6 +28,25 @@
  * that points past the end of a damaged file is read with pread, which
  * reports it, instead of faulting on the mapping.
  *
+ * Verifying ahead. The checksums of a 1 MiB read cost about a third of the
+ * daemon's time for it (the data comes from memory, not the cache), and a
+ * program reading sequentially with one request in flight leaves the other
+ * core idle meanwhile. So when a mapped read of a layer starts where the last
+ * one ended and no other mapped read of that layer is in flight, the next
+ * range of the same length is verified on a helper thread while the kernel
+ * copies this one out. The next read takes the result for every block whose
+ * map entry (place and checksum) is the one the helper verified, if the check
+ * is less than VDK_AHEAD_NS old, and verifies the rest itself (if the helper is
+ * still on its range, it waits for it first). That keeps what the checksum
+ * promises: a place is rewritten only after its entry changes (a recycled block
+ * is re-entered with the checksum of the bytes written there, and a block of
+ * the current generation rewritten in place gets the new bytes' checksum), so
+ * an entry that is still the one verified still describes those bytes; only a
+ * change made to the file from outside (despite its lock) within those 2 ms
+ * could go unseen, as it could between any read's check and its copy. One
+ * helper thread serves every layer; a job is only posted when it is idle.
+ * VDISK_NO_AHEAD=1 in the environment turns this off (for comparisons).
+ *
  * Only memory-backed files are mapped: there a mapped page cannot fail to be
  * read (a disk's I/O error would be a SIGBUS in the checksum loop), and the
  * copy saved is the whole cost. Encrypted layers decrypt into a buffer anyway
@@ -35,10 +54,15 @@
  * (for comparisons).
  */
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #if defined(__x86_64__)
 #include <emmintrin.h>
@@ -53,6 +77,250 @@
 
 /* Address space reserved for a writable layer that grows: its size plus room for the map and churn. */
 #define VDK_MAP_MAX (16ull << 40)
+
+/* ---- verifying ahead (design notes above) --------------------------------------- */
+
+#define VDK_AHEAD_MAX 256		/* blocks per job: what one vdk_pread_map batch looks up */
+#define VDK_AHEAD_MIN (128u << 10)	/* reads smaller than this are not followed */
+#define VDK_AHEAD_NS 2000000		/* a result is taken within 2 ms of the check, or not */
+
+struct vdk_ahead {
+	pthread_mutex_t lock;		/* the result below */
+	uint64_t vb0;			/* the result: blocks [vb0, vb0 + n) */
+	uint32_t n;
+	uint64_t stamp;			/* when they were checked (CLOCK_MONOTONIC ns) */
+	struct vdk_entry ents[VDK_AHEAD_MAX];	/* the entries checked */
+	uint8_t ok[VDK_AHEAD_MAX];	/* the block's bytes matched its checksum */
+	atomic_uint_fast64_t next_vb;	/* where the last mapped read of the layer ended */
+	atomic_int readers;		/* mapped reads of the layer in flight */
+};
+
+/* The helper thread and its one job slot. */
+static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;		/* a job was posted, or one finished */
+	pid_t pid;			/* the process the thread runs in (0: none) */
+	struct vd_layer *l;		/* the job's layer; NULL: the slot is free */
+	uint64_t vb0;
+	uint32_t n;
+	bool running;			/* the thread took the job */
+} ahead_job = {
+	.lock = PTHREAD_MUTEX_INITIALIZER,
+	.cond = PTHREAD_COND_INITIALIZER,
+};
+
+/* Blocks whose check a reader took from the helper (for tests and comparisons). */
+atomic_ulong vdk_ahead_taken;
+
+static uint64_t
+mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Look up and verify [vb0, vb0 + n) of l; publish the result in l's vdk_ahead. */
+static void
+ahead_run(struct vd_layer *l, uint64_t vb0, uint32_t n)
+{
+	struct vdk_state *st = l->st;
+	struct vdk_ahead *a = st->ahead;
+	struct vdk_entry ents[VDK_AHEAD_MAX];
+	uint8_t ok[VDK_AHEAD_MAX];
+	uint64_t end;
+	int r = 0;
+
+	/* Recycling or a reader that waits for this job must not be kept waiting. */
+	if (pthread_rwlock_tryrdlock(&st->reuse) != 0) {
+		return;
+	}
+	end = VD_MIN(__atomic_load_n(&st->host_end, __ATOMIC_ACQUIRE), st->map_len);
+	pthread_mutex_lock(&st->lock);
+	for (uint32_t i = 0; i < n && r == 0; i++) {
+		r = vdk_lookup_locked(l, vb0 + i, &ents[i]);
+	}
+	pthread_mutex_unlock(&st->lock);
+	if (r < 0) {
+		pthread_rwlock_unlock(&st->reuse);
+		return;
+	}
+	for (uint32_t i = 0; i < n; i++) {
+		uint64_t phys = ents[i].ptr & ~VDK_PTR_FLAGS;
+
+		ok[i] = (ents[i].ptr & VDK_PTR_PRESENT) && phys <= end && end - phys >= st->bs &&
+			vdk_data_sum_ok(st->map + phys, st->bs, vb0 + i, ents[i].sum);
+	}
+	pthread_rwlock_unlock(&st->reuse);
+	pthread_mutex_lock(&a->lock);
+	a->vb0 = vb0;
+	a->n = n;
+	memcpy(a->ents, ents, n * sizeof(ents[0]));
+	memcpy(a->ok, ok, n);
+	a->stamp = mono_ns();
+	pthread_mutex_unlock(&a->lock);
+}
+
+static void *
+ahead_main(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&ahead_job.lock);
+	for (;;) {
+		while (!ahead_job.l || ahead_job.running) {
+			pthread_cond_wait(&ahead_job.cond, &ahead_job.lock);
+		}
+		struct vd_layer *l = ahead_job.l;
+		uint64_t vb0 = ahead_job.vb0;
+		uint32_t n = ahead_job.n;
+
+		ahead_job.running = true;
+		pthread_mutex_unlock(&ahead_job.lock);
+		ahead_run(l, vb0, n);
+		pthread_mutex_lock(&ahead_job.lock);
+		ahead_job.l = NULL;
+		ahead_job.running = false;
+		pthread_cond_broadcast(&ahead_job.cond);
+	}
+	return NULL;
+}
+
+/*
+ * fork(): the child has no helper thread and must not inherit a job or a held
+ * lock. So a fork waits until the helper is between jobs, with the lock held;
+ * the child starts with an empty slot and starts its own helper when needed.
+ */
+static void
+ahead_prefork(void)
+{
+	pthread_mutex_lock(&ahead_job.lock);
+	while (ahead_job.running) {
+		pthread_cond_wait(&ahead_job.cond, &ahead_job.lock);
+	}
+}
+
+static void
+ahead_postfork_parent(void)
+{
+	pthread_mutex_unlock(&ahead_job.lock);
+}
+
+static void
+ahead_postfork_child(void)
+{
+	ahead_job.pid = 0;
+	ahead_job.l = NULL;
+	pthread_cond_init(&ahead_job.cond, NULL);
+	pthread_mutex_unlock(&ahead_job.lock);
+}
+
+static void
+ahead_atfork(void)
+{
+	pthread_atfork(ahead_prefork, ahead_postfork_parent, ahead_postfork_child);
+}
+
+/* Post [vb0, vb0 + n) of l if the helper is idle (started on first use, again after fork). */
+static void
+ahead_post(struct vd_layer *l, uint64_t vb0, uint32_t n)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	static int off = -1;
+	pid_t me = getpid();
+
+	if (off < 0) {
+		const char *e = getenv("VDISK_NO_AHEAD");
+
+		off = e && *e && strcmp(e, "0") != 0;
+	}
+	if (off) {
+		return;
+	}
+	pthread_once(&once, ahead_atfork);
+	if (pthread_mutex_trylock(&ahead_job.lock) != 0) {
+		return;
+	}
+	if (ahead_job.pid != me) {
+		/* No helper in this process (a fork's child has none of the parent's threads). */
+		pthread_attr_t at;
+		pthread_t t;
+		sigset_t all, old;
+
+		ahead_job.l = NULL;
+		ahead_job.running = false;
+		pthread_attr_init(&at);
+		pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+		sigfillset(&all);	/* signals go to the program's own threads */
+		pthread_sigmask(SIG_SETMASK, &all, &old);
+		if (pthread_create(&t, &at, ahead_main, NULL) == 0) {
+			ahead_job.pid = me;
+		}
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		pthread_attr_destroy(&at);
+	}
+	if (ahead_job.pid == me && !ahead_job.l) {
+		ahead_job.l = l;
+		ahead_job.vb0 = vb0;
+		ahead_job.n = n;
+		pthread_cond_broadcast(&ahead_job.cond);
+	}
+	pthread_mutex_unlock(&ahead_job.lock);
+}
+
+/* Before a layer's mapping goes: take back its job, or wait until the helper is done with it. */
+static void
+ahead_cancel(struct vd_layer *l)
+{
+	pthread_mutex_lock(&ahead_job.lock);
+	if (ahead_job.pid == getpid()) {
+		while (ahead_job.l == l && ahead_job.running) {
+			pthread_cond_wait(&ahead_job.cond, &ahead_job.lock);
+		}
+		if (ahead_job.l == l) {
+			ahead_job.l = NULL;
+		}
+	}
+	pthread_mutex_unlock(&ahead_job.lock);
+}
+
+/*
+ * Mark in skip[] the blocks of [vb, vb + nb) that the helper verified with
+ * entries equal to ents[] less than VDK_AHEAD_NS ago. If the helper is working
+ * on this range right now, wait for it: it is doing what the caller would.
+ */
+static void
+ahead_take(struct vd_layer *l, uint64_t vb, uint64_t nb, const struct vdk_entry *ents,
+	   uint8_t *skip)
+{
+	struct vdk_state *st = l->st;
+	struct vdk_ahead *a = st->ahead;
+	uint64_t now;
+
+	memset(skip, 0, nb);
+	pthread_mutex_lock(&ahead_job.lock);
+	while (ahead_job.l == l && ahead_job.pid == getpid() && ahead_job.vb0 < vb + nb &&
+	       vb < ahead_job.vb0 + ahead_job.n) {
+		pthread_cond_wait(&ahead_job.cond, &ahead_job.lock);
+	}
+	pthread_mutex_unlock(&ahead_job.lock);
+	now = mono_ns();
+	pthread_mutex_lock(&a->lock);
+	if (a->n > 0 && now - a->stamp < VDK_AHEAD_NS && a->vb0 < vb + nb && vb < a->vb0 + a->n) {
+		for (uint64_t i = 0; i < nb; i++) {
+			uint64_t j = vb + i - a->vb0;
+
+			if (vb + i >= a->vb0 && j < a->n && a->ok[j] && a->ents[j].ptr == ents[i].ptr &&
+			    memcmp(a->ents[j].sum, ents[i].sum, sizeof(ents[i].sum)) == 0) {
+				skip[i] = 1;
+				atomic_fetch_add_explicit(&vdk_ahead_taken, 1, memory_order_relaxed);
+			}
+		}
+	}
+	pthread_mutex_unlock(&a->lock);
+}
+
+/* ---- the mapping ------------------------------------------------------------------ */
 
 static void
 host_end_raise(struct vdk_state *st, uint64_t end)
@@ -88,6 +356,12 @@ vdk_map_open(struct vd_layer *l)
 	if (p == MAP_FAILED) {
 		return;	/* no address space: pread and pwrite as before */
 	}
+	st->ahead = calloc(1, sizeof(*st->ahead));
+	if (!st->ahead) {
+		munmap(p, len);
+		return;
+	}
+	pthread_mutex_init(&st->ahead->lock, NULL);
 	st->map = p;
 	st->map_len = len;
 	st->map_rw = st->writable;
@@ -100,8 +374,12 @@ vdk_map_close(struct vd_layer *l)
 	struct vdk_state *st = l->st;
 
 	if (st->map) {
+		ahead_cancel(l);
 		munmap(st->map, st->map_len);
 		st->map = NULL;
+		pthread_mutex_destroy(&st->ahead->lock);
+		free(st->ahead);
+		st->ahead = NULL;
 	}
 }
 
@@ -167,11 +445,13 @@ static int
 map_verify(struct vd_layer *l, uint64_t vb, const struct vdk_entry *ents, uint64_t n)
 {
 	struct vdk_state *st = l->st;
+	uint8_t skip[VDK_AHEAD_MAX];
 
+	ahead_take(l, vb, n, ents, skip);
 	for (uint64_t k = 0; k < n; k++) {
 		const struct vdk_entry *e = &ents[k];
 
-		if ((e->ptr & VDK_PTR_PRESENT) &&
+		if ((e->ptr & VDK_PTR_PRESENT) && !skip[k] &&
 		    !vdk_data_sum_ok(st->map + (e->ptr & ~VDK_PTR_FLAGS), st->bs, vb + k, e->sum)) {
 			return vd_set_error(EIO, "%s: block %llu (offset %llu): bad checksum", l->path,
 					    (unsigned long long)(vb + k),
@@ -201,6 +481,10 @@ vdk_pread_map(struct vd_layer *l, uint64_t off, size_t len, struct vd_mapped *m)
 		pthread_rwlock_rdlock(&st->reuse);	/* until vdk_map_release */
 	}
 	r = 0;
+	uint64_t vb_first = vb;
+	size_t len_first = len;
+	bool alone = atomic_fetch_add(&st->ahead->readers, 1) == 0;
+
 	while (len > 0 && r == 0) {
 		uint64_t nb = VD_MIN((uint64_t)VD_ARRAY_SIZE(ents),
 				     (head + len + st->bs - 1) >> st->bshift);
@@ -236,6 +520,18 @@ vdk_pread_map(struct vd_layer *l, uint64_t off, size_t len, struct vd_mapped *m)
 		}
 		vb += nb;
 	}
+	/*
+	 * A sequential reader on its own: verify its next range while the kernel
+	 * copies this one (design notes).
+	 */
+	uint64_t was = atomic_exchange(&st->ahead->next_vb, (off + len_first) >> st->bshift);
+	uint64_t nvb = (st->hdr.size + st->bs - 1) >> st->bshift;
+
+	if (r == 0 && alone && was == vb_first && len_first >= VDK_AHEAD_MIN && vb < nvb) {
+		ahead_post(l, vb, (uint32_t)VD_MIN(VD_MIN(vb - vb_first, (uint64_t)VDK_AHEAD_MAX),
+						   nvb - vb));
+	}
+	atomic_fetch_sub(&st->ahead->readers, 1);
 	return r;
 }
 

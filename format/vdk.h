@@ -6,6 +6,7 @@
 #ifndef FORMAT_VDK_H
 #define FORMAT_VDK_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -103,6 +104,7 @@ struct vdk_header {
 
 struct vdk_node;
 struct vdk_bitmap;
+struct vdk_ahead;
 
 struct vdk_state {
 	/*
@@ -179,6 +181,7 @@ struct vdk_state {
 	uint64_t map_len;
 	bool map_rw;			/* mapped for writing too */
 	uint64_t host_end;		/* bytes known to be in the file (atomic) */
+	struct vdk_ahead *ahead;	/* checksums verified ahead of a sequential reader */
 
 	/* partial-block writes take the stripe of each block group they touch */
 	pthread_mutex_t stripes[256];
@@ -217,6 +220,7 @@ void vdk_map_close(struct vd_layer *l);
 /* Write len bytes of whole blocks at file offset off (through the mapping when it can). */
 int vdk_write_phys(struct vd_layer *l, const void *buf, size_t len, uint64_t off);
 int vdk_pread_map(struct vd_layer *l, uint64_t off, size_t len, struct vd_mapped *m);
+extern atomic_ulong vdk_ahead_taken;	/* blocks whose check a reader took from the helper */
 void vdk_map_release(struct vd_layer *l);
 
 /* vdk-check.c */
