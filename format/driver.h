@@ -114,6 +114,11 @@ struct vd_layer {
 	char *name;			/* snapshot name of this layer if its format names it (malloc'd) */
 	int64_t created;		/* seconds since the epoch, 0 if unknown */
 	uint8_t uuid[16];
+	/*
+	 * Set by the driver: .pread_map can serve this layer (its file is mapped).
+	 * Changed only at open, close, and while the chain is held for writing.
+	 */
+	bool mapped;
 	/* What this layer records about its backing (native overlays): the core names the backing layer so. */
 	char *backing_name;		/* malloc'd, NULL if not recorded */
 	int64_t backing_created;

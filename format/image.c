@@ -332,6 +332,23 @@ map_zero(struct chain_sink *s, size_t len)
 	return vd_mapped_zero(s->m, len);
 }
 
+/* Can any layer that img reads from be read through a mapping? Caller holds the chain lock. */
+static bool
+image_any_mapped(const struct vd_image *img)
+{
+	const struct vd_chain *c = img->chain;
+
+	if (img->top->mapped) {
+		return true;
+	}
+	for (int i = img->anchor->index + 1; i < c->n; i++) {
+		if (c->layers[i]->mapped) {
+			return true;
+		}
+	}
+	return false;
+}
+
 int
 vd_pread_map(struct vd_image *img, size_t count, uint64_t offset, struct vd_mapped *m)
 {
@@ -342,6 +359,12 @@ vd_pread_map(struct vd_image *img, size_t count, uint64_t offset, struct vd_mapp
 	m->nheld = 0;
 	m->img = img;
 	pthread_rwlock_rdlock(&img->chain->lock);
+	if (!image_any_mapped(img)) {
+		/* On disk, encrypted, foreign: the caller copies (vd_pread), at once. */
+		pthread_rwlock_unlock(&img->chain->lock);
+		m->img = NULL;
+		return -EAGAIN;
+	}
 	r = image_walk(img, offset, count, &s);
 	if (r < 0) {
 		vd_pread_map_done(m);

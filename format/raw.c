@@ -10,7 +10,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -48,6 +47,7 @@ raw_map(struct vd_layer *l, const struct stat *st)
 	if (p != MAP_FAILED) {
 		rs->map = p;
 		rs->map_len = (uint64_t)st->st_size;
+		l->mapped = true;
 	}
 }
 
@@ -59,6 +59,7 @@ raw_close(struct vd_layer *l)
 	if (rs->map) {
 		munmap(rs->map, rs->map_len);
 		rs->map = NULL;
+		l->mapped = false;
 	}
 }
 

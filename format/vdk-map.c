@@ -363,6 +363,7 @@ vdk_map_open(struct vd_layer *l)
 	}
 	pthread_mutex_init(&st->ahead->lock, NULL);
 	st->map = p;
+	l->mapped = true;
 	st->map_len = len;
 	st->map_rw = st->writable;
 	st->host_end = (uint64_t)sb.st_size;
@@ -377,6 +378,7 @@ vdk_map_close(struct vd_layer *l)
 		ahead_cancel(l);
 		munmap(st->map, st->map_len);
 		st->map = NULL;
+		l->mapped = false;
 		pthread_mutex_destroy(&st->ahead->lock);
 		free(st->ahead);
 		st->ahead = NULL;
