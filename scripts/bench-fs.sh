@@ -260,6 +260,11 @@ if [ "$MEM_ONLY" = 1 ]; then
 fi
 
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
+# Memory left for the page cache is part of the buffered figures (the kernel
+# reclaims readahead pages early when it is short): say what there was.
+MEM0="$(awk '/^MemAvailable:/ { printf "%d", $2 / 1024 }' /proc/meminfo) MiB available, \
+$(df -m --output=used /dev/shm | tail -1 | tr -d ' ') MiB already in /dev/shm"
+log "memory at the start: $MEM0"
 SIZE_B=$(bytes "$SIZE")
 Q=$((SIZE_B / 4))
 QM=$((Q / 1048576))
@@ -375,7 +380,8 @@ mem_figure
 COLS="raw vdiskfs qsd nbdfuse qcowmount"
 {
 	echo "Disk $SIZE, fio ${RT} s per cell (psync, best of $REPEAT), $(nproc) CPUs, kernel $(uname -r),"
-	echo "load average at the start $LOAD0, at the end $(cut -d' ' -f1-3 /proc/loadavg) (a shared machine)."
+	echo "load average at the start $LOAD0, at the end $(cut -d' ' -f1-3 /proc/loadavg) (a shared machine);"
+	echo "memory at the start: $MEM0."
 	echo "MiB/s; vdiskfs/best = vdiskfs over the best FUSE route of the row; vdiskfs/raw = over the ceiling."
 	echo
 	echo "| pattern | I/O | raw | vdiskfs | qsd-fuse | nbdfuse | qcowmount | vdiskfs/best | vdiskfs/raw |"
