@@ -119,13 +119,14 @@ main(void)
 	img = vd_open(path, &oo);
 	t0 = vdk_ahead_taken;
 	bad = 0;
-	for (int pass = 0; pass < 3; pass++) {
+	/* (More passes if a loaded machine let every check expire: up to 10.) */
+	for (int pass = 0; pass < 3 || (pass < 10 && vdk_ahead_taken == t0); pass++) {
 		for (uint32_t off = 0; off < SIZE; off += MIB) {
 			r = read_mapped(img, buf, MIB, off);
 			bad += r != 0 || memcmp(buf, model + off, MIB) != 0;
 		}
 	}
-	ok(bad == 0, "24 sequential mapped reads return the data (%lu mapped, %lu to pread)",
+	ok(bad == 0, "sequential mapped reads return the data (%lu mapped, %lu to pread)",
 	   mapped_reads, mapped_again);
 	ok(vdk_ahead_taken > t0, "they took %lu block checks from the helper", vdk_ahead_taken - t0);
 	vd_close(img);
