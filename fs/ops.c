@@ -484,7 +484,7 @@ vdfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t offset,
 		/* Oldest first, as the library lists them. */
 		pthread_mutex_lock(&fs->lock);
 		for (i = 0; i < fs->nsnaps; i++) {
-			filler(buf, fs->snaps[i]->name, NULL, 0, 0);
+			filler(buf, fs->snaps[i]->entry, NULL, 0, 0);
 		}
 		pthread_mutex_unlock(&fs->lock);
 		break;
@@ -1100,7 +1100,10 @@ vdfs_mkdir(const char *path, mode_t mode)
 		return ret;
 	}
 	pthread_mutex_lock(&fs->snap_op_lock);
-	if (vd_snapshot_find(fs->img, name) >= 0) {
+	struct vdfs_snap *other = vdfs_snap_get(fs, name);	/* a folder of that name */
+
+	if (other || vd_snapshot_find(fs->img, name) >= 0) {
+		vdfs_snap_put(fs, other);
 		ret = -EEXIST;
 	} else {
 		ret = vd_snapshot_create(fs->img, name);

@@ -17,6 +17,15 @@
  * written between the snapshot before it and this one. The text is cached per
  * snapshot generation (a delete merges layers, so it can change then).
  *
+ * Folder names. A foreign snapshot's name is free text (a qcow2 tag, a VMware
+ * displayName: "before 1/2"), and a directory entry cannot hold '/', be empty,
+ * "." or "..", or be longer than 255 bytes; one bad name in a READDIR reply
+ * makes the kernel refuse the whole listing. Such a name gets an escaped entry:
+ * '/' is %2F, '%' is %25, the dots of "." and ".." are %2E, an empty name is
+ * "%", a long one is cut at 240 bytes; an entry that two snapshots would share
+ * gets "~ID" (the snapshot's number in `vdisk snapshot list`) on the later one.
+ * Every other name is its own entry. The real name is in the folder's info.
+ *
  * The partition table is re-read lazily: writes bump write_gen, and the next
  * lookup of partitions/ re-parses when the generation moved.
  */
@@ -38,6 +47,7 @@ snap_free(struct vdfs_snap *s)
 		return;
 	}
 	free(s->name);
+	free(s->entry);
 	free(s->parent);
 	free(s->changed);
 	free(s);
@@ -75,7 +85,7 @@ vdfs_snap_get(struct vdfs *fs, const char *name)
 
 	pthread_mutex_lock(&fs->lock);
 	for (i = 0; i < fs->nsnaps; i++) {
-		if (strcmp(fs->snaps[i]->name, name) == 0) {
+		if (strcmp(fs->snaps[i]->entry, name) == 0) {
 			s = fs->snaps[i];
 			s->refs++;
 			break;
@@ -83,6 +93,70 @@ vdfs_snap_get(struct vdfs *fs, const char *name)
 	}
 	pthread_mutex_unlock(&fs->lock);
 	return s;
+}
+
+/* The folder name of snapshot name (design notes); malloc'd, NULL without memory. */
+static char *
+snap_entry(const char *name)
+{
+	size_t len = strlen(name);
+	bool dots = strcmp(name, ".") == 0 || strcmp(name, "..") == 0;
+	char *e, *o;
+
+	if (len > 0 && len <= 255 && !strchr(name, '/') && !dots) {
+		return strdup(name);
+	}
+	e = malloc(3 * len + 2);
+	if (!e) {
+		return NULL;
+	}
+	o = e;
+	if (len == 0) {
+		*o++ = '%';
+	}
+	for (const char *c = name; *c; c++) {
+		if (*c == '/' || *c == '%' || (dots && *c == '.')) {
+			o += sprintf(o, "%%%02X", (unsigned char)*c);
+		} else {
+			*o++ = *c;
+		}
+	}
+	*o = '\0';
+	if (o - e > 240) {
+		e[240] = '\0';
+	}
+	return e;
+}
+
+/* Give each snapshot of list[0..n) its folder name; a name taken already gets "~ID". */
+static int
+snap_entries(struct vdfs_snap **list, int n)
+{
+	for (int i = 0; i < n; i++) {
+		char *e = snap_entry(list[i]->name);
+		bool taken = false;
+
+		if (!e) {
+			return -ENOMEM;
+		}
+		for (int j = 0; j < i && !taken; j++) {
+			taken = strcmp(list[j]->entry, e) == 0;
+		}
+		if (taken) {
+			char *t = malloc(strlen(e) + 16);
+
+			if (!t) {
+				free(e);
+				return -ENOMEM;
+			}
+			sprintf(t, "%.240s~%d", e, i + 1);	/* (still at most 255 bytes) */
+			free(e);
+			e = t;
+		}
+		free(list[i]->entry);
+		list[i]->entry = e;
+	}
+	return 0;
 }
 
 int
@@ -133,6 +207,10 @@ vdfs_snaps_refresh(struct vdfs *fs)
 		s->size = si.size;
 		s->layer = si.layer;
 		list[i] = s;
+	}
+	ret = snap_entries(list, n);
+	if (ret < 0) {
+		goto err;
 	}
 	/* Whatever is left in the old list is gone. */
 	for (j = 0; j < fs->nsnaps; j++) {

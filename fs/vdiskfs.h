@@ -30,6 +30,7 @@
 /* One folder under snapshots/. Refcounted: file handles keep it alive. */
 struct vdfs_snap {
 	char *name;
+	char *entry;	/* its folder under snapshots/: the name, escaped if it cannot be one */
 	char *parent; /* NULL for the oldest */
 	int64_t created;
 	uint64_t allocated;
