@@ -412,6 +412,12 @@ vdisk_cmd_convert(int argc, char **argv)
 			goto out;
 		}
 	} else {
+		if (cv.size == 0) {
+			/* vd_create would ask for "-s SIZE", an option convert does not have. */
+			vdisk_error(cv.in_path, "is a disk of 0 bytes, and a vdk image cannot be "
+						"empty (-O raw makes an empty file)");
+			goto out;
+		}
 		co.size = cv.size;
 		if (encrypt) {
 			if (sodium_init() < 0 || !(pass = sodium_malloc(1024))) {
