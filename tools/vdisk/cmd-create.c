@@ -88,7 +88,8 @@ vdisk_cmd_create(int argc, char **argv)
 		switch (c) {
 		case 's':
 			if (vdisk_parse_size(optarg, &o.size) < 0 || o.size == 0) {
-				return vdisk_usage_error("create", "invalid size '%s'", optarg);
+				return vdisk_usage_error("create", "invalid size '%s'%s", optarg,
+							 vdisk_size_hint(optarg));
 			}
 			have_size = true;
 			size_str = optarg;
@@ -97,7 +98,7 @@ vdisk_cmd_create(int argc, char **argv)
 			o.backing = optarg;
 			break;
 		case 'F':
-			o.backing_format = optarg;
+			o.backing_format = vdisk_format_name(optarg);
 			break;
 		case 'U':
 			force = true;
@@ -112,6 +113,16 @@ vdisk_cmd_create(int argc, char **argv)
 				return VDISK_EXIT_ERROR;
 			}
 		}
+	}
+	if (optind + 2 == argc && !have_size) {
+		/* qemu-img's order, `create FILE SIZE`, is what many type first. */
+		if (vdisk_parse_size(argv[optind + 1], &o.size) < 0 || o.size == 0) {
+			return vdisk_usage_error("create", "invalid size '%s'%s", argv[optind + 1],
+						 vdisk_size_hint(argv[optind + 1]));
+		}
+		have_size = true;
+		size_str = argv[optind + 1];
+		argc--;
 	}
 	if (optind + 1 != argc) {
 		return vdisk_usage_error("create",
