@@ -14,6 +14,7 @@ extern const struct vd_driver vd_vmdk_driver;
 extern const struct vd_driver vd_qcow2_driver;
 extern const struct vd_driver vd_vhd_driver;
 extern const struct vd_driver vd_vhdx_driver;
+extern const struct vd_driver vd_unsupported_driver; /* foreign.c: refused by name */
 
 const struct vd_driver *const vd_drivers[] = {
 	&vd_vdk_driver,
@@ -21,6 +22,7 @@ const struct vd_driver *const vd_drivers[] = {
 	&vd_qcow2_driver,
 	&vd_vhd_driver,
 	&vd_vhdx_driver,
+	&vd_unsupported_driver,
 	&vd_raw_driver,
 	NULL,
 };

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <pthread.h>
 
@@ -405,3 +406,69 @@ ft_allocated(struct vd_layer *l)
 	}
 	return total;
 }
+
+/*
+ * Formats qemu-img knows and this library does not read: without this table a
+ * VDI, QED, LUKS, Parallels or Bochs image would be probed as raw and its
+ * bytes (headers, tables) shown as the disk, silently wrong. The probe scores
+ * them above raw, and open refuses them with a message naming the format.
+ */
+static const struct {
+	size_t off;
+	const char *magic;
+	size_t len;
+	const char *what;
+} ft_unsupported[] = {
+	{0x40, "\x7f\x10\xda\xbe", 4, "VDI (VirtualBox)"},
+	{0, "QED\0", 4, "QED"},
+	{0, "LUKS\xba\xbe", 6, "LUKS (encrypted raw)"},
+	{0, "WithoutFreeSpace", 16, "Parallels"},
+	{0, "WithouFreSpacExt", 16, "Parallels"},
+	{0, "Bochs Virtual HD Image", 22, "Bochs"},
+	{0, "#!/bin/sh\n#V2.0 Format\n", 23, "cloop"},
+};
+
+static const char *
+ft_unsupported_what(const uint8_t *buf, size_t len)
+{
+	for (size_t i = 0; i < sizeof(ft_unsupported) / sizeof(ft_unsupported[0]); i++) {
+		if (len >= ft_unsupported[i].off + ft_unsupported[i].len &&
+		    memcmp(buf + ft_unsupported[i].off, ft_unsupported[i].magic,
+			   ft_unsupported[i].len) == 0) {
+			return ft_unsupported[i].what;
+		}
+	}
+	return NULL;
+}
+
+static int
+ft_unsupported_probe(const uint8_t *buf, size_t len, uint64_t file_size, const char *filename)
+{
+	(void)file_size;
+	(void)filename;
+	return buf && ft_unsupported_what(buf, len) ? 100 : 0;
+}
+
+static int
+ft_unsupported_open(struct vd_layer *l)
+{
+	uint8_t buf[512];
+	ssize_t n = pread(l->fd, buf, sizeof(buf), 0);
+	const char *what = n > 0 ? ft_unsupported_what(buf, (size_t)n) : NULL;
+
+	if (!what) {
+		return vd_set_error(EINVAL, "%s: not an image of a format vdisk reads", l->path);
+	}
+	return vd_set_error(ENOTSUP,
+			    "%s: %s images are not supported (qemu-img convert -O qcow2 makes "
+			    "one that is)",
+			    l->path, what);
+}
+
+const struct vd_driver vd_unsupported_driver = {
+	.name = "unsupported",
+	.instance_size = 0,
+	.thread_model = VD_THREAD_PARALLEL,
+	.probe = ft_unsupported_probe,
+	.open = ft_unsupported_open,
+};

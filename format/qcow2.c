@@ -98,8 +98,11 @@ qcow2_probe(const uint8_t *buf, size_t len, uint64_t file_size, const char *file
 {
 	(void)file_size;
 	(void)filename;
-	if (len >= 8 && vd_be32(buf) == QCOW2_MAGIC &&
-	    (vd_be32(buf + 4) == 2 || vd_be32(buf + 4) == 3)) {
+	/*
+	 * Any version: qemu's older "qcow" (version 1) and unknown versions have
+	 * the same magic, and must be refused by open, not taken for raw bytes.
+	 */
+	if (len >= 8 && vd_be32(buf) == QCOW2_MAGIC) {
 		return 100;
 	}
 	return 0;
@@ -347,6 +350,12 @@ qcow2_open(struct vd_layer *l)
 		return vd_set_error(EINVAL, "%s: not a qcow2 image", l->path);
 	}
 	s->version = vd_be32(h + 4);
+	if (s->version == 1) {
+		return vd_set_error(ENOTSUP,
+				    "%s: qcow version 1 images (qemu's older 'qcow' format) are not "
+				    "supported: convert it with qemu-img convert -O qcow2",
+				    l->path);
+	}
 	if (s->version != 2 && s->version != 3) {
 		return vd_set_error(ENOTSUP, "%s: unsupported qcow2 version %u", l->path,
 				    s->version);
