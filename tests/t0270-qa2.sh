@@ -1,0 +1,80 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# Second QA pass (branch qa2): foreign images and vdisk commands the way a new user
+# meets them. Images qemu-img makes that the other tests do not cover (a VHDX of 0
+# bytes), images of formats the library does not read (qcow v1, VDI, QED,
+# Parallels, LUKS: refused by name, never read as raw bytes), and the CLI mistakes
+# of a qemu-img user (`create FILE SIZE`, `-f vpc`, `info -f`, fractional sizes).
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/foreign-lib.sh"
+. "$(dirname "$0")/cli-lib.sh"
+cd "$T" || exit 1
+
+M=1048576
+
+# ---- Images of 0 bytes: qemu-img makes them and reads them as an empty disk.
+: >empty.raw
+$QI convert -q -f raw -O vhdx empty.raw empty.vhdx
+run_rc rc "$VDISK" info empty.vhdx
+ok "vhdx of 0 bytes: info (was: bad virtual size 0)" sh -c "[ $rc -eq 0 ] && grep -q '(0 bytes)' '$T/out'"
+same "vhdx of 0 bytes" empty.vhdx
+run_rc rc "$VDISK" check empty.vhdx
+ok "vhdx of 0 bytes: check clean" test "$rc" -eq 0
+run_rc rc "$VDISK" convert empty.vhdx empty.vdk
+ok "convert of an empty disk to vdk: exit 1" test "$rc" -eq 1
+ok "  says why (was: 'a size is needed (-s SIZE)')" grep -q "disk of 0 bytes" "$T/err"
+ok "  no OUT left" test ! -e empty.vdk
+
+# ---- Formats qemu knows and we do not read: refused by name (were probed as raw).
+$QI create -q -f qcow v1.qcow 4M
+qemu-io -f qcow -c "write -P 5 0 64k" v1.qcow >/dev/null
+run_rc rc "$VDISK" info v1.qcow
+ok "qcow v1: info refuses it" sh -c "[ $rc -eq 1 ] && grep -q \"qcow version 1\" '$T/err'"
+run_rc rc "$VDISK" convert -O raw v1.qcow v1.raw
+ok "qcow v1: convert refuses it, nothing written" sh -c "[ $rc -eq 1 ] && [ ! -e v1.raw ]"
+$QI create -q -f qcow2 v4.qcow2 4M
+printf '\0\0\0\4' | dd of=v4.qcow2 bs=1 seek=4 conv=notrunc 2>/dev/null
+run_rc rc "$VDISK" map v4.qcow2
+ok "qcow2 version 4: refused, not raw" sh -c "[ $rc -eq 1 ] && grep -q 'unsupported qcow2 version 4' '$T/err'"
+for f in vdi qed parallels; do
+	$QI create -q -f $f u.$f 4M
+	run_rc rc "$VDISK" info u.$f
+	ok "$f: info refuses it by name" sh -c "[ $rc -eq 1 ] && grep -q 'images are not supported' '$T/err'"
+	run_rc rc "$VDISK" create -b u.$f ov-$f.vdk
+	ok "$f: not taken as a backing file" sh -c "[ $rc -eq 1 ] && [ ! -e ov-$f.vdk ]"
+done
+$QI create -q -f luks --object secret,id=s0,data=pw -o key-secret=s0,iter-time=10 u.luks 4M
+run_rc rc "$VDISK" convert -O raw u.luks u.raw
+ok "LUKS: refused by name" sh -c "[ $rc -eq 1 ] && grep -q 'LUKS' '$T/err' && [ ! -e u.raw ]"
+mkdir mnt
+"$VDISKFS" u.qed mnt >/dev/null 2>"$T/err"
+rc=$?
+ok "vdiskfs refuses a QED image" sh -c "[ $rc -ne 0 ] && grep -q 'QED' '$T/err' && ! mountpoint -q mnt"
+
+# ---- The CLI as a qemu-img user types it.
+run_rc rc "$VDISK" create n.vdk 10M
+ok "create FILE SIZE (qemu-img's order)" sh -c "[ $rc -eq 0 ] && '$VDISK' info n.vdk | grep -q '(10485760 bytes)'"
+run_rc rc "$VDISK" create n2.vdk 10M 20M
+ok "create FILE SIZE SIZE: too many arguments" sh -c "[ $rc -eq 1 ] && [ ! -e n2.vdk ]"
+run_rc rc "$VDISK" create -s 1.5G n3.vdk
+ok "a fractional size is refused and the message says how" \
+	sh -c "[ $rc -eq 1 ] && grep -q '1536M' '$T/err' && [ ! -e n3.vdk ]"
+run_rc rc "$VDISK" create n3.vdk 1.5G
+ok "  in the FILE SIZE order too" sh -c "[ $rc -eq 1 ] && grep -q '1536M' '$T/err' && [ ! -e n3.vdk ]"
+head -c $((3 * M + 512)) /dev/urandom >d.raw
+$QI convert -q -f raw -O vpc -o subformat=fixed d.raw fixed.img
+$QI convert -q -f vpc -O raw fixed.img fixed-q.raw
+run_rc rc "$VDISK" info -f vpc fixed.img
+ok "info -f vpc (qemu's name) on a fixed VHD not named .vhd" \
+	sh -c "[ $rc -eq 0 ] && grep -q 'file format: vhd' '$T/out'"
+run_rc rc "$VDISK" map --format vhd fixed.img
+ok "map -f" sh -c "[ $rc -eq 0 ] && grep -q 'data' '$T/out'"
+run_rc rc "$VDISK" check -f vhd fixed.img
+ok "check -f" test "$rc" -eq 0
+run_rc rc "$VDISK" convert -f vpc -O raw fixed.img fixed-v.raw
+ok "convert -f vpc: the disk without its footer" sh -c "[ $rc -eq 0 ] && cmp -s fixed-v.raw fixed-q.raw"
+run_rc rc "$VDISK" create -b fixed.img -F vpc ovf.vdk
+ok "create -F vpc" sh -c "[ $rc -eq 0 ] && '$VDISK' info ovf.vdk | grep -q 'format: vhd'"
+run_rc rc "$VDISK" info -f qcow2 fixed.img
+ok "info -f with the wrong format: exit 1" sh -c "[ $rc -eq 1 ] && grep -q 'not a qcow2 image' '$T/err'"
+done_testing
