@@ -77,4 +77,16 @@ run_rc rc "$VDISK" create -b fixed.img -F vpc ovf.vdk
 ok "create -F vpc" sh -c "[ $rc -eq 0 ] && '$VDISK' info ovf.vdk | grep -q 'format: vhd'"
 run_rc rc "$VDISK" info -f qcow2 fixed.img
 ok "info -f with the wrong format: exit 1" sh -c "[ $rc -eq 1 ] && grep -q 'not a qcow2 image' '$T/err'"
+# convert with no -O: qemu-img's default is raw, so an OUT named .raw/.img is raw,
+# and a name of a format vdisk does not write is refused (was: a vdk under that name).
+$QI convert -q -f raw -O qcow2 d.raw d.qcow2
+run_rc rc "$VDISK" convert d.qcow2 byname.img
+ok "convert IN OUT.img (no -O) writes raw" sh -c "[ $rc -eq 0 ] && cmp -s byname.img d.raw"
+run_rc rc "$VDISK" convert d.qcow2 byname.qcow2
+ok "convert IN OUT.qcow2 (no -O) is refused, nothing written" \
+	sh -c "[ $rc -eq 1 ] && grep -q 'raw and vdk images only' '$T/err' && [ ! -e byname.qcow2 ]"
+run_rc rc "$VDISK" convert -O vdk d.qcow2 byname.qcow2
+ok "  -O vdk makes it anyway" sh -c "[ $rc -eq 0 ] && '$VDISK' info byname.qcow2 | grep -q 'file format: vdk'"
+run_rc rc "$VDISK" convert --block-size 64K d.qcow2 bs.img
+ok "  --block-size (a vdk option) keeps vdk" sh -c "[ $rc -eq 0 ] && '$VDISK' info bs.img | grep -q 'file format: vdk'"
 done_testing

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -190,6 +191,43 @@ vdisk_conv_extent(void *opaque, const struct vd_extent *e)
 	return vdisk_conv_data(cv, e->offset, e->length) < 0 ? -ECANCELED : 0;
 }
 
+/*
+ * No -O: vdk, unless OUT's name says otherwise. qemu-img's default is raw, so
+ * `convert disk.qcow2 disk.raw` (or .img) is meant as raw and made so; a name
+ * of a format vdisk does not write (disk.qcow2, disk.vmdk...) would get a vdk
+ * image under a misleading name, which qemu could then not open: refused.
+ */
+static int
+vdisk_out_format_by_name(const char *out, const char **ofmt)
+{
+	static const char *const raw_ext[] = {".raw", ".img", ".bin", ".iso", NULL};
+	static const char *const other_ext[] = {".qcow2", ".qcow", ".vmdk", ".vhd", ".vhdx",
+						".vdi",	  ".qed",  NULL};
+	size_t n = strlen(out);
+
+	for (int i = 0; raw_ext[i]; i++) {
+		size_t e = strlen(raw_ext[i]);
+
+		if (n > e && strcasecmp(out + n - e, raw_ext[i]) == 0) {
+			*ofmt = "raw";
+			return 0;
+		}
+	}
+	for (int i = 0; other_ext[i]; i++) {
+		size_t e = strlen(other_ext[i]);
+
+		if (n > e && strcasecmp(out + n - e, other_ext[i]) == 0) {
+			vdisk_usage_error("convert",
+					  "'%s': vdisk writes raw and vdk images only; give -O vdk "
+					  "to make a vdk under that name anyway (qemu-img convert "
+					  "-O %s writes that format)",
+					  out, other_ext[i] + 1);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 /* The file descriptors open in this process (from /proc/self/fd), sorted; NULL if unknown. */
 static int *
 vdisk_open_fds(size_t *count)
@@ -284,7 +322,7 @@ vdisk_cmd_convert(int argc, char **argv)
 	struct vdisk_conv cv = {.out_fd = -1, .last_pct = -1};
 	struct vd_create_opts co = {0};
 	const char *ofmt = "vdk", *ifmt = NULL, *cipher = NULL;
-	bool encrypt = false, created = false, force = false, same;
+	bool encrypt = false, created = false, force = false, ofmt_given = false, same;
 	struct stat ost;
 	size_t nfds_before = 0;
 	int *fds_before;
@@ -301,6 +339,7 @@ vdisk_cmd_convert(int argc, char **argv)
 			break;
 		case 'O':
 			ofmt = optarg;
+			ofmt_given = true;
 			break;
 		case 'f':
 			ifmt = optarg;
@@ -321,6 +360,10 @@ vdisk_cmd_convert(int argc, char **argv)
 	}
 	cv.in_path = argv[optind];
 	cv.out_path = argv[optind + 1];
+	if (!ofmt_given && !encrypt && !co.block_size &&
+	    vdisk_out_format_by_name(cv.out_path, &ofmt) < 0) {
+		return VDISK_EXIT_ERROR;
+	}
 	if (strcmp(ofmt, "raw") != 0 && strcmp(ofmt, "vdk") != 0) {
 		return vdisk_usage_error("convert", "-O '%s': the output format is raw or vdk",
 					 ofmt);

@@ -58,7 +58,8 @@ const struct vdisk_cmd vdisk_cmds[] = {
 	  "convert [-p] [-U] [-O raw|vdk] [-f FMT] [--block-size N] [--encrypt [--cipher C]] IN OUT",
 	  "copy an image into a new raw or native file, keeping holes",
 	  "  -p, --progress           show progress\n"
-	  "  -O, --output-format FMT  raw or vdk (default: vdk)\n"
+	  "  -O, --output-format FMT  raw or vdk (default: vdk; raw when OUT is named\n"
+	  "                           *.raw, *.img, *.bin or *.iso, as qemu-img would)\n"
 	  "  -f, --format FMT         format of IN (default: probed; vpc is vhd)\n"
 	  "  -U, --force-share        convert IN even while a writer (vdiskfs, QEMU) has it open\n"
 	  "      --block-size N       block size of a vdk OUT\n"
