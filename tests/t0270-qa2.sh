@@ -89,4 +89,13 @@ run_rc rc "$VDISK" convert -O vdk d.qcow2 byname.qcow2
 ok "  -O vdk makes it anyway" sh -c "[ $rc -eq 0 ] && '$VDISK' info byname.qcow2 | grep -q 'file format: vdk'"
 run_rc rc "$VDISK" convert --block-size 64K d.qcow2 bs.img
 ok "  --block-size (a vdk option) keeps vdk" sh -c "[ $rc -eq 0 ] && '$VDISK' info bs.img | grep -q 'file format: vdk'"
+# A split sparse VMDK whose descriptor and extent header disagree on the size:
+# qemu reads the header's, we the descriptor's; check must call it corrupt (was: clean).
+$QI convert -q -f raw -O vmdk -o subformat=twoGbMaxExtentSparse d.raw sp.vmdk
+sed 's/^RW [0-9]* SPARSE/RW 4000 SPARSE/' sp.vmdk >spbad.vmdk
+run_rc rc "$VDISK" check spbad.vmdk
+ok "split sparse vmdk, extent size != capacity: check exits 2" \
+	sh -c "[ $rc -eq 2 ] && grep -q 'the descriptor gives 4000 sectors' '$T/out'"
+run_rc rc "$VDISK" check sp.vmdk
+ok "  the consistent one is clean" test "$rc" -eq 0
 done_testing
