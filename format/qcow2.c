@@ -463,8 +463,11 @@ qcow2_open(struct vd_layer *l)
 		dfd = vd_layer_open_related(l, data_file,
 					    O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 		if (dfd < 0) {
+			/* vd_layer_open_related refuses FIFOs, terminals, directories with EINVAL. */
 			ret = vd_set_error(-dfd, "%s: cannot open external data file '%s': %s",
-					   l->path, data_file, strerror(-dfd));
+					   l->path, data_file,
+					   dfd == -EINVAL ? "not a regular file or block device"
+							  : strerror(-dfd));
 			goto fail;
 		}
 		s->data_fd = dfd;

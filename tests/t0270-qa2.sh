@@ -98,4 +98,10 @@ ok "split sparse vmdk, extent size != capacity: check exits 2" \
 	sh -c "[ $rc -eq 2 ] && grep -q 'the descriptor gives 4000 sectors' '$T/out'"
 run_rc rc "$VDISK" check sp.vmdk
 ok "  the consistent one is clean" test "$rc" -eq 0
+# A qcow2 external data file that is a FIFO: named as such (was: "Invalid argument").
+$QI create -q -f qcow2 -o data_file=fifo.data dfifo.qcow2 4M
+rm -f fifo.data && mkfifo fifo.data
+run_rc rc "$VDISK" info dfifo.qcow2
+ok "qcow2 data file that is a FIFO: refused, named" \
+	sh -c "[ $rc -eq 1 ] && grep -q 'not a regular file or block device' '$T/err'"
 done_testing
