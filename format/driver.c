@@ -30,6 +30,9 @@ const struct vd_driver *const vd_drivers[] = {
 const struct vd_driver *
 vd_driver_find(const char *name)
 {
+	if (strcmp(name, "vpc") == 0) {
+		name = "vhd"; /* qemu's name of the format (qemu-img -f vpc) */
+	}
 	for (int i = 0; vd_drivers[i]; i++) {
 		if (strcmp(vd_drivers[i]->name, name) == 0) {
 			return vd_drivers[i];

@@ -75,6 +75,10 @@ run_rc rc "$VDISK" convert -f vpc -O raw fixed.img fixed-v.raw
 ok "convert -f vpc: the disk without its footer" sh -c "[ $rc -eq 0 ] && cmp -s fixed-v.raw fixed-q.raw"
 run_rc rc "$VDISK" create -b fixed.img -F vpc ovf.vdk
 ok "create -F vpc" sh -c "[ $rc -eq 0 ] && '$VDISK' info ovf.vdk | grep -q 'format: vhd'"
+"$VDISKFS" --format vpc fixed.img mnt 2>"$T/err"
+rc=$?
+ok "vdiskfs --format vpc mounts the fixed VHD" sh -c "[ $rc -eq 0 ] && cmp -s mnt/disk fixed-q.raw"
+fusermount3 -u mnt 2>/dev/null
 run_rc rc "$VDISK" info -f qcow2 fixed.img
 ok "info -f with the wrong format: exit 1" sh -c "[ $rc -eq 1 ] && grep -q 'not a qcow2 image' '$T/err'"
 # convert with no -O: qemu-img's default is raw, so an OUT named .raw/.img is raw,
