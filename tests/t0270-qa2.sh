@@ -47,6 +47,7 @@ $QI create -q -f luks --object secret,id=s0,data=pw -o key-secret=s0,iter-time=1
 run_rc rc "$VDISK" convert -O raw u.luks u.raw
 ok "LUKS: refused by name" sh -c "[ $rc -eq 1 ] && grep -q 'LUKS' '$T/err' && [ ! -e u.raw ]"
 mkdir mnt
+cleanup_fn fusermount3 -u "$T/mnt"
 "$VDISKFS" u.qed mnt >/dev/null 2>"$T/err"
 rc=$?
 ok "vdiskfs refuses a QED image" sh -c "[ $rc -ne 0 ] && grep -q 'QED' '$T/err' && ! mountpoint -q mnt"
