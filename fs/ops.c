@@ -56,6 +56,16 @@
  * It is done only while disk is open (for writing, for a write-back), so it
  * costs nothing when partitions are used alone.
  *
+ * disk itself is opened with keep_cache too: nothing but this daemon changes
+ * the image while it is mounted (it holds the image's lock), so what the page
+ * cache holds of disk stays true across opens, and a program that opens disk
+ * again (a second cmp, a loop mount, fio's next job) finds its pages still
+ * there. The exceptions are the writes that bypass disk's page cache (an
+ * uncached handle of disk, a partition) and a failed write-back: they set
+ * disk_uncached, and the next cached open of disk lets the kernel drop the
+ * cache instead (partition writes while disk is open also drop the range at
+ * once, above).
+ *
  * snapshots/NAME/disk is immutable and opened with keep_cache; the small text
  * files use direct_io. After a partition file was written, disk's cached
  * pages are also invalidated when that partition file is fsync'd or closed
@@ -557,6 +567,8 @@ disk_open_mode(struct vdfs *fs, struct vdfs_fh *fh, struct fuse_file_info *fi, b
 	} else {
 		fh->cached = true;
 		fs->disk_cached++;
+		/* Keep the page cache unless disk changed beside it (CACHING above). */
+		fi->keep_cache = !atomic_exchange(&fs->disk_uncached, false);
 	}
 	pthread_mutex_unlock(&fs->disk_mode_lock);
 }
@@ -607,12 +619,17 @@ vdfs_open(const char *path, struct fuse_file_info *fi)
 			fh->base = 0;
 			fh->len = fs->size;
 			bdi_tune(fs);
+			/*
+			 * Counted before disk_open_mode reads disk_uncached: a partition
+			 * write sets disk_uncached and then looks at disk_opens, so it
+			 * either drops the range itself or this open sees the flag.
+			 */
+			atomic_fetch_add(&fs->disk_opens, 1);
 			if (fuse_get_context()->pid == atomic_load(&fs->nested_pid)) {
 				fi->keep_cache = 1; /* nested I/O: do not drop disk's cache */
 			} else {
 				disk_open_mode(fs, fh, fi, want_write);
 			}
-			atomic_fetch_add(&fs->disk_opens, 1);
 			if (want_write) {
 				fh->counted_writer = true;
 				atomic_fetch_add(&fs->disk_writers, 1);
@@ -886,16 +903,22 @@ vdfs_write(const char *path, const char *buf, size_t size, off_t off, struct fus
 	 */
 	if (fs->writeback && atomic_load(&fs->enospc)) {
 		atomic_store(&fs->disk_wb_error, true);
+		atomic_store(&fs->disk_uncached, true);
 		return -ENOSPC;
 	}
 	if (fh->kind == K_PART) {
 		disk_sync_range(fs, fh->base + (uint64_t)off, size);
 		ret = vdfs_split_io(fs, fh->img, true, (void *)buf, size, fh->base + (uint64_t)off,
 				    &logged);
+		atomic_store(&fs->disk_uncached, true);
 		disk_drop_range(fs, fh->base + (uint64_t)off, size);
 	} else {
 		ret = vdfs_split_io(fs, fh->img, true, (void *)buf, size, fh->base + (uint64_t)off,
 				    &logged);
+		if (fh->direct || (ret < 0 && fs->writeback)) {
+			/* Past the page cache, or a write-back that failed. */
+			atomic_store(&fs->disk_uncached, true);
+		}
 		if (ret < 0 && fs->writeback) {
 			atomic_store(&fs->disk_wb_error, true);
 		}
@@ -986,6 +1009,7 @@ vdfs_fallocate(const char *path, int mode, off_t off, off_t len, struct fuse_fil
 		ret = vd_write_zeroes(fh->img, fh->base + (uint64_t)off, end - (uint64_t)off);
 	}
 	if (fh->kind == K_PART) {
+		atomic_store(&fs->disk_uncached, true);
 		disk_drop_range(fs, fh->base + (uint64_t)off, end - (uint64_t)off);
 	}
 	if (ret < 0) {

@@ -79,6 +79,8 @@ struct vdfs {
 	atomic_uint_fast64_t write_gen; /* bumped by writes/discards that may touch a table */
 	atomic_bool disk_stale;		/* partitions were written: invalidate disk's cache */
 	atomic_bool size_stale;		/* the kernel grew disk past its end (write-back) */
+	atomic_bool disk_uncached;	/* disk's bytes changed outside its page cache: the
+					   next cached open of disk does not keep the cache */
 
 	/* Kernel writeback cache on disk (ops.c, "CACHING"); off with -o writethrough. */
 	bool writeback;
