@@ -799,6 +799,24 @@ qcow2_check(struct vd_layer *l, vd_check_fn report, void *opaque, int layer_idx,
 
 		data_end = n < 0 ? UINT64_MAX : (uint64_t)n;
 	}
+	/* QEMU's own verdicts in the header: it sets these, and refuses to write while set. */
+	if (s->incompat & QCOW2_INCOMPAT_CORRUPT) {
+		res->corrupt++;
+		snprintf(msg, sizeof(msg),
+			 "%s: marked corrupt by QEMU (incompatible feature bit 1): it found "
+			 "inconsistent metadata; qemu-img check -r all may repair it",
+			 l->path);
+		if (report) {
+			report(opaque, layer_idx, VD_CHECK_CORRUPT, msg);
+		}
+	}
+	if ((s->incompat & QCOW2_INCOMPAT_DIRTY) && report) {
+		snprintf(msg, sizeof(msg),
+			 "%s: refcounts marked dirty (lazy_refcounts, not closed cleanly); "
+			 "QEMU rebuilds them at its next read-write open, the data is not affected",
+			 l->path);
+		report(opaque, layer_idx, VD_CHECK_INFO, msg);
+	}
 	/* Every mapping run is validated by qcow2_map; compressed clusters are inflated. */
 	while (off < l->size) {
 		struct qcow2_run run;

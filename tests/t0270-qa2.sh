@@ -109,4 +109,17 @@ rm -f fifo.data && mkfifo fifo.data
 run_rc rc "$VDISK" info dfifo.qcow2
 ok "qcow2 data file that is a FIFO: refused, named" \
 	sh -c "[ $rc -eq 1 ] && grep -q 'not a regular file or block device' '$T/err'"
+# qcow2 header flags QEMU sets: "corrupt" is corruption for check (was: clean), "dirty"
+# refcounts (lazy_refcounts, killed writer) an Info line, clean otherwise.
+cp d.qcow2 corr.qcow2
+printf '\2' | dd of=corr.qcow2 bs=1 seek=79 conv=notrunc 2>/dev/null
+run_rc rc "$VDISK" check corr.qcow2
+ok "qcow2 marked corrupt by QEMU: check exits 2, says so" \
+	sh -c "[ $rc -eq 2 ] && grep -q 'marked corrupt by QEMU' '$T/out'"
+cp d.qcow2 dirty.qcow2
+printf '\1' | dd of=dirty.qcow2 bs=1 seek=79 conv=notrunc 2>/dev/null
+run_rc rc "$VDISK" check dirty.qcow2
+ok "qcow2 with dirty refcounts: clean, with an Info line" \
+	sh -c "[ $rc -eq 0 ] && grep -q '^Info: .*refcounts marked dirty' '$T/out'"
+ok "  and reads as qemu-img reads it" same_as dirty.qcow2 d.raw
 done_testing
