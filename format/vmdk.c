@@ -832,8 +832,13 @@ vmdk_open(struct vd_layer *l)
 		vmdk_desc_hex(desc, "parentCID", &s->parent_cid);
 	}
 	if (vd_le32(h) == VMDK3_MAGIC || vd_le64(h) == SESPARSE_MAGIC ||
-	    (vd_le32(h) == VMDK4_MAGIC && vd_le64(h + 12) != 0)) {
-		/* One sparse file: this file is the only extent. */
+	    vd_le32(h) == VMDK4_MAGIC) {
+		/*
+		 * One sparse file: this file is the only extent, whatever the
+		 * embedded descriptor's extent line names (the file's name when it
+		 * was made: a renamed copy would read the original). A capacity of
+		 * 0 is taken from a streamOptimized footer, else refused.
+		 */
 		uint64_t cap = vd_le32(h) == VMDK3_MAGIC   ? vd_le32(h + 12)
 			       : vd_le32(h) == VMDK4_MAGIC ? vd_le64(h + 12)
 							   : vd_le64(h + 16);

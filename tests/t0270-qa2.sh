@@ -122,4 +122,34 @@ run_rc rc "$VDISK" check dirty.qcow2
 ok "qcow2 with dirty refcounts: clean, with an Info line" \
 	sh -c "[ $rc -eq 0 ] && grep -q '^Info: .*refcounts marked dirty' '$T/out'"
 ok "  and reads as qemu-img reads it" same_as dirty.qcow2 d.raw
+# A sparse VMDK file is its own only extent: a header capacity of 0 is taken from a
+# streamOptimized footer (VMware writes those), never by following the embedded
+# descriptor's extent line, which names the file as it was first called (was: a renamed
+# copy read the original file's data, or the original was read instead of the copy).
+head -c $((2 * M)) /dev/urandom >sa.raw
+head -c $((2 * M)) /dev/urandom >sb.raw
+$QI convert -q -f raw -O vmdk -o subformat=streamOptimized sa.raw orig.vmdk
+python3 - orig.vmdk foot.vmdk <<'PY'
+import sys
+b = bytearray(open(sys.argv[1], 'rb').read())
+hdr = bytes(b[:512])
+b += b'\0' * ((-len(b)) % 512)
+m = bytearray(512)
+m[0:8] = (1).to_bytes(8, 'little')
+m[12:16] = (3).to_bytes(4, 'little')          # footer marker
+b += m + hdr + bytearray(512)                  # footer, end-of-stream marker
+b[12:20] = (0).to_bytes(8, 'little')           # header capacity 0
+b[56:64] = (2**64 - 1).to_bytes(8, 'little')   # grain directory at the end
+open(sys.argv[2], 'wb').write(b)
+PY
+$QI convert -q -f raw -O vmdk -o subformat=streamOptimized sb.raw orig.vmdk
+run_rc rc "$VDISK" convert -O raw foot.vmdk foot.raw
+ok "streamOptimized with its capacity in the footer reads its own grains" \
+	sh -c "[ $rc -eq 0 ] && cmp -s foot.raw sa.raw"
+$QI convert -q -f raw -O vmdk sa.raw ms.vmdk
+cp ms.vmdk ms-copy.vmdk
+printf '\0\0\0\0\0\0\0\0' | dd of=ms-copy.vmdk bs=1 seek=12 conv=notrunc 2>/dev/null
+run_rc rc "$VDISK" convert -O raw ms-copy.vmdk msc.raw
+ok "monolithicSparse copy with capacity 0: refused (was: read ms.vmdk instead)" \
+	sh -c "[ $rc -eq 1 ] && grep -q 'bad size 0' '$T/err' && [ ! -e msc.raw ]"
 done_testing
