@@ -418,27 +418,32 @@ static const struct {
 	const char *magic;
 	size_t len;
 	const char *what;
+	const char *hint;
 } ft_unsupported[] = {
-	{0x40, "\x7f\x10\xda\xbe", 4, "VDI (VirtualBox)"},
-	{0, "QED\0", 4, "QED"},
-	{0, "LUKS\xba\xbe", 6, "LUKS (encrypted raw)"},
-	{0, "WithoutFreeSpace", 16, "Parallels"},
-	{0, "WithouFreSpacExt", 16, "Parallels"},
-	{0, "Bochs Virtual HD Image", 22, "Bochs"},
-	{0, "#!/bin/sh\n#V2.0 Format\n", 23, "cloop"},
+	{0x40, "\x7f\x10\xda\xbe", 4, "VDI (VirtualBox)",
+	 "qemu-img convert -O qcow2 makes one that is"},
+	{0, "QED\0", 4, "QED", "qemu-img convert -O qcow2 makes one that is"},
+	/* A whole-disk LUKS volume's image starts so too: raw, as the user may say. */
+	{0, "LUKS\xba\xbe", 6, "LUKS (qemu's encrypted raw)",
+	 "a raw disk image holding a LUKS volume opens with the format given as raw"},
+	{0, "WithoutFreeSpace", 16, "Parallels", "qemu-img convert -O qcow2 makes one that is"},
+	{0, "WithouFreSpacExt", 16, "Parallels", "qemu-img convert -O qcow2 makes one that is"},
+	{0, "Bochs Virtual HD Image", 22, "Bochs", "qemu-img convert -O qcow2 makes one that is"},
+	{0, "#!/bin/sh\n#V2.0 Format\n", 23, "cloop",
+	 "qemu-img convert -O qcow2 makes one that is"},
 };
 
-static const char *
-ft_unsupported_what(const uint8_t *buf, size_t len)
+static int
+ft_unsupported_find(const uint8_t *buf, size_t len)
 {
 	for (size_t i = 0; i < sizeof(ft_unsupported) / sizeof(ft_unsupported[0]); i++) {
 		if (len >= ft_unsupported[i].off + ft_unsupported[i].len &&
 		    memcmp(buf + ft_unsupported[i].off, ft_unsupported[i].magic,
 			   ft_unsupported[i].len) == 0) {
-			return ft_unsupported[i].what;
+			return (int)i;
 		}
 	}
-	return NULL;
+	return -1;
 }
 
 static int
@@ -446,7 +451,7 @@ ft_unsupported_probe(const uint8_t *buf, size_t len, uint64_t file_size, const c
 {
 	(void)file_size;
 	(void)filename;
-	return buf && ft_unsupported_what(buf, len) ? 100 : 0;
+	return buf && ft_unsupported_find(buf, len) >= 0 ? 100 : 0;
 }
 
 static int
@@ -454,15 +459,13 @@ ft_unsupported_open(struct vd_layer *l)
 {
 	uint8_t buf[512];
 	ssize_t n = pread(l->fd, buf, sizeof(buf), 0);
-	const char *what = n > 0 ? ft_unsupported_what(buf, (size_t)n) : NULL;
+	int i = n > 0 ? ft_unsupported_find(buf, (size_t)n) : -1;
 
-	if (!what) {
+	if (i < 0) {
 		return vd_set_error(EINVAL, "%s: not an image of a format vdisk reads", l->path);
 	}
-	return vd_set_error(ENOTSUP,
-			    "%s: %s images are not supported (qemu-img convert -O qcow2 makes "
-			    "one that is)",
-			    l->path, what);
+	return vd_set_error(ENOTSUP, "%s: %s images are not supported (%s)", l->path,
+			    ft_unsupported[i].what, ft_unsupported[i].hint);
 }
 
 const struct vd_driver vd_unsupported_driver = {

@@ -352,8 +352,8 @@ qcow2_open(struct vd_layer *l)
 	s->version = vd_be32(h + 4);
 	if (s->version == 1) {
 		return vd_set_error(ENOTSUP,
-				    "%s: qcow version 1 images (qemu's older 'qcow' format) are not "
-				    "supported: convert it with qemu-img convert -O qcow2",
+				    "%s: qcow version 1 images (qemu's older 'qcow' format) are "
+				    "not supported: convert it with qemu-img convert -O qcow2",
 				    l->path);
 	}
 	if (s->version != 2 && s->version != 3) {
@@ -463,7 +463,7 @@ qcow2_open(struct vd_layer *l)
 		dfd = vd_layer_open_related(l, data_file,
 					    O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 		if (dfd < 0) {
-			/* vd_layer_open_related refuses FIFOs, terminals, directories with EINVAL. */
+			/* vd_layer_open_related: EINVAL for FIFOs, terminals, sockets. */
 			ret = vd_set_error(-dfd, "%s: cannot open external data file '%s': %s",
 					   l->path, data_file,
 					   dfd == -EINVAL ? "not a regular file or block device"

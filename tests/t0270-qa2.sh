@@ -46,6 +46,9 @@ done
 $QI create -q -f luks --object secret,id=s0,data=pw -o key-secret=s0,iter-time=10 u.luks 4M
 run_rc rc "$VDISK" convert -O raw u.luks u.raw
 ok "LUKS: refused by name" sh -c "[ $rc -eq 1 ] && grep -q 'LUKS' '$T/err' && [ ! -e u.raw ]"
+run_rc rc "$VDISK" info -f raw u.luks
+ok "  a raw disk holding a LUKS volume still opens as raw when told so" \
+	sh -c "[ $rc -eq 0 ] && grep -q 'file format: raw' '$T/out'"
 mkdir mnt
 cleanup_fn fusermount3 -u "$T/mnt"
 "$VDISKFS" u.qed mnt >/dev/null 2>"$T/err"
