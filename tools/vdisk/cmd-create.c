@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <sodium.h>
 
@@ -62,6 +63,34 @@ vdisk_backing_busy(const char *file, const char *backing, const char *fmt, bool 
 	r = vdisk_hold_still("create", file, b, force);
 	vd_close(b);
 	return r < 0;
+}
+
+/*
+ * qemu-img create makes a raw image by default and the format its name says
+ * otherwise: `vdisk create disk.img 10G` or `-b base.qcow2 top.qcow2` still makes
+ * a vdk image, which other tools will not read as the name promises. Say so.
+ */
+static void
+vdisk_create_name_warning(const char *file)
+{
+	static const char *const ext[][2] = {
+		{".raw", "raw"},   {".img", "raw"}, {".qcow2", "qcow2"},
+		{".vmdk", "vmdk"}, {".vhd", "vhd"}, {".vhdx", "vhdx"},
+	};
+	size_t n = strlen(file);
+
+	for (size_t i = 0; i < sizeof(ext) / sizeof(ext[0]); i++) {
+		size_t e = strlen(ext[i][0]);
+
+		if (n > e && strcasecmp(file + n - e, ext[i][0]) == 0) {
+			fprintf(stderr,
+				"vdisk: %s: warning: this is a vdk image, whatever its name says "
+				"(vdisk creates vdk images only; other tools will not take it for "
+				"%s)\n",
+				file, ext[i][1]);
+			return;
+		}
+	}
 }
 
 int
@@ -184,6 +213,7 @@ vdisk_cmd_create(int argc, char **argv)
 		vdisk_lib_error(file);
 		goto out;
 	}
+	vdisk_create_name_warning(file);
 	rc = VDISK_EXIT_OK;
 out:
 	vd_pass_src_clear(&newpass);
