@@ -75,6 +75,7 @@ ok "  in the FILE SIZE order too" sh -c "[ $rc -eq 1 ] && grep -q '1536M' '$T/er
 head -c $((3 * M + 512)) /dev/urandom >d.raw
 $QI convert -q -f raw -O vpc -o subformat=fixed d.raw fixed.img
 $QI convert -q -f vpc -O raw fixed.img fixed-q.raw
+$QI convert -q -f raw -O qcow2 d.raw d.qcow2
 run_rc rc "$VDISK" info -f vpc fixed.img
 ok "info -f vpc (qemu's name) on a fixed VHD not named .vhd" \
 	sh -c "[ $rc -eq 0 ] && grep -q 'file format: vhd' '$T/out'"
@@ -90,11 +91,18 @@ ok "create -F vpc" sh -c "[ $rc -eq 0 ] && '$VDISK' info ovf.vdk | grep -q 'form
 rc=$?
 ok "vdiskfs --format vpc mounts the fixed VHD" sh -c "[ $rc -eq 0 ] && cmp -s mnt/disk fixed-q.raw"
 fusermount3 -u mnt 2>/dev/null
+# vdisk-target on a read-only file (a foreign image's vdiskfs disk) without ,ro: the
+# refusal says how to export it (was: only "Read-only file system").
+"$VDISKFS" d.qcow2 mnt 2>/dev/null
+port=$(free_port)
+run_rc rc "$TARGET" -f --iqn iqn.2026-11.org.example:qa2 --portal "127.0.0.1:$port" --lun "0=$T/mnt/disk"
+ok "vdisk-target, read-only LUN file without ,ro: exit 2 with the hint" \
+	sh -c "[ $rc -eq 2 ] && grep -q 'add ,ro to export it read-only' '$T/err'"
+fusermount3 -u mnt 2>/dev/null
 run_rc rc "$VDISK" info -f qcow2 fixed.img
 ok "info -f with the wrong format: exit 1" sh -c "[ $rc -eq 1 ] && grep -q 'not a qcow2 image' '$T/err'"
 # convert with no -O: qemu-img's default is raw, so an OUT named .raw/.img is raw,
 # and a name of a format vdisk does not write is refused (was: a vdk under that name).
-$QI convert -q -f raw -O qcow2 d.raw d.qcow2
 run_rc rc "$VDISK" convert d.qcow2 byname.img
 ok "convert IN OUT.img (no -O) writes raw" sh -c "[ $rc -eq 0 ] && cmp -s byname.img d.raw"
 run_rc rc "$VDISK" convert d.qcow2 byname.qcow2
