@@ -95,7 +95,7 @@ fusermount3 -u mnt 2>/dev/null
 # refusal says how to export it (was: only "Read-only file system").
 "$VDISKFS" d.qcow2 mnt 2>/dev/null
 port=$(free_port)
-run_rc rc "$TARGET" -f --iqn iqn.2026-11.org.example:qa2 --portal "127.0.0.1:$port" --lun "0=$T/mnt/disk"
+run_rc rc timeout 10 "$TARGET" -f --iqn iqn.2026-11.org.example:qa2 --portal "127.0.0.1:$port" --lun "0=$T/mnt/disk"
 ok "vdisk-target, read-only LUN file without ,ro: exit 2 with the hint" \
 	sh -c "[ $rc -eq 2 ] && grep -q 'add ,ro to export it read-only' '$T/err'"
 fusermount3 -u mnt 2>/dev/null
