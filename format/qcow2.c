@@ -363,7 +363,8 @@ qcow2_open(struct vd_layer *l)
 	bfoff = vd_be64(h + 8);
 	bfsize = vd_be32(h + 16);
 	s->cluster_bits = vd_be32(h + 20);
-	s->size = vd_be64(h + 24);
+	/* qemu counts whole 512-byte sectors: a hand-made odd size reads as it rounds down. */
+	s->size = vd_be64(h + 24) & ~UINT64_C(511);
 	crypt = vd_be32(h + 32);
 	l1_size = vd_be32(h + 36);
 	l1_off = vd_be64(h + 40);
@@ -931,7 +932,7 @@ qcow2_snapshot_open(struct vd_layer *l, int idx, struct vd_layer *view)
 	v->csize_shift = s->csize_shift;
 	v->csize_mask = s->csize_mask;
 	v->coffset_mask = s->coffset_mask;
-	v->size = sn->disk_size;
+	v->size = sn->disk_size & ~UINT64_C(511);
 	if (v->size > (1ull << 62)) {
 		ret = vd_set_error(EINVAL, "%s: snapshot '%s': bad disk size", l->path, sn->name);
 		goto fail;

@@ -170,4 +170,10 @@ printf '\0\0\0\0\0\0\0\0' | dd of=ms-copy.vmdk bs=1 seek=12 conv=notrunc 2>/dev/
 run_rc rc "$VDISK" convert -O raw ms-copy.vmdk msc.raw
 ok "monolithicSparse copy with capacity 0: refused (was: read ms.vmdk instead)" \
 	sh -c "[ $rc -eq 1 ] && grep -q 'bad size 0' '$T/err' && [ ! -e msc.raw ]"
+# A qcow2 whose header size is not a multiple of 512 (hand-made): qemu reads whole
+# sectors, so must we (was: 65 bytes more than qemu-img's raw output).
+$QI create -q -f qcow2 odd.qcow2 1M
+qemu-io -f qcow2 -c "write -P 7 0 1M" odd.qcow2 >/dev/null
+printf '\0\0\0\0\0\17\102\101' | dd of=odd.qcow2 bs=1 seek=24 conv=notrunc 2>/dev/null
+same "qcow2 with a header size of 1000001 bytes" odd.qcow2
 done_testing
