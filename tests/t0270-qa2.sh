@@ -176,4 +176,14 @@ $QI create -q -f qcow2 odd.qcow2 1M
 qemu-io -f qcow2 -c "write -P 7 0 1M" odd.qcow2 >/dev/null
 printf '\0\0\0\0\0\17\102\101' | dd of=odd.qcow2 bs=1 seek=24 conv=notrunc 2>/dev/null
 same "qcow2 with a header size of 1000001 bytes" odd.qcow2
+# A failed convert into a symbolic link (/dev/stdout > file, say): the link stays and
+# its target is emptied (was: the link removed, the target left half-written).
+head -c $((2 * M)) /dev/urandom >tc.raw
+$QI convert -q -f raw -O qcow2 tc.raw tc.qcow2
+truncate -s $M tc.qcow2
+echo keep >tgt.raw
+ln -s tgt.raw lk.raw
+run_rc rc "$VDISK" convert -O raw tc.qcow2 lk.raw
+ok "failed convert into a symlink: exit 1, the link kept, its target emptied" \
+	sh -c "[ $rc -eq 1 ] && [ -L lk.raw ] && [ ! -s tgt.raw ]"
 done_testing

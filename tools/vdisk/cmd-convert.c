@@ -323,6 +323,7 @@ vdisk_cmd_convert(int argc, char **argv)
 	struct vd_create_opts co = {0};
 	const char *ofmt = "vdk", *ifmt = NULL, *cipher = NULL;
 	bool encrypt = false, created = false, force = false, ofmt_given = false, same;
+	bool out_link;
 	struct stat ost;
 	size_t nfds_before = 0;
 	int *fds_before;
@@ -378,6 +379,8 @@ vdisk_cmd_convert(int argc, char **argv)
 		vdisk_error(cv.out_path, "IN and OUT are the same file");
 		return VDISK_EXIT_ERROR;
 	}
+	/* A symbolic link OUT (/dev/stdout, say) is written through, never removed. */
+	out_link = lstat(cv.out_path, &ost) == 0 && S_ISLNK(ost.st_mode);
 	fds_before = vdisk_open_fds(&nfds_before);
 	cv.in = vdisk_open(cv.in_path, ifmt, 0);
 	if (!cv.in) {
@@ -516,11 +519,15 @@ out:
 		vdisk_lib_error(cv.out_path);
 		rc = VDISK_EXIT_ERROR;
 	}
+	if (rc != VDISK_EXIT_OK && created && out_link && cv.out_fd >= 0 &&
+	    ftruncate(cv.out_fd, 0) < 0) {
+		vdisk_error(cv.out_path, "cannot empty it after the failure: %s", strerror(errno));
+	}
 	if (cv.out_fd >= 0 && close(cv.out_fd) < 0 && rc == VDISK_EXIT_OK) {
 		vdisk_error(cv.out_path, "close failed: %s", strerror(errno));
 		rc = VDISK_EXIT_ERROR;
 	}
-	if (rc != VDISK_EXIT_OK && created) {
+	if (rc != VDISK_EXIT_OK && created && !out_link) {
 		unlink(cv.out_path); /* no half-written output left behind */
 	}
 	vd_close(cv.in);
