@@ -186,4 +186,7 @@ ln -s tgt.raw lk.raw
 run_rc rc "$VDISK" convert -O raw tc.qcow2 lk.raw
 ok "failed convert into a symlink: exit 1, the link kept, its target emptied" \
 	sh -c "[ $rc -eq 1 ] && [ -L lk.raw ] && [ ! -s tgt.raw ]"
+run_rc rc "$VDISK" convert -O raw d.qcow2 -
+ok "convert to '-' (stdout) is refused, no file named - (was: a file named -)" \
+	sh -c "[ $rc -eq 1 ] && grep -q 'output to a pipe is not supported' '$T/err' && [ ! -e ./- ]"
 done_testing

@@ -361,6 +361,11 @@ vdisk_cmd_convert(int argc, char **argv)
 	}
 	cv.in_path = argv[optind];
 	cv.out_path = argv[optind + 1];
+	if (strcmp(cv.out_path, "-") == 0) {
+		return vdisk_usage_error("convert", "OUT '-': output to a pipe is not supported (OUT "
+						    "is written out of order, with holes); give a "
+						    "file name (./- for a file named -)");
+	}
 	if (!ofmt_given && !encrypt && !co.block_size &&
 	    vdisk_out_format_by_name(cv.out_path, &ofmt) < 0) {
 		return VDISK_EXIT_ERROR;
