@@ -189,4 +189,12 @@ ok "failed convert into a symlink: exit 1, the link kept, its target emptied" \
 run_rc rc "$VDISK" convert -O raw d.qcow2 -
 ok "convert to '-' (stdout) is refused, no file named - (was: a file named -)" \
 	sh -c "[ $rc -eq 1 ] && grep -q 'output to a pipe is not supported' '$T/err' && [ ! -e ./- ]"
+# Operands swapped, a common slip: the message says the order.
+run_rc rc "$VDISK" snapshot create s1 n.vdk
+ok "snapshot create NAME FILE: exit 1, the order is named" \
+	sh -c "[ $rc -eq 1 ] && grep -q 'the order is FILE NAME' '$T/err'"
+cp d.raw d-keep.raw
+run_rc rc "$VDISK" convert out.raw d.raw
+ok "convert OUT IN: exit 1, the order is named, IN untouched" \
+	sh -c "[ $rc -eq 1 ] && grep -q 'the order is IN OUT' '$T/err' && cmp -s d.raw d-keep.raw && [ ! -e out.raw ]"
 done_testing

@@ -389,6 +389,7 @@ vdisk_cmd_convert(int argc, char **argv)
 	fds_before = vdisk_open_fds(&nfds_before);
 	cv.in = vdisk_open(cv.in_path, ifmt, 0);
 	if (!cv.in) {
+		vdisk_order_hint(cv.in_path, cv.out_path, "IN OUT");
 		free(fds_before);
 		return VDISK_EXIT_ERROR;
 	}

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -70,6 +71,17 @@ vdisk_format_name(const char *format)
 		return "vhd";
 	}
 	return format;
+}
+
+void
+vdisk_order_hint(const char *missing, const char *other, const char *usage)
+{
+	struct stat st;
+
+	if (access(missing, F_OK) < 0 && errno == ENOENT && other && stat(other, &st) == 0 &&
+	    (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))) {
+		fprintf(stderr, "vdisk: (%s does exist: the order is %s)\n", other, usage);
+	}
 }
 
 const char *
