@@ -71,7 +71,7 @@ struct vmdk_extent {
 	uint64_t grain;	   /* bytes */
 	uint64_t capacity; /* hosted sparse: the header's capacity in bytes (0: none) */
 	uint32_t gtes;	   /* entries per grain table */
-	uint32_t esize; /* bytes per entry: 4, or 8 for seSparse */
+	uint32_t esize;	   /* bytes per entry: 4, or 8 for seSparse */
 	uint64_t *gd;
 	uint32_t gd_size;
 	bool compressed, markers, zero_grain;
