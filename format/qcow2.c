@@ -324,6 +324,43 @@ qcow2_init_cache(struct qcow2_state *s)
 	return ft_cache_init(&s->l2c, s->cluster_size, nslots);
 }
 
+/*
+ * QEMU also takes protocols where a backing file name goes: "file:NAME" is
+ * NAME; a URL (nbd://, iscsi://, http://...), "json:{...}" or a legacy
+ * "nbd:"/"rbd:"-style string names no file here, and is refused as such
+ * rather than reported as a missing file.
+ */
+static int
+qcow2_backing_name(struct vd_layer *l)
+{
+	static const char *const proto[] = {"json:", "nbd:",	 "rbd:", "gluster:", "sheepdog:",
+					    "ssh:",  "iscsi:", "nfs:", "vxhs:",	   NULL};
+	char *b = l->backing;
+	const char *p = b;
+
+	if (strncmp(b, "file:", 5) == 0) {
+		memmove(b, b + 5, strlen(b + 5) + 1);
+		return 0;
+	}
+	while ((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '+' || *p == '.' ||
+	       *p == '-') {
+		p++;
+	}
+	for (int i = 0; proto[i]; i++) {
+		if (strncmp(b, proto[i], strlen(proto[i])) == 0) {
+			p = NULL;
+			break;
+		}
+	}
+	if (!p || (p != b && strncmp(p, "://", 3) == 0)) {
+		return vd_set_error(ENOTSUP,
+				    "%s: the backing file '%s' is a QEMU protocol or option string, "
+				    "not a file: not supported",
+				    l->path, b);
+	}
+	return 0;
+}
+
 static int
 qcow2_open(struct vd_layer *l)
 {
@@ -446,6 +483,10 @@ qcow2_open(struct vd_layer *l)
 		}
 		if (strlen(l->backing) != bfsize) {
 			ret = vd_set_error(EINVAL, "%s: backing file name contains a NUL", l->path);
+			goto fail;
+		}
+		ret = qcow2_backing_name(l);
+		if (ret < 0) {
 			goto fail;
 		}
 	} else {

@@ -197,4 +197,13 @@ cp d.raw d-keep.raw
 run_rc rc "$VDISK" convert out.raw d.raw
 ok "convert OUT IN: exit 1, the order is named, IN untouched" \
 	sh -c "[ $rc -eq 1 ] && grep -q 'the order is IN OUT' '$T/err' && cmp -s d.raw d-keep.raw && [ ! -e out.raw ]"
+# Backing names QEMU takes as protocols: "file:NAME" is NAME (was: "No such file");
+# a URL or json: string is refused as what it is (was: "No such file or directory").
+$QI create -q -f qcow2 -u -b file:d.qcow2 -F qcow2 fp.qcow2 4M
+qemu-io -f qcow2 -c "write -P 5 64k 64k" fp.qcow2 >/dev/null
+same "qcow2 over file:NAME" fp.qcow2
+$QI create -q -f qcow2 -u -b nbd://127.0.0.1:10809/x -F raw nb.qcow2 4M
+run_rc rc "$VDISK" info nb.qcow2
+ok "qcow2 over an nbd:// URL: refused as a protocol" \
+	sh -c "[ $rc -eq 1 ] && grep -q 'QEMU protocol or option string' '$T/err'"
 done_testing
