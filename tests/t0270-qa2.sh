@@ -206,4 +206,11 @@ $QI create -q -f qcow2 -u -b nbd://127.0.0.1:10809/x -F raw nb.qcow2 4M
 run_rc rc "$VDISK" info nb.qcow2
 ok "qcow2 over an nbd:// URL: refused as a protocol" \
 	sh -c "[ $rc -eq 1 ] && grep -q 'QEMU protocol or option string' '$T/err'"
+# convert onto an existing vdk or a directory: the message says why (was: "File exists").
+run_rc rc "$VDISK" convert d.qcow2 n.vdk
+ok "convert onto an existing vdk: exit 1, says it is never overwritten" \
+	sh -c "[ $rc -eq 1 ] && grep -q 'never overwritten' '$T/err' && '$VDISK' info n.vdk | grep -q '(10485760 bytes)'"
+mkdir outdir
+run_rc rc "$VDISK" convert d.qcow2 outdir
+ok "convert onto a directory: exit 1, says so" sh -c "[ $rc -eq 1 ] && grep -q 'is a directory' '$T/err'"
 done_testing

@@ -488,7 +488,16 @@ vdisk_cmd_convert(int argc, char **argv)
 			co.passphrase = pass;
 		}
 		if (vd_create(cv.out_path, &co) < 0) {
-			vdisk_lib_error(cv.out_path);
+			if (vd_get_errno() == EEXIST && stat(cv.out_path, &ost) == 0 &&
+			    S_ISDIR(ost.st_mode)) {
+				vdisk_error(cv.out_path, "is a directory: OUT is the new image's file "
+							 "name");
+			} else if (vd_get_errno() == EEXIST) {
+				vdisk_error(cv.out_path, "exists: a vdk OUT is never overwritten (remove "
+							 "it first; -O raw overwrites a raw one)");
+			} else {
+				vdisk_lib_error(cv.out_path);
+			}
 			goto out;
 		}
 		created = true;
