@@ -213,4 +213,6 @@ ok "convert onto an existing vdk: exit 1, says it is never overwritten" \
 mkdir outdir
 run_rc rc "$VDISK" convert d.qcow2 outdir
 ok "convert onto a directory: exit 1, says so" sh -c "[ $rc -eq 1 ] && grep -q 'is a directory' '$T/err'"
+run_rc rc "$VDISK" create -s 1M outdir
+ok "create onto a directory: exit 1, says so" sh -c "[ $rc -eq 1 ] && grep -q 'is a directory' '$T/err'"
 done_testing

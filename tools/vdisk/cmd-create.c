@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include <sodium.h>
 
@@ -210,7 +211,13 @@ vdisk_cmd_create(int argc, char **argv)
 		goto out;
 	}
 	if (vd_create(file, &o) < 0) {
-		vdisk_lib_error(file);
+		struct stat st;
+
+		if (vd_get_errno() == EEXIST && stat(file, &st) == 0 && S_ISDIR(st.st_mode)) {
+			vdisk_error(file, "is a directory: FILE is the new image's file name");
+		} else {
+			vdisk_lib_error(file);
+		}
 		goto out;
 	}
 	vdisk_create_name_warning(file);
