@@ -2,7 +2,9 @@
 /*
  * Helpers shared by the foreign-format readers (see foreign.h): the table
  * cache, file range checks, decompression wrappers around zlib and libzstd,
- * a table-driven CRC-32C and UTF-16 to UTF-8 decoding.
+ * a table-driven CRC-32C and UTF-16 to UTF-8 decoding; and the "unsupported"
+ * driver, which recognises the formats qemu knows and we do not read (VDI, QED,
+ * LUKS, ...) so that they are refused by name instead of probed as raw.
  *
  * Every decompressor is bounded by the caller's output size: a hostile
  * compressed cluster cannot make us allocate or write more than one cluster.

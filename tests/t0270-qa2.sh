@@ -4,7 +4,10 @@
 # meets them. Images qemu-img makes that the other tests do not cover (a VHDX of 0
 # bytes), images of formats the library does not read (qcow v1, VDI, QED,
 # Parallels, LUKS: refused by name, never read as raw bytes), and the CLI mistakes
-# of a qemu-img user (`create FILE SIZE`, `-f vpc`, `info -f`, fractional sizes).
+# of a qemu-img user (`create FILE SIZE`, `-f vpc`, `info -f`, fractional sizes,
+# swapped operands, OUT named .img or .qcow2, OUT '-', a symlink OUT), check findings
+# (QEMU's corrupt flag, a VMDK extent size the header contradicts), VMDK sparse files
+# with capacity 0, backing names that are QEMU protocols, vdisk-target on a read-only file.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/foreign-lib.sh"
 . "$(dirname "$0")/cli-lib.sh"
