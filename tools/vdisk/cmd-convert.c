@@ -10,7 +10,7 @@
  * in chunks of up to 1 MiB, skipping block-sized pieces that turn out to be
  * all zeroes. A raw OUT is written with plain pwrite and fsync'd at the end.
  * -p prints progress in qemu-img's "(xx.xx/100%)" style. Without -O, an OUT
- * named *.raw/*.img/*.bin/*.iso is raw (qemu-img's default) and one named after
+ * named .raw, .img, .bin or .iso is raw (qemu-img's default) and one named after
  * a format we do not write is refused; a failure removes OUT, but never a
  * symbolic link OUT (its target is emptied instead).
  */
