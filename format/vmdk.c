@@ -241,7 +241,10 @@ vmdk_read_desc(int fd, const char *path, char **desc)
 		return 0;
 	}
 	if ((uint64_t)fsz > VMDK_MAX_DESC) {
-		return vd_set_error(EINVAL, "%s: not a VMDK descriptor (too large)", path);
+		return vd_set_error(EINVAL,
+				    "%s: not a VMDK image (no sparse header, and too large for a "
+				    "descriptor)",
+				    path);
 	}
 	*desc = ft_read_text(fd, VMDK_MAX_DESC, NULL);
 	if (!*desc) {

@@ -104,6 +104,9 @@ ok "vdisk-target, read-only LUN file without ,ro: exit 2 with the hint" \
 fusermount3 -u mnt 2>/dev/null
 run_rc rc "$VDISK" info -f qcow2 fixed.img
 ok "info -f with the wrong format: exit 1" sh -c "[ $rc -eq 1 ] && grep -q 'not a qcow2 image' '$T/err'"
+run_rc rc "$VDISK" info -f vmdk d.qcow2
+ok "info -f vmdk on a qcow2: 'not a VMDK image' (was: 'not a VMDK descriptor (too large)')" \
+	sh -c "[ $rc -eq 1 ] && grep -q 'not a VMDK image' '$T/err'"
 # convert with no -O: qemu-img's default is raw, so an OUT named .raw/.img is raw,
 # and a name of a format vdisk does not write is refused (was: a vdk under that name).
 run_rc rc "$VDISK" convert d.qcow2 byname.img
