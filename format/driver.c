@@ -14,6 +14,7 @@ extern const struct vd_driver vd_vmdk_driver;
 extern const struct vd_driver vd_qcow2_driver;
 extern const struct vd_driver vd_vhd_driver;
 extern const struct vd_driver vd_vhdx_driver;
+extern const struct vd_driver vd_unsupported_driver; /* foreign.c: refused by name */
 
 const struct vd_driver *const vd_drivers[] = {
 	&vd_vdk_driver,
@@ -21,6 +22,7 @@ const struct vd_driver *const vd_drivers[] = {
 	&vd_qcow2_driver,
 	&vd_vhd_driver,
 	&vd_vhdx_driver,
+	&vd_unsupported_driver,
 	&vd_raw_driver,
 	NULL,
 };
@@ -28,6 +30,9 @@ const struct vd_driver *const vd_drivers[] = {
 const struct vd_driver *
 vd_driver_find(const char *name)
 {
+	if (strcmp(name, "vpc") == 0) {
+		name = "vhd"; /* qemu's name of the format (qemu-img -f vpc) */
+	}
 	for (int i = 0; vd_drivers[i]; i++) {
 		if (strcmp(vd_drivers[i]->name, name) == 0) {
 			return vd_drivers[i];

@@ -2,7 +2,9 @@
 /*
  * Helpers shared by the foreign-format readers (see foreign.h): the table
  * cache, file range checks, decompression wrappers around zlib and libzstd,
- * a table-driven CRC-32C and UTF-16 to UTF-8 decoding.
+ * a table-driven CRC-32C and UTF-16 to UTF-8 decoding; and the "unsupported"
+ * driver, which recognises the formats qemu knows and we do not read (VDI, QED,
+ * LUKS, ...) so that they are refused by name instead of probed as raw.
  *
  * Every decompressor is bounded by the caller's output size: a hostile
  * compressed cluster cannot make us allocate or write more than one cluster.
@@ -12,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <pthread.h>
 
@@ -405,3 +408,72 @@ ft_allocated(struct vd_layer *l)
 	}
 	return total;
 }
+
+/*
+ * Formats qemu-img knows and this library does not read: without this table a
+ * VDI, QED, LUKS, Parallels or Bochs image would be probed as raw and its
+ * bytes (headers, tables) shown as the disk, silently wrong. The probe scores
+ * them above raw, and open refuses them with a message naming the format.
+ */
+static const struct {
+	size_t off;
+	const char *magic;
+	size_t len;
+	const char *what;
+	const char *hint;
+} ft_unsupported[] = {
+	{0x40, "\x7f\x10\xda\xbe", 4, "VDI (VirtualBox)",
+	 "qemu-img convert -O qcow2 makes one that is"},
+	{0, "QED\0", 4, "QED", "qemu-img convert -O qcow2 makes one that is"},
+	/* A whole-disk LUKS volume's image starts so too: raw, as the user may say. */
+	{0, "LUKS\xba\xbe", 6, "LUKS (qemu's encrypted raw)",
+	 "a raw disk image holding a LUKS volume opens with the format given as raw"},
+	{0, "WithoutFreeSpace", 16, "Parallels", "qemu-img convert -O qcow2 makes one that is"},
+	{0, "WithouFreSpacExt", 16, "Parallels", "qemu-img convert -O qcow2 makes one that is"},
+	{0, "Bochs Virtual HD Image", 22, "Bochs", "qemu-img convert -O qcow2 makes one that is"},
+	{0, "#!/bin/sh\n#V2.0 Format\n", 23, "cloop",
+	 "qemu-img convert -O qcow2 makes one that is"},
+};
+
+static int
+ft_unsupported_find(const uint8_t *buf, size_t len)
+{
+	for (size_t i = 0; i < sizeof(ft_unsupported) / sizeof(ft_unsupported[0]); i++) {
+		if (len >= ft_unsupported[i].off + ft_unsupported[i].len &&
+		    memcmp(buf + ft_unsupported[i].off, ft_unsupported[i].magic,
+			   ft_unsupported[i].len) == 0) {
+			return (int)i;
+		}
+	}
+	return -1;
+}
+
+static int
+ft_unsupported_probe(const uint8_t *buf, size_t len, uint64_t file_size, const char *filename)
+{
+	(void)file_size;
+	(void)filename;
+	return buf && ft_unsupported_find(buf, len) >= 0 ? 100 : 0;
+}
+
+static int
+ft_unsupported_open(struct vd_layer *l)
+{
+	uint8_t buf[512];
+	ssize_t n = pread(l->fd, buf, sizeof(buf), 0);
+	int i = n > 0 ? ft_unsupported_find(buf, (size_t)n) : -1;
+
+	if (i < 0) {
+		return vd_set_error(EINVAL, "%s: not an image of a format vdisk reads", l->path);
+	}
+	return vd_set_error(ENOTSUP, "%s: %s images are not supported (%s)", l->path,
+			    ft_unsupported[i].what, ft_unsupported[i].hint);
+}
+
+const struct vd_driver vd_unsupported_driver = {
+	.name = "unsupported",
+	.instance_size = 0,
+	.thread_model = VD_THREAD_PARALLEL,
+	.probe = ft_unsupported_probe,
+	.open = ft_unsupported_open,
+};

@@ -98,8 +98,11 @@ qcow2_probe(const uint8_t *buf, size_t len, uint64_t file_size, const char *file
 {
 	(void)file_size;
 	(void)filename;
-	if (len >= 8 && vd_be32(buf) == QCOW2_MAGIC &&
-	    (vd_be32(buf + 4) == 2 || vd_be32(buf + 4) == 3)) {
+	/*
+	 * Any version: qemu's older "qcow" (version 1) and unknown versions have
+	 * the same magic, and must be refused by open, not taken for raw bytes.
+	 */
+	if (len >= 8 && vd_be32(buf) == QCOW2_MAGIC) {
 		return 100;
 	}
 	return 0;
@@ -321,6 +324,43 @@ qcow2_init_cache(struct qcow2_state *s)
 	return ft_cache_init(&s->l2c, s->cluster_size, nslots);
 }
 
+/*
+ * QEMU also takes protocols where a backing file name goes: "file:NAME" is
+ * NAME; a URL (nbd://, iscsi://, http://...), "json:{...}" or a legacy
+ * "nbd:"/"rbd:"-style string names no file here, and is refused as such
+ * rather than reported as a missing file.
+ */
+static int
+qcow2_backing_name(struct vd_layer *l)
+{
+	static const char *const proto[] = {"json:", "nbd:",	 "rbd:", "gluster:", "sheepdog:",
+					    "ssh:",  "iscsi:", "nfs:", "vxhs:",	   NULL};
+	char *b = l->backing;
+	const char *p = b;
+
+	if (strncmp(b, "file:", 5) == 0) {
+		memmove(b, b + 5, strlen(b + 5) + 1);
+		return 0;
+	}
+	while ((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '+' || *p == '.' ||
+	       *p == '-') {
+		p++;
+	}
+	for (int i = 0; proto[i]; i++) {
+		if (strncmp(b, proto[i], strlen(proto[i])) == 0) {
+			p = NULL;
+			break;
+		}
+	}
+	if (!p || (p != b && strncmp(p, "://", 3) == 0)) {
+		return vd_set_error(ENOTSUP,
+				    "%s: the backing file '%s' is a QEMU protocol or option string, "
+				    "not a file: not supported",
+				    l->path, b);
+	}
+	return 0;
+}
+
 static int
 qcow2_open(struct vd_layer *l)
 {
@@ -347,6 +387,12 @@ qcow2_open(struct vd_layer *l)
 		return vd_set_error(EINVAL, "%s: not a qcow2 image", l->path);
 	}
 	s->version = vd_be32(h + 4);
+	if (s->version == 1) {
+		return vd_set_error(ENOTSUP,
+				    "%s: qcow version 1 images (qemu's older 'qcow' format) are "
+				    "not supported: convert it with qemu-img convert -O qcow2",
+				    l->path);
+	}
 	if (s->version != 2 && s->version != 3) {
 		return vd_set_error(ENOTSUP, "%s: unsupported qcow2 version %u", l->path,
 				    s->version);
@@ -354,7 +400,8 @@ qcow2_open(struct vd_layer *l)
 	bfoff = vd_be64(h + 8);
 	bfsize = vd_be32(h + 16);
 	s->cluster_bits = vd_be32(h + 20);
-	s->size = vd_be64(h + 24);
+	/* qemu counts whole 512-byte sectors: a hand-made odd size reads as it rounds down. */
+	s->size = vd_be64(h + 24) & ~UINT64_C(511);
 	crypt = vd_be32(h + 32);
 	l1_size = vd_be32(h + 36);
 	l1_off = vd_be64(h + 40);
@@ -438,6 +485,10 @@ qcow2_open(struct vd_layer *l)
 			ret = vd_set_error(EINVAL, "%s: backing file name contains a NUL", l->path);
 			goto fail;
 		}
+		ret = qcow2_backing_name(l);
+		if (ret < 0) {
+			goto fail;
+		}
 	} else {
 		free(l->backing_format);
 		l->backing_format = NULL;
@@ -454,8 +505,11 @@ qcow2_open(struct vd_layer *l)
 		dfd = vd_layer_open_related(l, data_file,
 					    O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
 		if (dfd < 0) {
+			/* vd_layer_open_related: EINVAL for FIFOs, terminals, sockets. */
 			ret = vd_set_error(-dfd, "%s: cannot open external data file '%s': %s",
-					   l->path, data_file, strerror(-dfd));
+					   l->path, data_file,
+					   dfd == -EINVAL ? "not a regular file or block device"
+							  : strerror(-dfd));
 			goto fail;
 		}
 		s->data_fd = dfd;
@@ -787,6 +841,24 @@ qcow2_check(struct vd_layer *l, vd_check_fn report, void *opaque, int layer_idx,
 
 		data_end = n < 0 ? UINT64_MAX : (uint64_t)n;
 	}
+	/* QEMU's own verdicts in the header: it sets these, and refuses to write while set. */
+	if (s->incompat & QCOW2_INCOMPAT_CORRUPT) {
+		res->corrupt++;
+		snprintf(msg, sizeof(msg),
+			 "%s: marked corrupt by QEMU (incompatible feature bit 1): it found "
+			 "inconsistent metadata; qemu-img check -r all may repair it",
+			 l->path);
+		if (report) {
+			report(opaque, layer_idx, VD_CHECK_CORRUPT, msg);
+		}
+	}
+	if ((s->incompat & QCOW2_INCOMPAT_DIRTY) && report) {
+		snprintf(msg, sizeof(msg),
+			 "%s: refcounts marked dirty (lazy_refcounts, not closed cleanly); "
+			 "QEMU rebuilds them at its next read-write open, the data is not affected",
+			 l->path);
+		report(opaque, layer_idx, VD_CHECK_INFO, msg);
+	}
 	/* Every mapping run is validated by qcow2_map; compressed clusters are inflated. */
 	while (off < l->size) {
 		struct qcow2_run run;
@@ -901,7 +973,7 @@ qcow2_snapshot_open(struct vd_layer *l, int idx, struct vd_layer *view)
 	v->csize_shift = s->csize_shift;
 	v->csize_mask = s->csize_mask;
 	v->coffset_mask = s->coffset_mask;
-	v->size = sn->disk_size;
+	v->size = sn->disk_size & ~UINT64_C(511);
 	if (v->size > (1ull << 62)) {
 		ret = vd_set_error(EINVAL, "%s: snapshot '%s': bad disk size", l->path, sn->name);
 		goto fail;

@@ -446,13 +446,15 @@ vhdx_open(struct vd_layer *l)
 		ret = vd_set_error(EINVAL, "%s: bad logical sector size %u", l->path, s->lss);
 		goto out;
 	}
-	if (size == 0 || size > VHDX_MAX_SIZE || size % s->lss) {
+	if (size > VHDX_MAX_SIZE || size % s->lss) {
 		ret = vd_set_error(EINVAL, "%s: bad virtual size %" PRIu64, l->path, size);
 		goto out;
 	}
 	s->chunk_ratio = ((UINT64_C(1) << 23) * s->lss) / s->block;
 	data_blocks = VD_DIV_ROUND_UP(size, s->block);
-	if (s->has_parent) {
+	if (data_blocks == 0) {
+		s->bat_n = 0; /* a disk of 0 bytes (qemu-img makes them): nothing to map */
+	} else if (s->has_parent) {
 		s->bat_n = VD_DIV_ROUND_UP(data_blocks, s->chunk_ratio) * (s->chunk_ratio + 1);
 	} else {
 		s->bat_n = data_blocks + (data_blocks - 1) / s->chunk_ratio;
@@ -463,7 +465,7 @@ vhdx_open(struct vd_layer *l)
 				   l->path, s->bat_n);
 		goto out;
 	}
-	s->bat = malloc(s->bat_n * 8);
+	s->bat = malloc(s->bat_n ? s->bat_n * 8 : 8);
 	if (!s->bat) {
 		ret = -ENOMEM;
 		goto out;

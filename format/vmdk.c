@@ -68,9 +68,10 @@ struct vmdk_extent {
 	uint64_t flat_off; /* FLAT: byte offset of the data in the file */
 	uint64_t file_size;
 	/* sparse kinds */
-	uint64_t grain; /* bytes */
-	uint32_t gtes;	/* entries per grain table */
-	uint32_t esize; /* bytes per entry: 4, or 8 for seSparse */
+	uint64_t grain;	   /* bytes */
+	uint64_t capacity; /* hosted sparse: the header's capacity in bytes (0: none) */
+	uint32_t gtes;	   /* entries per grain table */
+	uint32_t esize;	   /* bytes per entry: 4, or 8 for seSparse */
 	uint64_t *gd;
 	uint32_t gd_size;
 	bool compressed, markers, zero_grain;
@@ -240,7 +241,10 @@ vmdk_read_desc(int fd, const char *path, char **desc)
 		return 0;
 	}
 	if ((uint64_t)fsz > VMDK_MAX_DESC) {
-		return vd_set_error(EINVAL, "%s: not a VMDK descriptor (too large)", path);
+		return vd_set_error(EINVAL,
+				    "%s: not a VMDK image (no sparse header, and too large for a "
+				    "descriptor)",
+				    path);
 	}
 	*desc = ft_read_text(fd, VMDK_MAX_DESC, NULL);
 	if (!*desc) {
@@ -348,6 +352,7 @@ vmdk_open_kdmv(struct vd_layer *l, struct vmdk_extent *e, const uint8_t *h0)
 		return vd_set_error(EINVAL, "%s: extent %s: grain table too big", l->path, e->file);
 	}
 	e->grain *= 512;
+	e->capacity = cap * 512;
 	e->esize = 4;
 	e->zero_grain = flags & VMDK_FLAG_ZERO_GRAIN;
 	e->markers = flags & VMDK_FLAG_MARKERS;
@@ -830,8 +835,13 @@ vmdk_open(struct vd_layer *l)
 		vmdk_desc_hex(desc, "parentCID", &s->parent_cid);
 	}
 	if (vd_le32(h) == VMDK3_MAGIC || vd_le64(h) == SESPARSE_MAGIC ||
-	    (vd_le32(h) == VMDK4_MAGIC && vd_le64(h + 12) != 0)) {
-		/* One sparse file: this file is the only extent. */
+	    vd_le32(h) == VMDK4_MAGIC) {
+		/*
+		 * One sparse file: this file is the only extent, whatever the
+		 * embedded descriptor's extent line names (the file's name when it
+		 * was made: a renamed copy would read the original). A capacity of
+		 * 0 is taken from a streamOptimized footer, else refused.
+		 */
 		uint64_t cap = vd_le32(h) == VMDK3_MAGIC   ? vd_le32(h + 12)
 			       : vd_le32(h) == VMDK4_MAGIC ? vd_le64(h + 12)
 							   : vd_le64(h + 16);
@@ -1245,9 +1255,29 @@ static int
 vmdk_check(struct vd_layer *l, vd_check_fn report, void *opaque, int layer_idx,
 	   struct vd_check_result *res)
 {
+	struct vmdk_state *s = l->st;
 	uint64_t off = 0;
 	char msg[256];
 
+	/*
+	 * A descriptor's extent size and the sparse header's capacity disagree:
+	 * reads follow the descriptor (VMware's layout), qemu follows the header,
+	 * so the disk's size and everything after that extent differ between them.
+	 */
+	for (int i = 0; i < s->n; i++) {
+		struct vmdk_extent *x = &s->ext[i];
+
+		if (x->kind == VX_SPARSE && x->capacity && x->capacity != x->len) {
+			res->corrupt++;
+			snprintf(msg, sizeof(msg),
+				 "%s: extent %s: the descriptor gives %" PRIu64
+				 " sectors, its header a capacity of %" PRIu64 " sectors",
+				 l->path, x->file, x->len / 512, x->capacity / 512);
+			if (report) {
+				report(opaque, layer_idx, VD_CHECK_CORRUPT, msg);
+			}
+		}
+	}
 	while (off < l->size) {
 		struct vmdk_extent *e;
 		struct vmdk_run run;

@@ -290,11 +290,14 @@ main_apply_config(struct tgt_config *cfg, bool initial)
 				if (!lu) {
 					r = -errno;
 					lun_open_failed = true;
-					tgt_err("cannot open LUN %llu of %s: %s: %s",
+					tgt_err("cannot open LUN %llu of %s: %s: %s%s",
 						(unsigned long long)s->lun, nt->iqn, s->path,
 						r == -EINVAL ? "not a regular file or block device, "
 							       "or empty"
-							     : strerror(-r));
+							     : strerror(-r),
+						(r == -EROFS || r == -EACCES) && !s->ro
+							? " (add ,ro to export it read-only)"
+							: "");
 					goto fail;
 				}
 			}

@@ -86,6 +86,15 @@ struct vd_image *vdisk_open(const char *path, const char *format, unsigned flags
  */
 int vdisk_hold_still(const char *cmd, const char *file, struct vd_image *img, bool force);
 
+/* FMT as the library names it: qemu's "vpc" is "vhd"; others unchanged. */
+const char *vdisk_format_name(const char *format);
+/*
+ * After a failed open of `missing`: if it does not exist and `other` (the next
+ * operand) is an existing file, the operands were likely swapped; say the order.
+ */
+void vdisk_order_hint(const char *missing, const char *other, const char *usage);
+/* What a refused SIZE string should have been, for the message ("" if nothing to add). */
+const char *vdisk_size_hint(const char *s);
 /* Parse "10G", "512M", "4096", "64K", "1TiB"; 0 or -EINVAL/-ERANGE. */
 int vdisk_parse_size(const char *s, uint64_t *out);
 /* Parse a non-negative decimal integer that fits in max; 0 or -EINVAL/-ERANGE. */

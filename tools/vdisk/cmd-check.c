@@ -95,24 +95,28 @@ vdisk_cmd_check(int argc, char **argv)
 	static const struct option longopts[] = {
 		{"json", no_argument, NULL, 'j'},
 		{"force-share", no_argument, NULL, 'U'},
+		{"format", required_argument, NULL, 'f'},
 		{NULL, 0, NULL, 0},
 	};
 	struct vdisk_check_ctx ctx = {0};
 	struct vd_check_result res = {0};
 	struct vd_image *img;
-	const char *file;
+	const char *file, *fmt = NULL;
 	bool force = false;
 	char hs[32];
 	size_t i;
 	int c, rc;
 
-	while ((c = getopt_long(argc, argv, "U", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "Uf:", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'j':
 			ctx.json = true;
 			break;
 		case 'U':
 			force = true;
+			break;
+		case 'f':
+			fmt = optarg;
 			break;
 		default:
 			return vdisk_usage_error("check", "bad option");
@@ -123,7 +127,7 @@ vdisk_cmd_check(int argc, char **argv)
 					 optind >= argc ? "FILE is missing" : "too many arguments");
 	}
 	file = argv[optind];
-	img = vdisk_open(file, NULL, 0);
+	img = vdisk_open(file, fmt, 0);
 	if (!img) {
 		int e = vd_get_errno();
 

@@ -9,7 +9,10 @@
  * fresh vdk OUT, both of which read as zeroes), and data extents are copied
  * in chunks of up to 1 MiB, skipping block-sized pieces that turn out to be
  * all zeroes. A raw OUT is written with plain pwrite and fsync'd at the end.
- * -p prints progress in qemu-img's "(xx.xx/100%)" style.
+ * -p prints progress in qemu-img's "(xx.xx/100%)" style. Without -O, an OUT
+ * named .raw, .img, .bin or .iso is raw (qemu-img's default) and one named after
+ * a format we do not write is refused; a failure removes OUT, but never a
+ * symbolic link OUT (its target is emptied instead).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -19,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -190,6 +194,43 @@ vdisk_conv_extent(void *opaque, const struct vd_extent *e)
 	return vdisk_conv_data(cv, e->offset, e->length) < 0 ? -ECANCELED : 0;
 }
 
+/*
+ * No -O: vdk, unless OUT's name says otherwise. qemu-img's default is raw, so
+ * `convert disk.qcow2 disk.raw` (or .img) is meant as raw and made so; a name
+ * of a format vdisk does not write (disk.qcow2, disk.vmdk...) would get a vdk
+ * image under a misleading name, which qemu could then not open: refused.
+ */
+static int
+vdisk_out_format_by_name(const char *out, const char **ofmt)
+{
+	static const char *const raw_ext[] = {".raw", ".img", ".bin", ".iso", NULL};
+	static const char *const other_ext[] = {".qcow2", ".qcow", ".vmdk", ".vhd", ".vhdx",
+						".vdi",	  ".qed",  NULL};
+	size_t n = strlen(out);
+
+	for (int i = 0; raw_ext[i]; i++) {
+		size_t e = strlen(raw_ext[i]);
+
+		if (n > e && strcasecmp(out + n - e, raw_ext[i]) == 0) {
+			*ofmt = "raw";
+			return 0;
+		}
+	}
+	for (int i = 0; other_ext[i]; i++) {
+		size_t e = strlen(other_ext[i]);
+
+		if (n > e && strcasecmp(out + n - e, other_ext[i]) == 0) {
+			vdisk_usage_error("convert",
+					  "'%s': vdisk writes raw and vdk images only; give -O vdk "
+					  "to make a vdk under that name anyway (qemu-img convert "
+					  "-O %s writes that format)",
+					  out, other_ext[i] + 1);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 /* The file descriptors open in this process (from /proc/self/fd), sorted; NULL if unknown. */
 static int *
 vdisk_open_fds(size_t *count)
@@ -284,7 +325,8 @@ vdisk_cmd_convert(int argc, char **argv)
 	struct vdisk_conv cv = {.out_fd = -1, .last_pct = -1};
 	struct vd_create_opts co = {0};
 	const char *ofmt = "vdk", *ifmt = NULL, *cipher = NULL;
-	bool encrypt = false, created = false, force = false, same;
+	bool encrypt = false, created = false, force = false, ofmt_given = false, same;
+	bool out_link;
 	struct stat ost;
 	size_t nfds_before = 0;
 	int *fds_before;
@@ -301,6 +343,7 @@ vdisk_cmd_convert(int argc, char **argv)
 			break;
 		case 'O':
 			ofmt = optarg;
+			ofmt_given = true;
 			break;
 		case 'f':
 			ifmt = optarg;
@@ -321,6 +364,15 @@ vdisk_cmd_convert(int argc, char **argv)
 	}
 	cv.in_path = argv[optind];
 	cv.out_path = argv[optind + 1];
+	if (strcmp(cv.out_path, "-") == 0) {
+		return vdisk_usage_error("convert", "OUT '-': output to a pipe is not supported (OUT "
+						    "is written out of order, with holes); give a "
+						    "file name (./- for a file named -)");
+	}
+	if (!ofmt_given && !encrypt && !co.block_size &&
+	    vdisk_out_format_by_name(cv.out_path, &ofmt) < 0) {
+		return VDISK_EXIT_ERROR;
+	}
 	if (strcmp(ofmt, "raw") != 0 && strcmp(ofmt, "vdk") != 0) {
 		return vdisk_usage_error("convert", "-O '%s': the output format is raw or vdk",
 					 ofmt);
@@ -335,9 +387,12 @@ vdisk_cmd_convert(int argc, char **argv)
 		vdisk_error(cv.out_path, "IN and OUT are the same file");
 		return VDISK_EXIT_ERROR;
 	}
+	/* A symbolic link OUT (/dev/stdout, say) is written through, never removed. */
+	out_link = lstat(cv.out_path, &ost) == 0 && S_ISLNK(ost.st_mode);
 	fds_before = vdisk_open_fds(&nfds_before);
 	cv.in = vdisk_open(cv.in_path, ifmt, 0);
 	if (!cv.in) {
+		vdisk_order_hint(cv.in_path, cv.out_path, "IN OUT");
 		free(fds_before);
 		return VDISK_EXIT_ERROR;
 	}
@@ -412,6 +467,12 @@ vdisk_cmd_convert(int argc, char **argv)
 			goto out;
 		}
 	} else {
+		if (cv.size == 0) {
+			/* vd_create would ask for "-s SIZE", an option convert does not have. */
+			vdisk_error(cv.in_path, "is a disk of 0 bytes, and a vdk image cannot be "
+						"empty (-O raw makes an empty file)");
+			goto out;
+		}
 		co.size = cv.size;
 		if (encrypt) {
 			if (sodium_init() < 0 || !(pass = sodium_malloc(1024))) {
@@ -430,7 +491,16 @@ vdisk_cmd_convert(int argc, char **argv)
 			co.passphrase = pass;
 		}
 		if (vd_create(cv.out_path, &co) < 0) {
-			vdisk_lib_error(cv.out_path);
+			if (vd_get_errno() == EEXIST && stat(cv.out_path, &ost) == 0 &&
+			    S_ISDIR(ost.st_mode)) {
+				vdisk_error(cv.out_path, "is a directory: OUT is the new image's file "
+							 "name");
+			} else if (vd_get_errno() == EEXIST) {
+				vdisk_error(cv.out_path, "exists: a vdk OUT is never overwritten (remove "
+							 "it first; -O raw overwrites a raw one)");
+			} else {
+				vdisk_lib_error(cv.out_path);
+			}
 			goto out;
 		}
 		created = true;
@@ -467,11 +537,15 @@ out:
 		vdisk_lib_error(cv.out_path);
 		rc = VDISK_EXIT_ERROR;
 	}
+	if (rc != VDISK_EXIT_OK && created && out_link && cv.out_fd >= 0 &&
+	    ftruncate(cv.out_fd, 0) < 0) {
+		vdisk_error(cv.out_path, "cannot empty it after the failure: %s", strerror(errno));
+	}
 	if (cv.out_fd >= 0 && close(cv.out_fd) < 0 && rc == VDISK_EXIT_OK) {
 		vdisk_error(cv.out_path, "close failed: %s", strerror(errno));
 		rc = VDISK_EXIT_ERROR;
 	}
-	if (rc != VDISK_EXIT_OK && created) {
+	if (rc != VDISK_EXIT_OK && created && !out_link) {
 		unlink(cv.out_path); /* no half-written output left behind */
 	}
 	vd_close(cv.in);

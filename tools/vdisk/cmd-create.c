@@ -11,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
 
 #include <sodium.h>
 
@@ -64,6 +66,34 @@ vdisk_backing_busy(const char *file, const char *backing, const char *fmt, bool 
 	return r < 0;
 }
 
+/*
+ * qemu-img create makes a raw image by default and the format its name says
+ * otherwise: `vdisk create disk.img 10G` or `-b base.qcow2 top.qcow2` still makes
+ * a vdk image, which other tools will not read as the name promises. Say so.
+ */
+static void
+vdisk_create_name_warning(const char *file)
+{
+	static const char *const ext[][2] = {
+		{".raw", "raw"},   {".img", "raw"}, {".qcow2", "qcow2"},
+		{".vmdk", "vmdk"}, {".vhd", "vhd"}, {".vhdx", "vhdx"},
+	};
+	size_t n = strlen(file);
+
+	for (size_t i = 0; i < sizeof(ext) / sizeof(ext[0]); i++) {
+		size_t e = strlen(ext[i][0]);
+
+		if (n > e && strcasecmp(file + n - e, ext[i][0]) == 0) {
+			fprintf(stderr,
+				"vdisk: %s: warning: this is a vdk image, whatever its name says "
+				"(vdisk creates vdk images only; other tools will not take it for "
+				"%s)\n",
+				file, ext[i][1]);
+			return;
+		}
+	}
+}
+
 int
 vdisk_cmd_create(int argc, char **argv)
 {
@@ -88,7 +118,8 @@ vdisk_cmd_create(int argc, char **argv)
 		switch (c) {
 		case 's':
 			if (vdisk_parse_size(optarg, &o.size) < 0 || o.size == 0) {
-				return vdisk_usage_error("create", "invalid size '%s'", optarg);
+				return vdisk_usage_error("create", "invalid size '%s'%s", optarg,
+							 vdisk_size_hint(optarg));
 			}
 			have_size = true;
 			size_str = optarg;
@@ -97,7 +128,7 @@ vdisk_cmd_create(int argc, char **argv)
 			o.backing = optarg;
 			break;
 		case 'F':
-			o.backing_format = optarg;
+			o.backing_format = vdisk_format_name(optarg);
 			break;
 		case 'U':
 			force = true;
@@ -112,6 +143,16 @@ vdisk_cmd_create(int argc, char **argv)
 				return VDISK_EXIT_ERROR;
 			}
 		}
+	}
+	if (optind + 2 == argc && !have_size) {
+		/* qemu-img's order, `create FILE SIZE`, is what many type first. */
+		if (vdisk_parse_size(argv[optind + 1], &o.size) < 0 || o.size == 0) {
+			return vdisk_usage_error("create", "invalid size '%s'%s", argv[optind + 1],
+						 vdisk_size_hint(argv[optind + 1]));
+		}
+		have_size = true;
+		size_str = argv[optind + 1];
+		argc--;
 	}
 	if (optind + 1 != argc) {
 		return vdisk_usage_error("create",
@@ -170,9 +211,16 @@ vdisk_cmd_create(int argc, char **argv)
 		goto out;
 	}
 	if (vd_create(file, &o) < 0) {
-		vdisk_lib_error(file);
+		struct stat st;
+
+		if (vd_get_errno() == EEXIST && stat(file, &st) == 0 && S_ISDIR(st.st_mode)) {
+			vdisk_error(file, "is a directory: FILE is the new image's file name");
+		} else {
+			vdisk_lib_error(file);
+		}
 		goto out;
 	}
+	vdisk_create_name_warning(file);
 	rc = VDISK_EXIT_OK;
 out:
 	vd_pass_src_clear(&newpass);

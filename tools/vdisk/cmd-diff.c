@@ -123,6 +123,7 @@ vdisk_cmd_diff(int argc, char **argv)
 	}
 	img = vdisk_open(file, NULL, 0);
 	if (!img) {
+		vdisk_order_hint(file, a, "FILE SNAP_A [SNAP_B]");
 		return VDISK_EXIT_ERROR;
 	}
 	ia = vdisk_diff_find(img, file, a, &sa);

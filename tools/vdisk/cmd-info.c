@@ -207,6 +207,7 @@ vdisk_cmd_info(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{"json", no_argument, NULL, 'j'},
+		{"format", required_argument, NULL, 'f'},
 		{NULL, 0, NULL, 0},
 	};
 	struct vd_open_opts opts = {0};
@@ -215,10 +216,13 @@ vdisk_cmd_info(int argc, char **argv)
 	bool json = false;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "f:", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'j':
 			json = true;
+			break;
+		case 'f':
+			opts.format = vdisk_format_name(optarg);
 			break;
 		default:
 			return vdisk_usage_error("info", "bad option");

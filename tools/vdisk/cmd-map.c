@@ -95,16 +95,20 @@ vdisk_cmd_map(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{"json", no_argument, NULL, 'j'},
+		{"format", required_argument, NULL, 'f'},
 		{NULL, 0, NULL, 0},
 	};
 	struct vdisk_map_ctx ctx = {0};
-	const char *file;
+	const char *file, *fmt = NULL;
 	int c, rc = VDISK_EXIT_OK;
 
-	while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "f:", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'j':
 			ctx.json = true;
+			break;
+		case 'f':
+			fmt = optarg;
 			break;
 		default:
 			return vdisk_usage_error("map", "bad option");
@@ -115,7 +119,7 @@ vdisk_cmd_map(int argc, char **argv)
 					 optind >= argc ? "FILE is missing" : "too many arguments");
 	}
 	file = argv[optind];
-	ctx.img = vdisk_open(file, NULL, 0);
+	ctx.img = vdisk_open(file, fmt, 0);
 	if (!ctx.img) {
 		return VDISK_EXIT_ERROR;
 	}

@@ -192,6 +192,7 @@ vdisk_cmd_snapshot(int argc, char **argv)
 	flags = strcmp(sub, "list") == 0 ? 0 : VD_OPEN_RDWR;
 	img = vdisk_open(file, NULL, flags);
 	if (!img) {
+		vdisk_order_hint(file, name, "FILE NAME");
 		return VDISK_EXIT_ERROR;
 	}
 	if (strcmp(sub, "list") == 0) {

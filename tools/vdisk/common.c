@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -62,12 +63,48 @@ vdisk_msg_error(const char *file, const char *msg)
 	}
 }
 
+const char *
+vdisk_format_name(const char *format)
+{
+	/* qemu's name of the VHD format, as in `qemu-img -f vpc`. */
+	if (format && strcmp(format, "vpc") == 0) {
+		return "vhd";
+	}
+	return format;
+}
+
+void
+vdisk_order_hint(const char *missing, const char *other, const char *usage)
+{
+	struct stat st;
+
+	if (access(missing, F_OK) < 0 && errno == ENOENT && other && stat(other, &st) == 0 &&
+	    (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))) {
+		fprintf(stderr, "vdisk: (%s does exist: the order is %s)\n", other, usage);
+	}
+}
+
+const char *
+vdisk_size_hint(const char *s)
+{
+	if (s && strpbrk(s, ".,")) {
+		return " (whole numbers only: 1536M, not 1.5G)";
+	}
+	if (s && *s == '-') {
+		return " (negative)";
+	}
+	if (s && *s) {
+		return " (bytes, or a whole number with K, M, G, T, P or E)";
+	}
+	return "";
+}
+
 struct vd_image *
 vdisk_open(const char *path, const char *format, unsigned flags)
 {
 	struct vd_open_opts opts = {
 		.flags = flags,
-		.format = format,
+		.format = vdisk_format_name(format),
 		.passphrase = vd_pass_get,
 		.passphrase_opaque = &vdisk_pass,
 	};

@@ -26,10 +26,11 @@ struct vd_pass_src vdisk_pass = {.key_file = NULL, .key_fd = -1};
 const struct vdisk_cmd vdisk_cmds[] = {
 	{ "create", vdisk_cmd_create,
 	  "create [-s SIZE] [-b BACKING] [-F BACKING_FMT] [-U] [--block-size N]\n"
-	  "             [--encrypt [--cipher C]] [--pwhash-ops N] [--pwhash-mem SIZE] FILE",
+	  "             [--encrypt [--cipher C]] [--pwhash-ops N] [--pwhash-mem SIZE] FILE [SIZE]",
 	  "create a native image (-b: an overlay over BACKING)",
 	  "  -s, --size SIZE          virtual size: bytes or with a suffix K M G T (powers of 1024)\n"
-	  "                           (default with -b: the backing's size)\n"
+	  "                           (default with -b: the backing's size); `FILE SIZE`, as\n"
+	  "                           with qemu-img, works too\n"
 	  "  -b, --backing BACKING    make an overlay: reads fall through to BACKING (any format);\n"
 	  "                           stored relative to FILE's folder\n"
 	  "  -F, --backing-format FMT the backing's format (default: probed now and recorded;\n"
@@ -41,12 +42,14 @@ const struct vdisk_cmd vdisk_cmds[] = {
 	  "      --cipher C           xchacha20poly1305 (default) or aes256gcm\n"
 	  "      --pwhash-ops N       Argon2id operations limit of the first key slot\n"
 	  "      --pwhash-mem SIZE    Argon2id memory limit (default: about 1 s to unlock)\n" },
-	{ "info", vdisk_cmd_info, "info [--json] FILE",
+	{ "info", vdisk_cmd_info, "info [--json] [-f FMT] FILE",
 	  "describe the image and its whole backing chain, top first",
-	  "      --json               machine-readable output: an array of layers, top first\n" },
-	{ "check", vdisk_cmd_check, "check [--json] [-U] FILE",
+	  "      --json               machine-readable output: an array of layers, top first\n"
+	  "  -f, --format FMT         format of FILE (default: probed; vpc is vhd)\n" },
+	{ "check", vdisk_cmd_check, "check [--json] [-U] [-f FMT] FILE",
 	  "verify the structure and every checksum of every layer",
 	  "      --json               machine-readable report\n"
+	  "  -f, --format FMT         format of FILE (default: probed; vpc is vhd)\n"
 	  "  -U, --force-share        check FILE even while a writer (vdiskfs, QEMU) has it\n"
 	  "                           open, with a warning\n"
 	  "  Exit status: 0 clean (leaked space is reported, but harms no data),\n"
@@ -55,8 +58,9 @@ const struct vdisk_cmd vdisk_cmds[] = {
 	  "convert [-p] [-U] [-O raw|vdk] [-f FMT] [--block-size N] [--encrypt [--cipher C]] IN OUT",
 	  "copy an image into a new raw or native file, keeping holes",
 	  "  -p, --progress           show progress\n"
-	  "  -O, --output-format FMT  raw or vdk (default: vdk)\n"
-	  "  -f, --format FMT         format of IN (default: probed)\n"
+	  "  -O, --output-format FMT  raw or vdk (default: vdk; raw when OUT is named\n"
+	  "                           *.raw, *.img, *.bin or *.iso, as qemu-img would)\n"
+	  "  -f, --format FMT         format of IN (default: probed; vpc is vhd)\n"
 	  "  -U, --force-share        convert IN even while a writer (vdiskfs, QEMU) has it open\n"
 	  "      --block-size N       block size of a vdk OUT\n"
 	  "      --encrypt            encrypt a vdk OUT (same passphrase as an encrypted IN)\n"
@@ -64,9 +68,10 @@ const struct vdisk_cmd vdisk_cmds[] = {
 	  "      --pwhash-ops N, --pwhash-mem SIZE   Argon2id limits for the new key slot\n"
 	  "  Unallocated and zero ranges of IN stay holes in a raw OUT and unallocated in a\n"
 	  "  vdk OUT; all-zero data blocks are not written either.\n" },
-	{ "map", vdisk_cmd_map, "map [--json] FILE",
+	{ "map", vdisk_cmd_map, "map [--json] [-f FMT] FILE",
 	  "list data / zero / unallocated ranges and the layer that holds each",
-	  "      --json               machine-readable output\n" },
+	  "      --json               machine-readable output\n"
+	  "  -f, --format FMT         format of FILE (default: probed; vpc is vhd)\n" },
 	{ "snapshot", vdisk_cmd_snapshot,
 	  "snapshot create FILE NAME\n"
 	  "       vdisk snapshot list [--json] FILE\n"
