@@ -32,17 +32,17 @@ qwrite() {
 # same NAME IMG [QEMU-IMG-CONVERT-OPTS...]: all readers give what qemu-img gives.
 # FCAT_OPTS (e.g. "-s 0") selects an internal snapshot in foreign-cat.
 same() {
-	_name=$1 _img=$2
+	_sname=$1 _img=$2
 	shift 2
 	rm -f "$T/.exp" "$T/.got" "$T/.vd"
 	$QI convert -U "$@" -O raw "$_img" "$T/.exp" 2>"$T/.err" || {
-		ok "$_name (qemu-img convert failed: $(cat "$T/.err"))" false
+		ok "$_sname (qemu-img convert failed: $(cat "$T/.err"))" false
 		return
 	}
 	# shellcheck disable=SC2086
-	ok "$_name: foreign-cat" sh -c "'$FCAT' ${FCAT_OPTS:-} '$_img' >'$T/.got' && cmp -s '$T/.exp' '$T/.got'"
+	ok "$_sname: foreign-cat" sh -c "'$FCAT' ${FCAT_OPTS:-} '$_img' >'$T/.got' && cmp -s '$T/.exp' '$T/.got'"
 	if [ -x "$VDISK" ] && [ -z "${FCAT_OPTS:-}" ]; then
-		ok "$_name: vdisk convert" sh -c "'$VDISK' convert -O raw '$_img' '$T/.vd' && cmp -s '$T/.exp' '$T/.vd'"
+		ok "$_sname: vdisk convert" sh -c "'$VDISK' convert -O raw '$_img' '$T/.vd' && cmp -s '$T/.exp' '$T/.vd'"
 	fi
 	rm -f "$T/.exp" "$T/.got" "$T/.vd"
 }
