@@ -36,8 +36,9 @@
  * range of the same length is verified on a helper thread while the kernel
  * copies this one out. The next read takes the result for every block whose
  * map entry (place and checksum) is the one the helper verified, if the check
- * is less than VDK_AHEAD_NS old, and verifies the rest itself (if the helper is
- * still on its range, it waits for it first). That keeps what the checksum
+ * is less than VDK_AHEAD_NS old, and verifies the rest itself: the helper
+ * publishes its results VDK_AHEAD_CHUNK blocks at a time, and stops when the
+ * reader has come (a reader never waits for it). That keeps what the checksum
  * promises: a place is rewritten only after its entry changes (a recycled block
  * is re-entered with the checksum of the bytes written there, and a block of
  * the current generation rewritten in place gets the new bytes' checksum), so
@@ -83,12 +84,15 @@
 #define VDK_AHEAD_MAX 256		/* blocks per job: what one vdk_pread_map batch looks up */
 #define VDK_AHEAD_MIN (128u << 10)	/* reads smaller than this are not followed */
 #define VDK_AHEAD_NS 2000000		/* a result is taken within 2 ms of the check, or not */
+#define VDK_AHEAD_CHUNK 32		/* blocks the helper verifies between two publications */
 
 struct vdk_ahead {
 	pthread_mutex_t lock;		/* the result below */
-	uint64_t vb0;			/* the result: blocks [vb0, vb0 + n) */
-	uint32_t n;
-	uint64_t stamp;			/* when they were checked (CLOCK_MONOTONIC ns) */
+	uint64_t vb0;			/* the job: blocks [vb0, vb0 + total) */
+	uint32_t total;
+	uint32_t n;			/* [vb0, vb0 + n) are verified (ok[]) */
+	uint64_t stamp;			/* when they were looked up (CLOCK_MONOTONIC ns) */
+	atomic_bool stop;		/* a reader has come to the job's range */
 	struct vdk_entry ents[VDK_AHEAD_MAX];	/* the entries checked */
 	uint8_t ok[VDK_AHEAD_MAX];	/* the block's bytes matched its checksum */
 	atomic_uint_fast64_t next_vb;	/* where the last mapped read of the layer ended */
@@ -121,18 +125,20 @@ mono_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* Look up and verify [vb0, vb0 + n) of l; publish the result in l's vdk_ahead. */
+/*
+ * Look up and verify [vb0, vb0 + n) of l, publishing the results in l's
+ * vdk_ahead as they come, until done or a reader has come to the range.
+ */
 static void
 ahead_run(struct vd_layer *l, uint64_t vb0, uint32_t n)
 {
 	struct vdk_state *st = l->st;
 	struct vdk_ahead *a = st->ahead;
 	struct vdk_entry ents[VDK_AHEAD_MAX];
-	uint8_t ok[VDK_AHEAD_MAX];
-	uint64_t end;
+	uint64_t end, stamp;
 	int r = 0;
 
-	/* Recycling or a reader that waits for this job must not be kept waiting. */
+	/* Recycling must not be kept waiting. */
 	if (pthread_rwlock_tryrdlock(&st->reuse) != 0) {
 		return;
 	}
@@ -146,20 +152,32 @@ ahead_run(struct vd_layer *l, uint64_t vb0, uint32_t n)
 		pthread_rwlock_unlock(&st->reuse);
 		return;
 	}
-	for (uint32_t i = 0; i < n; i++) {
-		uint64_t phys = ents[i].ptr & ~VDK_PTR_FLAGS;
-
-		ok[i] = (ents[i].ptr & VDK_PTR_PRESENT) && phys <= end && end - phys >= st->bs &&
-			vdk_data_sum_ok(st->map + phys, st->bs, vb0 + i, ents[i].sum);
-	}
-	pthread_rwlock_unlock(&st->reuse);
+	stamp = mono_ns();	/* the results are at least this old */
 	pthread_mutex_lock(&a->lock);
 	a->vb0 = vb0;
-	a->n = n;
+	a->total = n;
+	a->n = 0;
+	a->stamp = stamp;
 	memcpy(a->ents, ents, n * sizeof(ents[0]));
-	memcpy(a->ok, ok, n);
-	a->stamp = mono_ns();
+	atomic_store(&a->stop, false);
 	pthread_mutex_unlock(&a->lock);
+	for (uint32_t i = 0; i < n && !atomic_load(&a->stop); i += VDK_AHEAD_CHUNK) {
+		uint32_t k = VD_MIN(n - i, (uint32_t)VDK_AHEAD_CHUNK);
+		uint8_t ok[VDK_AHEAD_CHUNK];
+
+		for (uint32_t j = 0; j < k; j++) {
+			uint64_t phys = ents[i + j].ptr & ~VDK_PTR_FLAGS;
+
+			ok[j] = (ents[i + j].ptr & VDK_PTR_PRESENT) && phys <= end &&
+				end - phys >= st->bs &&
+				vdk_data_sum_ok(st->map + phys, st->bs, vb0 + i + j, ents[i + j].sum);
+		}
+		pthread_mutex_lock(&a->lock);
+		memcpy(a->ok + i, ok, k);
+		a->n = i + k;
+		pthread_mutex_unlock(&a->lock);
+	}
+	pthread_rwlock_unlock(&st->reuse);
 }
 
 static void *
@@ -286,8 +304,8 @@ ahead_cancel(struct vd_layer *l)
 
 /*
  * Mark in skip[] the blocks of [vb, vb + nb) that the helper verified with
- * entries equal to ents[] less than VDK_AHEAD_NS ago. If the helper is working
- * on this range right now, wait for it: it is doing what the caller would.
+ * entries equal to ents[] less than VDK_AHEAD_NS ago. If the helper is on
+ * this range, tell it to stop: the caller verifies the rest itself.
  */
 static void
 ahead_take(struct vd_layer *l, uint64_t vb, uint64_t nb, const struct vdk_entry *ents,
@@ -295,17 +313,13 @@ ahead_take(struct vd_layer *l, uint64_t vb, uint64_t nb, const struct vdk_entry 
 {
 	struct vdk_state *st = l->st;
 	struct vdk_ahead *a = st->ahead;
-	uint64_t now;
+	uint64_t now = mono_ns();
 
 	memset(skip, 0, nb);
-	pthread_mutex_lock(&ahead_job.lock);
-	while (ahead_job.l == l && ahead_job.pid == getpid() && ahead_job.vb0 < vb + nb &&
-	       vb < ahead_job.vb0 + ahead_job.n) {
-		pthread_cond_wait(&ahead_job.cond, &ahead_job.lock);
-	}
-	pthread_mutex_unlock(&ahead_job.lock);
-	now = mono_ns();
 	pthread_mutex_lock(&a->lock);
+	if (a->vb0 < vb + nb && vb < a->vb0 + a->total) {
+		atomic_store(&a->stop, true);
+	}
 	if (a->n > 0 && now - a->stamp < VDK_AHEAD_NS && a->vb0 < vb + nb && vb < a->vb0 + a->n) {
 		for (uint64_t i = 0; i < nb; i++) {
 			uint64_t j = vb + i - a->vb0;
