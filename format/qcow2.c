@@ -843,14 +843,11 @@ qcow2_check(struct vd_layer *l, vd_check_fn report, void *opaque, int layer_idx,
 	}
 	/* QEMU's own verdicts in the header: it sets these, and refuses to write while set. */
 	if (s->incompat & QCOW2_INCOMPAT_CORRUPT) {
-		res->corrupt++;
 		snprintf(msg, sizeof(msg),
 			 "%s: marked corrupt by QEMU (incompatible feature bit 1): it found "
 			 "inconsistent metadata; qemu-img check -r all may repair it",
 			 l->path);
-		if (report) {
-			report(opaque, layer_idx, VD_CHECK_CORRUPT, msg);
-		}
+		qcow2_report(report, opaque, layer_idx, res, msg);
 	}
 	if ((s->incompat & QCOW2_INCOMPAT_DIRTY) && report) {
 		snprintf(msg, sizeof(msg),
