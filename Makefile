@@ -3,6 +3,7 @@
 #   make                 build/ (vdisk, vdiskfs, vdisk-target, libvdisk.a, unit tests)
 #   make check           install deps, build, run every test (prove), then again under ASan+UBSan
 #   make check-asan      only the sanitizer pass
+#   make check-tsan      every test against a ThreadSanitizer build (build-tsan/)
 #   make fuzz            build and run the libFuzzer harnesses for a while
 #   make demo            build and show the main job on a generated example under demo/
 #   make install         PREFIX=/usr/local DESTDIR=
@@ -23,6 +24,10 @@ endif
 ifeq ($(SAN),1)
 CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
+endif
+ifeq ($(SAN),thread)
+CFLAGS += -fsanitize=thread -fno-omit-frame-pointer
+LDFLAGS += -fsanitize=thread
 endif
 
 FUSE_CFLAGS := $(shell pkg-config --cflags fuse3 2>/dev/null)
@@ -75,6 +80,20 @@ check-asan: deps
 	rm -f build-asan/skips.log
 	VDISK_BUILD=$(CURDIR)/build-asan VDISK_ASAN=1 prove -j2 --timer --failures --exec tests/run-test.sh $(TESTS_ALL)
 
+# ThreadSanitizer: the daemons' and the library's threads, under every test. A program
+# that met a race exits 66 (so the test that stops it fails), and every report is kept
+# in build-tsan/tsan.PID; any report fails the target.
+TSAN_ENV := TSAN_OPTIONS="log_path=$(CURDIR)/build-tsan/tsan exitcode=66 halt_on_error=0 \
+	detect_deadlocks=0 report_signal_unsafe=0"
+check-tsan: deps
+	$(MAKE) B=build-tsan SAN=thread all
+	rm -f build-tsan/skips.log build-tsan/tsan.*
+	$(TSAN_ENV) VDISK_BUILD=$(CURDIR)/build-tsan VDISK_ASAN=1 prove -j2 --timer --failures \
+		--exec tests/run-test.sh $(TESTS_ALL)
+	@if ls build-tsan/tsan.* >/dev/null 2>&1; then \
+		echo "check-tsan: ThreadSanitizer reports (build-tsan/tsan.*):"; \
+		grep -h '^SUMMARY' build-tsan/tsan.*; exit 1; fi
+
 comma := ,
 # libFuzzer harnesses: fuzz/fuzz-NAME.c, built with clang against the library
 # sources; a harness for the target #includes the .c files it tests.
@@ -124,7 +143,7 @@ demo-clean:
 	@scripts/demo.sh clean
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-tsan build-fuzz
 
-.PHONY: all check check-asan deps install demo demo-clean clean fuzz fuzz-build
+.PHONY: all check check-asan check-tsan deps install demo demo-clean clean fuzz fuzz-build
 -include $(shell find $(B) -name '*.d' 2>/dev/null)

@@ -533,7 +533,13 @@ image_layer(const struct vd_image *img, int idx)
 int
 vd_layer_count(const struct vd_image *img)
 {
-	return image_depth(img);
+	int n;
+
+	/* A snapshot taken or deleted meanwhile changes the chain (under its lock). */
+	pthread_rwlock_rdlock(&img->chain->lock);
+	n = image_depth(img);
+	pthread_rwlock_unlock(&img->chain->lock);
+	return n;
 }
 
 /* Host bytes of every file a layer reads, each file counted once. */

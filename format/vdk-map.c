@@ -541,7 +541,7 @@ vdk_pread_map(struct vd_layer *l, uint64_t off, size_t len, struct vd_mapped *m)
 	 * copies this one (design notes).
 	 */
 	uint64_t was = atomic_exchange(&st->ahead->next_vb, (off + len_first) >> st->bshift);
-	uint64_t nvb = (st->hdr.size + st->bs - 1) >> st->bshift;
+	uint64_t nvb = st->nblocks;	/* not hdr: a commit rewrites hdr under lock */
 
 	if (r == 0 && alone && was == vb_first && len_first >= VDK_AHEAD_MIN && vb < nvb) {
 		ahead_post(l, vb, (uint32_t)VD_MIN(VD_MIN(vb - vb_first, (uint64_t)VDK_AHEAD_MAX),
