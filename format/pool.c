@@ -16,6 +16,7 @@
  * Its threads live until the process exits; they hold no image state.
  */
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -127,6 +128,7 @@ vd_pool_start(void)
 		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 		int want = ncpu > 1 ? (int)(ncpu - 1) : 0;
 		pthread_attr_t attr;
+		sigset_t all, old;
 
 		if (vd_pool.started) {
 			/* A forked child: the parent's threads and queue are not here. */
@@ -140,6 +142,8 @@ vd_pool_start(void)
 		pthread_attr_init(&attr);
 		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 		pthread_attr_setstacksize(&attr, 256 * 1024);
+		sigfillset(&all);	/* signals go to the program's own threads */
+		pthread_sigmask(SIG_SETMASK, &all, &old);
 		for (int i = 0; i < want; i++) {
 			pthread_t t;
 
@@ -148,6 +152,7 @@ vd_pool_start(void)
 			}
 			vd_pool.nthreads++;
 		}
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
 		pthread_attr_destroy(&attr);
 		vd_pool.pid = me;
 		vd_pool.started = true;

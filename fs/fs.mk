@@ -1,5 +1,5 @@
 # fs/: vdiskfs, the FUSE filesystem.
-VDISKFS_SRCS := fs/main.c fs/ops.c fs/tree.c fs/part.c fs/split.c fs/nested.c fs/fopen.c fs/fread.c
+VDISKFS_SRCS := fs/main.c fs/ops.c fs/tree.c fs/part.c fs/split.c fs/nested.c fs/fopen.c fs/fread.c fs/loop.c
 # The passphrase helper is shared with the CLI; build it in once it exists.
 ifneq ($(wildcard tools/common/passphrase.c),)
 VDISKFS_SRCS += tools/common/passphrase.c

@@ -232,6 +232,15 @@ no_write_permission(const char *path)
 	return stat(path, &st) == 0 && !(st.st_mode & (S_IWUSR | S_IWGRP | S_IWOTH));
 }
 
+/* An environment switch: set, not empty and not "0". */
+static bool
+env_set(const char *name)
+{
+	const char *e = getenv(name);
+
+	return e && *e && strcmp(e, "0") != 0;
+}
+
 /* -o fsname=PATH, with the characters that would split the option list escaped. */
 static int
 add_fsname(struct fuse_args *args, const char *path)
@@ -319,7 +328,6 @@ main(int argc, char *argv[])
 	struct vdfs_opts o = {.key_fd = -1};
 	struct fuse_cmdline_opts co = {0};
 	struct vd_open_opts oo = {0};
-	struct fuse_loop_config *lc = NULL;
 	struct fuse_session *se;
 	struct vdfs fs = {0};
 	char *slash;
@@ -479,19 +487,21 @@ main(int argc, char *argv[])
 	}
 	if (co.singlethread) {
 		r = fuse_loop(fs.fuse);
-	} else {
-		lc = fuse_loop_cfg_create();
+	} else if (env_set("VDISK_LIBFUSE_LOOP")) {
+		/* libfuse's own multi-threaded loop, for comparisons (README). */
+		struct fuse_loop_config *lc = fuse_loop_cfg_create();
+
 		if (!lc) {
 			goto out_signals;
 		}
 		fuse_loop_cfg_set_clone_fd(lc, 1);
 		fuse_loop_cfg_set_max_threads(lc, co.max_threads > 10 ? co.max_threads : 16);
-		fuse_loop_cfg_set_idle_threads(lc, co.max_idle_threads != UINT_MAX &&
-								   co.max_idle_threads
-							   ? co.max_idle_threads
-							   : 16);
+		fuse_loop_cfg_set_idle_threads(lc, 16);
 		r = fuse_loop_mt(fs.fuse, lc);
 		fuse_loop_cfg_destroy(lc);
+	} else {
+		/* loop.c: one receiving thread, a pool for what may take long. */
+		r = vdfs_loop_run(se, co.max_threads > 10 ? co.max_threads : 16);
 	}
 	/* A positive value is the signal that ended the loop (SIGTERM...): a clean exit. */
 	ret = r >= 0 ? 0 : 1;

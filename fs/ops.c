@@ -6,8 +6,9 @@
  *
  * NOTES ON THE THREAD MODEL
  *
- * We use libfuse's high-level API with its multi-threaded loop (fuse_loop_mt,
- * one cloned /dev/fuse fd per worker). The high-level API fits: the tree is
+ * We use libfuse's high-level API with our own loop (loop.c: one thread
+ * receives every request and runs small I/O on disk itself, a pool of workers
+ * runs the rest). The high-level API fits: the tree is
  * small and fixed, the hot path (read/write on an open file) needs no path at
  * all because we set nullpath_ok and keep everything in the file handle, so
  * libfuse skips its path lookup (and its tree lock) for those requests. The
@@ -52,7 +53,9 @@
  * Nested I/O: a helper process (nested.c) opens MOUNTPOINT/disk (checking
  * st_dev is our mount) and calls fsync, sync_file_range or posix_fadvise on it
  * while the request handler waits for its answer; the requests this causes
- * (OPEN with keep_cache, WRITE, FLUSH) are served by the other worker threads.
+ * (OPEN with keep_cache, WRITE, FLUSH) are served by the receiving thread and
+ * the other workers (loop.c never runs a request that can wait on the
+ * receiving thread itself).
  * It is done only while disk is open (for writing, for a write-back), so it
  * costs nothing when partitions are used alone.
  *
@@ -134,6 +137,21 @@ struct vdfs_fh {
 	char *txt;		/* info/changed contents */
 	size_t txt_len;
 };
+
+/*
+ * For the request loop (loop.c): a READ or WRITE on this handle may run on the
+ * receiving thread: `disk` and a snapshot's `disk` (a partition's I/O may
+ * write back `disk` through the mount first, which needs that thread).
+ * fh is the value our open gave the kernel, and the file is open while the
+ * request is in flight.
+ */
+bool
+vdfs_fh_runs_inline(uint64_t fh)
+{
+	const struct vdfs_fh *h = (const struct vdfs_fh *)(uintptr_t)fh;
+
+	return h && (h->kind == K_DISK || h->kind == K_SNAP_DISK);
+}
 
 static struct vdfs *
 vdfs_get(void)

@@ -19,6 +19,7 @@
  * The helper logs its own library errors (vd_get_error is per thread).
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
@@ -102,7 +103,14 @@ vdfs_split_io(struct vdfs *fs, struct vd_image *img, bool write, void *buf, size
 		return do_io(img, write, buf, len, off);
 	}
 	if (!sp.started) {
-		if (pthread_create(&sp.thread, NULL, helper_main, NULL) != 0) {
+		sigset_t all, old;
+		int r;
+
+		sigfillset(&all);	/* signals go to the receiving thread (loop.c) */
+		pthread_sigmask(SIG_SETMASK, &all, &old);
+		r = pthread_create(&sp.thread, NULL, helper_main, NULL);
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		if (r != 0) {
 			pthread_mutex_unlock(&sp.lock);
 			return do_io(img, write, buf, len, off);
 		}

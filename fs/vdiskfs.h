@@ -147,6 +147,11 @@ int vdfs_split_io(struct vdfs *fs, struct vd_image *img, bool write, void *buf, 
 /* Stop the helper thread (at unmount, with no request in flight). */
 void vdfs_split_stop(void);
 
+/* loop.c: serve the session until it ends (unmount, signal); 0 or -errno. */
+int vdfs_loop_run(struct fuse_session *se, unsigned max_workers);
+/* ops.c: a READ/WRITE on this file handle may run on the receiving thread. */
+bool vdfs_fh_runs_inline(uint64_t fh);
+
 /*
  * fread.c: the calling thread's struct vd_mapped (NULL when out of memory), and
  * the bufvec of a successful vd_pread_map into it: the reply (fuse_reply_data)
