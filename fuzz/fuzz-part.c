@@ -4,7 +4,8 @@
  * input is the start of a disk; the disk is 2 MiB (or the input's size if
  * larger), reads beyond the input are zeroes, and the last 64 KiB of the input
  * are also mirrored at the end of the disk so the backup GPT header path is
- * reached. Checks that every partition returned lies inside the disk.
+ * reached. Checks that every partition returned lies inside the disk and
+ * that partition numbers are unique (they name partitions/pN).
  * A mutation almost always breaks a GPT's two CRC32s, so for inputs of even
  * length the harness recomputes them in the primary header (at 512 or 4096)
  * and its entry array; odd lengths keep the input's CRCs, and the backup
@@ -104,6 +105,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (parts[i].length == 0 || parts[i].start >= d.size ||
 		    parts[i].length > d.size - parts[i].start) {
 			abort();
+		}
+		if (i > 0 && parts[i].num <= parts[i - 1].num) {
+			abort(); /* partition numbers name files (partitions/pN): unique */
 		}
 	}
 	free(copy);
