@@ -10,7 +10,7 @@
  * following 128 KiB chunk k becomes the first 128 KiB of MiB k+1 of the file,
  * the rest of that MiB zeroes. A file laid out as qemu-img makes it (log at
  * 1 MiB, metadata at 2, BAT at 3, blocks from 4) keeps every table whole.
- * Seeds: scripts made them with `python3 fuzz/vhdx-compact.py FILE` (see there).
+ * Seeds are made from real files by fuzz/vhdx-compact.py.
  *
  * Headers and region tables carry a CRC-32C that a mutation almost always
  * breaks, so the harness recomputes it in the first copy of each (a header at
