@@ -85,9 +85,14 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 
 	(void)argc;
 	(void)argv;
-	snprintf(scratch, sizeof(scratch), "/tmp/fuzz-open.XXXXXX");
+	/* tmpfs when there is one: every execution writes top.img and flushes it. */
+	snprintf(scratch, sizeof(scratch), "/dev/shm/fuzz-open.XXXXXX");
 	if (!mkdtemp(scratch)) {
-		return 0;
+		snprintf(scratch, sizeof(scratch), "/tmp/fuzz-open.XXXXXX");
+		if (!mkdtemp(scratch)) {
+			scratch[0] = '\0';
+			return 0;
+		}
 	}
 	atexit(cleanup);
 	snprintf(top, sizeof(top), "%s/top.img", scratch);
