@@ -1309,7 +1309,8 @@ vmdk_check(struct vd_layer *l, vd_check_fn report, void *opaque, int layer_idx,
 			if (e->kind == VX_FLAT || e->kind == VX_ZERO) {
 				off = e->start + e->len;
 			} else {
-				uint64_t span = e->grain * e->gtes, gdi = (off - e->start) / span, gt;
+				uint64_t span = e->grain * e->gtes, gt;
+				uint64_t gdi = (off - e->start) / span;
 
 				/*
 				 * A bad grain directory entry: its whole grain table, reported

@@ -119,15 +119,15 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	memset(b, 0, 4 * 4096);
 	be32(b, 0x514649fbu);
 	be32(b + 4, 3);
-	be64(b + 8, 200);		/* backing name offset */
-	be32(b + 16, 8);		/* its length */
-	be32(b + 20, 12);		/* cluster bits */
-	be64(b + 24, 65536);		/* size */
-	be32(b + 36, 1);		/* L1 entries */
-	be64(b + 40, 4096);		/* L1 offset */
-	be32(b + 96, 4);		/* refcount order */
-	be32(b + 100, 104);		/* header length */
-	be32(b + 104, 0xe2792acau);	/* backing format extension: "raw" */
+	be64(b + 8, 200);	    /* backing name offset */
+	be32(b + 16, 8);	    /* its length */
+	be32(b + 20, 12);	    /* cluster bits */
+	be64(b + 24, 65536);	    /* size */
+	be32(b + 36, 1);	    /* L1 entries */
+	be64(b + 40, 4096);	    /* L1 offset */
+	be32(b + 96, 4);	    /* refcount order */
+	be32(b + 100, 104);	    /* header length */
+	be32(b + 104, 0xe2792acau); /* backing format extension: "raw" */
 	be32(b + 108, 3);
 	memcpy(b + 112, "raw", 3);
 	memcpy(b + 200, "base.raw", 8);
@@ -167,7 +167,8 @@ fuzz_walk(struct vd_image *img)
 		off += e.length;
 	}
 	if (size) {
-		(void)vd_pread(img, buf, size < 5000 ? size : 5000, size - (size < 5000 ? size : 5000));
+		(void)vd_pread(img, buf, size < 5000 ? size : 5000,
+			       size - (size < 5000 ? size : 5000));
 	}
 }
 

@@ -25,6 +25,7 @@ struct.pack_into('<I', h, 44, 512)	# grain table entries
 struct.pack_into('<Q', h, 56, 1)	# grain directory at sector 1
 open('badgd.vmdk', 'wb').write(bytes(h) + struct.pack('<I', 0x7fffffff) * n)
 PY
+rc=0
 run_rc rc "$VDISK" check badgd.vmdk
 ok "vmdk, 64 bad grain directory entries: check exits 2" test "$rc" -eq 2
 ok "  one finding per bad entry (was: one per grain, 32768)" \
