@@ -996,6 +996,34 @@ bad:
 			    l->path, e->file, v, voff);
 }
 
+/*
+ * File offset of grain table gdi of sparse extent e (0: none, the grains read as
+ * unallocated); -EIO when the directory entry is bad or names a table outside the file.
+ */
+static int
+vmdk_gt_off(struct vd_layer *l, struct vmdk_extent *e, uint64_t gdi, uint64_t *gt_off)
+{
+	uint64_t gt = gdi < e->gd_size ? e->gd[gdi] : 0;
+
+	*gt_off = 0;
+	if (gt && e->kind == VX_SESPARSE) {
+		if ((gt & UINT64_C(0xffffffff00000000)) != UINT64_C(0x1000000000000000)) {
+			return vd_set_error(EIO,
+					    "%s: extent %s: bad grain directory entry %" PRIu64,
+					    l->path, e->file, gdi);
+		}
+		gt = e->se_gt_off + (gt & 0xffffffffu) * ((uint64_t)e->gtes * 8);
+	} else {
+		gt *= 512;
+	}
+	if (gt && !ft_in_file(gt, (uint64_t)e->gtes * e->esize, e->file_size)) {
+		return vd_set_error(EIO, "%s: extent %s: grain table %" PRIu64 " outside the file",
+				    l->path, e->file, gdi);
+	}
+	*gt_off = gt;
+	return 0;
+}
+
 static int
 vmdk_map(struct vd_layer *l, uint64_t off, uint64_t len, struct vmdk_run *run,
 	 struct vmdk_extent **pe)
@@ -1019,25 +1047,14 @@ vmdk_map(struct vd_layer *l, uint64_t off, uint64_t len, struct vmdk_run *run,
 	}
 	while (pos < end) {
 		uint64_t gi = pos / e->grain, gdi = gi / e->gtes, gti = gi % e->gtes;
-		uint64_t gt_end = (gdi + 1) * e->grain * e->gtes, gt = 0, raw[64];
+		uint64_t gt_end = (gdi + 1) * e->grain * e->gtes, gt, raw[64];
 		uint64_t bend = VD_MIN(end, gt_end);
 		size_t nent, ci;
 
-		if (gdi < e->gd_size) {
-			gt = e->gd[gdi];
-		}
-		if (gt && e->kind == VX_SESPARSE) {
-			if ((gt & UINT64_C(0xffffffff00000000)) != UINT64_C(0x1000000000000000)) {
-				if (have) {
-					goto out;
-				}
-				return vd_set_error(
-					EIO, "%s: extent %s: bad grain directory entry %" PRIu64,
-					l->path, e->file, gdi);
-			}
-			gt = e->se_gt_off + (gt & 0xffffffffu) * ((uint64_t)e->gtes * 8);
-		} else {
-			gt *= 512;
+		ret = vmdk_gt_off(l, e, gdi, &gt);
+		if (ret < 0) {
+			/* The run before the bad table is good: the next call reports it. */
+			return have ? 0 : ret;
 		}
 		if (gt == 0) {
 			if (have && run->kind != VM_HOLE) {
@@ -1048,14 +1065,6 @@ vmdk_map(struct vd_layer *l, uint64_t off, uint64_t len, struct vmdk_run *run,
 			have = true;
 			pos = bend;
 			continue;
-		}
-		if (!ft_in_file(gt, (uint64_t)e->gtes * e->esize, e->file_size)) {
-			if (have) {
-				goto out;
-			}
-			return vd_set_error(
-				EIO, "%s: extent %s: grain table %" PRIu64 " outside the file",
-				l->path, e->file, gdi);
 		}
 		nent = (size_t)VD_MIN(
 			VD_MIN(VD_DIV_ROUND_UP(bend - pos + (pos % e->grain), e->grain), 64),
@@ -1300,7 +1309,19 @@ vmdk_check(struct vd_layer *l, vd_check_fn report, void *opaque, int layer_idx,
 			if (e->kind == VX_FLAT || e->kind == VX_ZERO) {
 				off = e->start + e->len;
 			} else {
-				off = (off - e->start) / e->grain * e->grain + e->grain + e->start;
+				uint64_t span = e->grain * e->gtes, gt;
+				uint64_t gdi = (off - e->start) / span;
+
+				/*
+				 * A bad grain directory entry: its whole grain table, reported
+				 * once (not once per grain: a small file could name billions).
+				 */
+				if (vmdk_gt_off(l, e, gdi, &gt) < 0) {
+					off = e->start + VD_MIN((gdi + 1) * span, e->len);
+				} else {
+					off = (off - e->start) / e->grain * e->grain + e->grain +
+					      e->start;
+				}
 			}
 			continue;
 		}

@@ -16,8 +16,8 @@
  *    required to stay inside the extended partition (which also ends loops);
  *  - a partition that starts beyond the end of the disk is dropped, one that
  *    ends beyond it is clipped to the disk (the window never leaves the disk).
- * Numbering follows Linux: MBR primaries 1-4, logicals from 5; GPT entry i is
- * partition i+1.
+ * Numbering follows Linux: MBR primaries 1-4, logicals from 5 (the logicals of
+ * a second extended partition continue the count); GPT entry i is partition i+1.
  */
 #include <errno.h>
 #include <stdbool.h>
@@ -44,6 +44,7 @@ struct part_ctx {
 	struct vdfs_part *out;
 	int max;
 	int n;
+	unsigned next_logical; /* number of the next MBR logical partition (from 5) */
 };
 
 /* Read [off, off+len) if it lies inside the disk: 0, 1 when outside, or -errno. */
@@ -230,7 +231,6 @@ mbr_logicals(struct part_ctx *c, uint64_t ext_start, uint64_t ext_len)
 {
 	uint8_t sec[512];
 	uint64_t ebr = 0; /* relative to ext_start */
-	unsigned num = 5;
 	int links, ret;
 
 	for (links = 0; links < MBR_EBR_MAX && c->n < c->max; links++) {
@@ -250,9 +250,9 @@ mbr_logicals(struct part_ctx *c, uint64_t ext_start, uint64_t ext_len)
 		if (e1[4] != 0 && vd_le32(e1 + 12) != 0) {
 			lstart = ext_start + ebr + vd_le32(e1 + 8);
 			if (vd_le32(e1 + 8) + (uint64_t)vd_le32(e1 + 12) <= ext_len - ebr) {
-				part_add(c, num, lstart, vd_le32(e1 + 12), 512);
+				part_add(c, c->next_logical, lstart, vd_le32(e1 + 12), 512);
 			}
-			num++;
+			c->next_logical++;
 		}
 		if (!mbr_is_extended(e2[4])) {
 			break;
@@ -330,6 +330,7 @@ vdfs_part_scan(vdfs_part_read_fn rd, void *opaque, uint64_t disk_size, struct vd
 		.disk_size = disk_size,
 		.out = out,
 		.max = max,
+		.next_logical = 5,
 	};
 	bool protective;
 	int ret;

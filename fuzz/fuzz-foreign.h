@@ -6,6 +6,8 @@
  * path lies in a folder that does not exist, so relative extent, data-file and
  * parent names (and .vmsd files) resolve to nothing; fuzz-vmdk.c instead points
  * it at a folder of small real extents so that descriptors can reach them.
+ * After the walk come the driver's check (every finding's text is read), its
+ * allocated/files answers and each internal snapshot's info, map and check.
  */
 #ifndef FUZZ_FOREIGN_H
 #define FUZZ_FOREIGN_H
@@ -50,6 +52,39 @@ fuzz_walk(struct vd_layer *l)
 }
 
 static void
+fuzz_report(void *opaque, int layer, enum vd_check_severity sev, const char *msg)
+{
+	(void)opaque;
+	(void)layer;
+	(void)sev;
+	if (strlen(msg) > 4096) {
+		abort(); /* findings are one line */
+	}
+}
+
+/* The driver's check, allocated and files answers. */
+static void
+fuzz_check(struct vd_layer *l)
+{
+	struct vd_check_result res;
+	int fds[16], n;
+
+	if (l->drv->check) {
+		memset(&res, 0, sizeof(res));
+		(void)l->drv->check(l, fuzz_report, NULL, 0, &res);
+	}
+	if (l->drv->allocated) {
+		(void)l->drv->allocated(l);
+	}
+	if (l->drv->files) {
+		n = l->drv->files(l, fds, 16);
+		if (n > 16) {
+			abort();
+		}
+	}
+}
+
+static void
 fuzz_free_strings(struct vd_layer *l)
 {
 	free(l->backing);
@@ -89,9 +124,17 @@ fuzz_driver(const struct vd_driver *drv, const uint8_t *data, size_t size)
 			abort();
 		}
 		fuzz_walk(&l);
+		fuzz_check(&l);
 		n = drv->snapshot_count ? drv->snapshot_count(&l) : 0;
 		for (i = 0; i < n && i < 4; i++) {
 			struct vd_layer v;
+			const char *name = NULL;
+			int64_t created;
+
+			if (drv->snapshot_info && drv->snapshot_info(&l, i, &name, &created) == 0 &&
+			    name) {
+				(void)strlen(name);
+			}
 
 			memset(&v, 0, sizeof(v));
 			v.drv = drv;
@@ -100,6 +143,7 @@ fuzz_driver(const struct vd_driver *drv, const uint8_t *data, size_t size)
 			v.st = calloc(1, drv->instance_size);
 			if (drv->snapshot_open(&l, i, &v) == 0) {
 				fuzz_walk(&v);
+				fuzz_check(&v);
 				drv->close(&v);
 				fuzz_free_strings(&v);
 			}

@@ -5,12 +5,29 @@
  * commands, Data-Out, NOP, TMF, logout...): it is cut into PDUs by
  * conn_parse(), and every SCSI command is executed synchronously against a
  * 1 MiB in-memory LUN. Responses go to a socketpair that is drained.
+ *
+ * Two targets: ...:fuzz needs no authentication; ...:fuzz-chap requires CHAP
+ * (user fuzzuser, secret fuzzsecret12; mutual: tgtuser, tgtsecret123) and
+ * admits only the initiator iqn.2026-11.org.example:i. getrandom() is
+ * replaced by a constant (challenge of 16 bytes 0x5a, identifier 0x5a,
+ * StatSN 0x5a5a), so a seed can carry the right CHAP_R and the fuzzer gets
+ * past authentication into mutual CHAP and the full-feature phase.
  */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+static ssize_t
+fuzz_getrandom(void *buf, size_t len, unsigned int flags)
+{
+	(void)flags;
+	memset(buf, 0x5a, len);
+	return (ssize_t)len;
+}
+#define getrandom fuzz_getrandom
 
 #include "backing.c"
 #include "chap.c"
@@ -60,6 +77,23 @@ fuzz_setup(void)
 		abort();
 	}
 	TAILQ_INSERT_TAIL(server_targets(), fuzz_tgt, link);
+
+	struct tgt_target *t2 = calloc(1, sizeof(*t2));
+
+	if (!t2) {
+		abort();
+	}
+	*t2 = *fuzz_tgt;
+	snprintf(t2->iqn, sizeof(t2->iqn), "iqn.2026-11.org.example:fuzz-chap");
+	t2->chap_on = true;
+	snprintf(t2->chap.user, sizeof(t2->chap.user), "fuzzuser");
+	snprintf(t2->chap.secret, sizeof(t2->chap.secret), "fuzzsecret12");
+	t2->mutual_on = true;
+	snprintf(t2->mutual.user, sizeof(t2->mutual.user), "tgtuser");
+	snprintf(t2->mutual.secret, sizeof(t2->mutual.secret), "tgtsecret123");
+	t2->nacl = 1;
+	snprintf(t2->acl[0], sizeof(t2->acl[0]), "iqn.2026-11.org.example:i");
+	TAILQ_INSERT_TAIL(server_targets(), t2, link);
 	TAILQ_INIT(&workq.pending);
 	TAILQ_INIT(&workq.done);
 }

@@ -2,9 +2,9 @@
 /*
  * libFuzzer harness for the native format (.vdk): a hostile image is opened
  * read-only (map walk, reads, check), then read-write (the free-space walk,
- * a write, a commit). Any crash, sanitizer report, leak or hang is a finding,
- * and so is a read without a copy (vd_pread_map; a memfd is tmpfs, so the
- * image is mapped) that differs from vd_pread.
+ * a write, zeroes, a discard, a commit). Any crash, sanitizer report, leak
+ * or hang is a finding, and so is a read without a copy (vd_pread_map; a memfd
+ * is tmpfs, so the image is mapped) that differs from vd_pread.
  */
 #include <fcntl.h>
 #include <stdint.h>
@@ -81,6 +81,12 @@ fuzz_image(struct vd_image *img, bool write)
 	if (write) {
 		memset(buf, 0xa5, sizeof(buf));
 		(void)vd_pwrite(img, buf, size < 6000 ? size : 6000, 0);
+		/* Zeroes and a discard over blocks the walk above found (whole and partial). */
+		if (size > 8192) {
+			(void)vd_write_zeroes(img, 4096, size / 2 < 70000 ? size / 2 : 70000);
+			(void)vd_discard(img, size / 2, size - size / 2 < 140000 ? size - size / 2
+									     : 140000);
+		}
 		(void)vd_flush(img);
 	}
 	(void)vd_check(img, NULL, NULL, &res);

@@ -4,7 +4,8 @@
  * memory: GPT with 512- and 4096-byte sectors, the backup header when the
  * primary is damaged, entry-array CRC, bounds (entries outside the usable
  * range, huge entry counts), MBR primaries clipped or dropped at the end of
- * the disk, logical partitions, and a boot sector that is not a table.
+ * the disk, logical partitions (of one or two extended partitions), and a
+ * boot sector that is not a table.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -200,6 +201,19 @@ main(void)
 	/* An EBR that points back to itself ends the chain. */
 	mbr_entry(d.p + (1024 + 512) * 512, 1, 0x05, 0, 1000);
 	check_int(scan(&d, p), 3);
+
+	/*
+	 * A second extended partition: its logical continues the count (as in
+	 * Linux), never a second p5 (partitions/p5 twice in vdiskfs).
+	 */
+	mbr_entry(d.p, 2, 0x0f, 6144, 1024);
+	mbr_entry(d.p + 6144 * 512, 0, 0x83, 16, 300);
+	n = scan(&d, p);
+	check_int(n, 4);
+	ok(n == 4 && p[3].num == 7 && p[3].start == (6144 + 16) * 512ull &&
+		   p[3].length == 300 * 512ull,
+	   "logical of a second extended partition is p7 (was a second p5)");
+	memset(d.p + 446 + 32, 0, 16);
 
 	/* A boot sector that is not a partition table (bad status byte). */
 	d.p[446] = 0x12;
