@@ -829,11 +829,72 @@ qcow2_report(vd_check_fn report, void *opaque, int idx, struct vd_check_result *
 }
 
 static int
+qcow2_cmp_pair(const void *a, const void *b)
+{
+	const uint64_t *x = a, *y = b;
+
+	return x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : (x[1] > y[1]) - (x[1] < y[1]);
+}
+
+/*
+ * L2 tables used by two entries of the active L1 table (QEMU never writes
+ * that: such a table's refcount would be 2). Each is reported once, and the
+ * walk of qcow2_check visits it once: a hostile image could otherwise make one
+ * table of compressed clusters stand for the whole disk, and the check inflate
+ * the same clusters for every L1 entry. Returns the L1 indices to skip as a
+ * bitmap (NULL: none, or out of memory).
+ */
+static uint8_t *
+qcow2_l1_shared(struct vd_layer *l, vd_check_fn report, void *opaque, int layer_idx,
+		struct vd_check_result *res)
+{
+	struct qcow2_state *s = l->st;
+	uint64_t *v = malloc((size_t)s->l1_size * 2 * sizeof(*v));
+	uint8_t *skip = NULL;
+	uint32_t n = 0;
+	char msg[256];
+
+	if (!v) {
+		return NULL;
+	}
+	for (uint32_t i = 0; i < s->l1_size; i++) {
+		uint64_t l2_off = s->l1[i] & QCOW2_OFFSET_MASK;
+
+		if (l2_off) {
+			v[2 * n] = l2_off;
+			v[2 * n + 1] = i;
+			n++;
+		}
+	}
+	qsort(v, n, 2 * sizeof(*v), qcow2_cmp_pair);
+	for (uint32_t k = 1; k < n; k++) {
+		if (v[2 * k] != v[2 * (k - 1)]) {
+			continue;
+		}
+		if (!skip) {
+			skip = calloc((s->l1_size + 7) / 8, 1);
+			if (!skip) {
+				break;
+			}
+		}
+		skip[v[2 * k + 1] / 8] |= (uint8_t)(1u << (v[2 * k + 1] % 8));
+		snprintf(msg, sizeof(msg),
+			 "%s: L2 table at offset %" PRIu64 " is used by L1 entries %" PRIu64
+			 " and %" PRIu64 " (an active table is never shared)",
+			 l->path, v[2 * k], v[2 * (k - 1) + 1], v[2 * k + 1]);
+		qcow2_report(report, opaque, layer_idx, res, msg);
+	}
+	free(v);
+	return skip;
+}
+
+static int
 qcow2_check(struct vd_layer *l, vd_check_fn report, void *opaque, int layer_idx,
 	    struct vd_check_result *res)
 {
 	struct qcow2_state *s = l->st;
 	uint64_t off = 0, data_end = s->file_size;
+	uint8_t *skip;
 	char msg[256];
 
 	if (s->data_file) {
@@ -857,9 +918,17 @@ qcow2_check(struct vd_layer *l, vd_check_fn report, void *opaque, int layer_idx,
 		report(opaque, layer_idx, VD_CHECK_INFO, msg);
 	}
 	/* Every mapping run is validated by qcow2_map; compressed clusters are inflated. */
+	skip = qcow2_l1_shared(l, report, opaque, layer_idx, res);
 	while (off < l->size) {
 		struct qcow2_run run;
-		int ret = qcow2_map(l, off, l->size - off, &run);
+		uint64_t l1_at = off >> (s->cluster_bits + s->l2_bits);
+		int ret;
+
+		if (skip && l1_at < s->l1_size && (skip[l1_at / 8] & (1u << (l1_at % 8)))) {
+			off = (l1_at + 1) << (s->cluster_bits + s->l2_bits);
+			continue;
+		}
+		ret = qcow2_map(l, off, l->size - off, &run);
 
 		if (ret < 0) {
 			uint64_t l1_idx = off >> (s->cluster_bits + s->l2_bits), l2_off;
@@ -884,6 +953,7 @@ qcow2_check(struct vd_layer *l, vd_check_fn report, void *opaque, int layer_idx,
 			uint8_t *tmp = malloc(run.len);
 
 			if (!tmp) {
+				free(skip);
 				return -ENOMEM;
 			}
 			if (qcow2_read_compressed(l, &run, off, tmp, run.len) < 0) {
@@ -906,6 +976,7 @@ qcow2_check(struct vd_layer *l, vd_check_fn report, void *opaque, int layer_idx,
 		}
 		off += run.len;
 	}
+	free(skip);
 	return 0;
 }
 

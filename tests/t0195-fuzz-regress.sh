@@ -32,4 +32,26 @@ ok "  one finding per bad entry (was: one per grain, 32768)" \
 	grep -q "^64 errors were found" "$T/out"
 ok "  names the grain table" grep -q "grain table 63 outside the file" "$T/out"
 
+# ---- qcow2 check: two entries of the active L1 table naming one L2 table
+# (QEMU never writes that). Reported once, and that table walked once: a
+# hostile image could make one table of compressed clusters stand for the
+# whole disk, and check inflated it again for every L1 entry.
+qemu-img create -q -f qcow2 -o cluster_size=65536 shared.qcow2 2G
+qemu-io -c 'write -q -P 0x11 0 64k' -c 'write -q -P 0x22 512M 64k' shared.qcow2 >/dev/null
+python3 - <<'PY'
+import struct
+f = open('shared.qcow2', 'r+b')
+hdr = f.read(48)
+l1_off = struct.unpack('>Q', hdr[40:48])[0]
+f.seek(l1_off)
+e0 = f.read(8)
+f.seek(l1_off + 8)
+f.write(e0)	# L1[1] = L1[0]
+PY
+rc=0
+run_rc rc "$VDISK" check shared.qcow2
+ok "qcow2, one L2 table under two L1 entries: check exits 2" test "$rc" -eq 2
+ok "  names the table and both entries" grep -q "is used by L1 entries 0 and 1" "$T/out"
+ok "  reported once" test "$(grep -c 'is used by L1 entries' "$T/out")" -eq 1
+
 done_testing
