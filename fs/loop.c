@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /*
- * vdiskfs: the request loop.
+ * vdiskfs -o one_receiver: its own request loop.
  *
  * Design notes. libfuse's multi-threaded loop keeps every idle worker blocked
  * in read() on /dev/fuse, and the kernel hands each request to the worker
@@ -8,7 +8,11 @@
  * at a time meets a different, cold thread each time, usually on the other
  * CPU. Measured on this 2-core VM (fio 4 KiB O_DIRECT at depth 1 on `disk`):
  * 16 workers 345-351 MiB/s reads and 285-334 writes; one worker 512/453; the
- * single-threaded loop 533/500.
+ * single-threaded loop 533/500. That was while other work kept both CPUs
+ * busy; on the idle VM it is the other way round (reads 22-29 against 66-123
+ * MiB/s with libfuse's loop): with one receiver every request and every reply
+ * wakes a halted vCPU through the hypervisor. So this loop is an option, not
+ * the default (README, "Requests and threads").
  *
  * So one thread receives every request, and runs the short ones itself at
  * once: READ and WRITE of at most VDFS_LOOP_INLINE_MAX bytes on `disk` or a

@@ -58,6 +58,7 @@ struct vdfs_opts {
 	int ro;
 	int writethrough;
 	int force_share;
+	int one_receiver;
 	int help;
 	int version;
 	char *image;
@@ -78,7 +79,7 @@ static const struct fuse_opt vdfs_opt_spec[] = {
 	VDFS_OPT("--key-fd %d", key_fd), VDFS_OPT("key_fd=%d", key_fd),
 	VDFS_OPT("--format=%s", format), VDFS_OPT("--format %s", format),
 	VDFS_OPT("format=%s", format), VDFS_OPT("writethrough", writethrough),
-	VDFS_OPT("force_share", force_share),
+	VDFS_OPT("force_share", force_share), VDFS_OPT("one_receiver", one_receiver),
 	FUSE_OPT_KEY("ro", KEY_RO),
 	/* fstab-only options that may reach us through mount(8): not for the kernel. */
 	FUSE_OPT_KEY("defaults", FUSE_OPT_KEY_DISCARD),
@@ -161,6 +162,8 @@ usage(FILE *f)
 		"                         reaches the image before it returns\n"
 		"  -o allow_other         let other users in (needs user_allow_other)\n"
 		"  -o force_share         mount even if QEMU is writing a layer of the image\n"
+		"  -o one_receiver        one thread receives every request and runs small and\n"
+		"                         O_DIRECT I/O itself (faster when the CPUs are busy)\n"
 		"  --key-file FILE        passphrase of an encrypted image from FILE\n"
 		"  --key-fd N             passphrase from file descriptor N\n"
 		"                         (-o key_file=FILE, -o key_fd=N for /etc/fstab)\n"
@@ -487,8 +490,11 @@ main(int argc, char *argv[])
 	}
 	if (co.singlethread) {
 		r = fuse_loop(fs.fuse);
-	} else if (env_set("VDISK_LIBFUSE_LOOP")) {
-		/* libfuse's own multi-threaded loop, for comparisons (README). */
+	} else if (o.one_receiver || env_set("VDISK_ONE_RECEIVER")) {
+		/* loop.c: one receiving thread, a pool for what may take long. */
+		r = vdfs_loop_run(se, co.max_threads > 10 ? co.max_threads : 16);
+	} else {
+		/* libfuse's multi-threaded loop, a cloned /dev/fuse fd per worker. */
 		struct fuse_loop_config *lc = fuse_loop_cfg_create();
 
 		if (!lc) {
@@ -499,9 +505,6 @@ main(int argc, char *argv[])
 		fuse_loop_cfg_set_idle_threads(lc, 16);
 		r = fuse_loop_mt(fs.fuse, lc);
 		fuse_loop_cfg_destroy(lc);
-	} else {
-		/* loop.c: one receiving thread, a pool for what may take long. */
-		r = vdfs_loop_run(se, co.max_threads > 10 ? co.max_threads : 16);
 	}
 	/* A positive value is the signal that ended the loop (SIGTERM...): a clean exit. */
 	ret = r >= 0 ? 0 : 1;

@@ -6,9 +6,10 @@
  *
  * NOTES ON THE THREAD MODEL
  *
- * We use libfuse's high-level API with our own loop (loop.c: one thread
- * receives every request and runs small I/O on disk itself, a pool of workers
- * runs the rest). The high-level API fits: the tree is
+ * We use libfuse's high-level API with its multi-threaded loop (fuse_loop_mt,
+ * one cloned /dev/fuse fd per worker), or with -o one_receiver our own loop
+ * (loop.c: one thread receives every request and runs small I/O on disk
+ * itself, a pool of workers runs the rest). The high-level API fits: the tree is
  * small and fixed, the hot path (read/write on an open file) needs no path at
  * all because we set nullpath_ok and keep everything in the file handle, so
  * libfuse skips its path lookup (and its tree lock) for those requests. The
@@ -53,9 +54,8 @@
  * Nested I/O: a helper process (nested.c) opens MOUNTPOINT/disk (checking
  * st_dev is our mount) and calls fsync, sync_file_range or posix_fadvise on it
  * while the request handler waits for its answer; the requests this causes
- * (OPEN with keep_cache, WRITE, FLUSH) are served by the receiving thread and
- * the other workers (loop.c never runs a request that can wait on the
- * receiving thread itself).
+ * (OPEN with keep_cache, WRITE, FLUSH) are served by the other worker threads
+ * (loop.c never runs a request that can wait on its receiving thread itself).
  * It is done only while disk is open (for writing, for a write-back), so it
  * costs nothing when partitions are used alone.
  *

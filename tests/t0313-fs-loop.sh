@@ -1,13 +1,12 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
-# vdiskfs's request loop (fs/loop.c): one thread receives every request and runs
+# vdiskfs -o one_receiver (fs/loop.c): one thread receives every request and runs
 # small and O_DIRECT I/O of disk itself; the rest goes to a pool of workers. With
 # the pool at its smallest (11 workers) and 120 programs at once (O_DIRECT reads
 # of a snapshot, large cached reads and 256 KiB writes of disk, so that jobs queue
 # for a worker), every request is answered and right; a snapshot taken while
 # writers hold dirty pages (nested write-back through the mount) completes; SIGTERM
-# during I/O ends the daemon cleanly; libfuse's own loop (VDISK_LIBFUSE_LOOP=1)
-# still serves the same.
+# during I/O ends the daemon cleanly; the default loop (libfuse's) serves the same.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/fs-lib.sh"
 
@@ -16,7 +15,7 @@ M=$T/mnt
 N=40
 [ "${VDISK_ASAN:-0}" = 1 ] && N=16
 ok "create a 256 MiB image" mkimg "$IMG" 256M
-ok "mount with the smallest pool" fs_mount "$IMG" "$M" -o max_threads=11
+ok "mount with -o one_receiver and the smallest pool" fs_mount "$IMG" "$M" -o one_receiver,max_threads=11
 randfile "$T/a" $((256 * 1048576)) 13
 ok "256 MiB written and fsync'd" dd if="$T/a" of="$M/disk" bs=1M conv=notrunc,fsync status=none
 ok "snapshot s1" mkdir "$M/snapshots/s1"
@@ -80,11 +79,9 @@ fusermount3 -uz "$M" 2>/dev/null
 ok "vdisk check is clean" vcheck "$IMG"
 
 # libfuse's own loop, for comparisons, still serves the same.
-export VDISK_LIBFUSE_LOOP=1
 fs_mount "$IMG" "$M"
-unset VDISK_LIBFUSE_LOOP
-ok "VDISK_LIBFUSE_LOOP=1: mounted" is_mounted "$M"
-ok "VDISK_LIBFUSE_LOOP=1: the snapshot reads back" same_region "$M/snapshots/s1/disk" 0 \
+ok "the default loop (libfuse's): mounted" is_mounted "$M"
+ok "the default loop: the snapshot reads back" same_region "$M/snapshots/s1/disk" 0 \
 	$((256 * 1048576)) "$T/a"
-ok "VDISK_LIBFUSE_LOOP=1: unmount" fs_umount "$M"
+ok "the default loop: unmount" fs_umount "$M"
 done_testing
