@@ -23,40 +23,13 @@
 #include <unistd.h>
 
 #include "vdisk.h"
+#include "fuzz-scratch.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static char scratch[64];
+static const char *const open_files[] = { "top.img", "base.raw", "base.vdk", "mid.qcow2", NULL };
 static char top[128];
-
-static void
-put(const char *name, const void *buf, size_t len)
-{
-	char p[128];
-	FILE *f;
-
-	snprintf(p, sizeof(p), "%s/%s", scratch, name);
-	f = fopen(p, "wb");
-	if (f) {
-		fwrite(buf, 1, len, f);
-		fclose(f);
-	}
-}
-
-static void
-cleanup(void)
-{
-	static const char *const names[] = {"top.img", "base.raw", "base.vdk", "mid.qcow2"};
-	char p[128];
-	size_t i;
-
-	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-		snprintf(p, sizeof(p), "%s/%s", scratch, names[i]);
-		unlink(p);
-	}
-	rmdir(scratch);
-}
 
 static void
 be32(uint8_t *p, uint32_t v)
@@ -86,20 +59,15 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	(void)argc;
 	(void)argv;
 	/* tmpfs when there is one: every execution writes top.img and flushes it. */
-	snprintf(scratch, sizeof(scratch), "/dev/shm/fuzz-open.XXXXXX");
-	if (!mkdtemp(scratch)) {
-		snprintf(scratch, sizeof(scratch), "/tmp/fuzz-open.XXXXXX");
-		if (!mkdtemp(scratch)) {
-			scratch[0] = '\0';
-			return 0;
-		}
+	if (!scratch_make("/dev/shm/fuzz-open.XXXXXX", open_files) &&
+	    !scratch_make("/tmp/fuzz-open.XXXXXX", open_files)) {
+		return 0;
 	}
-	atexit(cleanup);
 	snprintf(top, sizeof(top), "%s/top.img", scratch);
 	for (i = 0; i < sizeof(b); i++) {
 		b[i] = (uint8_t)(i * 7 + 3);
 	}
-	put("base.raw", b, sizeof(b));
+	scratch_put("base.raw", b, sizeof(b));
 	snprintf(p, sizeof(p), "%s/base.vdk", scratch);
 	if (vd_create(p, &co) == 0) {
 		struct vd_open_opts rw = {.flags = VD_OPEN_RDWR, .format = "vdk"};
@@ -134,7 +102,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	be64(b + 4096, 2 * 4096 | (1ull << 63));
 	be64(b + 2 * 4096 + 8, 3 * 4096 | (1ull << 63));
 	memset(b + 3 * 4096, 0x5a, 4096);
-	put("mid.qcow2", b, 4 * 4096);
+	scratch_put("mid.qcow2", b, 4 * 4096);
 	return 0;
 }
 

@@ -11,41 +11,14 @@
 #include <unistd.h>
 
 #include "fuzz-foreign.h"
+#include "fuzz-scratch.h"
 
 extern const struct vd_driver vd_vmdk_driver;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static char scratch[64];
-
-static void
-put(const char *name, const void *buf, size_t len)
-{
-	char p[128];
-	FILE *f;
-
-	snprintf(p, sizeof(p), "%s/%s", scratch, name);
-	f = fopen(p, "wb");
-	if (f) {
-		fwrite(buf, 1, len, f);
-		fclose(f);
-	}
-}
-
-static void
-cleanup(void)
-{
-	static const char *const names[] = { "f.bin", "s.vmdk", "c.vmdk", "vm.vmsd" };
-	char p[128];
-	size_t i;
-
-	for (i = 0; i < VD_ARRAY_SIZE(names); i++) {
-		snprintf(p, sizeof(p), "%s/%s", scratch, names[i]);
-		unlink(p);
-	}
-	rmdir(scratch);
-}
+static const char *const vmdk_files[] = { "f.bin", "s.vmdk", "c.vmdk", "vm.vmsd", NULL };
 
 int
 LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -58,15 +31,13 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 
 	(void)argc;
 	(void)argv;
-	snprintf(scratch, sizeof(scratch), "/tmp/fuzz-vmdk.XXXXXX");
-	if (!mkdtemp(scratch)) {
+	if (!scratch_make("/tmp/fuzz-vmdk.XXXXXX", vmdk_files)) {
 		return 0;
 	}
-	atexit(cleanup);
 	for (i = 0; i < 65536; i++) {
 		b[i % sizeof(b)] = (uint8_t)(i * 31 + 7);
 	}
-	put("f.bin", b, sizeof(b));
+	scratch_put("f.bin", b, sizeof(b));
 	/* Hosted sparse: 128 sectors, 8-sector grains, GD at sector 1, GT at 2, grains 0 and 3. */
 	memset(b, 0, sizeof(b));
 	memcpy(b, "KDMV", 4);
@@ -80,7 +51,7 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	vd_put_le32(b + 1024, 6);
 	vd_put_le32(b + 1024 + 12, 14);
 	memset(b + 6 * 512, 0x5a, 16 * 512);
-	put("s.vmdk", b, 22 * 512);
+	scratch_put("s.vmdk", b, 22 * 512);
 	/* COWD: 128 sectors, 8-sector grains, GD at sector 4, GT at 5 (32 sectors), grain 1 at 37. */
 	memset(b, 0, sizeof(b));
 	memcpy(b, "COWD", 4);
@@ -93,8 +64,8 @@ LLVMFuzzerInitialize(int *argc, char ***argv)
 	vd_put_le32(b + 4 * 512, 5);
 	vd_put_le32(b + 5 * 512 + 4, 37);
 	memset(b + 37 * 512, 0xa5, 8 * 512);
-	put("c.vmdk", b, 45 * 512);
-	put("vm.vmsd", vmsd, sizeof(vmsd) - 1);
+	scratch_put("c.vmdk", b, 45 * 512);
+	scratch_put("vm.vmsd", vmsd, sizeof(vmsd) - 1);
 	fuzz_dir = scratch;
 	return 0;
 }
