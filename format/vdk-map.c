@@ -244,15 +244,17 @@ static void
 ahead_post(struct vd_layer *l, uint64_t vb0, uint32_t n)
 {
 	static pthread_once_t once = PTHREAD_ONCE_INIT;
-	static int off = -1;
+	static atomic_int off = -1;	/* read by every reader thread */
 	pid_t me = getpid();
+	int o = atomic_load_explicit(&off, memory_order_relaxed);
 
-	if (off < 0) {
+	if (o < 0) {
 		const char *e = getenv("VDISK_NO_AHEAD");
 
-		off = e && *e && strcmp(e, "0") != 0;
+		o = e && *e && strcmp(e, "0") != 0;
+		atomic_store_explicit(&off, o, memory_order_relaxed);
 	}
-	if (off) {
+	if (o) {
 		return;
 	}
 	pthread_once(&once, ahead_atfork);

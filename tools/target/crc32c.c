@@ -6,6 +6,7 @@
  * the same order as the CRC's reflected polynomial), see conn.c.
  */
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "crc32c.h"
 
@@ -58,12 +59,15 @@ crc32c_hw(uint32_t crc, const uint8_t *p, size_t len)
 uint32_t
 crc32c_update(uint32_t crc, const void *buf, size_t len)
 {
-	static int have_hw = -1;
-	if (have_hw < 0) {
+	static atomic_int have_hw = -1;	/* the loop and the workers may ask first */
+	int hw = atomic_load_explicit(&have_hw, memory_order_relaxed);
+
+	if (hw < 0) {
 		__builtin_cpu_init();
-		have_hw = __builtin_cpu_supports("sse4.2") ? 1 : 0;
+		hw = __builtin_cpu_supports("sse4.2") ? 1 : 0;
+		atomic_store_explicit(&have_hw, hw, memory_order_relaxed);
 	}
-	return have_hw ? crc32c_hw(crc, buf, len) : crc32c_sw(crc, buf, len);
+	return hw ? crc32c_hw(crc, buf, len) : crc32c_sw(crc, buf, len);
 }
 #else
 uint32_t
