@@ -72,8 +72,6 @@ struct vdfs_loop {
 	struct loop_job *free_jobs;	/* buffers to receive into */
 	struct loop_worker **workers;
 	unsigned nworkers, max_workers;
-	bool stopping;
-	int error;
 };
 
 static void
@@ -262,7 +260,6 @@ vdfs_loop_run(struct fuse_session *se, unsigned max_workers)
 	}
 	/* Let the workers finish what they hold and what is queued, then exit. */
 	pthread_mutex_lock(&lp.lock);
-	lp.stopping = true;
 	for (unsigned i = 0; i < lp.nworkers; i++) {
 		lp.workers[i]->stop = true;
 		pthread_cond_signal(&lp.workers[i]->cond);
