@@ -103,10 +103,9 @@ vd_fdatasync(int fd)
 bool
 vd_fd_mappable(int fd)
 {
-	const char *env = getenv("VDISK_NO_MAP");
 	struct statfs sf;
 
-	if (env && *env && strcmp(env, "0") != 0) {
+	if (vd_env_flag("VDISK_NO_MAP")) {
 		return false;
 	}
 	return fstatfs(fd, &sf) == 0 && (sf.f_type == TMPFS_MAGIC || sf.f_type == RAMFS_MAGIC);

@@ -16,13 +16,13 @@
  * Its threads live until the process exits; they hold no image state.
  */
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #include "internal.h"
+#include "util.h"
 
 #define VD_POOL_MAX 16
 
@@ -128,7 +128,6 @@ vd_pool_start(void)
 		long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 		int want = ncpu > 1 ? (int)(ncpu - 1) : 0;
 		pthread_attr_t attr;
-		sigset_t all, old;
 
 		if (vd_pool.started) {
 			/* A forked child: the parent's threads and queue are not here. */
@@ -142,17 +141,14 @@ vd_pool_start(void)
 		pthread_attr_init(&attr);
 		pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 		pthread_attr_setstacksize(&attr, 256 * 1024);
-		sigfillset(&all);	/* signals go to the program's own threads */
-		pthread_sigmask(SIG_SETMASK, &all, &old);
 		for (int i = 0; i < want; i++) {
 			pthread_t t;
 
-			if (pthread_create(&t, &attr, vd_pool_thread, NULL) != 0) {
+			if (vd_thread_start(&t, &attr, vd_pool_thread, NULL) != 0) {
 				break;	/* fewer workers: the callers still do the work */
 			}
 			vd_pool.nthreads++;
 		}
-		pthread_sigmask(SIG_SETMASK, &old, NULL);
 		pthread_attr_destroy(&attr);
 		vd_pool.pid = me;
 		vd_pool.started = true;

@@ -7,8 +7,11 @@
 #define FORMAT_UTIL_H
 
 #include <endian.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -121,6 +124,33 @@ vd_now(void)
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec;
+}
+
+/* An environment switch (VDISK_NO_MAP=1 and the like): set, not empty and not "0". */
+static inline bool
+vd_env_flag(const char *name)
+{
+	const char *e = getenv(name);
+
+	return e && *e && strcmp(e, "0") != 0;
+}
+
+/*
+ * pthread_create with every signal blocked in the new thread: signals go to
+ * the program's own threads (vdiskfs's receiving thread must see SIGTERM in
+ * its read()), never to a helper of the library or of the daemon.
+ */
+static inline int
+vd_thread_start(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg)
+{
+	sigset_t all, old;
+	int r;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	r = pthread_create(t, attr, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return r;
 }
 
 #endif

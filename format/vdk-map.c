@@ -249,9 +249,7 @@ ahead_post(struct vd_layer *l, uint64_t vb0, uint32_t n)
 	int o = atomic_load_explicit(&off, memory_order_relaxed);
 
 	if (o < 0) {
-		const char *e = getenv("VDISK_NO_AHEAD");
-
-		o = e && *e && strcmp(e, "0") != 0;
+		o = vd_env_flag("VDISK_NO_AHEAD");
 		atomic_store_explicit(&off, o, memory_order_relaxed);
 	}
 	if (o) {
@@ -265,18 +263,14 @@ ahead_post(struct vd_layer *l, uint64_t vb0, uint32_t n)
 		/* No helper in this process (a fork's child has none of the parent's threads). */
 		pthread_attr_t at;
 		pthread_t t;
-		sigset_t all, old;
 
 		ahead_job.l = NULL;
 		ahead_job.running = false;
 		pthread_attr_init(&at);
 		pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-		sigfillset(&all);	/* signals go to the program's own threads */
-		pthread_sigmask(SIG_SETMASK, &all, &old);
-		if (pthread_create(&t, &at, ahead_main, NULL) == 0) {
+		if (vd_thread_start(&t, &at, ahead_main, NULL) == 0) {
 			ahead_job.pid = me;
 		}
-		pthread_sigmask(SIG_SETMASK, &old, NULL);
 		pthread_attr_destroy(&at);
 	}
 	if (ahead_job.pid == me && !ahead_job.l) {

@@ -35,7 +35,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -44,6 +43,7 @@
 #include <linux/fuse.h>
 #include <pthread.h>
 
+#include "util.h"
 #include "vdiskfs.h" /* FUSE_USE_VERSION first */
 
 #include <fuse_lowlevel.h>
@@ -159,17 +159,10 @@ dispatch_locked(struct vdfs_loop *lp, struct loop_job *j)
 	if (lp->nworkers < lp->max_workers) {
 		w = calloc(1, sizeof(*w));
 		if (w) {
-			sigset_t all, old;
-			int r;
-
 			pthread_cond_init(&w->cond, NULL);
 			w->lp = lp;
 			w->job = j;
-			sigfillset(&all);	/* signals go to the receiving thread */
-			pthread_sigmask(SIG_SETMASK, &all, &old);
-			r = pthread_create(&w->thread, NULL, worker_main, w);
-			pthread_sigmask(SIG_SETMASK, &old, NULL);
-			if (r == 0) {
+			if (vd_thread_start(&w->thread, NULL, worker_main, w) == 0) {
 				lp->workers[lp->nworkers++] = w;
 				return;
 			}

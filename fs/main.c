@@ -42,6 +42,7 @@
 #include <fuse_lowlevel.h>
 
 #include "qemu-lock.h"
+#include "util.h"
 #include "vdisk.h"
 #ifdef VDFS_HAVE_PASSPHRASE
 #include "passphrase.h"
@@ -233,15 +234,6 @@ no_write_permission(const char *path)
 
 	/* root ignores the mode bits: look at them ourselves. */
 	return stat(path, &st) == 0 && !(st.st_mode & (S_IWUSR | S_IWGRP | S_IWOTH));
-}
-
-/* An environment switch: set, not empty and not "0". */
-static bool
-env_set(const char *name)
-{
-	const char *e = getenv(name);
-
-	return e && *e && strcmp(e, "0") != 0;
 }
 
 /* -o fsname=PATH, with the characters that would split the option list escaped. */
@@ -490,7 +482,7 @@ main(int argc, char *argv[])
 	}
 	if (co.singlethread) {
 		r = fuse_loop(fs.fuse);
-	} else if (o.one_receiver || env_set("VDISK_ONE_RECEIVER")) {
+	} else if (o.one_receiver || vd_env_flag("VDISK_ONE_RECEIVER")) {
 		/* loop.c: one receiving thread, a pool for what may take long. */
 		r = vdfs_loop_run(se, co.max_threads > 10 ? co.max_threads : 16);
 	} else {

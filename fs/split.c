@@ -19,13 +19,13 @@
  * The helper logs its own library errors (vd_get_error is per thread).
  */
 #include <errno.h>
-#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
 #include <pthread.h>
 
+#include "util.h"
 #include "vdiskfs.h"
 
 #define VDFS_SPLIT_MIN (256u * 1024u)
@@ -103,14 +103,7 @@ vdfs_split_io(struct vdfs *fs, struct vd_image *img, bool write, void *buf, size
 		return do_io(img, write, buf, len, off);
 	}
 	if (!sp.started) {
-		sigset_t all, old;
-		int r;
-
-		sigfillset(&all);	/* signals go to the receiving thread (loop.c) */
-		pthread_sigmask(SIG_SETMASK, &all, &old);
-		r = pthread_create(&sp.thread, NULL, helper_main, NULL);
-		pthread_sigmask(SIG_SETMASK, &old, NULL);
-		if (r != 0) {
+		if (vd_thread_start(&sp.thread, NULL, helper_main, NULL) != 0) {
 			pthread_mutex_unlock(&sp.lock);
 			return do_io(img, write, buf, len, off);
 		}
