@@ -463,8 +463,17 @@ main(int argc, char *argv[])
 	if (!fs.fuse) {
 		goto out_close;
 	}
-	if (fuse_mount(fs.fuse, o.mountpoint) != 0) {
+	/*
+	 * The handlers before the mount: a SIGTERM or SIGHUP sent as soon as the
+	 * mount shows in /proc/mounts must end the session cleanly, not kill us
+	 * and leave a dead mount (the daemonized child inherits them).
+	 */
+	se = fuse_get_session(fs.fuse);
+	if (fuse_set_signal_handlers(se) != 0) {
 		goto out_destroy;
+	}
+	if (fuse_mount(fs.fuse, o.mountpoint) != 0) {
+		goto out_signals;
 	}
 	mounted = true;
 	fs.mountpoint = o.mountpoint;
@@ -474,10 +483,6 @@ main(int argc, char *argv[])
 		openlog("vdiskfs", LOG_PID, LOG_DAEMON);
 	}
 	if (fuse_daemonize(co.foreground) != 0) {
-		goto out_unmount;
-	}
-	se = fuse_get_session(fs.fuse);
-	if (fuse_set_signal_handlers(se) != 0) {
 		goto out_unmount;
 	}
 	if (co.singlethread) {
@@ -490,7 +495,7 @@ main(int argc, char *argv[])
 		struct fuse_loop_config *lc = fuse_loop_cfg_create();
 
 		if (!lc) {
-			goto out_signals;
+			goto out_unmount;
 		}
 		fuse_loop_cfg_set_clone_fd(lc, 1);
 		fuse_loop_cfg_set_max_threads(lc, co.max_threads > 10 ? co.max_threads : 16);
@@ -500,12 +505,12 @@ main(int argc, char *argv[])
 	}
 	/* A positive value is the signal that ended the loop (SIGTERM...): a clean exit. */
 	ret = r >= 0 ? 0 : 1;
-out_signals:
-	fuse_remove_signal_handlers(se);
 out_unmount:
 	if (mounted) {
 		fuse_unmount(fs.fuse);
 	}
+out_signals:
+	fuse_remove_signal_handlers(se);
 out_destroy:
 	fuse_destroy(fs.fuse); /* calls vdfs_destroy: flush */
 	vdfs_handles_free(&fs);
