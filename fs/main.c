@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <syslog.h>
@@ -162,7 +163,8 @@ usage(FILE *f)
 		"  -o writethrough        no kernel writeback cache on disk: every write()\n"
 		"                         reaches the image before it returns\n"
 		"  -o allow_other         let other users in (needs user_allow_other)\n"
-		"  -o force_share         mount even if QEMU is writing a layer of the image\n"
+		"  -o force_share         mount even if another program (QEMU, a read-write\n"
+		"                         mount) is writing a layer of the image\n"
 		"  -o one_receiver        one thread receives every request and runs small and\n"
 		"                         O_DIRECT I/O itself (faster when the CPUs are busy)\n"
 		"  --key-file FILE        passphrase of an encrypted image from FILE\n"
@@ -179,31 +181,55 @@ usage(FILE *f)
 }
 
 /*
- * A QEMU process (a running VM, qemu-nbd, qemu-io) writing a layer of the image
- * holds a lock on byte 101 of that file (its WRITE permission); qemu-img
- * refuses such an image without -U, and so do we: the mount would show the
- * disk changing under its caches. true (said) if one does.
+ * Another writer of a layer: the mount would show the disk changing under its
+ * caches (stale pages, stale map tables), so it is refused (exit 1, said) unless
+ * -o force_share. A QEMU process (a running VM, qemu-nbd, qemu-io) writing a
+ * layer holds a lock on byte 101 of that file (its WRITE permission), which
+ * qemu-img tests too. A read-only open takes no lock in the library, so for
+ * a read-only mount (-o ro, or an image the library opens read-only) each
+ * layer is opened again and share-locked here, as `vdisk check` does: that
+ * fails while a writer (another vdiskfs mount, vdisk bench -w) holds its
+ * exclusive lock, and the held lock keeps a writer out for as long as we are
+ * mounted (the descriptors are inherited by the daemon and live until it
+ * exits). *held gets them (-1 where none), freed by the caller.
  */
 static bool
-qemu_writer_layer(struct vd_image *img, const char *image)
+writer_elsewhere(struct vd_image *img, const char *image, bool lock, bool force, int **held)
 {
 	int n = vd_layer_count(img);
 
+	*held = lock && n > 0 ? malloc((size_t)n * sizeof(**held)) : NULL;
+	for (int i = 0; *held && i < n; i++) {
+		(*held)[i] = -1;
+	}
 	for (int i = 0; i < n; i++) {
 		struct vd_layer_info li;
 		int fd = vd_layer_file_open(img, i, &li);
+		const char *who = NULL;
 
 		if (fd < 0) {
 			continue;
 		}
-		if (vd_qemu_writer(fd)) {
-			fprintf(stderr, "vdiskfs: %s: %s is being written by QEMU (it holds its "
-				"write lock); stop it first, or mount with -o force_share to see "
-				"it as it changes\n", image, li.path);
+		if (lock && flock(fd, LOCK_SH | LOCK_NB) < 0 && errno == EWOULDBLOCK) {
+			who = "open for writing elsewhere (mounted read-write by vdiskfs?)";
+		} else if (vd_qemu_writer(fd)) {
+			who = "being written by QEMU (it holds its write lock)";
+		}
+		if (who && force) {
+			fprintf(stderr, "vdiskfs: %s: warning: %s is %s; mounting anyway as "
+				"-o force_share asks: the disk may change under the mount\n",
+				image, li.path, who);
+		} else if (who) {
+			fprintf(stderr, "vdiskfs: %s: %s is %s; stop it first, or mount with "
+				"-o force_share to see it as it changes\n", image, li.path, who);
 			close(fd);
 			return true;
 		}
-		close(fd);
+		if (*held) {
+			(*held)[i] = fd;
+		} else {
+			close(fd);
+		}
 	}
 	return false;
 }
@@ -328,6 +354,7 @@ main(int argc, char *argv[])
 	char *slash;
 	int ret = 1, r;
 	bool mounted = false;
+	int *held = NULL, nheld = 0; /* share locks of a read-only mount's layers */
 #ifdef VDFS_HAVE_PASSPHRASE
 	struct vd_pass_src ps = {.key_fd = -1};
 #endif
@@ -435,11 +462,12 @@ main(int argc, char *argv[])
 			strip_path(vd_get_error(), fs.image_path, o.image));
 		goto out_args;
 	}
-	if (!o.force_share && qemu_writer_layer(fs.img, o.image)) {
-		goto out_close;
-	}
 	if (vd_is_readonly(fs.img)) {
 		fs.readonly = true;
+	}
+	nheld = vd_layer_count(fs.img);
+	if (writer_elsewhere(fs.img, o.image, vd_is_readonly(fs.img), o.force_share, &held)) {
+		goto out_close;
 	}
 	if (fs.readonly && !o.ro) {
 		fuse_opt_add_arg(&args, "-oro");
@@ -522,6 +550,12 @@ out_close:
 		ret = 1;
 	}
 out_args:
+	for (int i = 0; held && i < nheld; i++) {
+		if (held[i] >= 0) {
+			close(held[i]);
+		}
+	}
+	free(held);
 #ifdef VDFS_HAVE_PASSPHRASE
 	vd_pass_src_clear(&ps);
 #endif

@@ -182,12 +182,22 @@ disk_sync_range(struct vdfs *fs, uint64_t off, uint64_t len)
 	}
 }
 
-/* After a write through a partition: drop disk's cached pages of the range. */
+/*
+ * After a write through a partition: drop disk's cached pages of the range.
+ * Widened to whole pages: POSIX_FADV_DONTNEED leaves a page the range covers
+ * only in part, and a write of 512 bytes (or any write not on page
+ * boundaries) would stay invisible to a reader of disk.
+ */
 static void
 disk_drop_range(struct vdfs *fs, uint64_t off, uint64_t len)
 {
+	long psz = sysconf(_SC_PAGESIZE);
+	uint64_t pg = psz > 0 ? (uint64_t)psz : 4096, end = off + len;
+
 	if (fs->writeback && len > 0 && atomic_load(&fs->disk_opens) > 0) {
-		vdfs_nested(fs, VDFS_NESTED_DROP, off, len);
+		off &= ~(pg - 1);
+		end = (end + pg - 1) & ~(pg - 1);
+		vdfs_nested(fs, VDFS_NESTED_DROP, off, end - off);
 	}
 }
 
