@@ -183,7 +183,8 @@ disk_sync_range(struct vdfs *fs, uint64_t off, uint64_t len)
 }
 
 /*
- * After a write through a partition: drop disk's cached pages of the range.
+ * After a write through a partition: drop disk's cached pages of the range,
+ * with the writeback cache or without (-o writethrough still caches reads).
  * Widened to whole pages: POSIX_FADV_DONTNEED leaves a page the range covers
  * only in part, and a write of 512 bytes (or any write not on page
  * boundaries) would stay invisible to a reader of disk.
@@ -194,7 +195,7 @@ disk_drop_range(struct vdfs *fs, uint64_t off, uint64_t len)
 	long psz = sysconf(_SC_PAGESIZE);
 	uint64_t pg = psz > 0 ? (uint64_t)psz : 4096, end = off + len;
 
-	if (fs->writeback && len > 0 && atomic_load(&fs->disk_opens) > 0) {
+	if (len > 0 && atomic_load(&fs->disk_opens) > 0) {
 		off &= ~(pg - 1);
 		end = (end + pg - 1) & ~(pg - 1);
 		vdfs_nested(fs, VDFS_NESTED_DROP, off, end - off);

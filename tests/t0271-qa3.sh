@@ -4,8 +4,9 @@
 # on inputs the other tests do not cover. A read-only mount of an image that
 # another mount is writing is refused (it would show stale pages and map
 # tables), and holds a share lock that keeps a writer out while it is mounted;
-# a write through a partition that does not cover whole pages is seen through
-# an fd of disk that stays open (POSIX_FADV_DONTNEED keeps partial pages).
+# a write through a partition is seen through an fd of disk that stays open,
+# when it does not cover whole pages (POSIX_FADV_DONTNEED keeps partial pages)
+# and with -o writethrough (whose reads of disk are cached too).
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/fs-lib.sh"
 cd "$T" || exit 1
@@ -42,30 +43,45 @@ wait "$FS_PID" "$ropid"
 ok "then a read-write mount works" fs_mount "$T/a.vdk" "$T/m1"
 ok "unmount" fs_umount "$T/m1"
 
-# ---- Writes through a partition that cover pages of disk only in part.
+# ---- Writes through a partition seen through an fd of disk that stays open:
+# writes that cover pages of disk only in part, and with -o writethrough too
+# (reads of disk are cached there as well).
 ok "create a 32 MiB image" mkimg g.vdk 32M
-ok "mount it" fs_mount "$T/g.vdk" "$T/m1"
-ok "sgdisk: p1 at sector 2048" quiet sgdisk -n1:2048:+8M "$T/m1/disk"
 cat >coh.py <<'EOF'
-import os, sys
-mnt, start = sys.argv[1], int(sys.argv[2])
+import os, subprocess, sys
+mnt, start, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 d = os.open(mnt + "/disk", os.O_RDONLY)
 p = os.open(mnt + "/partitions/p1", os.O_RDWR)
 bad = []
-# (offset in p1, length): a sector inside a page, the end of a page, two partial pages
+# (offset in p1, length): a sector inside a page, the end of a page, two partial
+# pages, a whole page, one byte
 for i, (off, ln) in enumerate([(512, 512), (4096 + 100, 3996), (12288 + 3000, 5000),
                                 (65536, 4096), (200000, 1)]):
     os.pread(d, 1 << 20, start + off - off % 4096)  # disk's pages of the range cached
-    data = bytes([(i * 37 + j) % 251 + 1 for j in range(ln)])
+    data = bytes([(i * 37 + j + seed) % 251 + 1 for j in range(ln)])
     if os.pwrite(p, data, off) != ln:
         bad.append("short write %d" % off)
     if os.pread(d, ln, start + off) != data:
         bad.append("%d+%d" % (off, ln))
+# a hole punched through p1 (fallocate -p), inside a page
+os.pwrite(p, b"x" * 4096, 0)
+os.pread(d, 1 << 20, start)
+subprocess.check_call(["fallocate", "-p", "-o", "1024", "-l", "1024", mnt + "/partitions/p1"])
+if os.pread(d, 1024, start + 1024) != bytes(1024):
+    bad.append("punch")
 print(" ".join(bad) if bad else "ok")
 EOF
-ok_eq "$(python3 coh.py "$T/m1" $((2048 * 512)))" ok \
-	"an open fd of disk sees writes through p1 that cover pages in part (was: stale)"
-ok "unmount" fs_umount "$T/m1"
+seed=0
+for mode in writeback writethrough; do
+	seed=$((seed + 100))
+	opt=
+	[ $mode = writethrough ] && opt="-o writethrough"
+	ok "$mode: mount" fs_mount "$T/g.vdk" "$T/m1" $opt
+	[ $mode = writeback ] && ok "sgdisk: p1 at sector 2048" quiet sgdisk -n1:2048:+8M "$T/m1/disk"
+	ok_eq "$(python3 coh.py "$T/m1" $((2048 * 512)) $seed)" ok \
+		"$mode: an open fd of disk sees writes through p1, whole pages or not (was: stale)"
+	ok "$mode: unmount" fs_umount "$T/m1"
+done
 ok "vdisk check is clean" vcheck g.vdk
 
 done_testing
