@@ -103,6 +103,7 @@ else
 	echo
 	echo "\$ mkdir $M/snapshots/live     # a live snapshot"
 	mkdir "$M/snapshots/live"
+	echo "\$ ls $M/snapshots"
 	ls "$M/snapshots"
 	if command -v debugfs >/dev/null || [ -x /sbin/debugfs ]; then
 		DEBUGFS=$(command -v debugfs || echo /sbin/debugfs)
