@@ -397,9 +397,19 @@ main(int argc, char *argv[])
 	/* Absolute, so that unmounting works after the daemon chdir()s to /. */
 	{
 		char *mp = realpath(o.mountpoint, NULL);
+		struct stat st;
 
 		if (!mp) {
 			fprintf(stderr, "vdiskfs: %s: %s\n", o.mountpoint, strerror(errno));
+			goto out_args;
+		}
+		/*
+		 * libfuse would mount a file-rooted mount over a file, whose root
+		 * (our directory) the kernel then refuses: every access is EIO.
+		 */
+		if (stat(mp, &st) == 0 && !S_ISDIR(st.st_mode)) {
+			fprintf(stderr, "vdiskfs: %s: %s\n", o.mountpoint, strerror(ENOTDIR));
+			free(mp);
 			goto out_args;
 		}
 		free(o.mountpoint);

@@ -6,7 +6,8 @@
 # tables), and holds a share lock that keeps a writer out while it is mounted;
 # a write through a partition is seen through an fd of disk that stays open,
 # when it does not cover whole pages (POSIX_FADV_DONTNEED keeps partial pages)
-# and with -o writethrough (whose reads of disk are cached too).
+# and with -o writethrough (whose reads of disk are cached too). A regular file
+# as MOUNTPOINT is refused.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/fs-lib.sh"
 cd "$T" || exit 1
@@ -42,6 +43,16 @@ ok "unmount both" sh -c "fusermount3 -u '$T/m3' && fusermount3 -u '$T/m2'"
 wait "$FS_PID" "$ropid"
 ok "then a read-write mount works" fs_mount "$T/a.vdk" "$T/m1"
 ok "unmount" fs_umount "$T/m1"
+
+# ---- A MOUNTPOINT that is a regular file: libfuse mounted a file-rooted mount
+# there, and every access to it was EIO; refused before the mount now.
+: >afile
+cleanup_fn fusermount3 -uz "$T/afile"
+"$VDISKFS" a.vdk afile 2>file.err
+rc=$?
+ok "a regular file as MOUNTPOINT is refused (was: mounted, EIO)" \
+	sh -c "[ $rc -eq 1 ] && ! grep -q ' $T/afile fuse' /proc/mounts"
+ok "  saying why" grep -q "afile: Not a directory" file.err
 
 # ---- Writes through a partition seen through an fd of disk that stays open:
 # writes that cover pages of disk only in part, and with -o writethrough too
