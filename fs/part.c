@@ -11,7 +11,9 @@
  *  - a GPT header counts only if its signature, header CRC32, sizes, LBA
  *    ranges and entry-array CRC32 all check out; the primary header is tried
  *    first, then the backup at the last LBA; sector sizes 512 and 4096 are tried;
- *  - the MBR is used when there is no valid GPT. Its logical partitions are
+ *  - the MBR is used when there is no valid GPT, or when it holds partitions
+ *    and none of type 0xEE (then a GPT is a leftover that Linux ignores too:
+ *    it needs a protective or hybrid MBR). Its logical partitions are
  *    found by walking the EBR chain, at most VDFS_PART_MAX links, each link
  *    required to stay inside the extended partition (which also ends loops);
  *  - a partition that starts beyond the end of the disk is dropped, one that
@@ -338,18 +340,25 @@ vdfs_part_scan(vdfs_part_read_fn rd, void *opaque, uint64_t disk_size, struct vd
 	if (max <= 0) {
 		return 0;
 	}
-	ret = gpt_scan(&c);
+	/*
+	 * An MBR that is a partition table of its own (partitions, none of type
+	 * 0xEE) wins over a GPT: that GPT is a leftover of an earlier layout that
+	 * an MBR tool did not wipe, and Linux ignores a GPT without a protective
+	 * (or hybrid) MBR too. A GPT with no MBR partitions at all still counts.
+	 */
+	ret = mbr_scan(&c, &protective);
 	if (ret < 0) {
 		return ret;
 	}
-	if (ret == 0) {
+	if (protective || c.n == 0) {
 		c.n = 0;
-		ret = mbr_scan(&c, &protective);
+		c.next_logical = 5;
+		ret = gpt_scan(&c);
 		if (ret < 0) {
 			return ret;
 		}
-		if (protective) {
-			c.n = 0; /* protective MBR without a valid GPT: nothing trustworthy */
+		if (ret == 0) {
+			c.n = 0; /* no valid GPT (a protective MBR alone: nothing trustworthy) */
 		}
 	}
 	qsort(out, (size_t)c.n, sizeof(*out), part_cmp);

@@ -7,7 +7,7 @@
 # a write through a partition is seen through an fd of disk that stays open,
 # when it does not cover whole pages (POSIX_FADV_DONTNEED keeps partial pages)
 # and with -o writethrough (whose reads of disk are cached too). A regular file
-# as MOUNTPOINT is refused.
+# as MOUNTPOINT is refused. A GPT left under a plain MBR is ignored, as Linux does.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/fs-lib.sh"
 cd "$T" || exit 1
@@ -94,5 +94,20 @@ for mode in writeback writethrough; do
 	ok "$mode: unmount" fs_umount "$T/m1"
 done
 ok "vdisk check is clean" vcheck g.vdk
+
+# ---- A GPT left behind under a new MBR (an MBR tool that did not wipe it):
+# Linux ignores a GPT without a protective MBR and shows the MBR's partitions;
+# so do we now (were: the stale GPT's partitions, windows across the real p1).
+ok "create a 64 MiB image" mkimg mg.vdk 64M
+ok "mount it" fs_mount "$T/mg.vdk" "$T/m1"
+ok "sgdisk: two GPT partitions of 8 MiB" quiet sgdisk -n1:2048:+8M -n2:0:+8M "$T/m1/disk"
+ok_eq "$(ls "$T/m1/partitions" | tr '\n' ' ')" "p1 p2 " "partitions/: p1 p2"
+# An MBR with one Linux partition of 30 MiB at 1 MiB over the protective one.
+perl -e 'open(my $f, "+<", $ARGV[0]) or die; sysseek($f, 446, 0);
+	syswrite($f, pack("C4 C4 V V", 0, 0, 0, 0, 0x83, 0, 0, 0, 2048, 61440) . "\0" x 48 . "\x55\xaa")
+	== 66 or die; close($f) or die' "$T/m1/disk"
+ok_eq "$(ls "$T/m1/partitions" | tr '\n' ' ')" "p1 " "a new MBR over it: partitions/ shows the MBR's p1 only"
+ok_eq "$(stat -c %s "$T/m1/partitions/p1" 2>&1)" $((61440 * 512)) "  of the MBR's size (30 MiB)"
+ok "unmount" fs_umount "$T/m1"
 
 done_testing
