@@ -448,6 +448,15 @@ main(int argc, char *argv[])
 #endif
 	fs.readonly = o.ro;
 	fs.writeback = !o.writethrough;
+	if (co.singlethread) {
+		/*
+		 * The one thread cannot serve the requests that nested write-back
+		 * (a snapshot, a partition request with disk's pages dirty or cached)
+		 * makes while it waits: disk goes uncached instead.
+		 */
+		fs.writeback = false;
+		fs.uncached = true;
+	}
 	if (!fs.readonly && no_write_permission(fs.image_path)) {
 		fprintf(stderr, "vdiskfs: %s: no write permission, mounting read-only\n", o.image);
 		fs.readonly = true;

@@ -195,7 +195,7 @@ disk_drop_range(struct vdfs *fs, uint64_t off, uint64_t len)
 	long psz = sysconf(_SC_PAGESIZE);
 	uint64_t pg = psz > 0 ? (uint64_t)psz : 4096, end = off + len;
 
-	if (len > 0 && atomic_load(&fs->disk_opens) > 0) {
+	if (!fs->uncached && len > 0 && atomic_load(&fs->disk_opens) > 0) {
 		off &= ~(pg - 1);
 		end = (end + pg - 1) & ~(pg - 1);
 		vdfs_nested(fs, VDFS_NESTED_DROP, off, end - off);
@@ -588,8 +588,8 @@ static void
 disk_open_mode(struct vdfs *fs, struct vdfs_fh *fh, struct fuse_file_info *fi, bool want_write)
 {
 	pthread_mutex_lock(&fs->disk_mode_lock);
-	if (fs->disk_cached == 0 &&
-	    (fs->disk_direct > 0 || ((fi->flags & O_DIRECT) && want_write))) {
+	if (fs->uncached || (fs->disk_cached == 0 &&
+	    (fs->disk_direct > 0 || ((fi->flags & O_DIRECT) && want_write)))) {
 		fi->direct_io = 1;
 		fh->direct = true;
 		fs->disk_direct++;

@@ -85,6 +85,11 @@ struct vdfs {
 
 	/* Kernel writeback cache on disk (ops.c, "CACHING"); off with -o writethrough. */
 	bool writeback;
+	/*
+	 * -s: disk is never cached (every open direct_io, no writeback cache), so
+	 * no nested I/O is ever needed: the one thread could not serve it.
+	 */
+	bool uncached;
 	const char *mountpoint;	 /* absolute: nested I/O opens MOUNTPOINT/disk */
 	dev_t mnt_dev;		 /* st_dev of the mount (0: unknown) */
 	char bdi_path[48];	 /* /sys/class/bdi/MAJ:MIN, or "" */

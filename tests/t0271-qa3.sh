@@ -8,9 +8,32 @@
 # when it does not cover whole pages (POSIX_FADV_DONTNEED keeps partial pages)
 # and with -o writethrough (whose reads of disk are cached too). A regular file
 # as MOUNTPOINT is refused. A GPT left under a plain MBR is ignored, as Linux does.
+# Under -s, a snapshot or a partition write while disk is open no longer hangs.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/fs-lib.sh"
 cd "$T" || exit 1
+
+# watched OUT CMD...: run CMD with its output in OUT; if it has not ended after
+# 10 s (a hung mount), kill -9 the daemon ($FS_PID), which ends it, and say "hung".
+# Its status: 0 if it ended by itself.
+watched() {
+	_out=$1
+	shift
+	"$@" >"$_out" 2>&1 &
+	_wp=$!
+	for _i in $(seq 100); do
+		kill -0 $_wp 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 $_wp 2>/dev/null; then
+		fs_kill9 "$T/m1"
+		wait $_wp
+		echo hung >"$_out"
+		return 1
+	fi
+	wait $_wp
+	return 0
+}
 
 # ---- A read-only mount under a read-write one (and the other way round).
 ok "create an image" mkimg a.vdk 16M
@@ -83,16 +106,44 @@ if os.pread(d, 1024, start + 1024) != bytes(1024):
 print(" ".join(bad) if bad else "ok")
 EOF
 seed=0
-for mode in writeback writethrough; do
+for mode in writeback writethrough single; do
 	seed=$((seed + 100))
 	opt=
 	[ $mode = writethrough ] && opt="-o writethrough"
+	[ $mode = single ] && opt="-s"
 	ok "$mode: mount" fs_mount "$T/g.vdk" "$T/m1" $opt
 	[ $mode = writeback ] && ok "sgdisk: p1 at sector 2048" quiet sgdisk -n1:2048:+8M "$T/m1/disk"
-	ok_eq "$(python3 coh.py "$T/m1" $((2048 * 512)) $seed)" ok \
-		"$mode: an open fd of disk sees writes through p1, whole pages or not (was: stale)"
-	ok "$mode: unmount" fs_umount "$T/m1"
+	watched coh.out python3 coh.py "$T/m1" $((2048 * 512)) $seed
+	st=$?
+	ok_eq "$(cat coh.out)" ok \
+		"$mode: an open fd of disk sees writes through p1, whole pages or not (was: stale; -s: hung)"
+	[ $st = 0 ] && ok "$mode: unmount" fs_umount "$T/m1"
 done
+ok "vdisk check is clean" vcheck g.vdk
+
+# ---- -s (single-threaded): a snapshot taken while a writer holds dirty pages
+# of disk hung for ever (the one thread waited for the nested write-back, whose
+# WRITE requests only it could serve); disk is uncached under -s now.
+ok "mount -s" fs_mount "$T/g.vdk" "$T/m1" -s
+cat >snap.py <<'EOF'
+import os, sys
+m = sys.argv[1]
+fd = os.open(m + "/disk", os.O_RDWR)
+os.pwrite(fd, b"D" * 65536, 0)
+os.mkdir(m + "/snapshots/s1")
+os.pwrite(fd, b"E" * 65536, 0)
+s = open(m + "/snapshots/s1/disk", "rb").read(4)
+d = os.pread(fd, 4, 0)
+os.close(fd)
+print("ok" if (s, d) == (b"DDDD", b"EEEE") else "snapshot %r disk %r" % (s, d))
+EOF
+watched snap.out python3 snap.py "$T/m1"
+st=$?
+ok_eq "$(cat snap.out)" ok "-s: mkdir snapshots/s1 while a writer holds dirty pages (was: hung)"
+if [ $st = 0 ]; then
+	ok "-s: rmdir" rmdir "$T/m1/snapshots/s1"
+	ok "-s: unmount" fs_umount "$T/m1"
+fi
 ok "vdisk check is clean" vcheck g.vdk
 
 # ---- A GPT left behind under a new MBR (an MBR tool that did not wipe it):
