@@ -1103,11 +1103,47 @@ conn_set_ua(struct tgt_target *tg, bool all, uint64_t lun, uint16_t asc)
 	}
 }
 
+/*
+ * A reload changed the LUNs of tg (SPC-4 REPORT LUNS): every session of it gets
+ * REPORTED LUNS DATA HAS CHANGED on each LUN, so the initiator rescans; unit
+ * attentions of LUNs that are gone are dropped (those LUNs now answer
+ * LOGICAL UNIT NOT SUPPORTED).
+ */
+void
+server_luns_changed(struct tgt_target *tg)
+{
+	struct iscsi_conn *c;
+	TAILQ_FOREACH(c, &srv.conns, link)
+	{
+		if (!c->ffp || c->tgt != tg) {
+			continue;
+		}
+		for (int k = 0; k < c->nua; k++) {
+			bool have = false;
+			for (int i = 0; i < tg->nluns; i++) {
+				have |= tg->luns[i].lun == c->ua[k].lun;
+			}
+			if (!have) {
+				c->ua[k--] = c->ua[--c->nua];
+			}
+		}
+	}
+	conn_set_ua(tg, true, 0, ASC_REPORTED_LUNS_CHANGED);
+}
+
 /* Report (and clear) a pending unit attention instead of running the command. */
 static bool
 conn_take_ua(struct iscsi_conn *c, const uint8_t *bhs)
 {
 	uint8_t op = bhs[BHS_CMD_CDB];
+	if (op == 0xa0) {
+		/* REPORT LUNS reports the new inventory: that unit attention is done */
+		for (int k = 0; k < c->nua; k++) {
+			if (c->ua[k].asc == ASC_REPORTED_LUNS_CHANGED) {
+				c->ua[k--] = c->ua[--c->nua];
+			}
+		}
+	}
 	if (c->nua == 0 || op == 0x12 || op == 0xa0 || op == 0x03) {
 		return false;
 	}

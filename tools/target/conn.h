@@ -213,6 +213,8 @@ void conn_reinstate(struct iscsi_conn *c);
 uint16_t conn_new_tsih(void);
 /* Logout every session of a target that a reload removed or whose ACL no longer allows. */
 void server_revalidate_sessions(void);
+/* A reload changed the LUNs of t: REPORTED LUNS DATA HAS CHANGED for its sessions. */
+void server_luns_changed(struct tgt_target *t);
 
 /* login.c */
 void login_handle(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *data, uint32_t dlen);

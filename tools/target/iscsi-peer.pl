@@ -17,7 +17,7 @@ my ($host, $port, $target, $scenario, @args) = @ARGV;
 die "usage: iscsi-peer.pl HOST PORT TARGET SCENARIO [ARGS]\n" unless $scenario;
 my $INIT = $ENV{PEER_INITIATOR} // "iqn.2026-11.org.example:peer";
 # the LUN of scsi_cmd and data_out (single level, below 256)
-my $LUN = pack("C C x6", 0, $ENV{PEER_LUN} // 0);
+our $LUN = pack("C C x6", 0, $ENV{PEER_LUN} // 0);
 $SIG{ALRM} = sub { die "timeout in scenario $scenario\n" };
 alarm(60);
 
@@ -57,6 +57,10 @@ sub send_pdu {
 		my $p = pad4($data);
 		$buf .= $p;
 		$buf .= ($o{bad_dd} ? "XXXX" : crc32c($p)) if $dd;
+	}
+	if ($o{into}) {
+		${$o{into}} .= $buf; # collected, sent later in one write
+		return;
 	}
 	print $s $buf or die "send: $!\n";
 }
@@ -424,6 +428,87 @@ if ($scenario eq "digests") {
 		}
 	}
 	print "logout ok\n";
+} elsif ($scenario eq "abort-read") {
+	# a READ of SIZE bytes at LBA and, right behind it, ABORT TASK for it
+	# (RFC 7143 11.5, 11.6): the READ is answered whole before the TMF
+	# Response (function complete or task does not exist) or not at all, and
+	# the session goes on. Prints "answered" or "aborted", and the response.
+	my ($size, $lba) = @args;
+	my $k = login($s, "MaxRecvDataSegmentLength=262144");
+	fail("login status $k->{_status}") if $k->{_status};
+	my $n = $size / 512;
+	my $rsn = $cmdsn;
+	my $t = $itt++;
+	my $out = "";
+	send_pdu($s, pack("C C n C a3 a8 N N N N a16", 0x01, 0xC0, 0, 0, "", $LUN, $t, $size,
+		$cmdsn++, $expstatsn, pack("a16", pack("C C N C n C", 0x28, 0, $lba, 0, $n, 0))),
+		"", into => \$out);
+	send_pdu($s, pack("C C n C a3 a8 N N N N N N a8", 0x42, 0x81, 0, 0, "", $LUN, $itt++, $t,
+		$cmdsn, $expstatsn, $rsn, 0, ""), "", into => \$out);
+	print $s $out or die "send: $!\n"; # both in one segment
+	my ($got, $status, $tmf) = (0);
+	while (!defined $tmf) {
+		my ($r, $d) = recv_pdu($s);
+		fail("connection closed") unless $r;
+		my $op = unpack("C", $r) & 0x3f;
+		my $it = unpack("N", substr($r, 16, 4));
+		if ($op == 0x22) {
+			$tmf = unpack("C", substr($r, 2, 1));
+		} elsif ($op == 0x25 && $it == $t) {
+			$got += length $d;
+			$status = unpack("C", substr($r, 3, 1)) if unpack("C", substr($r, 1, 1)) & 1;
+		} elsif ($op == 0x21 && $it == $t) {
+			$status = unpack("C", substr($r, 3, 1));
+		} else {
+			fail(sprintf("unexpected PDU opcode 0x%02x", $op));
+		}
+	}
+	fail("TMF response $tmf") unless $tmf == 0 || $tmf == 1;
+	if (defined $status) {
+		fail("READ status $status, $got bytes") unless $status == 0 && $got == $size;
+		print "answered, TMF response $tmf\n";
+	} else {
+		fail("part of an aborted READ came: $got bytes") if $got;
+		fail("aborted READ but TMF response $tmf") if $tmf;
+		print "aborted, TMF response $tmf\n";
+	}
+	fail("session unusable after the abort") unless nop($s, "after abort");
+	fail("logout") unless logout($s);
+} elsif ($scenario eq "reload-luns") {
+	# log in, print "ready", wait for a line on stdin (the test reloads the
+	# target without LUN GONE meanwhile), then: TEST UNIT READY on LUN KEPT gets
+	# UNIT ATTENTION / REPORTED LUNS DATA HAS CHANGED once, then GOOD; a READ of
+	# LUN GONE gets ILLEGAL REQUEST / LOGICAL UNIT NOT SUPPORTED
+	my ($gone, $kept) = @args;
+	my $k = login($s);
+	fail("login status $k->{_status}") if $k->{_status};
+	print "ready\n";
+	STDOUT->flush();
+	my $line = <STDIN>;
+	my $cmd = sub {
+		my ($lun, $flags, $edtl, $cdb) = @_;
+		local $LUN = pack("C C x6", 0, $lun);
+		my $t = scsi_cmd($s, $flags, $edtl, $cdb);
+		for (;;) {
+			my ($r, $d) = recv_pdu($s);
+			fail("connection closed") unless $r;
+			my $op = unpack("C", $r) & 0x3f;
+			next if $op == 0x25 && !(unpack("C", substr($r, 1, 1)) & 1);
+			fail(sprintf("unexpected PDU opcode 0x%02x", $op))
+				unless ($op == 0x21 || $op == 0x25) && unpack("N", substr($r, 16, 4)) == $t;
+			my $st = unpack("C", substr($r, 3, 1));
+			return ($st) unless $st == 2 && length($d) >= 16;
+			return ($st, unpack("C", substr($d, 4, 1)) & 0xf,
+				unpack("n", substr($d, 14, 2)));
+		}
+	};
+	my @r = $cmd->($kept, 0x80, 0, "\0" x 6);
+	fail("TUR after the reload: @r") unless "@r" eq sprintf("2 6 %d", 0x3f0e);
+	@r = $cmd->($kept, 0x80, 0, "\0" x 6);
+	fail("second TUR: @r") unless "@r" eq "0";
+	@r = $cmd->($gone, 0xC0, 4096, pack("C C N C n C", 0x28, 0, 0, 0, 8, 0));
+	fail("READ of the removed LUN: @r") unless "@r" eq sprintf("2 5 %d", 0x2500);
+	fail("logout") unless logout($s);
 } elsif ($scenario eq "keepalive") {
 	# stay idle: the target must ping with NOP-In (TTT set), we answer, it keeps us
 	login($s);

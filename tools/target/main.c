@@ -333,6 +333,16 @@ main_apply_config(struct tgt_config *cfg, bool initial)
 			struct tgt_lun_map oldluns[TGT_MAX_LUNS];
 			int n = old->nluns;
 			memcpy(oldluns, old->luns, sizeof(oldluns[0]) * (size_t)n);
+			/* the same LUN numbers on the same objects, in any order? */
+			bool changed = n != staged[i]->nluns;
+			for (int j = 0; j < n && !changed; j++) {
+				bool same = false;
+				for (int m = 0; m < staged[i]->nluns; m++) {
+					same |= staged[i]->luns[m].lun == oldluns[j].lun &&
+						staged[i]->luns[m].lu == oldluns[j].lu;
+				}
+				changed = !same;
+			}
 			struct tgt_target *next = TAILQ_NEXT(old, link);
 			struct tgt_target **prevp = old->link.tqe_prev;
 			*old = *staged[i];
@@ -342,6 +352,10 @@ main_apply_config(struct tgt_config *cfg, bool initial)
 				tgt_lun_put(oldluns[j].lu);
 			}
 			free(staged[i]);
+			if (changed && !initial) {
+				tgt_info("target %s: LUNs changed", old->iqn);
+				server_luns_changed(old);
+			}
 		} else {
 			TAILQ_INSERT_TAIL(server_targets(), staged[i], link);
 			if (!initial) {
