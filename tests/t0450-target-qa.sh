@@ -6,7 +6,9 @@
 # SUPPORTED, the session gets REPORTED LUNS DATA HAS CHANGED on the LUN left,
 # nothing hangs), ABORT TASK of a running 1 MiB READ on a vdiskfs LUN (answered
 # whole before the TMF Response or not at all), and SIGTERM while qemu-img
-# writes (the daemon exits 0 within its 5 s drain).
+# writes (the daemon exits 0 within its 5 s drain). An allow entry that is no
+# initiator name is refused; the pidfile is removed at exit only while it is
+# still the daemon's own regular file.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/fs-lib.sh"
 . "$SRCDIR/tools/target/test-lib.sh"
@@ -108,6 +110,34 @@ ok "... within the 5 s drain ($((t1 - t0)) s)" test $((t1 - t0)) -le 6
 # (qemu's iSCSI driver then tries to reconnect for ever: stop it)
 kill "$QI" 2>/dev/null
 wait "$QI" 2>/dev/null
+
+# an allow entry that can never match would shut everyone out: refused
+ONE="--iqn $IQN --portal 127.0.0.1:$P1 --lun 0=$T/a"
+"$TARGET" -f $ONE --allow esx01 >"$T/bad.out" 2>&1
+ok_eq "$?" 2 "--allow with something that is not an initiator name: exit 2"
+ok "... saying why" grep -q "allow 'esx01': not an initiator name" "$T/bad.out"
+printf '[target %s]\nportal = 127.0.0.1:%s\nlun 0 = %s\nallow = iqn.1998-01.com.vmware:esx01 extra\n' \
+	"$IQN" "$P1" "$T/a" >"$T/bad.conf"
+"$TARGET" -f --config "$T/bad.conf" >"$T/bad.out" 2>&1
+ok_eq "$?" 2 "the same in a config file: exit 2"
+
+# the pidfile: written, removed at exit only while it is still the daemon's
+ok "--pidfile" start_target $ONE --pidfile "$T/pid"
+ok_eq "$(cat "$T/pid")" "$TPID" "the pidfile holds the daemon's PID"
+ok "SIGTERM" stop_target
+ok "the pidfile is gone" test ! -e "$T/pid"
+: >"$T/pid.real"
+ln -s "$T/pid.real" "$T/pid.link"
+start_target $ONE --pidfile "$T/pid.link"
+ok "SIGTERM" stop_target
+ok "a pidfile that is not a regular file (a symlink, /dev/null...) is left alone" test -L "$T/pid.link"
+start_target $ONE --pidfile "$T/pid"
+echo 1 >"$T/pid"
+ok "SIGTERM" stop_target
+ok "a pidfile rewritten by someone else is left alone" test -e "$T/pid"
+"$TARGET" -f $ONE --pidfile "$T/no/such/dir/pid" >"$T/bad.out" 2>&1
+ok_eq "$?" 1 "a pidfile that cannot be written: exit 1"
+ok "... saying why" grep -q "cannot write the pidfile" "$T/bad.out"
 
 ok "unmount" fs_umount "$M"
 ok "vdisk check is clean" vcheck "$IMG"

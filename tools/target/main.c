@@ -159,12 +159,7 @@ main_parse_args(int argc, char **argv, struct tgt_config *cfg)
 			have_one = true;
 			break;
 		case OPT_ALLOW:
-			if (one.t.nacl >= TGT_MAX_ACL || strlen(optarg) >= TGT_NAME_MAX) {
-				snprintf(err, sizeof(err), "bad or too many --allow");
-				r = -EINVAL;
-				break;
-			}
-			snprintf(one.t.acl[one.t.nacl++], TGT_NAME_MAX, "%s", optarg);
+			r = tgt_config_allow(&one, optarg, err, sizeof(err));
 			have_one = true;
 			break;
 		case OPT_TPG:
@@ -379,6 +374,30 @@ fail:
 	return r;
 }
 
+/*
+ * Remove the pidfile only while it is still ours: a regular file holding our
+ * PID (never /dev/null, nor a file a second daemon has rewritten since).
+ */
+static void
+main_remove_pidfile(const char *path)
+{
+	struct stat st;
+	char buf[32] = "";
+
+	if (lstat(path, &st) < 0 || !S_ISREG(st.st_mode)) {
+		return;
+	}
+	FILE *f = fopen(path, "re");
+	if (!f) {
+		return;
+	}
+	bool ours = fgets(buf, sizeof(buf), f) && atoi(buf) == (int)getpid();
+	fclose(f);
+	if (ours) {
+		unlink(path);
+	}
+}
+
 void main_handle_signal(int sig);
 
 void
@@ -435,9 +454,9 @@ main(int argc, char **argv)
 	}
 	if (cfg.pidfile[0]) {
 		FILE *f = fopen(cfg.pidfile, "we");
-		if (f) {
-			fprintf(f, "%d\n", (int)getpid());
-			fclose(f);
+		if (!f || fprintf(f, "%d\n", (int)getpid()) < 0 || fclose(f) != 0) {
+			tgt_err("cannot write the pidfile %s: %s", cfg.pidfile, strerror(errno));
+			return 1;
 		}
 	}
 	/* workers start after daemon() (threads do not survive fork) and with the
@@ -468,7 +487,7 @@ main(int argc, char **argv)
 		free(t);
 	}
 	if (cfg.pidfile[0]) {
-		unlink(cfg.pidfile);
+		main_remove_pidfile(cfg.pidfile);
 	}
 	tgt_config_free(&cfg);
 	tgt_info("stopped");

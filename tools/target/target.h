@@ -197,6 +197,7 @@ int tgt_config_portal(struct tgt_config_target *ct, const char *spec, char *err,
 int tgt_config_lun(struct tgt_config_target *ct, const char *spec, char *err, size_t errlen);
 int tgt_config_chap(struct tgt_chap *c, const char *spec, char *err, size_t errlen);
 int tgt_config_tpg(struct tgt_config_target *ct, const char *spec, char *err, size_t errlen);
+int tgt_config_allow(struct tgt_config_target *ct, const char *name, char *err, size_t errlen);
 int tgt_config_check(struct tgt_config *cfg, char *err, size_t errlen);
 int tgt_config_tcp_cc(struct tgt_config *cfg, const char *val, char *err, size_t errlen);
 void tgt_config_free(struct tgt_config *cfg);
