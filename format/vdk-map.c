@@ -122,6 +122,7 @@ struct vdk_ahead {
 	bool grew;			/* the file was allocated past its size at open */
 	uint64_t grow_from, grow_to;	/* the running thread's range */
 	atomic_uint_fast64_t grow_end;	/* the file is allocated up to here */
+	atomic_uint_fast64_t solid_from; /* and has no hole in [solid_from, grow_end) */
 };
 
 /* The helper thread and its one job slot. */
@@ -393,7 +394,11 @@ grow_main(void *arg)
 	}
 	pthread_mutex_lock(&a->grow_lock);
 	if (r == 0) {
-		atomic_store(&a->grow_end, to);
+		/* Below `from` there may be a hole (a write past the end, a punch): start again. */
+		if (from != atomic_load(&a->grow_end) || atomic_load(&a->solid_from) > from) {
+			atomic_store(&a->solid_from, from);
+		}
+		atomic_store(&a->grow_end, to);	/* after solid_from: readers load in the other order */
 		a->grew = true;
 	} else {
 		a->grow_stop = true;	/* a full host, or no fallocate: pwrite as before */
@@ -460,6 +465,33 @@ grow_halt(struct vdk_ahead *a)
 }
 
 void
+vdk_map_punched(struct vd_layer *l)
+{
+	struct vdk_state *st = l->st;
+	struct vdk_ahead *a = st->ahead;
+
+	if (a) {
+		pthread_mutex_lock(&a->grow_lock);
+		atomic_store(&a->solid_from, atomic_load(&a->grow_end));
+		pthread_mutex_unlock(&a->grow_lock);
+	}
+}
+
+/*
+ * [off, off + len) lies where the grow thread allocated and faulted in the
+ * pages, with no hole punched since: a store there cannot fault for lack of a
+ * page, so it needs no MADV_POPULATE_WRITE (which costs a page walk and an LRU
+ * update per page, on the writer's path).
+ */
+static bool
+grow_solid(struct vdk_ahead *a, uint64_t off, uint64_t len)
+{
+	uint64_t end = atomic_load_explicit(&a->grow_end, memory_order_acquire);
+
+	return off + len <= end && off >= atomic_load_explicit(&a->solid_from, memory_order_acquire);
+}
+
+void
 vdk_grow_trim(struct vd_layer *l)
 {
 	struct vdk_state *st = l->st;
@@ -512,6 +544,7 @@ vdk_map_open(struct vd_layer *l)
 	pthread_mutex_init(&st->ahead->grow_lock, NULL);
 	pthread_cond_init(&st->ahead->grow_cond, NULL);
 	atomic_init(&st->ahead->grow_end, (uint64_t)sb.st_size);
+	atomic_init(&st->ahead->solid_from, (uint64_t)sb.st_size);
 	st->map = p;
 	l->mapped = true;
 	st->map_len = len;
@@ -578,7 +611,8 @@ vdk_write_phys(struct vd_layer *l, const void *buf, size_t len, uint64_t off)
 
 	if (st->map && st->map_rw && off + len <= st->map_len) {
 		grow_maybe(l, off + len);
-		if (madvise(st->map + off, len, MADV_POPULATE_WRITE) == 0) {
+		if (grow_solid(st->ahead, off, len) ||
+		    madvise(st->map + off, len, MADV_POPULATE_WRITE) == 0) {
 			vdk_copy_out(st->map + off, buf, len);
 			host_end_raise(st, off + len);
 			return 0;

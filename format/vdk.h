@@ -224,6 +224,8 @@ extern atomic_ulong vdk_ahead_taken;	/* blocks whose check a reader took from th
 void vdk_map_release(struct vd_layer *l);
 /* Stop allocating ahead of the writer and cut what it allocated past the last block (a freeze). */
 void vdk_grow_trim(struct vd_layer *l);
+/* Holes are about to be punched in l's file (no store without a fault-in there). */
+void vdk_map_punched(struct vd_layer *l);
 
 /* vdk-check.c */
 int vdk_check(struct vd_layer *l, vd_check_fn report, void *opaque, int layer_idx,
