@@ -512,6 +512,35 @@ vdk_grow_trim(struct vd_layer *l)
 	}
 }
 
+/*
+ * Where the file of size `size` has no hole up to its end (a store there
+ * needs no page allocated): after its last hole, found with SEEK_HOLE and
+ * SEEK_DATA; `size` if there are too many holes to look at.
+ */
+static uint64_t
+solid_start(int fd, uint64_t size)
+{
+	uint64_t pos = 0, from = 0;
+
+	for (int i = 0; i < 1024; i++) {
+		off_t h = lseek(fd, (off_t)pos, SEEK_HOLE), d;
+
+		if (h < 0) {
+			return size;
+		}
+		if ((uint64_t)h >= size) {
+			return from;
+		}
+		d = lseek(fd, h, SEEK_DATA);
+		if (d < 0) {
+			return size;	/* a hole up to the end (ENXIO), or no answer */
+		}
+		from = (uint64_t)d;
+		pos = (uint64_t)d;
+	}
+	return size;
+}
+
 void
 vdk_map_open(struct vd_layer *l)
 {
@@ -544,7 +573,8 @@ vdk_map_open(struct vd_layer *l)
 	pthread_mutex_init(&st->ahead->grow_lock, NULL);
 	pthread_cond_init(&st->ahead->grow_cond, NULL);
 	atomic_init(&st->ahead->grow_end, (uint64_t)sb.st_size);
-	atomic_init(&st->ahead->solid_from, (uint64_t)sb.st_size);
+	atomic_init(&st->ahead->solid_from, st->writable ? solid_start(l->fd, (uint64_t)sb.st_size)
+							 : (uint64_t)sb.st_size);
 	st->map = p;
 	l->mapped = true;
 	st->map_len = len;
