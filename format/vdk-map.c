@@ -272,13 +272,8 @@ ahead_post(struct vd_layer *l, uint64_t vb0, uint32_t n)
 	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	static atomic_int off = -1;	/* read by every reader thread */
 	pid_t me = getpid();
-	int o = atomic_load_explicit(&off, memory_order_relaxed);
 
-	if (o < 0) {
-		o = vd_env_flag("VDISK_NO_AHEAD");
-		atomic_store_explicit(&off, o, memory_order_relaxed);
-	}
-	if (o) {
+	if (vd_env_flag_once(&off, "VDISK_NO_AHEAD")) {
 		return;
 	}
 	pthread_once(&once, ahead_atfork);
@@ -417,16 +412,8 @@ grow_maybe(struct vd_layer *l, uint64_t end)
 	struct vdk_state *st = l->st;
 	struct vdk_ahead *a = st->ahead;
 	uint64_t ge = atomic_load_explicit(&a->grow_end, memory_order_relaxed);
-	int o = atomic_load_explicit(&off, memory_order_relaxed);
 
-	if (end + VDK_GROW_LOW <= ge || !st->writable) {
-		return;
-	}
-	if (o < 0) {
-		o = vd_env_flag("VDISK_NO_GROW");
-		atomic_store_explicit(&off, o, memory_order_relaxed);
-	}
-	if (o) {
+	if (end + VDK_GROW_LOW <= ge || !st->writable || vd_env_flag_once(&off, "VDISK_NO_GROW")) {
 		return;
 	}
 	pthread_mutex_lock(&a->grow_lock);
