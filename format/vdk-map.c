@@ -56,7 +56,8 @@
  * faults it in (the zeroing of each new page happens there), and later writes
  * land in the mapping. The allocator does not know of these pages: they are
  * the end of the file it extends into anyway. At most VDK_GROW_LOW +
- * VDK_GROW_CHUNK lie allocated past the last block in use; closing the image
+ * VDK_GROW_CHUNK lie allocated past the last write, and never more than an
+ * eighth of what the host has free (others may need it); closing the image
  * cuts them off (vdk_close_space), and so does freezing the layer in a snapshot
  * (vdk_grow_trim); after a crash they are free space inside the file, reused by
  * the next writer. A failed fallocate (a full host) ends it for that layer; the
@@ -78,6 +79,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -419,10 +421,17 @@ grow_maybe(struct vd_layer *l, uint64_t end)
 	pthread_mutex_lock(&a->grow_lock);
 	if (!a->grow_busy && !a->grow_stop) {
 		uint64_t from = VD_MAX(atomic_load(&a->grow_end), end);
-		uint64_t to = VD_MIN((from + VDK_GROW_CHUNK) & ~(uint64_t)0x1fffff, st->map_len);
+		uint64_t ahead = VDK_GROW_LOW + VDK_GROW_CHUNK, to;
+		struct statfs sf;
 		pthread_attr_t at;
 		pthread_t t;
 
+		/* Never more than an eighth of what the host has free: others may need it. */
+		if (fstatfs(l->fd, &sf) == 0) {
+			ahead = VD_MIN(ahead, (uint64_t)sf.f_bavail * (uint64_t)sf.f_bsize / 8);
+		}
+		to = VD_MIN(VD_MIN(from + VDK_GROW_CHUNK, end + ahead) & ~(uint64_t)0x1fffff,
+			    st->map_len);
 		if (to > from) {
 			a->grow_from = from;
 			a->grow_to = to;
