@@ -424,6 +424,7 @@ int
 main(int argc, char **argv)
 {
 	struct tgt_config cfg;
+	int status = 0;
 
 	/* I/O buffers of up to 8 MiB come and go with every command: keep them on
 	 * the heap instead of a fresh mmap (and its page faults) each time */
@@ -456,8 +457,12 @@ main(int argc, char **argv)
 		FILE *f = fopen(cfg.pidfile, "we");
 		if (!f || fprintf(f, "%d\n", (int)getpid()) < 0 || fclose(f) != 0) {
 			tgt_err("cannot write the pidfile %s: %s", cfg.pidfile, strerror(errno));
-			return 1;
+			cfg.pidfile[0] = 0;
+			status = 1;
 		}
+	}
+	if (status) {
+		goto out;
 	}
 	/* workers start after daemon() (threads do not survive fork) and with the
 	 * signals blocked, so that only the loop's signalfd sees them */
@@ -478,6 +483,7 @@ main(int argc, char **argv)
 		tgt_info("serving %s: %d LUN(s) on %d portal(s)", t->iqn, t->nluns, t->nportals);
 	}
 	server_run();
+out:
 	server_close_portals();
 	while ((t = TAILQ_FIRST(server_targets()))) {
 		TAILQ_REMOVE(server_targets(), t, link);
@@ -491,5 +497,5 @@ main(int argc, char **argv)
 	}
 	tgt_config_free(&cfg);
 	tgt_info("stopped");
-	return 0;
+	return status;
 }
