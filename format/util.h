@@ -9,6 +9,7 @@
 #include <endian.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -133,6 +134,22 @@ vd_env_flag(const char *name)
 	const char *e = getenv(name);
 
 	return e && *e && strcmp(e, "0") != 0;
+}
+
+/*
+ * vd_env_flag read once and kept in *cache (initialised to -1), for switches
+ * looked at on a hot path by several threads.
+ */
+static inline bool
+vd_env_flag_once(atomic_int *cache, const char *name)
+{
+	int v = atomic_load_explicit(cache, memory_order_relaxed);
+
+	if (v < 0) {
+		v = vd_env_flag(name);
+		atomic_store_explicit(cache, v, memory_order_relaxed);
+	}
+	return v;
 }
 
 /*

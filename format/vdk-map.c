@@ -48,6 +48,22 @@
  * helper thread serves every layer; a job is only posted when it is idle.
  * VDISK_NO_AHEAD=1 in the environment turns this off (for comparisons).
  *
+ * Allocating ahead of an appending writer. A write past the end of the file
+ * goes through pwrite, which takes tmpfs's inode lock and allocates each page
+ * on the writer's path (the two halves of a large write then run one after the
+ * other). So when a write ends within VDK_GROW_LOW of what the file holds, a
+ * short-lived thread allocates the next VDK_GROW_CHUNK with fallocate and
+ * faults it in (the zeroing of each new page happens there), and later writes
+ * land in the mapping. The allocator does not know of these pages: they are
+ * the end of the file it extends into anyway. At most VDK_GROW_LOW +
+ * VDK_GROW_CHUNK lie allocated past the last write, and never more than an
+ * eighth of what the host has free (others may need it); closing the image
+ * cuts them off (vdk_close_space), and so does freezing the layer in a snapshot
+ * (vdk_grow_trim); after a crash they are free space inside the file, reused by
+ * the next writer. A failed fallocate (a full host) ends it for that layer; the
+ * writes then fall back to pwrite, which reports ENOSPC as before.
+ * VDISK_NO_GROW=1 in the environment turns this off (for comparisons).
+ *
  * Only memory-backed files are mapped: there a mapped page cannot fail to be
  * read (a disk's I/O error would be a SIGBUS in the checksum loop), and the
  * copy saved is the whole cost. Encrypted layers decrypt into a buffer anyway
@@ -55,6 +71,7 @@
  * (for comparisons).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -62,6 +79,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -97,6 +115,16 @@ struct vdk_ahead {
 	uint8_t ok[VDK_AHEAD_MAX];	/* the block's bytes matched its checksum */
 	atomic_uint_fast64_t next_vb;	/* where the last mapped read of the layer ended */
 	atomic_int readers;		/* mapped reads of the layer in flight */
+
+	/* allocating ahead of an appending writer (design notes above) */
+	pthread_mutex_t grow_lock;
+	pthread_cond_t grow_cond;	/* a grow thread finished */
+	bool grow_busy;			/* a grow thread runs for this layer */
+	bool grow_stop;			/* no more: an error, a freeze, the close */
+	bool grew;			/* the file was allocated past its size at open */
+	uint64_t grow_from, grow_to;	/* the running thread's range */
+	atomic_uint_fast64_t grow_end;	/* the file is allocated up to here */
+	atomic_uint_fast64_t solid_from; /* and has no hole in [solid_from, grow_end) */
 };
 
 /* The helper thread and its one job slot. */
@@ -246,13 +274,8 @@ ahead_post(struct vd_layer *l, uint64_t vb0, uint32_t n)
 	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	static atomic_int off = -1;	/* read by every reader thread */
 	pid_t me = getpid();
-	int o = atomic_load_explicit(&off, memory_order_relaxed);
 
-	if (o < 0) {
-		o = vd_env_flag("VDISK_NO_AHEAD");
-		atomic_store_explicit(&off, o, memory_order_relaxed);
-	}
-	if (o) {
+	if (vd_env_flag_once(&off, "VDISK_NO_AHEAD")) {
 		return;
 	}
 	pthread_once(&once, ahead_atfork);
@@ -343,6 +366,177 @@ host_end_raise(struct vdk_state *st, uint64_t end)
 	}
 }
 
+/* ---- allocating ahead of an appending writer ---------------------------------- */
+
+#define VDK_GROW_CHUNK (64ull << 20)	/* allocated per step */
+#define VDK_GROW_LOW (32ull << 20)	/* a step starts when a write ends this close to the end */
+
+static void *
+grow_main(void *arg)
+{
+	struct vd_layer *l = arg;
+	struct vdk_state *st = l->st;
+	struct vdk_ahead *a = st->ahead;
+	uint64_t from, to;
+	int r;
+
+	pthread_mutex_lock(&a->grow_lock);
+	from = a->grow_from;
+	to = a->grow_to;
+	pthread_mutex_unlock(&a->grow_lock);
+	r = fallocate(l->fd, 0, (off_t)from, (off_t)(to - from));
+	if (r == 0) {
+		/* Zero the new pages here, not on the writer's path (a hint: errors do not matter). */
+		(void)madvise(st->map + from, to - from, MADV_POPULATE_WRITE);
+	}
+	pthread_mutex_lock(&a->grow_lock);
+	if (r == 0) {
+		/* Below `from` there may be a hole (a write past the end, a punch): start again. */
+		if (from != atomic_load(&a->grow_end) || atomic_load(&a->solid_from) > from) {
+			atomic_store(&a->solid_from, from);
+		}
+		atomic_store(&a->grow_end, to);	/* after solid_from: readers load in the other order */
+		a->grew = true;
+	} else {
+		a->grow_stop = true;	/* a full host, or no fallocate: pwrite as before */
+	}
+	a->grow_busy = false;
+	pthread_cond_broadcast(&a->grow_cond);
+	pthread_mutex_unlock(&a->grow_lock);
+	return NULL;
+}
+
+/* A write of l ended at file offset end: allocate ahead if it came close to the end. */
+static void
+grow_maybe(struct vd_layer *l, uint64_t end)
+{
+	static atomic_int off = -1;
+	struct vdk_state *st = l->st;
+	struct vdk_ahead *a = st->ahead;
+	uint64_t ge = atomic_load_explicit(&a->grow_end, memory_order_relaxed);
+
+	if (end + VDK_GROW_LOW <= ge || !st->writable || vd_env_flag_once(&off, "VDISK_NO_GROW")) {
+		return;
+	}
+	pthread_mutex_lock(&a->grow_lock);
+	if (!a->grow_busy && !a->grow_stop) {
+		uint64_t from = VD_MAX(atomic_load(&a->grow_end), end);
+		uint64_t ahead = VDK_GROW_LOW + VDK_GROW_CHUNK, to;
+		struct statfs sf;
+		pthread_attr_t at;
+		pthread_t t;
+
+		/* Never more than an eighth of what the host has free: others may need it. */
+		if (fstatfs(l->fd, &sf) == 0) {
+			ahead = VD_MIN(ahead, (uint64_t)sf.f_bavail * (uint64_t)sf.f_bsize / 8);
+		}
+		to = VD_MIN(VD_MIN(from + VDK_GROW_CHUNK, end + ahead) & ~(uint64_t)0x1fffff,
+			    st->map_len);
+		if (to > from) {
+			a->grow_from = from;
+			a->grow_to = to;
+			a->grow_busy = true;
+			pthread_attr_init(&at);
+			pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+			if (vd_thread_start(&t, &at, grow_main, l) != 0) {
+				a->grow_busy = false;
+				a->grow_stop = true;
+			}
+			pthread_attr_destroy(&at);
+		}
+	}
+	pthread_mutex_unlock(&a->grow_lock);
+}
+
+/* No more growing for l; wait for a grow thread still running. */
+static void
+grow_halt(struct vdk_ahead *a)
+{
+	pthread_mutex_lock(&a->grow_lock);
+	a->grow_stop = true;
+	while (a->grow_busy) {
+		pthread_cond_wait(&a->grow_cond, &a->grow_lock);
+	}
+	pthread_mutex_unlock(&a->grow_lock);
+}
+
+void
+vdk_map_punched(struct vd_layer *l)
+{
+	struct vdk_state *st = l->st;
+	struct vdk_ahead *a = st->ahead;
+
+	if (a) {
+		pthread_mutex_lock(&a->grow_lock);
+		atomic_store(&a->solid_from, atomic_load(&a->grow_end));
+		pthread_mutex_unlock(&a->grow_lock);
+	}
+}
+
+/*
+ * [off, off + len) lies where the grow thread allocated and faulted in the
+ * pages, with no hole punched since: a store there cannot fault for lack of a
+ * page, so it needs no MADV_POPULATE_WRITE (which costs a page walk and an LRU
+ * update per page, on the writer's path).
+ */
+static bool
+grow_solid(struct vdk_ahead *a, uint64_t off, uint64_t len)
+{
+	uint64_t end = atomic_load_explicit(&a->grow_end, memory_order_acquire);
+
+	return off + len <= end && off >= atomic_load_explicit(&a->solid_from, memory_order_acquire);
+}
+
+void
+vdk_grow_trim(struct vd_layer *l)
+{
+	struct vdk_state *st = l->st;
+	struct stat sb;
+	uint64_t end;
+
+	if (!st->ahead) {
+		return;
+	}
+	grow_halt(st->ahead);
+	if (!st->ahead->grew || !st->alloc_ready) {
+		return;
+	}
+	end = VD_MAX(st->file_blocks << st->bshift,
+		     __atomic_load_n(&st->host_end, __ATOMIC_ACQUIRE));
+	if (fstat(l->fd, &sb) == 0 && (uint64_t)sb.st_size > end) {
+		(void)!ftruncate(l->fd, (off_t)end);
+	}
+}
+
+/*
+ * Where the file of size `size` has no hole up to its end (a store there
+ * needs no page allocated): after its last hole, found with SEEK_HOLE and
+ * SEEK_DATA; `size` if there are too many holes to look at.
+ */
+static uint64_t
+solid_start(int fd, uint64_t size)
+{
+	uint64_t pos = 0, from = 0;
+
+	for (int i = 0; i < 1024; i++) {
+		off_t h = lseek(fd, (off_t)pos, SEEK_HOLE), d;
+
+		if (h < 0) {
+			return size;
+		}
+		if ((uint64_t)h >= size) {
+			return from;
+		}
+		d = lseek(fd, h, SEEK_DATA);
+		if (d < 0) {
+			return size;	/* a hole up to the end (ENXIO), or no answer */
+		}
+		from = (uint64_t)d;
+		pos = (uint64_t)d;
+	}
+	return size;
+}
+
 void
 vdk_map_open(struct vd_layer *l)
 {
@@ -372,6 +566,11 @@ vdk_map_open(struct vd_layer *l)
 		return;
 	}
 	pthread_mutex_init(&st->ahead->lock, NULL);
+	pthread_mutex_init(&st->ahead->grow_lock, NULL);
+	pthread_cond_init(&st->ahead->grow_cond, NULL);
+	atomic_init(&st->ahead->grow_end, (uint64_t)sb.st_size);
+	atomic_init(&st->ahead->solid_from, st->writable ? solid_start(l->fd, (uint64_t)sb.st_size)
+							 : (uint64_t)sb.st_size);
 	st->map = p;
 	l->mapped = true;
 	st->map_len = len;
@@ -386,10 +585,13 @@ vdk_map_close(struct vd_layer *l)
 
 	if (st->map) {
 		ahead_cancel(l);
+		grow_halt(st->ahead);
 		munmap(st->map, st->map_len);
 		st->map = NULL;
 		l->mapped = false;
 		pthread_mutex_destroy(&st->ahead->lock);
+		pthread_mutex_destroy(&st->ahead->grow_lock);
+		pthread_cond_destroy(&st->ahead->grow_cond);
 		free(st->ahead);
 		st->ahead = NULL;
 	}
@@ -433,11 +635,14 @@ vdk_write_phys(struct vd_layer *l, const void *buf, size_t len, uint64_t off)
 	struct vdk_state *st = l->st;
 	int r;
 
-	if (st->map && st->map_rw && off + len <= st->map_len &&
-	    madvise(st->map + off, len, MADV_POPULATE_WRITE) == 0) {
-		vdk_copy_out(st->map + off, buf, len);
-		host_end_raise(st, off + len);
-		return 0;
+	if (st->map && st->map_rw && off + len <= st->map_len) {
+		grow_maybe(l, off + len);
+		if (grow_solid(st->ahead, off, len) ||
+		    madvise(st->map + off, len, MADV_POPULATE_WRITE) == 0) {
+			vdk_copy_out(st->map + off, buf, len);
+			host_end_raise(st, off + len);
+			return 0;
+		}
 	}
 	r = vd_full_pwrite(l->fd, buf, len, off);
 	if (r < 0) {

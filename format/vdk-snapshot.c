@@ -241,6 +241,7 @@ vd_snapshot_create(struct vd_image *img, const char *name)
 	free(top->path);
 	top->path = frozen;
 	frozen = NULL;
+	vdk_grow_trim(top);
 	fchmod(top->fd, 0444);
 	flock(top->fd, LOCK_SH | LOCK_NB);
 	top->readonly = true;

@@ -860,6 +860,7 @@ vdk_punch_list(struct vd_layer *l, uint64_t *v, uint64_t n, uint64_t each)
 		return;
 	}
 	qsort(v, n, sizeof(*v), vdk_cmp_u64);
+	vdk_map_punched(l);	/* before the holes exist: stores there must fault in first */
 	for (uint64_t i = 0, j; i < n && !st->no_punch; i = j) {
 		int r;
 

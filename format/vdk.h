@@ -222,6 +222,10 @@ int vdk_write_phys(struct vd_layer *l, const void *buf, size_t len, uint64_t off
 int vdk_pread_map(struct vd_layer *l, uint64_t off, size_t len, struct vd_mapped *m);
 extern atomic_ulong vdk_ahead_taken;	/* blocks whose check a reader took from the helper */
 void vdk_map_release(struct vd_layer *l);
+/* Stop allocating ahead of the writer and cut what it allocated past the last block (a freeze). */
+void vdk_grow_trim(struct vd_layer *l);
+/* Holes are about to be punched in l's file (no store without a fault-in there). */
+void vdk_map_punched(struct vd_layer *l);
 
 /* vdk-check.c */
 int vdk_check(struct vd_layer *l, vd_check_fn report, void *opaque, int layer_idx,

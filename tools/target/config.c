@@ -69,6 +69,28 @@ cfg_valid_name(const char *s)
 	return !strncmp(s, "iqn.", 4) || !strncmp(s, "eui.", 4) || !strncmp(s, "naa.", 4);
 }
 
+/*
+ * One initiator name of a target's ACL: a valid iSCSI name, or "*" (everyone).
+ * Anything else could never match, and would shut every initiator out.
+ */
+int
+tgt_config_allow(struct tgt_config_target *ct, const char *name, char *err, size_t errlen)
+{
+	if (strcmp(name, "*") && !cfg_valid_name(name)) {
+		snprintf(err, errlen,
+			 "allow '%s': not an initiator name (iqn.YYYY-MM.domain[:x], eui., naa.) "
+			 "nor *",
+			 name);
+		return -EINVAL;
+	}
+	if (ct->t.nacl >= TGT_MAX_ACL) {
+		snprintf(err, errlen, "more than %d allow entries", TGT_MAX_ACL);
+		return -EINVAL;
+	}
+	snprintf(ct->t.acl[ct->t.nacl++], TGT_NAME_MAX, "%s", name);
+	return 0;
+}
+
 int
 tgt_config_portal(struct tgt_config_target *ct, const char *spec, char *err, size_t errlen)
 {
@@ -368,12 +390,7 @@ tgt_config_parse_file(struct tgt_config *cfg, const char *path, char *err, size_
 			r = tgt_config_chap(&ct->t.mutual, val, e2, sizeof(e2));
 			ct->t.mutual_on = r == 0;
 		} else if (!strcmp(key, "allow")) {
-			if (ct->t.nacl >= TGT_MAX_ACL || strlen(val) >= TGT_NAME_MAX) {
-				snprintf(e2, sizeof(e2), "bad or too many allow entries");
-				r = -EINVAL;
-			} else {
-				snprintf(ct->t.acl[ct->t.nacl++], TGT_NAME_MAX, "%s", val);
-			}
+			r = tgt_config_allow(ct, val, e2, sizeof(e2));
 		} else if (!strcmp(key, "alias")) {
 			snprintf(ct->t.alias, sizeof(ct->t.alias), "%s", val);
 		} else {

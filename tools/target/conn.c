@@ -600,10 +600,14 @@ static void
 task_exec(struct tgt_work *w)
 {
 	struct iscsi_task *t = (struct iscsi_task *)w;
+	if (atomic_load_explicit(&t->aborted, memory_order_relaxed)) {
+		return; /* terminated before it started: it never touches the LUN */
+	}
 	scsi_exec(&t->cmd);
 }
 
 static void task_respond(struct iscsi_conn *c, struct iscsi_task *t);
+static void conn_logout_respond(struct iscsi_conn *c);
 
 /*
  * Fast path, saving two thread hand-offs: READ/WRITE of a LUN on tmpfs (up to
@@ -828,6 +832,9 @@ task_complete_all(void)
 			} else {
 				free(tw);
 			}
+		}
+		if (c->logout_wait && c->ntasks_queued == 0) {
+			conn_logout_respond(c);
 		}
 		c->need_flush = !c->dead;
 	}
@@ -1096,11 +1103,47 @@ conn_set_ua(struct tgt_target *tg, bool all, uint64_t lun, uint16_t asc)
 	}
 }
 
+/*
+ * A reload changed the LUNs of tg (SPC-4 REPORT LUNS): every session of it gets
+ * REPORTED LUNS DATA HAS CHANGED on each LUN, so the initiator rescans; unit
+ * attentions of LUNs that are gone are dropped (those LUNs now answer
+ * LOGICAL UNIT NOT SUPPORTED).
+ */
+void
+server_luns_changed(struct tgt_target *tg)
+{
+	struct iscsi_conn *c;
+	TAILQ_FOREACH(c, &srv.conns, link)
+	{
+		if (!c->ffp || c->tgt != tg) {
+			continue;
+		}
+		for (int k = 0; k < c->nua; k++) {
+			bool have = false;
+			for (int i = 0; i < tg->nluns; i++) {
+				have |= tg->luns[i].lun == c->ua[k].lun;
+			}
+			if (!have) {
+				c->ua[k--] = c->ua[--c->nua];
+			}
+		}
+	}
+	conn_set_ua(tg, true, 0, ASC_REPORTED_LUNS_CHANGED);
+}
+
 /* Report (and clear) a pending unit attention instead of running the command. */
 static bool
 conn_take_ua(struct iscsi_conn *c, const uint8_t *bhs)
 {
 	uint8_t op = bhs[BHS_CMD_CDB];
+	if (op == 0xa0) {
+		/* REPORT LUNS reports the new inventory: that unit attention is done */
+		for (int k = 0; k < c->nua; k++) {
+			if (c->ua[k].asc == ASC_REPORTED_LUNS_CHANGED) {
+				c->ua[k--] = c->ua[--c->nua];
+			}
+		}
+	}
 	if (c->nua == 0 || op == 0x12 || op == 0xa0 || op == 0x03) {
 		return false;
 	}
@@ -1151,6 +1194,9 @@ conn_handle_scsi_cmd(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *ah
 	bool w = flags & ISCSI_FLAG_CMD_WRITE, r = flags & ISCSI_FLAG_CMD_READ;
 
 	(void)ahs;
+	if (c->logout_wait) {
+		return NULL; /* after a Logout (direct receive): ignored, data dropped */
+	}
 	if (c->discovery) {
 		conn_reject(c, bhs, ISCSI_REJECT_PROTOCOL);
 		return NULL;
@@ -1391,28 +1437,78 @@ conn_handle_nop_out(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *dat
 	conn_flush(c);
 }
 
+/*
+ * The Logout Response of a Logout that closes the session (or its only
+ * connection), once no command of the session is on a worker any more: it is
+ * the initiator's word that the cleanup is complete (RFC 7143 11.15), so a
+ * terminated WRITE can never land after it, under a new session's writes.
+ */
 static void
-conn_handle_logout(struct iscsi_conn *c, const uint8_t *bhs)
+conn_logout_respond(struct iscsi_conn *c)
 {
-	uint8_t reason = bhs[1] & 0x7f;
 	uint8_t h[ISCSI_BHS_LEN] = {0};
 
-	conn_check_cmdsn(c, bhs);
+	if (c->dead || !c->logout_wait) {
+		return;
+	}
+	c->logout_wait = false;
 	h[0] = ISCSI_OP_LOGOUT_RSP;
 	h[1] = 0x80;
-	put_be32(h + BHS_ITT, get_be32(bhs + BHS_ITT));
-	if (reason == 2) {
-		h[2] = 2; /* connection recovery is not supported */
-	} else if (reason == 1 && get_be16(bhs + BHS_LOGIN_CID) != c->cid) {
-		h[2] = 1; /* CID not found */
-	}
+	put_be32(h + BHS_ITT, c->logout_itt);
 	put_be16(h + 40, (uint16_t)c->params.time2wait);
 	put_be16(h + 42, (uint16_t)c->params.time2retain);
 	conn_stamp(c, h, true);
 	conn_queue_pdu(c, h, NULL, 0, NULL, NULL);
-	if (h[2] == 0) {
-		c->closing = true;
+	c->closing = true;
+	conn_flush(c);
+}
+
+/*
+ * Logout (RFC 7143 11.14). A non-immediate Logout takes its turn by CmdSN
+ * (4.2.2.1): every command before it that runs is answered first. "Close the
+ * session" and "close the connection" terminate what is still pending (11.14,
+ * 7.14): a command still waiting for Data-Out (its data never reached the
+ * LUN), and with the I bit also the commands on workers, which then get no
+ * answer (ErrorRecoveryLevel 0: nothing to reassign). Either way the Logout
+ * Response waits until no command of the session runs any more.
+ */
+static void
+conn_handle_logout(struct iscsi_conn *c, const uint8_t *bhs)
+{
+	uint8_t reason = bhs[1] & 0x7f;
+	bool imm = bhs[0] & ISCSI_OP_IMMEDIATE;
+	uint8_t h[ISCSI_BHS_LEN] = {0};
+
+	conn_check_cmdsn(c, bhs);
+	if (reason != 2 && (reason != 1 || get_be16(bhs + BHS_LOGIN_CID) == c->cid)) {
+		struct iscsi_task *t, *n;
+		TAILQ_FOREACH_SAFE(t, &c->tasks, link, n)
+		{
+			if (t->state == TASK_DATA_OUT) {
+				task_finish(t);
+			} else if (imm && t->state == TASK_QUEUED) {
+				t->aborted = true;
+			}
+		}
+		c->logout_wait = true;
+		c->logout_itt = get_be32(bhs + BHS_ITT);
+		if (c->ntasks_queued == 0) {
+			conn_logout_respond(c);
+		} else {
+			tgt_dbg("%s: logout waits for %d command(s)%s", c->peer, c->ntasks_queued,
+				imm ? ", terminated" : "");
+		}
+		return;
 	}
+	h[0] = ISCSI_OP_LOGOUT_RSP;
+	h[1] = 0x80;
+	put_be32(h + BHS_ITT, get_be32(bhs + BHS_ITT));
+	/* connection recovery is not supported (reason 2), or CID not found */
+	h[2] = reason == 1 ? 1 : 2;
+	put_be16(h + 40, (uint16_t)c->params.time2wait);
+	put_be16(h + 42, (uint16_t)c->params.time2retain);
+	conn_stamp(c, h, true);
+	conn_queue_pdu(c, h, NULL, 0, NULL, NULL);
 	conn_flush(c);
 }
 
@@ -1469,6 +1565,12 @@ conn_handle_pdu(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *ahs, ui
 			tgt_info("%s: opcode 0x%02x before login, closing", c->peer, op);
 			conn_close(c);
 		}
+		return;
+	}
+	if (c->logout_wait) {
+		/* RFC 7143 11.14: no new request after a Logout; Data-Out of a
+		 * terminated command is dropped the same way */
+		tgt_dbg("%s: opcode 0x%02x after Logout, ignored", c->peer, op);
 		return;
 	}
 	switch (op) {

@@ -8,6 +8,7 @@
 #ifndef TARGET_CONN_H
 #define TARGET_CONN_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/queue.h>
@@ -50,7 +51,9 @@ struct iscsi_task {
 	struct iscsi_conn *conn;
 	TAILQ_ENTRY(iscsi_task) link;
 	enum task_state state;
-	bool aborted;
+	/* terminated (TMF, Logout, connection loss): no answer; a worker that has
+	 * not started it yet skips it (set on the loop, read on a worker) */
+	_Atomic bool aborted;
 	int refs; /* tx PDUs in flight + 1 for the task list */
 	uint32_t itt;
 	uint32_t cmdsn;
@@ -107,6 +110,10 @@ struct iscsi_conn {
 	struct ev_handler ev;
 	TAILQ_ENTRY(iscsi_conn) link;
 	bool closing;	   /* send what is queued, then close */
+	/* a Logout (close the session or the connection) waits for the commands
+	 * still on workers; the Logout Response goes out once they are back */
+	bool logout_wait;
+	uint32_t logout_itt;
 	bool dead;	   /* socket closed; freed once no task is queued on a worker */
 	int ntasks_queued; /* tasks on workers */
 	time_t created;
@@ -206,6 +213,8 @@ void conn_reinstate(struct iscsi_conn *c);
 uint16_t conn_new_tsih(void);
 /* Logout every session of a target that a reload removed or whose ACL no longer allows. */
 void server_revalidate_sessions(void);
+/* A reload changed the LUNs of t: REPORTED LUNS DATA HAS CHANGED for its sessions. */
+void server_luns_changed(struct tgt_target *t);
 
 /* login.c */
 void login_handle(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *data, uint32_t dlen);

@@ -5,6 +5,8 @@
 # immediate data and R2T, NOP, Logout, CRC32C header and data digests) to
 # check digests end to end and to misbehave on purpose.
 #   iscsi-peer.pl HOST PORT TARGET SCENARIO [ARGS]
+# (environment: PEER_INITIATOR, the initiator name; PEER_LUN, the LUN of the
+# SCSI commands, 0 by default)
 # Exit 0 when the scenario saw what it expected, 1 otherwise (message on stderr).
 use strict;
 use warnings;
@@ -14,6 +16,8 @@ use IO::Select;
 my ($host, $port, $target, $scenario, @args) = @ARGV;
 die "usage: iscsi-peer.pl HOST PORT TARGET SCENARIO [ARGS]\n" unless $scenario;
 my $INIT = $ENV{PEER_INITIATOR} // "iqn.2026-11.org.example:peer";
+# the LUN of scsi_cmd and data_out (single level, below 256)
+our $LUN = pack("C C x6", 0, $ENV{PEER_LUN} // 0);
 $SIG{ALRM} = sub { die "timeout in scenario $scenario\n" };
 alarm(60);
 
@@ -53,6 +57,10 @@ sub send_pdu {
 		my $p = pad4($data);
 		$buf .= $p;
 		$buf .= ($o{bad_dd} ? "XXXX" : crc32c($p)) if $dd;
+	}
+	if ($o{into}) {
+		${$o{into}} .= $buf; # collected, sent later in one write
+		return;
 	}
 	print $s $buf or die "send: $!\n";
 }
@@ -122,7 +130,7 @@ sub login {
 
 sub scsi_cmd {
 	my ($s, $flags, $edtl, $cdb, $imm) = @_;
-	my $bhs = pack("C C n C a3 a8 N N N N a16", 0x01, $flags, 0, 0, "", "\0" x 8, $itt,
+	my $bhs = pack("C C n C a3 a8 N N N N a16", 0x01, $flags, 0, 0, "", $LUN, $itt,
 		$edtl, $cmdsn++, $expstatsn, pack("a16", $cdb));
 	send_pdu($s, $bhs, $imm // "");
 	return $itt++;
@@ -131,7 +139,7 @@ sub scsi_cmd {
 sub data_out {
 	my ($s, $task, $ttt, $datasn, $off, $data, $final) = @_;
 	my $bhs = pack("C C n C a3 a8 N N N N N N N", 0x05, $final ? 0x80 : 0, 0, 0, "",
-		"\0" x 8, $task, $ttt, 0, $expstatsn, 0, $datasn, $off) . "\0" x 4;
+		$LUN, $task, $ttt, 0, $expstatsn, 0, $datasn, $off) . "\0" x 4;
 	send_pdu($s, $bhs, $data);
 }
 
@@ -327,6 +335,180 @@ if ($scenario eq "digests") {
 	print $s "\xEE" x 40000 or die "send: $!\n";
 	select(undef, undef, undef, 0.3);
 	close($s);
+} elsif ($scenario eq "logout-burst") {
+	# COUNT commands of SIZE bytes at LBA, sent back to back, then a Logout
+	# right away, without waiting for any answer (RFC 7143 4.2.2.1, 7.14, 11.14):
+	#   KIND write: WRITEs whose data all goes out unsolicited (immediate data
+	#               plus Data-Out up to FirstBurstLength), pattern per command
+	#   KIND read:  READs
+	#   KIND r2t:   WRITEs with InitialR2T=Yes and no immediate data, whose R2Ts
+	#               are never answered (the commands wait for Data-Out)
+	#   IMM 1:      the Logout carries the I bit (immediate)
+	# A non-immediate Logout must come after the answers of every command that
+	# could run; an immediate one may terminate them, but nothing may follow
+	# the Logout Response, and the connection must then close. Prints
+	# "good ITT-INDEX" for each command answered GOOD, "terminated INDEX" for
+	# the others, "logout ok".
+	my ($kind, $count, $size, $lba, $imm) = @args;
+	my $mrdsl = 262144;
+	my @k = $kind eq "r2t"
+		? ("InitialR2T=Yes", "ImmediateData=No")
+		: ("InitialR2T=No", "ImmediateData=Yes", "FirstBurstLength=$size",
+		   "MaxBurstLength=$size");
+	my $k = login($s, @k, "MaxRecvDataSegmentLength=$mrdsl");
+	fail("login status $k->{_status}") if $k->{_status};
+	my $tmrdsl = $k->{MaxRecvDataSegmentLength} // 8192;
+	my $n = $size / 512;
+	my (%idx, @itts);
+	for my $i (0 .. $count - 1) {
+		my $l = $lba + $i * $n;
+		my $t;
+		if ($kind eq "read") {
+			$t = scsi_cmd($s, 0xC0, $size, pack("C C N C n C", 0x28, 0, $l, 0, $n, 0));
+		} elsif ($kind eq "r2t") {
+			$t = scsi_cmd($s, 0xA0, $size, pack("C C N C n C", 0x2a, 0, $l, 0, $n, 0));
+		} else {
+			my $data = pack("N", $i + 1) x ($size / 4);
+			my $first = $size < $tmrdsl ? $size : $tmrdsl;
+			# F bit only when the immediate data is all of it
+			my $fl = $first == $size ? 0xA0 : 0x20;
+			$t = scsi_cmd($s, $fl, $size, pack("C C N C n C", 0x2a, 0, $l, 0, $n, 0),
+				substr($data, 0, $first));
+			my $sn = 0;
+			for (my $o = $first; $o < $size; $o += $tmrdsl) {
+				my $len = $size - $o < $tmrdsl ? $size - $o : $tmrdsl;
+				data_out($s, $t, 0xFFFFFFFF, $sn++, $o, substr($data, $o, $len),
+					$o + $len >= $size);
+			}
+		}
+		$idx{$t} = $i;
+		push @itts, $t;
+	}
+	# opcode 0x06; an immediate request does not take a CmdSN of its own
+	my $bhs = pack("C C n C a3 a8 N N N N a16", $imm ? 0x46 : 0x06, 0x80, 0, 0, "",
+		"\0" x 8, $itt++, 0, $imm ? $cmdsn : $cmdsn++, $expstatsn, "");
+	send_pdu($s, $bhs, "");
+	my (%status, $logout, $after);
+	my %rd;
+	for (;;) {
+		my ($r, $d) = recv_pdu($s);
+		last unless $r;
+		my $op = unpack("C", $r) & 0x3f;
+		my $t = unpack("N", substr($r, 16, 4));
+		if (defined $logout) {
+			$after = sprintf("opcode 0x%02x (ITT 0x%x)", $op, $t);
+			last;
+		}
+		if ($op == 0x26) {
+			$logout = unpack("C", substr($r, 2, 1));
+		} elsif ($op == 0x21 && exists $idx{$t}) {
+			$status{$t} = unpack("C", substr($r, 3, 1));
+		} elsif ($op == 0x25 && exists $idx{$t}) {
+			$rd{$t} += length $d;
+			$status{$t} = unpack("C", substr($r, 3, 1)) if unpack("C", substr($r, 1, 1)) & 1;
+		} elsif ($op == 0x31 && exists $idx{$t}) {
+			# an R2T: never answered
+		} else {
+			fail(sprintf("unexpected PDU opcode 0x%02x ITT 0x%x", $op, $t));
+		}
+	}
+	fail("a PDU after the Logout Response: $after") if defined $after;
+	fail("no Logout Response") unless defined $logout;
+	fail("Logout Response $logout") if $logout;
+	for my $t (@itts) {
+		if (!exists $status{$t}) {
+			fail("command $idx{$t} not answered before a non-immediate Logout")
+				if !$imm && $kind ne "r2t";
+			print "terminated $idx{$t}\n";
+		} elsif ($status{$t} == 0) {
+			fail("READ $idx{$t}: $rd{$t} bytes") if $kind eq "read" && ($rd{$t} // 0) != $size;
+			print "good $idx{$t}\n";
+		} else {
+			fail("command $idx{$t} status $status{$t}");
+		}
+	}
+	print "logout ok\n";
+} elsif ($scenario eq "abort-read") {
+	# a READ of SIZE bytes at LBA and, right behind it, ABORT TASK for it
+	# (RFC 7143 11.5, 11.6): the READ is answered whole before the TMF
+	# Response (function complete or task does not exist) or not at all, and
+	# the session goes on. Prints "answered" or "aborted", and the response.
+	my ($size, $lba) = @args;
+	my $k = login($s, "MaxRecvDataSegmentLength=262144");
+	fail("login status $k->{_status}") if $k->{_status};
+	my $n = $size / 512;
+	my $rsn = $cmdsn;
+	my $t = $itt++;
+	my $out = "";
+	send_pdu($s, pack("C C n C a3 a8 N N N N a16", 0x01, 0xC0, 0, 0, "", $LUN, $t, $size,
+		$cmdsn++, $expstatsn, pack("a16", pack("C C N C n C", 0x28, 0, $lba, 0, $n, 0))),
+		"", into => \$out);
+	send_pdu($s, pack("C C n C a3 a8 N N N N N N a8", 0x42, 0x81, 0, 0, "", $LUN, $itt++, $t,
+		$cmdsn, $expstatsn, $rsn, 0, ""), "", into => \$out);
+	print $s $out or die "send: $!\n"; # both in one segment
+	my ($got, $status, $tmf) = (0);
+	while (!defined $tmf) {
+		my ($r, $d) = recv_pdu($s);
+		fail("connection closed") unless $r;
+		my $op = unpack("C", $r) & 0x3f;
+		my $it = unpack("N", substr($r, 16, 4));
+		if ($op == 0x22) {
+			$tmf = unpack("C", substr($r, 2, 1));
+		} elsif ($op == 0x25 && $it == $t) {
+			$got += length $d;
+			$status = unpack("C", substr($r, 3, 1)) if unpack("C", substr($r, 1, 1)) & 1;
+		} elsif ($op == 0x21 && $it == $t) {
+			$status = unpack("C", substr($r, 3, 1));
+		} else {
+			fail(sprintf("unexpected PDU opcode 0x%02x", $op));
+		}
+	}
+	fail("TMF response $tmf") unless $tmf == 0 || $tmf == 1;
+	if (defined $status) {
+		fail("READ status $status, $got bytes") unless $status == 0 && $got == $size;
+		print "answered, TMF response $tmf\n";
+	} else {
+		fail("part of an aborted READ came: $got bytes") if $got;
+		fail("aborted READ but TMF response $tmf") if $tmf;
+		print "aborted, TMF response $tmf\n";
+	}
+	fail("session unusable after the abort") unless nop($s, "after abort");
+	fail("logout") unless logout($s);
+} elsif ($scenario eq "reload-luns") {
+	# log in, print "ready", wait for a line on stdin (the test reloads the
+	# target without LUN GONE meanwhile), then: TEST UNIT READY on LUN KEPT gets
+	# UNIT ATTENTION / REPORTED LUNS DATA HAS CHANGED once, then GOOD; a READ of
+	# LUN GONE gets ILLEGAL REQUEST / LOGICAL UNIT NOT SUPPORTED
+	my ($gone, $kept) = @args;
+	my $k = login($s);
+	fail("login status $k->{_status}") if $k->{_status};
+	print "ready\n";
+	STDOUT->flush();
+	my $line = <STDIN>;
+	my $cmd = sub {
+		my ($lun, $flags, $edtl, $cdb) = @_;
+		local $LUN = pack("C C x6", 0, $lun);
+		my $t = scsi_cmd($s, $flags, $edtl, $cdb);
+		for (;;) {
+			my ($r, $d) = recv_pdu($s);
+			fail("connection closed") unless $r;
+			my $op = unpack("C", $r) & 0x3f;
+			next if $op == 0x25 && !(unpack("C", substr($r, 1, 1)) & 1);
+			fail(sprintf("unexpected PDU opcode 0x%02x", $op))
+				unless ($op == 0x21 || $op == 0x25) && unpack("N", substr($r, 16, 4)) == $t;
+			my $st = unpack("C", substr($r, 3, 1));
+			return ($st) unless $st == 2 && length($d) >= 16;
+			return ($st, unpack("C", substr($d, 4, 1)) & 0xf,
+				unpack("n", substr($d, 14, 2)));
+		}
+	};
+	my @r = $cmd->($kept, 0x80, 0, "\0" x 6);
+	fail("TUR after the reload: @r") unless "@r" eq sprintf("2 6 %d", 0x3f0e);
+	@r = $cmd->($kept, 0x80, 0, "\0" x 6);
+	fail("second TUR: @r") unless "@r" eq "0";
+	@r = $cmd->($gone, 0xC0, 4096, pack("C C N C n C", 0x28, 0, 0, 0, 8, 0));
+	fail("READ of the removed LUN: @r") unless "@r" eq sprintf("2 5 %d", 0x2500);
+	fail("logout") unless logout($s);
 } elsif ($scenario eq "keepalive") {
 	# stay idle: the target must ping with NOP-In (TTT set), we answer, it keeps us
 	login($s);

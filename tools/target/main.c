@@ -159,12 +159,7 @@ main_parse_args(int argc, char **argv, struct tgt_config *cfg)
 			have_one = true;
 			break;
 		case OPT_ALLOW:
-			if (one.t.nacl >= TGT_MAX_ACL || strlen(optarg) >= TGT_NAME_MAX) {
-				snprintf(err, sizeof(err), "bad or too many --allow");
-				r = -EINVAL;
-				break;
-			}
-			snprintf(one.t.acl[one.t.nacl++], TGT_NAME_MAX, "%s", optarg);
+			r = tgt_config_allow(&one, optarg, err, sizeof(err));
 			have_one = true;
 			break;
 		case OPT_TPG:
@@ -333,6 +328,16 @@ main_apply_config(struct tgt_config *cfg, bool initial)
 			struct tgt_lun_map oldluns[TGT_MAX_LUNS];
 			int n = old->nluns;
 			memcpy(oldluns, old->luns, sizeof(oldluns[0]) * (size_t)n);
+			/* the same LUN numbers on the same objects, in any order? */
+			bool changed = n != staged[i]->nluns;
+			for (int j = 0; j < n && !changed; j++) {
+				bool same = false;
+				for (int m = 0; m < staged[i]->nluns; m++) {
+					same |= staged[i]->luns[m].lun == oldluns[j].lun &&
+						staged[i]->luns[m].lu == oldluns[j].lu;
+				}
+				changed = !same;
+			}
 			struct tgt_target *next = TAILQ_NEXT(old, link);
 			struct tgt_target **prevp = old->link.tqe_prev;
 			*old = *staged[i];
@@ -342,6 +347,10 @@ main_apply_config(struct tgt_config *cfg, bool initial)
 				tgt_lun_put(oldluns[j].lu);
 			}
 			free(staged[i]);
+			if (changed && !initial) {
+				tgt_info("target %s: LUNs changed", old->iqn);
+				server_luns_changed(old);
+			}
 		} else {
 			TAILQ_INSERT_TAIL(server_targets(), staged[i], link);
 			if (!initial) {
@@ -363,6 +372,30 @@ fail:
 		}
 	}
 	return r;
+}
+
+/*
+ * Remove the pidfile only while it is still ours: a regular file holding our
+ * PID (never /dev/null, nor a file a second daemon has rewritten since).
+ */
+static void
+main_remove_pidfile(const char *path)
+{
+	struct stat st;
+	char buf[32] = "";
+
+	if (lstat(path, &st) < 0 || !S_ISREG(st.st_mode)) {
+		return;
+	}
+	FILE *f = fopen(path, "re");
+	if (!f) {
+		return;
+	}
+	bool ours = fgets(buf, sizeof(buf), f) && atoi(buf) == (int)getpid();
+	fclose(f);
+	if (ours) {
+		unlink(path);
+	}
 }
 
 void main_handle_signal(int sig);
@@ -391,6 +424,7 @@ int
 main(int argc, char **argv)
 {
 	struct tgt_config cfg;
+	int status = 0;
 
 	/* I/O buffers of up to 8 MiB come and go with every command: keep them on
 	 * the heap instead of a fresh mmap (and its page faults) each time */
@@ -421,10 +455,14 @@ main(int argc, char **argv)
 	}
 	if (cfg.pidfile[0]) {
 		FILE *f = fopen(cfg.pidfile, "we");
-		if (f) {
-			fprintf(f, "%d\n", (int)getpid());
-			fclose(f);
+		if (!f || fprintf(f, "%d\n", (int)getpid()) < 0 || fclose(f) != 0) {
+			tgt_err("cannot write the pidfile %s: %s", cfg.pidfile, strerror(errno));
+			cfg.pidfile[0] = 0;
+			status = 1;
 		}
+	}
+	if (status) {
+		goto out;
 	}
 	/* workers start after daemon() (threads do not survive fork) and with the
 	 * signals blocked, so that only the loop's signalfd sees them */
@@ -445,6 +483,7 @@ main(int argc, char **argv)
 		tgt_info("serving %s: %d LUN(s) on %d portal(s)", t->iqn, t->nluns, t->nportals);
 	}
 	server_run();
+out:
 	server_close_portals();
 	while ((t = TAILQ_FIRST(server_targets()))) {
 		TAILQ_REMOVE(server_targets(), t, link);
@@ -454,9 +493,9 @@ main(int argc, char **argv)
 		free(t);
 	}
 	if (cfg.pidfile[0]) {
-		unlink(cfg.pidfile);
+		main_remove_pidfile(cfg.pidfile);
 	}
 	tgt_config_free(&cfg);
 	tgt_info("stopped");
-	return 0;
+	return status;
 }

@@ -197,6 +197,7 @@ int tgt_config_portal(struct tgt_config_target *ct, const char *spec, char *err,
 int tgt_config_lun(struct tgt_config_target *ct, const char *spec, char *err, size_t errlen);
 int tgt_config_chap(struct tgt_chap *c, const char *spec, char *err, size_t errlen);
 int tgt_config_tpg(struct tgt_config_target *ct, const char *spec, char *err, size_t errlen);
+int tgt_config_allow(struct tgt_config_target *ct, const char *name, char *err, size_t errlen);
 int tgt_config_check(struct tgt_config *cfg, char *err, size_t errlen);
 int tgt_config_tcp_cc(struct tgt_config *cfg, const char *val, char *err, size_t errlen);
 void tgt_config_free(struct tgt_config *cfg);
@@ -266,6 +267,7 @@ struct scsi_cmd {
 #define ASC_LBA_OUT_OF_RANGE 0x2100
 #define ASC_INVALID_FIELD_IN_CDB 0x2400
 #define ASC_LUN_NOT_SUPPORTED 0x2500
+#define ASC_REPORTED_LUNS_CHANGED 0x3f0e
 #define ASC_INVALID_FIELD_IN_PARAM 0x2600
 #define ASC_PARAM_LIST_LENGTH 0x1a00
 #define ASC_WRITE_PROTECTED 0x2700
