@@ -167,7 +167,7 @@ struct vd_snapshot_info {
 	const char *name;
 	int64_t created;	/* seconds since the epoch */
 	int layer;		/* its layer index in the chain */
-	uint64_t allocated;	/* bytes changed in this snapshot relative to its parent */
+	uint64_t allocated;	/* bytes of data its layer holds (zeroed/discarded ranges not counted) */
 	uint64_t size;		/* its disk's virtual size (a qcow2 may have been resized since) */
 	const char *parent;	/* name of the snapshot before it, NULL for the oldest */
 	bool internal;		/* an internal snapshot of a foreign image (qcow2), not a layer */
