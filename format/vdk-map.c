@@ -391,8 +391,8 @@ grow_main(void *arg)
 	}
 	pthread_mutex_lock(&a->grow_lock);
 	if (r == 0) {
-		/* Below `from` there may be a hole (a write past the end, a punch): start again. */
-		if (from != atomic_load(&a->grow_end) || atomic_load(&a->solid_from) > from) {
+		/* A gap before `from` (a write past the end) may be a hole: start again there. */
+		if (from != atomic_load(&a->grow_end)) {
 			atomic_store(&a->solid_from, from);
 		}
 		atomic_store(&a->grow_end, to);	/* after solid_from: readers load in the other order */
