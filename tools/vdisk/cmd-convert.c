@@ -12,13 +12,17 @@
  * -p prints progress in qemu-img's "(xx.xx/100%)" style. Without -O, an OUT
  * named .raw, .img, .bin or .iso is raw (qemu-img's default) and one named after
  * a format we do not write is refused; a failure removes OUT, but never a
- * symbolic link OUT (its target is emptied instead).
+ * symbolic link OUT (its target is emptied instead). SIGINT, SIGTERM and
+ * SIGHUP during the copy are a failure too: the copy stops, OUT is removed,
+ * then the signal ends the program as it would have (a half-copied OUT of
+ * full size, or a vdk OUT that reads as zeroes, must not look like a copy).
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +35,44 @@
 #include "cli.h"
 
 #define VDISK_COPY_CHUNK (1u << 20)
+
+/* The signal that interrupted the copy (0: none). */
+static volatile sig_atomic_t vdisk_conv_sig;
+
+static void
+vdisk_conv_on_signal(int sig)
+{
+	vdisk_conv_sig = sig;
+}
+
+/* Catch the signals that end a program, unless they are ignored (nohup, a background job). */
+static void
+vdisk_conv_catch(bool on)
+{
+	static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+	struct sigaction sa = {0}, old;
+
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+		sigaction(sigs[i], NULL, &old);
+		if (old.sa_handler == SIG_IGN) {
+			continue;
+		}
+		sa.sa_handler = on ? vdisk_conv_on_signal : SIG_DFL;
+		sigaction(sigs[i], &sa, NULL);
+	}
+}
+
+/* true (and the reason printed) once a signal asked the copy to stop. */
+static bool
+vdisk_conv_stopped(const char *out_path)
+{
+	if (!vdisk_conv_sig) {
+		return false;
+	}
+	vdisk_error(out_path, "interrupted (%s) before the copy was complete",
+		    strsignal(vdisk_conv_sig));
+	return true;
+}
 
 struct vdisk_conv {
 	struct vd_image *in, *out_img;
@@ -138,6 +180,9 @@ vdisk_conv_data(struct vdisk_conv *cv, uint64_t off, uint64_t len)
 		size_t n = len < VDISK_COPY_CHUNK ? (size_t)len : VDISK_COPY_CHUNK;
 		size_t pos = 0;
 
+		if (vdisk_conv_stopped(cv->out_path)) {
+			return -1;
+		}
 		if (vd_pread(cv->in, cv->buf, n, off) < 0) {
 			vdisk_lib_error(cv->in_path);
 			return -1;
@@ -183,6 +228,9 @@ vdisk_conv_extent(void *opaque, const struct vd_extent *e)
 	struct vdisk_conv *cv = opaque;
 
 	if (e->type != VD_EXTENT_DATA) {
+		if (vdisk_conv_stopped(cv->out_path)) {
+			return -ECANCELED;
+		}
 		if (cv->zero_out && vdisk_conv_zero(cv, e->offset, e->length) < 0) {
 			return -ECANCELED;
 		}
@@ -511,6 +559,7 @@ vdisk_cmd_convert(int argc, char **argv)
 		cv.zero_gran = vd_get_block_size(cv.out_img);
 	}
 	vdisk_conv_progress(&cv, false);
+	vdisk_conv_catch(true);
 	walk = vdisk_extents_walk(cv.in, vdisk_conv_extent, &cv);
 	if (walk < 0) {
 		if (cv.progress) {
@@ -529,6 +578,9 @@ vdisk_cmd_convert(int argc, char **argv)
 		}
 	} else if (fsync(cv.out_fd) < 0) {
 		vdisk_error(cv.out_path, "fsync failed: %s", strerror(errno));
+		goto out;
+	}
+	if (vdisk_conv_stopped(cv.out_path)) {
 		goto out;
 	}
 	rc = VDISK_EXIT_OK;
@@ -551,5 +603,10 @@ out:
 	vd_close(cv.in);
 	free(cv.buf);
 	sodium_free(pass);
+	vdisk_conv_catch(false);
+	if (vdisk_conv_sig) {
+		/* OUT is gone: now end as the signal would have (status 128 + N to a shell). */
+		raise(vdisk_conv_sig);
+	}
 	return rc;
 }
