@@ -354,6 +354,28 @@ stat_file(struct stat *st, mode_t mode, uint64_t size, uint64_t allocated, struc
 	st->st_atim = t;
 }
 
+/*
+ * st_blocks of a disk file: what the chain holds (for a partition, at most
+ * that: an exact figure would walk the window's map at every stat). Reporting
+ * the full length made a sparse partition look fully allocated, so `du` said
+ * so and `cp` (whose --sparse=auto tries SEEK_DATA only on a file with fewer
+ * blocks than its size) copied every zero of it into a non-sparse file.
+ */
+static uint64_t
+file_allocated(struct vdfs *fs, enum vdfs_kind kind, uint64_t len, const struct vdfs_snap *snap)
+{
+	uint64_t a;
+
+	if (kind == K_SNAP_DISK && snap) {
+		a = snap->allocated;
+	} else if (kind == K_DISK || kind == K_PART) {
+		a = vdfs_allocated(fs);
+	} else {
+		a = len;
+	}
+	return a < len ? a : len;
+}
+
 static int
 vdfs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 {
@@ -375,10 +397,12 @@ vdfs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 			t.tv_sec = (time_t)fh->snap->created;
 			t.tv_nsec = 0;
 		}
-		stat_file(st, fh->writable ? 0644 : 0444,
-			  fh->kind == K_SNAP_INFO || fh->kind == K_SNAP_CHANGED ? fh->txt_len
-										: fh->len,
-			  fh->len, t);
+		if (fh->kind == K_SNAP_INFO || fh->kind == K_SNAP_CHANGED) {
+			stat_file(st, 0444, fh->txt_len, fh->txt_len, t);
+		} else {
+			stat_file(st, fh->writable ? 0644 : 0444, fh->len,
+				  file_allocated(fs, fh->kind, fh->len, fh->snap), t);
+		}
 		return 0;
 	}
 	ret = node_lookup(fs, path, &n);
@@ -399,7 +423,8 @@ vdfs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 		stat_file(st, rw, fs->size, vdfs_allocated(fs), fs->mount_time);
 		break;
 	case K_PART:
-		stat_file(st, rw, n.part.length, n.part.length, fs->mount_time);
+		stat_file(st, rw, n.part.length, file_allocated(fs, K_PART, n.part.length, NULL),
+			  fs->mount_time);
 		break;
 	case K_SNAP_DIR:
 	case K_SNAP_DISK:
