@@ -26,6 +26,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <malloc.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -94,6 +95,118 @@ static const struct fuse_opt vdfs_opt_spec[] = {
 	FUSE_OPT_KEY("-V", KEY_VERSION), FUSE_OPT_KEY("--version", KEY_VERSION), FUSE_OPT_END};
 
 static bool log_to_syslog;
+
+/*
+ * A signal that ends the daemon (SIGTERM, SIGINT, SIGHUP) while a program
+ * still holds disk open with the writeback cache: the write()s that returned
+ * sit in the kernel's page cache, and ending the session at once (libfuse's
+ * handler) detached the mount and dropped them, though the README promises
+ * that these signals unmount and flush. So the handler only wakes a thread
+ * that first writes disk back through the mount (nested.c, as a snapshot
+ * does) while the request loop still serves it, then ends the session and
+ * wakes the loop's thread. A second signal ends the session at once.
+ */
+static pthread_mutex_t stop_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct fuse_session *stop_se; /* NULL once the session ends; protected by stop_lock */
+static int stop_pipe[2] = {-1, -1};
+static volatile sig_atomic_t stop_asked;
+static pthread_t stop_main;
+
+static void
+stop_on_signal(int sig)
+{
+	int e = errno;
+
+	if (!stop_se) {
+		return;
+	}
+	if (!stop_asked && stop_pipe[1] >= 0) {
+		stop_asked = sig;
+		if (write(stop_pipe[1], "x", 1) < 0) {
+			fuse_session_exit(stop_se);
+		}
+	} else {
+		fuse_session_exit(stop_se);
+	}
+	errno = e;
+}
+
+static void *
+stop_thread(void *arg)
+{
+	struct vdfs *fs = arg;
+	char c;
+
+	while (read(stop_pipe[0], &c, 1) < 0 && errno == EINTR) {
+	}
+	if (fs->writeback && atomic_load(&fs->disk_writers) > 0) {
+		vdfs_nested(fs, VDFS_NESTED_FSYNC, 0, 0);
+	}
+	pthread_mutex_lock(&stop_lock);
+	if (stop_se) {
+		fuse_session_exit(stop_se);
+		pthread_kill(stop_main, SIGTERM); /* interrupts the loop's wait */
+	}
+	pthread_mutex_unlock(&stop_lock);
+	return NULL;
+}
+
+static const int stop_sigs[] = {SIGTERM, SIGINT, SIGHUP};
+
+/* The session ends: the signals end the program again (as after libfuse's handlers). */
+static void
+stop_release(void)
+{
+	pthread_mutex_lock(&stop_lock);
+	if (stop_se) {
+		for (size_t i = 0; i < sizeof(stop_sigs) / sizeof(stop_sigs[0]); i++) {
+			struct sigaction cur;
+
+			if (sigaction(stop_sigs[i], NULL, &cur) == 0 &&
+			    cur.sa_handler == stop_on_signal) {
+				signal(stop_sigs[i], SIG_DFL);
+			}
+		}
+		stop_se = NULL;
+	}
+	pthread_mutex_unlock(&stop_lock);
+}
+
+/* After the daemon forked: catch the ending signals, for a write-back first. */
+static void
+stop_catch(struct vdfs *fs, struct fuse_session *se)
+{
+	struct sigaction sa = {0};
+	sigset_t all, old;
+	pthread_t t;
+
+	if (!fs->writeback || fs->readonly || pipe2(stop_pipe, O_CLOEXEC) < 0) {
+		return;
+	}
+	stop_se = se;
+	stop_main = pthread_self();
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	if (pthread_create(&t, NULL, stop_thread, fs) != 0) {
+		pthread_sigmask(SIG_SETMASK, &old, NULL);
+		close(stop_pipe[0]);
+		close(stop_pipe[1]);
+		stop_pipe[0] = stop_pipe[1] = -1;
+		return;
+	}
+	pthread_detach(t);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	sa.sa_handler = stop_on_signal;
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < sizeof(stop_sigs) / sizeof(stop_sigs[0]); i++) {
+		struct sigaction cur;
+
+		/* libfuse leaves a signal the caller ignored ignored: so do we. */
+		if (sigaction(stop_sigs[i], NULL, &cur) == 0 && cur.sa_handler != SIG_IGN) {
+			sigaction(stop_sigs[i], &sa, NULL);
+		}
+	}
+}
 
 void
 vdfs_log(struct vdfs *fs, const char *fmt, ...)
@@ -532,6 +645,7 @@ main(int argc, char *argv[])
 	if (fuse_daemonize(co.foreground) != 0) {
 		goto out_unmount;
 	}
+	stop_catch(&fs, se);
 	if (co.singlethread) {
 		r = fuse_loop(fs.fuse);
 	} else if (o.one_receiver || vd_env_flag("VDISK_ONE_RECEIVER")) {
@@ -557,6 +671,7 @@ out_unmount:
 		fuse_unmount(fs.fuse);
 	}
 out_signals:
+	stop_release();
 	fuse_remove_signal_handlers(se);
 out_destroy:
 	fuse_destroy(fs.fuse); /* calls vdfs_destroy: flush */
