@@ -87,6 +87,11 @@ vdisk_order_hint(const char *missing, const char *other, const char *usage)
 const char *
 vdisk_size_hint(const char *s)
 {
+	uint64_t v;
+
+	if (s && vdisk_parse_size(s, &v) == 0 && v == 0) {
+		return " (a disk cannot be empty: give at least 1 byte, made 512)";
+	}
 	if (s && strpbrk(s, ".,")) {
 		return " (whole numbers only: 1536M, not 1.5G)";
 	}
