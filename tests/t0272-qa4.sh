@@ -279,7 +279,11 @@ ok "  and reads as before" cmp -s s.raw s-ref.raw
 rm -f s.raw s-ref.raw big.vdk host/fill
 ok "with room again, snapshot create works" quiet "$VDISK" snapshot create host/s.vdk one
 
-# ---- 7. The end of a 64 TiB disk.
+# ---- 7. Sizes at the edges; the end of a 64 TiB disk.
+ok_fail "create -s 0 is refused" sh -c "'$VDISK' create -s 0 z.vdk 2>z.err"
+ok "  saying why (was: 'bytes, or a whole number with K, M...')" grep -q "cannot be empty" z.err
+ok "create -s 1 makes a 512-byte disk" sh -c \
+	"'$VDISK' create -s 1 one.vdk >/dev/null && '$VDISK' info one.vdk | grep -q '(512 bytes)'"
 ok "create a 64 TiB image" mkimg h.vdk 64T
 ok "mount it" fs_mount "$T/h.vdk" "$T/mh"
 S=$(stat -c %s mh/disk)

@@ -90,7 +90,7 @@ vdisk_size_hint(const char *s)
 	uint64_t v;
 
 	if (s && vdisk_parse_size(s, &v) == 0 && v == 0) {
-		return " (a disk cannot be empty: give at least 1 byte, made 512)";
+		return " (a disk cannot be empty; the smallest is 512 bytes)";
 	}
 	if (s && strpbrk(s, ".,")) {
 		return " (whole numbers only: 1536M, not 1.5G)";
