@@ -79,6 +79,11 @@ static struct {
 	bool stopping;
 	time_t stop_deadline;
 	bool zc_retry; /* some connection waits for an io_lock to splice */
+	int nfenced;   /* logins waiting for a replaced session's workers */
+	/* tests only (VDISK_TARGET_TEST_WRITE_DELAY_MS): a WRITE that a worker
+	 * has started sleeps this long before it touches the LUN, which makes the
+	 * window between "started" and "landed" wide enough to test against */
+	unsigned test_write_delay_ms;
 	char tcp_cc[16]; /* "" = auto (see conn_set_cc), "system", or a name */
 } srv;
 
@@ -86,6 +91,9 @@ static void conn_rx(struct iscsi_conn *c);
 static void conn_update_events(struct iscsi_conn *c, bool want_out);
 
 static void task_put(struct iscsi_task *t);
+static bool conn_parse(struct iscsi_conn *c);
+static void conn_set_events(struct iscsi_conn *c, bool want_out);
+static void conn_fence_release(void);
 
 struct tgt_target_list *
 server_targets(void)
@@ -341,14 +349,21 @@ tx_pdu_free(struct tx_pdu *p)
 }
 
 static void
+conn_set_events(struct iscsi_conn *c, bool want_out)
+{
+	uint32_t e = (c->fenced ? 0 : EPOLLIN) | (want_out ? EPOLLOUT : 0);
+	struct epoll_event ev = {.events = e, .data.ptr = &c->ev};
+	epoll_ctl(srv.epfd, EPOLL_CTL_MOD, c->ev.fd, &ev);
+	c->want_out = want_out;
+}
+
+static void
 conn_update_events(struct iscsi_conn *c, bool want_out)
 {
 	if (c->want_out == want_out || c->dead) {
 		return;
 	}
-	struct epoll_event ev = {.events = EPOLLIN | (want_out ? EPOLLOUT : 0), .data.ptr = &c->ev};
-	epoll_ctl(srv.epfd, EPOLL_CTL_MOD, c->ev.fd, &ev);
-	c->want_out = want_out;
+	conn_set_events(c, want_out);
 }
 
 /*
@@ -381,6 +396,9 @@ conn_unmap_started(struct iscsi_conn *c, struct tgt_lun *mlu)
 void
 conn_flush(struct iscsi_conn *c)
 {
+	if (c->fenced) {
+		return; /* the Login Response waits for the old session's workers */
+	}
 	while (!c->dead && !TAILQ_EMPTY(&c->txq)) {
 		struct iovec iov[64];
 		int n = 0;
@@ -602,6 +620,12 @@ task_exec(struct tgt_work *w)
 	struct iscsi_task *t = (struct iscsi_task *)w;
 	if (atomic_load_explicit(&t->aborted, memory_order_relaxed)) {
 		return; /* terminated before it started: it never touches the LUN */
+	}
+	uint8_t op = t->cmd.cdb[0];
+	if (srv.test_write_delay_ms && (op == 0x0a || op == 0x2a || op == 0xaa || op == 0x8a)) {
+		struct timespec ts = {.tv_sec = srv.test_write_delay_ms / 1000,
+				      .tv_nsec = (long)(srv.test_write_delay_ms % 1000) * 1000000};
+		nanosleep(&ts, NULL);
 	}
 	scsi_exec(&t->cmd);
 }
@@ -837,6 +861,9 @@ task_complete_all(void)
 			conn_logout_respond(c);
 		}
 		c->need_flush = !c->dead;
+	}
+	if (srv.nfenced) {
+		conn_fence_release();
 	}
 	/* one writev per connection for the whole batch of completions */
 	struct iscsi_conn *c, *n;
@@ -1748,7 +1775,7 @@ conn_rx_direct_more(struct iscsi_conn *c, bool *again)
 static bool
 conn_parse(struct iscsi_conn *c)
 {
-	while (!c->dead && !c->closing) {
+	while (!c->dead && !c->closing && !c->fenced) {
 		size_t avail = c->rxlen - c->rxpos;
 		if (avail < ISCSI_BHS_LEN) {
 			break;
@@ -1891,6 +1918,10 @@ conn_close(struct iscsi_conn *c)
 	}
 	tgt_dbg("%s: closing connection", c->peer);
 	c->dead = true;
+	if (c->fenced) {
+		c->fenced = false;
+		srv.nfenced--;
+	}
 	c->drx_task = NULL;
 	c->drx_on = false;
 	epoll_ctl(srv.epfd, EPOLL_CTL_DEL, c->ev.fd, NULL);
@@ -1925,16 +1956,80 @@ conn_close(struct iscsi_conn *c)
 	}
 }
 
+/* Whether o is (or was, before its connection dropped) c's session: same I_T nexus. */
+static bool
+conn_same_session(const struct iscsi_conn *o, const struct iscsi_conn *c)
+{
+	return o != c && o->ffp && !o->discovery && o->tgt == c->tgt &&
+	       !memcmp(o->isid, c->isid, 6) && !strcmp(o->initiator, c->initiator);
+}
+
+/* Commands still on workers of the sessions that c reinstates (live or dropped). */
+static int
+conn_reinstate_pending(const struct iscsi_conn *c)
+{
+	const struct iscsi_conn *o;
+	int n = 0;
+	TAILQ_FOREACH(o, &srv.zombies, link)
+	{
+		if (conn_same_session(o, c)) {
+			n += o->ntasks_queued;
+		}
+	}
+	return n;
+}
+
+/*
+ * Session reinstatement (RFC 7143 6.3.5) and the new login of a session whose
+ * connection dropped: the old session's commands are terminated (those not
+ * started never run), but a WRITE already on a worker cannot be called back.
+ * The new session must not see it land after its own reads and writes, so
+ * its Login Response - the initiator's licence to send commands - is held
+ * back, and its socket left unread, until those commands are done (the way
+ * the Logout Response waits, conn_logout_respond). A worker that never comes
+ * back leaves the login to the login timeout (server_tick).
+ */
 void
 conn_reinstate(struct iscsi_conn *c)
 {
 	struct iscsi_conn *o, *n;
 	TAILQ_FOREACH_SAFE(o, &srv.conns, link, n)
 	{
-		if (o != c && o->ffp && !o->discovery && o->tgt == c->tgt &&
-		    !memcmp(o->isid, c->isid, 6) && !strcmp(o->initiator, c->initiator)) {
+		if (conn_same_session(o, c)) {
 			tgt_info("%s: session reinstatement closes %s", c->peer, o->peer);
 			conn_close(o);
+		}
+	}
+	int pending = conn_reinstate_pending(c);
+	if (pending) {
+		tgt_info("%s: login waits for %d command(s) of the session it replaces", c->peer,
+			 pending);
+		c->fenced = true;
+		srv.nfenced++;
+		conn_set_events(c, false);
+	}
+}
+
+/* After completions: answer the logins whose old session has no command left on a worker. */
+static void
+conn_fence_release(void)
+{
+	struct iscsi_conn *c, *n;
+	TAILQ_FOREACH_SAFE(c, &srv.conns, link, n)
+	{
+		if (!c->fenced || conn_reinstate_pending(c)) {
+			continue;
+		}
+		tgt_dbg("%s: the replaced session's commands are done, login answered", c->peer);
+		c->fenced = false;
+		srv.nfenced--;
+		conn_set_events(c, false);
+		conn_flush(c);
+		if (!c->dead && c->rxpos < c->rxlen) {
+			conn_parse(c); /* what the initiator sent behind its login */
+			if (!c->dead) {
+				conn_flush(c);
+			}
 		}
 	}
 }
@@ -2082,6 +2177,11 @@ server_init(void)
 		return -errno;
 	}
 	srv.next_tsih = (uint16_t)(time(NULL) & 0x7fff);
+	const char *d = getenv("VDISK_TARGET_TEST_WRITE_DELAY_MS");
+	if (d && *d) {
+		srv.test_write_delay_ms = (unsigned)strtoul(d, NULL, 10);
+		tgt_info("test hook: every WRITE on a worker waits %u ms", srv.test_write_delay_ms);
+	}
 	return 0;
 }
 
@@ -2168,7 +2268,7 @@ server_tick(void)
 	struct iscsi_conn *c, *n;
 	TAILQ_FOREACH_SAFE(c, &srv.conns, link, n)
 	{
-		if (!c->ffp) {
+		if (!c->ffp || c->fenced) {
 			if (now - c->created > CONN_LOGIN_TIMEOUT) {
 				tgt_info("%s: login not finished in %ds, closing", c->peer,
 					 CONN_LOGIN_TIMEOUT);

@@ -12,6 +12,7 @@ use strict;
 use warnings;
 use IO::Socket::INET;
 use IO::Select;
+use Time::HiRes qw(time);
 
 my ($host, $port, $target, $scenario, @args) = @ARGV;
 die "usage: iscsi-peer.pl HOST PORT TARGET SCENARIO [ARGS]\n" unless $scenario;
@@ -550,6 +551,49 @@ if ($scenario eq "digests") {
 	fail("login 2 status $k->{_status}") if $k->{_status};
 	fail("old session not closed on reinstatement") unless expect_closed($s, 5);
 	fail("new session unusable") unless nop($s2, "new one");
+	fail("logout") unless logout($s2);
+} elsif ($scenario eq "reinstate-write") {
+	# A WRITE of SIZE bytes at LBA, all of its data sent unsolicited, then
+	# after WAIT seconds (the write is on a worker: a target started with
+	# VDISK_TARGET_TEST_WRITE_DELAY_MS holds it there) MODE "drop" closes the
+	# connection, MODE "keep" leaves it open; at once a new connection logs in
+	# with the same initiator name and ISID (session reinstatement, RFC 7143
+	# 6.3.5) and READs the blocks, then again after SETTLE seconds. The old
+	# WRITE must land before the new session's Login Response or never: both
+	# READs see the same data. Prints "landed" or "not landed" and the login time.
+	my ($mode, $size, $lba, $wait, $settle) = @args;
+	my $k = login($s, "InitialR2T=No", "ImmediateData=Yes", "FirstBurstLength=$size",
+		"MaxBurstLength=$size", "MaxRecvDataSegmentLength=262144");
+	fail("login status $k->{_status}") if $k->{_status};
+	my $tmrdsl = $k->{MaxRecvDataSegmentLength} // 8192;
+	my $n = $size / 512;
+	my $data = pack("N", 0x5eed0000 + $$ % 65536) x ($size / 4);
+	my $first = $size < $tmrdsl ? $size : $tmrdsl;
+	my $t = scsi_cmd($s, $first == $size ? 0xA0 : 0x20, $size,
+		pack("C C N C n C", 0x2a, 0, $lba, 0, $n, 0), substr($data, 0, $first));
+	my $sn = 0;
+	for (my $o = $first; $o < $size; $o += $tmrdsl) {
+		my $len = $size - $o < $tmrdsl ? $size - $o : $tmrdsl;
+		data_out($s, $t, 0xFFFFFFFF, $sn++, $o, substr($data, $o, $len), $o + $len >= $size);
+	}
+	select(undef, undef, undef, $wait);
+	close($s) if $mode eq "drop";
+	$isid_n--;
+	($cmdsn, $expstatsn) = (1, 0);
+	my $s2 = conn();
+	my $t0 = time;
+	$k = login($s2, "MaxRecvDataSegmentLength=262144");
+	my $lt = time - $t0;
+	fail("login status $k->{_status}") if $k->{_status};
+	fail("old session not closed on reinstatement") if $mode eq "keep" && !expect_closed($s, 5);
+	my ($st1, $r1) = read10($s2, $lba, $n);
+	fail("READ 1 status $st1") if $st1;
+	select(undef, undef, undef, $settle);
+	my ($st2, $r2) = read10($s2, $lba, $n);
+	fail("READ 2 status $st2") if $st2;
+	fail("the old session's WRITE landed after the new session's READ") if $r1 ne $r2;
+	fail("a torn WRITE") if $r2 ne $data && index($r2, substr($data, 0, 512)) >= 0;
+	printf "%s, login took %.1f s\n", $r2 eq $data ? "landed" : "not landed", $lt;
 	fail("logout") unless logout($s2);
 } elsif ($scenario eq "sessions") {
 	# N sessions logged in at once, each doing a TEST UNIT READY, held open
