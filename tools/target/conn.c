@@ -1231,6 +1231,11 @@ conn_handle_scsi_cmd(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *ah
 	if (!conn_check_cmdsn(c, bhs)) {
 		return NULL;
 	}
+	if (c->revoked) {
+		/* access revoked by a reload: only the Logout is welcome (11.9.1) */
+		conn_reject(c, bhs, ISCSI_REJECT_WAITING_LOGOUT);
+		return NULL;
+	}
 	if (task_find(c, itt)) {
 		conn_reject(c, bhs, ISCSI_REJECT_PROTOCOL); /* task tag in use */
 		return NULL;
@@ -1567,7 +1572,7 @@ conn_send_async_logout(struct iscsi_conn *c)
 	put_be32(h + BHS_ITT, ISCSI_RSVD_TAG);
 	conn_stamp(c, h, true);
 	h[36] = 1;	     /* target requests logout */
-	put_be16(h + 38, 3); /* seconds to log out */
+	put_be16(h + 38, CONN_REVOKE_LOGOUT_SECS); /* seconds to log out */
 	put_be16(h + 40, 2);
 	put_be16(h + 42, 0);
 	conn_queue_pdu(c, h, NULL, 0, NULL, NULL);
@@ -2034,6 +2039,15 @@ conn_fence_release(void)
 	}
 }
 
+/*
+ * A reload that removes the target, or whose ACL no longer allows the
+ * initiator, does not cut the connection under commands in flight (RFC 7143
+ * 11.9.1, AsyncEvent 1): they finish and are answered; the Async Message asks
+ * for a Logout within CONN_REVOKE_LOGOUT_SECS; new SCSI commands meanwhile are
+ * rejected with "waiting for logout"; the Logout is answered as usual, once
+ * nothing runs. An initiator that does not log out in time is disconnected
+ * (server_tick) once its last command is back from the workers.
+ */
 void
 server_revalidate_sessions(void)
 {
@@ -2043,10 +2057,13 @@ server_revalidate_sessions(void)
 		if (!c->ffp || c->discovery || !c->tgt) {
 			continue;
 		}
-		if (c->tgt->removed || !tgt_target_allows(c->tgt, c->initiator)) {
+		if (!c->revoked && (c->tgt->removed || !tgt_target_allows(c->tgt, c->initiator))) {
+			tgt_info("%s: access of %s revoked, logout requested (%d command(s) in "
+				 "flight)",
+				 c->peer, c->iport, c->ntasks);
+			c->revoked = true;
+			c->revoke_deadline = time(NULL) + CONN_REVOKE_LOGOUT_SECS + 2;
 			conn_send_async_logout(c);
-			c->closing = true;
-			conn_flush(c);
 		}
 	}
 }
@@ -2274,6 +2291,13 @@ server_tick(void)
 					 CONN_LOGIN_TIMEOUT);
 				conn_close(c);
 			}
+			continue;
+		}
+		if (c->revoked && !c->logout_wait && !c->closing && now > c->revoke_deadline &&
+		    c->ntasks_queued == 0) {
+			tgt_info("%s: no Logout after the revocation, closing", c->peer);
+			c->closing = true;
+			conn_flush(c);
 			continue;
 		}
 		if (c->nop_out && now - c->nop_sent > CONN_NOP_TIMEOUT) {

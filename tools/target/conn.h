@@ -21,6 +21,7 @@
 #define CONN_LOGIN_TIMEOUT 15		 /* seconds to finish a login */
 #define CONN_NOP_INTERVAL 15		 /* idle seconds before we ping with NOP-In */
 #define CONN_NOP_TIMEOUT 30		 /* seconds to answer our ping */
+#define CONN_REVOKE_LOGOUT_SECS 3	 /* Async logout request: time to log out */
 #define TGT_INLINE_READ_MAX (128u << 10) /* reads tried on the loop thread */
 #define TGT_INLINE_MEM_MAX (1u << 20)	 /* reads/writes of a tmpfs LUN run on the loop */
 #define CONN_PIPE_SIZE (1u << 20)	 /* zero-copy reads up to this size, one splice */

@@ -595,6 +595,64 @@ if ($scenario eq "digests") {
 	fail("a torn WRITE") if $r2 ne $data && index($r2, substr($data, 0, 512)) >= 0;
 	printf "%s, login took %.1f s\n", $r2 eq $data ? "landed" : "not landed", $lt;
 	fail("logout") unless logout($s2);
+} elsif ($scenario eq "revoke-inflight") {
+	# A WRITE of SIZE bytes at LBA, all data unsolicited, then "ready": the
+	# test revokes our access by a reload meanwhile (RFC 7143 11.9.1). Expected:
+	# an Async Message "logout requested", the WRITE still answered GOOD, a new
+	# command after the Async Message rejected with "waiting for logout"
+	# (reason 0x0d); then MODE "logout": Logout, its Response, the connection
+	# closed; MODE "ignore": no Logout, the target closes the connection itself
+	# within the time the Async Message gave plus a little.
+	my ($mode, $size, $lba) = @args;
+	my $k = login($s, "InitialR2T=No", "ImmediateData=Yes", "FirstBurstLength=$size",
+		"MaxBurstLength=$size", "MaxRecvDataSegmentLength=262144");
+	fail("login status $k->{_status}") if $k->{_status};
+	my $tmrdsl = $k->{MaxRecvDataSegmentLength} // 8192;
+	my $n = $size / 512;
+	my $data = pack("N", 0x7e40000 + $$ % 65536) x ($size / 4);
+	my $first = $size < $tmrdsl ? $size : $tmrdsl;
+	my $t = scsi_cmd($s, $first == $size ? 0xA0 : 0x20, $size,
+		pack("C C N C n C", 0x2a, 0, $lba, 0, $n, 0), substr($data, 0, $first));
+	my $sn = 0;
+	for (my $o = $first; $o < $size; $o += $tmrdsl) {
+		my $len = $size - $o < $tmrdsl ? $size - $o : $tmrdsl;
+		data_out($s, $t, 0xFFFFFFFF, $sn++, $o, substr($data, $o, $len), $o + $len >= $size);
+	}
+	print "ready\n";
+	STDOUT->flush();
+	my ($async, $wst, $rej, $tur, $secs);
+	while (!defined $async || !defined $wst || ($mode eq "logout" && !defined $rej)) {
+		my ($r, $d) = recv_pdu($s);
+		fail("connection closed: Async " . ($async // "none") . ", WRITE status "
+			. ($wst // "none")) unless $r;
+		my $op = unpack("C", $r) & 0x3f;
+		my $it = unpack("N", substr($r, 16, 4));
+		if ($op == 0x32) {
+			$async = unpack("C", substr($r, 36, 1));
+			$secs = unpack("n", substr($r, 38, 2));
+			fail("Async event $async, not a logout request") unless $async == 1;
+			# a new command now: refused, the session waits for our Logout
+			$tur = scsi_cmd($s, 0x80, 0, "\0" x 6) if $mode eq "logout";
+		} elsif ($op == 0x21 && $it == $t) {
+			$wst = unpack("C", substr($r, 3, 1));
+		} elsif ($op == 0x3f) {
+			$rej = unpack("C", substr($r, 2, 1));
+			fail("Reject for another PDU") unless unpack("N", substr($d, 16, 4)) == $tur;
+		} else {
+			fail(sprintf("unexpected PDU opcode 0x%02x ITT 0x%x", $op, $it));
+		}
+	}
+	fail("WRITE status $wst") if $wst;
+	if ($mode eq "logout") {
+		fail(sprintf("Reject reason 0x%02x", $rej)) unless $rej == 0x0d;
+		fail("logout") unless logout($s);
+		fail("not closed after the Logout Response") unless expect_closed($s, 5);
+		print "async, write GOOD, reject 0x0d, logout\n";
+	} else {
+		my $t0 = time;
+		fail("not closed after ignoring the logout request") unless expect_closed($s, $secs + 8);
+		printf "async (%d s), write GOOD, closed after %.1f s\n", $secs, time - $t0;
+	}
 } elsif ($scenario eq "sessions") {
 	# N sessions logged in at once, each doing a TEST UNIT READY, held open
 	my $n = $args[0] // 64;
