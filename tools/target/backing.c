@@ -444,6 +444,34 @@ lun_map_read(struct tgt_lun *lu, void *buf, size_t len, uint64_t off)
 	return lun_map_copy(buf, lu->map + off, len, false);
 }
 
+_Atomic int tgt_lun_shrunk_pending;
+
+void
+tgt_lun_mark_shrunk(struct tgt_lun *lu)
+{
+	atomic_store(&lu->shrunk, true);
+	atomic_store(&tgt_lun_shrunk_pending, 1);
+}
+
+bool
+tgt_lun_refresh_size(struct tgt_lun *lu)
+{
+	struct stat st;
+	if (!atomic_exchange(&lu->shrunk, false) || fstat(lu->fd, &st) < 0 ||
+	    !S_ISREG(st.st_mode)) {
+		return false;
+	}
+	uint64_t n = (uint64_t)st.st_size / lu->block_size;
+	if (n == lu->nblocks) {
+		return false;
+	}
+	tgt_info("LUN %s: its file is now %llu bytes (was %llu): capacity changed", lu->path,
+		 (unsigned long long)st.st_size,
+		 (unsigned long long)(lu->nblocks * lu->block_size));
+	__atomic_store_n(&lu->nblocks, n, __ATOMIC_RELAXED);
+	return true;
+}
+
 int
 lun_pread(struct tgt_lun *lu, void *buf, size_t len, uint64_t off)
 {
@@ -460,9 +488,11 @@ lun_pread(struct tgt_lun *lu, void *buf, size_t len, uint64_t off)
 			}
 			return -errno;
 		}
-		if (n == 0) { /* past the end of a file that shrank: zeros */
-			memset(p, 0, len);
-			return 0;
+		if (n == 0) {
+			/* past the end of a file that shrank: what was there is gone,
+			 * zeros would be silent wrong data */
+			tgt_lun_mark_shrunk(lu);
+			return -ENXIO;
 		}
 		p += n;
 		len -= (size_t)n;
@@ -501,9 +531,13 @@ int
 lun_pwrite(struct tgt_lun *lu, const void *buf, size_t len, uint64_t off)
 {
 	const uint8_t *p = buf;
-	if (lu->map && !lu->ro && off <= lu->map_len && len <= lu->map_len - off &&
-	    lun_map_copy(lu->map + off, buf, len, true) == 0) {
-		return 0;
+	if (lu->map && !lu->ro && off <= lu->map_len && len <= lu->map_len - off) {
+		if (lun_map_copy(lu->map + off, buf, len, true) == 0) {
+			return 0;
+		}
+		/* SIGBUS: the file shrank; a pwrite would grow it back in silence */
+		tgt_lun_mark_shrunk(lu);
+		return -ENXIO;
 	}
 	while (len) {
 		ssize_t n = pwrite(lu->fd, p, len, (off_t)off);

@@ -296,7 +296,13 @@ conn_flush_zc(struct iscsi_conn *c, struct tx_pdu *p)
 				conn_close(c);
 				return -1;
 			}
-			while (eof && filled < n) { /* past the end of a file that shrank: zeros */
+			if (eof && filled < n) {
+				/* the file shrank after the READ was answered GOOD: the
+				 * data is gone; zeros now, and the LUN's capacity is
+				 * reread (CAPACITY DATA HAS CHANGED for what follows) */
+				tgt_lun_mark_shrunk(lu);
+			}
+			while (eof && filled < n) {
 				static const uint8_t zeros[4096];
 				size_t z = n - filled < sizeof(zeros) ? (size_t)(n - filled)
 								      : sizeof(zeros);
@@ -494,6 +500,7 @@ conn_flush(struct iscsi_conn *c)
 			pthread_rwlock_unlock(&mlu->io_lock);
 			if (!ok) {
 				tgt_info("%s: the LUN's file shrank under a read, closing", c->peer);
+				tgt_lun_mark_shrunk(mlu);
 				conn_close(c);
 				return;
 			}
@@ -2311,6 +2318,42 @@ server_tick(void)
 	}
 }
 
+/*
+ * A LUN's file shrank under us (an I/O ran past its end): its capacity is
+ * reread, and every session of every target exporting it gets CAPACITY DATA
+ * HAS CHANGED on it, so the initiator rereads it (SBC-3 4.6). The I/O that
+ * found it was answered ILLEGAL REQUEST / LBA OUT OF RANGE.
+ */
+static void
+server_check_shrunk(void)
+{
+	struct tgt_target *tg;
+	atomic_store(&tgt_lun_shrunk_pending, 0);
+	TAILQ_FOREACH(tg, &srv.targets, link)
+	{
+		for (int i = 0; i < tg->nluns; i++) {
+			struct tgt_lun *lu = tg->luns[i].lu;
+			if (tgt_lun_refresh_size(lu)) {
+				lu->size_changed = true;
+			}
+		}
+	}
+	TAILQ_FOREACH(tg, &srv.targets, link)
+	{
+		for (int i = 0; i < tg->nluns; i++) {
+			if (tg->luns[i].lu->size_changed) {
+				conn_set_ua(tg, false, tg->luns[i].lun, ASC_CAPACITY_CHANGED);
+			}
+		}
+	}
+	TAILQ_FOREACH(tg, &srv.targets, link)
+	{
+		for (int i = 0; i < tg->nluns; i++) {
+			tg->luns[i].lu->size_changed = false;
+		}
+	}
+}
+
 extern void main_handle_signal(int sig); /* main.c */
 
 static void
@@ -2363,6 +2406,9 @@ server_run(void)
 					conn_flush(c);
 				}
 			}
+		}
+		if (atomic_load_explicit(&tgt_lun_shrunk_pending, memory_order_relaxed)) {
+			server_check_shrunk();
 		}
 		server_sweep();
 		time_t now = time(NULL);

@@ -653,6 +653,42 @@ if ($scenario eq "digests") {
 		fail("not closed after ignoring the logout request") unless expect_closed($s, $secs + 8);
 		printf "async (%d s), write GOOD, closed after %.1f s\n", $secs, time - $t0;
 	}
+} elsif ($scenario eq "cdb") {
+	# send each CDB (hex) with a READ of ALLOC bytes (0: no data), or with
+	# ALLOC "w:HEX" these bytes written as immediate data (up to 64 KiB), and
+	# print "status HEX-DATA" or "status sense HEX-SENSE", one line per CDB:
+	#   cdb ALLOC HEXCDB [ALLOC HEXCDB]...
+	my $k = login($s, "MaxRecvDataSegmentLength=262144", "ImmediateData=Yes",
+		"FirstBurstLength=65536");
+	fail("login status $k->{_status}") if $k->{_status};
+	while (my ($alloc, $hex) = splice(@args, 0, 2)) {
+		my $t;
+		if ($alloc =~ /^w:([0-9a-f]*)$/i) {
+			my $out = pack("H*", $1);
+			$t = scsi_cmd($s, 0xA0, length $out, pack("H*", $hex), $out);
+		} else {
+			$t = scsi_cmd($s, $alloc ? 0xC0 : 0x80, $alloc, pack("H*", $hex));
+		}
+		my $buf = "";
+		for (;;) {
+			my ($r, $d) = recv_pdu($s);
+			fail("connection closed") unless $r;
+			my $op = unpack("C", $r) & 0x3f;
+			fail(sprintf("unexpected PDU opcode 0x%02x", $op))
+				unless ($op == 0x21 || $op == 0x25) && unpack("N", substr($r, 16, 4)) == $t;
+			if ($op == 0x25) {
+				substr($buf, unpack("N", substr($r, 40, 4)), length $d) = $d;
+				next unless unpack("C", substr($r, 1, 1)) & 1;
+				print unpack("C", substr($r, 3, 1)), " ", unpack("H*", $buf), "\n";
+			} else {
+				my $st = unpack("C", substr($r, 3, 1));
+				print $st, $st == 2 && length $d > 2
+					? " sense " . unpack("H*", substr($d, 2)) : " " . unpack("H*", $buf), "\n";
+			}
+			last;
+		}
+	}
+	fail("logout") unless logout($s);
 } elsif ($scenario eq "sessions") {
 	# N sessions logged in at once, each doing a TEST UNIT READY, held open
 	my $n = $args[0] // 64;

@@ -106,6 +106,11 @@ struct tgt_lun {
 	uint16_t res6_rtpi;		/* protected by lock */
 	uint8_t wce;			/* write cache enable (mode page 8); protected by lock */
 	_Atomic uint8_t swp; /* software write protect (control mode page, MODE SELECT) */
+	/* an I/O found the file shorter than nblocks (it shrank under us): the
+	 * loop rereads its size (tgt_lun_refresh_size) and raises CAPACITY DATA
+	 * HAS CHANGED; nblocks is written only there (relaxed atomic store) */
+	_Atomic bool shrunk;
+	bool size_changed; /* loop thread only: unit attention to raise */
 	struct xcopy_result {
 		bool valid;
 		uint8_t list_id;
@@ -268,6 +273,7 @@ struct scsi_cmd {
 #define ASC_INVALID_FIELD_IN_CDB 0x2400
 #define ASC_LUN_NOT_SUPPORTED 0x2500
 #define ASC_REPORTED_LUNS_CHANGED 0x3f0e
+#define ASC_CAPACITY_CHANGED 0x2a09
 #define ASC_INVALID_FIELD_IN_PARAM 0x2600
 #define ASC_PARAM_LIST_LENGTH 0x1a00
 #define ASC_WRITE_PROTECTED 0x2700
@@ -363,7 +369,13 @@ void pr_nexus_lost(struct tgt_lun *lu, const char *iport, uint16_t rtpi);
 void pr_lun_reset(struct tgt_lun *lu);
 
 /* ---- backend I/O and the worker pool (backing.c) ---- */
+/* -ENXIO past the end of a file that shrank (the LUN is marked shrunk) */
 int lun_pread(struct tgt_lun *lu, void *buf, size_t len, uint64_t off);
+/* Some LUN was marked shrunk since the loop last looked (tgt_lun_mark_shrunk). */
+extern _Atomic int tgt_lun_shrunk_pending;
+void tgt_lun_mark_shrunk(struct tgt_lun *lu);
+/* After a mark: reread the size; true when the capacity changed. Loop thread. */
+bool tgt_lun_refresh_size(struct tgt_lun *lu);
 /* pread from the page cache only: -EAGAIN when that would block. */
 /* A write that in-flight zero-copy reads never see half of (COMPARE AND WRITE...). */
 int lun_pwrite_atomic(struct tgt_lun *lu, const void *buf, size_t len, uint64_t off);

@@ -1,0 +1,61 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# A LUN's file that shrinks under the target (truncated by someone else). What
+# was beyond the new end is gone: a READ there must not come back GOOD with
+# zeros, a WRITE there must not grow the file back in silence. The I/O that
+# finds it gets ILLEGAL REQUEST / LBA OUT OF RANGE, every session gets UNIT
+# ATTENTION / CAPACITY DATA HAS CHANGED on the LUN, READ CAPACITY tells the new
+# size, what is left reads back right, and the daemon keeps serving. Run on a
+# tmpfs file (writes into its mapping, reads by splice or from the mapping)
+# and with VDISK_TARGET_NO_MMAP=1 (pread/pwrite only).
+. "$(dirname "$0")/lib.sh"
+. "$SRCDIR/tools/target/test-lib.sh"
+requires which perl xxd iscsi-inq
+
+PEER_CDB() {
+	perl "$SRCDIR/tools/target/iscsi-peer.pl" 127.0.0.1 "$P1" "$IQN" cdb "$@"
+}
+# sense KEY ASC: the line of a CHECK CONDITION with that key and ASC/ASCQ
+sense() {
+	printf '2 sense 7000%02x000000000a00000000%s00000000\n' "$1" "$2"
+}
+OOR=$(sense 5 2100)
+UA=$(sense 6 2a09)
+
+round() {
+	_n=$1
+	P1=$(free_port)
+	head -c 16M /dev/urandom >"$T/disk"
+	ok "$_n: start the target on a 16 MiB file" \
+		start_target --iqn "$IQN" --portal "127.0.0.1:$P1" --lun "0=$T/disk"
+	ok_eq "$(PEER_CDB 4096 28000000400000000800 | cut -c1-2)" "0 " "$_n: a READ at 8 MiB works"
+	truncate -s 4M "$T/disk"
+	_head=$(head -c 4096 "$T/disk" | xxd -p | tr -d '\n')
+	# READ 4 KiB at 5 MiB, TUR, READ 64 KiB at 6 MiB, READ CAPACITY(16),
+	# READ 4 KiB at 0, WRITE 4 KiB at 6 MiB
+	PEER_CDB 4096 28000000280000000800 0 000000000000 65536 28000000300000008000 \
+		32 9e100000000000000000000000200000 4096 28000000000000000800 \
+		"w:$(printf '%08192d' 0)" 2a000000300000000800 >"$T/out" 2>&1
+	sed 's/^/# /' "$T/out" | cut -c1-100
+	ok_eq "$(sed -n 1p "$T/out")" "$OOR" "$_n: READ past the new end: ILLEGAL REQUEST, LBA OUT OF RANGE"
+	ok_eq "$(sed -n 2p "$T/out")" "$UA" "$_n: then UNIT ATTENTION, CAPACITY DATA HAS CHANGED"
+	ok_eq "$(sed -n 3p "$T/out")" "$OOR" "$_n: a 64 KiB READ past the end: LBA OUT OF RANGE"
+	ok_eq "$(sed -n 4p "$T/out" | cut -c1-18)" "0 0000000000001fff" \
+		"$_n: READ CAPACITY(16): the last LBA is now 8191"
+	ok_eq "$(sed -n 5p "$T/out")" "0 $_head" "$_n: what is left reads back right"
+	ok_eq "$(sed -n 6p "$T/out")" "$OOR" "$_n: WRITE past the new end: LBA OUT OF RANGE"
+	ok_eq "$(stat -c %s "$T/disk")" 4194304 "$_n: ... and the file did not grow back"
+	# once more, the first I/O after the shrink a READ of 64 KiB (by reference on tmpfs)
+	truncate -s 2M "$T/disk"
+	PEER_CDB 65536 28000000180000008000 0 000000000000 >"$T/out" 2>&1
+	ok_eq "$(sed -n 1p "$T/out")" "$OOR" "$_n: shrunk again, a 64 KiB READ past the end: LBA OUT OF RANGE"
+	ok_eq "$(sed -n 2p "$T/out")" "$UA" "$_n: ... CAPACITY DATA HAS CHANGED"
+	ok "$_n: the daemon still serves" sh -c "iscsi-inq '$(lun_url 127.0.0.1 "$P1" 0)' >/dev/null"
+	ok "$_n: stop the target" stop_target
+	ok "$_n: the daemon logged it" grep -q "capacity changed" "$T/target.log"
+}
+round tmpfs
+VDISK_TARGET_NO_MMAP=1
+export VDISK_TARGET_NO_MMAP
+round no-mmap
+done_testing
