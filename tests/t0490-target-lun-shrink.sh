@@ -7,10 +7,14 @@
 # ATTENTION / CAPACITY DATA HAS CHANGED on the LUN, READ CAPACITY tells the new
 # size, what is left reads back right, and the daemon keeps serving. Run on a
 # tmpfs file (writes into its mapping, reads by splice or from the mapping)
-# and with VDISK_TARGET_NO_MMAP=1 (pread/pwrite only).
+# and with VDISK_TARGET_NO_MMAP=1 (pread/pwrite only). Last, a LUN on a
+# vdiskfs mount whose daemon dies: reads get MEDIUM ERROR / UNRECOVERED READ
+# ERROR, writes MEDIUM ERROR / WRITE ERROR, and the target lives on.
 . "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/fs-lib.sh"
 . "$SRCDIR/tools/target/test-lib.sh"
-requires which perl xxd iscsi-inq
+requires which perl xxd iscsi-inq fusermount3
+requires test -c /dev/fuse
 
 PEER_CDB() {
 	perl "$SRCDIR/tools/target/iscsi-peer.pl" 127.0.0.1 "$P1" "$IQN" cdb "$@"
@@ -58,4 +62,24 @@ round tmpfs
 VDISK_TARGET_NO_MMAP=1
 export VDISK_TARGET_NO_MMAP
 round no-mmap
+unset VDISK_TARGET_NO_MMAP
+
+P1=$(free_port)
+ok "create a 16 MiB native image" mkimg "$T/img.vdk" 16M
+ok "mount it" fs_mount "$T/img.vdk" "$T/mnt"
+ok "export MOUNT/disk" start_target --iqn "$IQN" --portal "127.0.0.1:$P1" --lun "0=$T/mnt/disk"
+ok_eq "$(PEER_CDB 4096 28000000000000000800 | cut -c1-2)" "0 " "a READ works"
+kill -KILL "$FS_PID"
+wait "$FS_PID" 2>/dev/null
+# (LBA 0 is in the kernel's page cache: a READ there, or a WRITE without FUA,
+# still succeeds; SYNCHRONIZE CACHE tells the loss)
+PEER_CDB 4096 28000000400000000800 "w:$(printf '%08192d' 0)" 2a080000400000000800 \
+	0 350000000000000000 >"$T/out" 2>&1
+sed 's/^/# /' "$T/out" | cut -c1-100
+ok_eq "$(sed -n 1p "$T/out")" "$(sense 3 1100)" "vdiskfs died: READ gets MEDIUM ERROR, UNRECOVERED READ ERROR"
+ok_eq "$(sed -n 2p "$T/out")" "$(sense 3 0c00)" "... WRITE (FUA) gets MEDIUM ERROR, WRITE ERROR"
+ok_eq "$(sed -n 3p "$T/out")" "$(sense 3 0c00)" "... SYNCHRONIZE CACHE gets MEDIUM ERROR, WRITE ERROR"
+ok "the daemon still serves" sh -c "iscsi-inq '$(lun_url 127.0.0.1 "$P1" 0)' >/dev/null"
+ok "stop the target" stop_target
+ok "unmount the dead mount" fusermount3 -u "$T/mnt"
 done_testing

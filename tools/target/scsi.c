@@ -181,7 +181,8 @@ scsi_sense_errno(struct scsi_cmd *cmd, int err)
 	case -EIO:
 	case -EBADMSG:
 	default:
-		return scsi_sense(cmd, SK_MEDIUM_ERROR, ASC_READ_ERROR);
+		/* (-ENOTCONN too: a FUSE file system whose daemon died) */
+		return scsi_sense(cmd, SK_MEDIUM_ERROR, cmd->out ? ASC_WRITE_ERROR : ASC_READ_ERROR);
 	}
 }
 
