@@ -9,7 +9,9 @@
 # tmpfs file (writes into its mapping, reads by splice or from the mapping)
 # and with VDISK_TARGET_NO_MMAP=1 (pread/pwrite only). Last, a LUN on a
 # vdiskfs mount whose daemon dies: reads get MEDIUM ERROR / UNRECOVERED READ
-# ERROR, writes MEDIUM ERROR / WRITE ERROR, and the target lives on.
+# ERROR, writes MEDIUM ERROR / WRITE ERROR, and the target lives on; mounted
+# again, a reload serves the new mount. A file that grows is seen by READ
+# CAPACITY; a file replaced at the same path is served after a reload.
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/fs-lib.sh"
 . "$SRCDIR/tools/target/test-lib.sh"
@@ -64,6 +66,28 @@ export VDISK_TARGET_NO_MMAP
 round no-mmap
 unset VDISK_TARGET_NO_MMAP
 
+# a file grown by its owner: READ CAPACITY tells the new size (an initiator's
+# rescan), and the new blocks can be used; a file replaced by another one at
+# the same path: a reload (SIGHUP) serves the new file, not the deleted one
+P1=$(free_port)
+head -c 16M /dev/urandom >"$T/disk"
+ok "start the target on a 16 MiB file" \
+	start_target --iqn "$IQN" --portal "127.0.0.1:$P1" --lun "0=$T/disk"
+truncate -s 32M "$T/disk"
+PEER_CDB 32 9e100000000000000000000000200000 4096 28000000c00000000800 >"$T/out" 2>&1
+ok_eq "$(sed -n 1p "$T/out" | cut -c1-18)" "0 000000000000ffff" \
+	"grown to 32 MiB: READ CAPACITY(16) says the last LBA is 65535"
+ok_eq "$(sed -n 2p "$T/out")" "0 $(printf '%08192d' 0)" "... a READ at 24 MiB works: zeros"
+mv "$T/disk" "$T/disk.old"
+head -c 8M /dev/urandom >"$T/disk"
+kill -HUP "$TPID"
+sleep 1
+PEER_CDB 4096 28000000000000000800 32 9e100000000000000000000000200000 >"$T/out" 2>&1
+ok_eq "$(sed -n 1p "$T/out")" "0 $(head -c 4096 "$T/disk" | xxd -p | tr -d '\n')" \
+	"replaced by another file and reloaded: the new file's data"
+ok_eq "$(sed -n 2p "$T/out" | cut -c1-18)" "0 0000000000003fff" "... and its size"
+ok "stop the target" stop_target
+
 P1=$(free_port)
 ok "create a 16 MiB native image" mkimg "$T/img.vdk" 16M
 ok "mount it" fs_mount "$T/img.vdk" "$T/mnt"
@@ -80,6 +104,12 @@ ok_eq "$(sed -n 1p "$T/out")" "$(sense 3 1100)" "vdiskfs died: READ gets MEDIUM 
 ok_eq "$(sed -n 2p "$T/out")" "$(sense 3 0c00)" "... WRITE (FUA) gets MEDIUM ERROR, WRITE ERROR"
 ok_eq "$(sed -n 3p "$T/out")" "$(sense 3 0c00)" "... SYNCHRONIZE CACHE gets MEDIUM ERROR, WRITE ERROR"
 ok "the daemon still serves" sh -c "iscsi-inq '$(lun_url 127.0.0.1 "$P1" 0)' >/dev/null"
+# vdiskfs started again on the same mount point, the target reloaded: served again
+ok "detach the dead mount" fusermount3 -u -z "$T/mnt"
+ok "mount the image again" fs_mount "$T/img.vdk" "$T/mnt"
+kill -HUP "$TPID"
+sleep 1
+ok_eq "$(PEER_CDB 4096 28000000400000000800 | cut -c1-2)" "0 " "reloaded: the new mount's disk is served"
 ok "stop the target" stop_target
-ok "unmount the dead mount" fusermount3 -u "$T/mnt"
+ok "unmount" fs_umount "$T/mnt"
 done_testing

@@ -297,7 +297,7 @@ main(void)
 		   "a WRITE past the end of the shrunk file: LBA OUT OF RANGE, no SIGBUS, "
 		   "the file not grown back");
 		cmd_free(c);
-		ok(atomic_load(&sl->shrunk) && tgt_lun_refresh_size(sl) && sl->nblocks == 128,
+		ok(atomic_load(&sl->recheck) && tgt_lun_update_size(sl) && sl->nblocks == 128,
 		   "the LUN was marked shrunk; its capacity reread: 128 blocks");
 		rw10(cdb, 0x28, 1024, 8);
 		c = cmd_new(sl, cdb, 10, NULL, 0, 4096);

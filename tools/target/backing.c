@@ -444,31 +444,45 @@ lun_map_read(struct tgt_lun *lu, void *buf, size_t len, uint64_t off)
 	return lun_map_copy(buf, lu->map + off, len, false);
 }
 
-_Atomic int tgt_lun_shrunk_pending;
+_Atomic int tgt_lun_resize_pending;
 
 void
 tgt_lun_mark_shrunk(struct tgt_lun *lu)
 {
-	atomic_store(&lu->shrunk, true);
-	atomic_store(&tgt_lun_shrunk_pending, 1);
+	atomic_store(&lu->recheck, true);
+	atomic_store(&tgt_lun_resize_pending, 1);
+}
+
+void
+tgt_lun_mark_resized(struct tgt_lun *lu)
+{
+	atomic_store(&lu->resized, true);
+	atomic_store(&tgt_lun_resize_pending, 1);
 }
 
 bool
-tgt_lun_refresh_size(struct tgt_lun *lu)
+tgt_lun_update_size(struct tgt_lun *lu)
 {
 	struct stat st;
-	if (!atomic_exchange(&lu->shrunk, false) || fstat(lu->fd, &st) < 0 ||
-	    !S_ISREG(st.st_mode)) {
+	uint64_t size;
+	if (fstat(lu->fd, &st) < 0) {
 		return false;
 	}
-	uint64_t n = (uint64_t)st.st_size / lu->block_size;
-	if (n == lu->nblocks) {
+	if (S_ISBLK(st.st_mode)) {
+		if (ioctl(lu->fd, BLKGETSIZE64, &size) < 0) {
+			return false;
+		}
+	} else {
+		size = (uint64_t)st.st_size;
+	}
+	uint64_t n = size / lu->block_size;
+	uint64_t old = __atomic_exchange_n(&lu->nblocks, n, __ATOMIC_RELAXED);
+	if (n == old) {
 		return false;
 	}
-	tgt_info("LUN %s: its file is now %llu bytes (was %llu): capacity changed", lu->path,
-		 (unsigned long long)st.st_size,
-		 (unsigned long long)(lu->nblocks * lu->block_size));
-	__atomic_store_n(&lu->nblocks, n, __ATOMIC_RELAXED);
+	tgt_info("LUN %s: now %llu bytes (was %llu): capacity changed", lu->path,
+		 (unsigned long long)(n * lu->block_size),
+		 (unsigned long long)(old * lu->block_size));
 	return true;
 }
 

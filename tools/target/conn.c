@@ -94,6 +94,7 @@ static void task_put(struct iscsi_task *t);
 static bool conn_parse(struct iscsi_conn *c);
 static void conn_set_events(struct iscsi_conn *c, bool want_out);
 static void conn_fence_release(void);
+static void server_check_resized(void);
 
 struct tgt_target_list *
 server_targets(void)
@@ -730,11 +731,34 @@ task_dispatch(struct iscsi_conn *c, struct iscsi_task *t)
 	workq_submit(&t->work);
 }
 
+/*
+ * A READ CAPACITY that found a new size: the other sessions get CAPACITY DATA
+ * HAS CHANGED now, not this one, which has just been told the new capacity.
+ */
+static void
+task_capacity_seen(struct iscsi_conn *c, struct iscsi_task *t)
+{
+	struct scsi_cmd *cmd = &t->cmd;
+	bool rc = cmd->cdb[0] == 0x25 || (cmd->cdb[0] == 0x9e && (cmd->cdb[1] & 0x1f) == 0x10);
+	if (!rc || !cmd->lu || !atomic_load(&cmd->lu->resized)) {
+		return;
+	}
+	server_check_resized();
+	for (int k = 0; k < c->nua; k++) {
+		if (c->ua[k].lun == cmd->lun && c->ua[k].asc == ASC_CAPACITY_CHANGED) {
+			c->ua[k--] = c->ua[--c->nua];
+		}
+	}
+}
+
 /* Send the SCSI result of a completed task. */
 static void
 task_respond(struct iscsi_conn *c, struct iscsi_task *t)
 {
 	struct scsi_cmd *cmd = &t->cmd;
+	if (cmd->status == SAM_STAT_GOOD) {
+		task_capacity_seen(c, t);
+	}
 	uint32_t edtl = t->edtl;
 	uint32_t xfer = 0, resid = 0;
 	uint8_t rflags = 0;
@@ -2319,21 +2343,24 @@ server_tick(void)
 }
 
 /*
- * A LUN's file shrank under us (an I/O ran past its end): its capacity is
- * reread, and every session of every target exporting it gets CAPACITY DATA
- * HAS CHANGED on it, so the initiator rereads it (SBC-3 4.6). The I/O that
- * found it was answered ILLEGAL REQUEST / LBA OUT OF RANGE.
+ * A LUN's size changed: its file shrank under us (an I/O ran past its end,
+ * and was answered ILLEGAL REQUEST / LBA OUT OF RANGE), or READ CAPACITY or a
+ * reload found it grown or shrunk. Every session of every target exporting it
+ * gets CAPACITY DATA HAS CHANGED on it (SBC-3 4.6), so the initiator rereads it.
  */
 static void
-server_check_shrunk(void)
+server_check_resized(void)
 {
 	struct tgt_target *tg;
-	atomic_store(&tgt_lun_shrunk_pending, 0);
+	atomic_store(&tgt_lun_resize_pending, 0);
 	TAILQ_FOREACH(tg, &srv.targets, link)
 	{
 		for (int i = 0; i < tg->nluns; i++) {
 			struct tgt_lun *lu = tg->luns[i].lu;
-			if (tgt_lun_refresh_size(lu)) {
+			if (atomic_exchange(&lu->recheck, false) && tgt_lun_update_size(lu)) {
+				lu->size_changed = true;
+			}
+			if (atomic_exchange(&lu->resized, false)) {
 				lu->size_changed = true;
 			}
 		}
@@ -2407,8 +2434,8 @@ server_run(void)
 				}
 			}
 		}
-		if (atomic_load_explicit(&tgt_lun_shrunk_pending, memory_order_relaxed)) {
-			server_check_shrunk();
+		if (atomic_load_explicit(&tgt_lun_resize_pending, memory_order_relaxed)) {
+			server_check_resized();
 		}
 		server_sweep();
 		time_t now = time(NULL);

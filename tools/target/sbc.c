@@ -343,10 +343,24 @@ sbc_prefetch(struct scsi_cmd *cmd)
 	return SAM_STAT_CONDITION_MET;
 }
 
+/*
+ * READ CAPACITY rereads the size of the file (or device): a LUN file grown
+ * (or shrunk) by its owner is seen when the initiator rescans; the other
+ * sessions get CAPACITY DATA HAS CHANGED.
+ */
+static void
+sbc_capacity_refresh(struct tgt_lun *lu)
+{
+	if (tgt_lun_update_size(lu)) {
+		tgt_lun_mark_resized(lu);
+	}
+}
+
 int
 sbc_read_capacity10(struct scsi_cmd *cmd)
 {
 	struct tgt_lun *lu = cmd->lu;
+	sbc_capacity_refresh(lu);
 	uint64_t last = lu->nblocks ? lu->nblocks - 1 : 0;
 
 	if (!(cmd->cdb[8] & 1) && get_be32(cmd->cdb + 2)) {
@@ -366,6 +380,7 @@ sbc_read_capacity16(struct scsi_cmd *cmd)
 	struct tgt_lun *lu = cmd->lu;
 	uint32_t alloc = get_be32(cmd->cdb + 10);
 
+	sbc_capacity_refresh(lu);
 	if (scsi_alloc_in(cmd, 32) < 0) {
 		return scsi_sense_errno(cmd, -ENOMEM);
 	}

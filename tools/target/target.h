@@ -106,10 +106,12 @@ struct tgt_lun {
 	uint16_t res6_rtpi;		/* protected by lock */
 	uint8_t wce;			/* write cache enable (mode page 8); protected by lock */
 	_Atomic uint8_t swp; /* software write protect (control mode page, MODE SELECT) */
-	/* an I/O found the file shorter than nblocks (it shrank under us): the
-	 * loop rereads its size (tgt_lun_refresh_size) and raises CAPACITY DATA
-	 * HAS CHANGED; nblocks is written only there (relaxed atomic store) */
-	_Atomic bool shrunk;
+	/* the size of the file changed under us: an I/O found it shorter than
+	 * nblocks (recheck: the loop rereads it), or READ CAPACITY or a reload
+	 * found another size (resized: done); the loop then queues CAPACITY DATA
+	 * HAS CHANGED. nblocks is updated by tgt_lun_update_size (atomic store) */
+	_Atomic bool recheck;
+	_Atomic bool resized;
 	bool size_changed; /* loop thread only: unit attention to raise */
 	struct xcopy_result {
 		bool valid;
@@ -371,11 +373,14 @@ void pr_lun_reset(struct tgt_lun *lu);
 /* ---- backend I/O and the worker pool (backing.c) ---- */
 /* -ENXIO past the end of a file that shrank (the LUN is marked shrunk) */
 int lun_pread(struct tgt_lun *lu, void *buf, size_t len, uint64_t off);
-/* Some LUN was marked shrunk since the loop last looked (tgt_lun_mark_shrunk). */
-extern _Atomic int tgt_lun_shrunk_pending;
+/* Some LUN was marked since the loop last looked (tgt_lun_mark_*). */
+extern _Atomic int tgt_lun_resize_pending;
+/* An I/O ran past the end of the file: the loop rereads its size. */
 void tgt_lun_mark_shrunk(struct tgt_lun *lu);
-/* After a mark: reread the size; true when the capacity changed. Loop thread. */
-bool tgt_lun_refresh_size(struct tgt_lun *lu);
+/* The size changed (tgt_lun_update_size said so): the loop raises the UA. */
+void tgt_lun_mark_resized(struct tgt_lun *lu);
+/* Reread the size of the file or device into nblocks; true when it changed. */
+bool tgt_lun_update_size(struct tgt_lun *lu);
 /* pread from the page cache only: -EAGAIN when that would block. */
 /* A write that in-flight zero-copy reads never see half of (COMPARE AND WRITE...). */
 int lun_pwrite_atomic(struct tgt_lun *lu, const void *buf, size_t len, uint64_t off);
