@@ -476,10 +476,11 @@ tgt_lun_update_size(struct tgt_lun *lu)
 		size = (uint64_t)st.st_size;
 	}
 	uint64_t n = size / lu->block_size;
-	uint64_t old = __atomic_exchange_n(&lu->nblocks, n, __ATOMIC_RELAXED);
+	uint64_t old = atomic_load(&lu->nblocks);
 	if (n == old) {
 		return false;
 	}
+	atomic_store(&lu->nblocks, n);
 	tgt_info("LUN %s: now %llu bytes (was %llu): capacity changed", lu->path,
 		 (unsigned long long)(n * lu->block_size),
 		 (unsigned long long)(old * lu->block_size));

@@ -86,7 +86,7 @@ struct tgt_lun {
 	char *path;
 	bool ro;
 	int fd;
-	uint64_t nblocks;
+	_Atomic uint64_t nblocks; /* reread when the file changes size (tgt_lun_update_size) */
 	uint32_t block_size; /* 512 */
 	uint8_t pb_exp;	     /* physical block = block_size << pb_exp */
 	bool can_unmap;
