@@ -122,6 +122,7 @@ struct vdk_ahead {
 	bool grow_busy;			/* a grow thread runs for this layer */
 	bool grow_stop;			/* no more: an error, a freeze, the close */
 	bool grew;			/* the file was allocated past its size at open */
+	bool punched;			/* a hole was punched while the grow thread ran */
 	uint64_t grow_from, grow_to;	/* the running thread's range */
 	atomic_uint_fast64_t grow_end;	/* the file is allocated up to here */
 	atomic_uint_fast64_t solid_from; /* and has no hole in [solid_from, grow_end) */
@@ -383,6 +384,7 @@ grow_main(void *arg)
 	pthread_mutex_lock(&a->grow_lock);
 	from = a->grow_from;
 	to = a->grow_to;
+	a->punched = false;
 	pthread_mutex_unlock(&a->grow_lock);
 	r = fallocate(l->fd, 0, (off_t)from, (off_t)(to - from));
 	if (r == 0) {
@@ -391,8 +393,14 @@ grow_main(void *arg)
 	}
 	pthread_mutex_lock(&a->grow_lock);
 	if (r == 0) {
-		/* A gap before `from` (a write past the end) may be a hole: start again there. */
-		if (from != atomic_load(&a->grow_end)) {
+		/*
+		 * A gap before `from` (a write past the end) may be a hole: start
+		 * again there. A hole punched meanwhile may lie in [from, to) itself
+		 * (a block written there and discarded): then nothing is known solid.
+		 */
+		if (a->punched) {
+			atomic_store(&a->solid_from, to);
+		} else if (from != atomic_load(&a->grow_end)) {
 			atomic_store(&a->solid_from, from);
 		}
 		atomic_store(&a->grow_end, to);	/* after solid_from: readers load in the other order */
@@ -469,6 +477,7 @@ vdk_map_punched(struct vd_layer *l)
 	if (a) {
 		pthread_mutex_lock(&a->grow_lock);
 		atomic_store(&a->solid_from, atomic_load(&a->grow_end));
+		a->punched = true;	/* for a grow thread running now */
 		pthread_mutex_unlock(&a->grow_lock);
 	}
 }

@@ -6,7 +6,8 @@
 #   scripts/bench-fs.sh [-s SIZE] [-t SECONDS] [-r N] [-d DIR] [-o OUT.md] [-m]
 #     -s SIZE     virtual disk size (default 4G); the data fills all of it
 #     -t SECONDS  fio runtime per cell (default 5, plus 1 s ramp)
-#     -r N        run each cell N times and keep the best (default 1; for busy machines)
+#     -r N        N passes over the routes, keep each cell's best (default 1); the
+#                 passes alternate in direction: vdiskfs first, then last, ...
 #     -d DIR      scratch directory (default /dev/shm/bench-fs.PID, removed after)
 #     -o OUT.md   also write the tables there
 #     -m          only the memory figure (1 TiB image, 16 snapshots)
@@ -179,46 +180,50 @@ row_name() {
 	esac
 }
 
-# bench_col NAME FILE READONLY PIDS...: every row, results into $DIR/res.NAME
+# bench_col NAME PASS FILE READONLY PIDS...: every row once, into $DIR/res.NAME.PASS;
+# then $DIR/res.NAME holds, per row, the pass with the most MiB/s so far.
 bench_col() {
-	_name=$1 _file=$2 _ro=$3
-	shift 3
-	: >"$DIR/res.$_name"
+	_name=$1 _pass=$2 _file=$3 _ro=$4
+	shift 4
+	_res=$DIR/res.$_name.$_pass
+	: >"$_res"
 	for d in 1 0; do
 		for r in $ROWS; do
 			IFS=: read -r rw bs j <<EOF
 $r
 EOF
-			case $rw in *write*) [ "$_ro" = 1 ] && { echo "$d $r - -" >>"$DIR/res.$_name"; continue; } ;; esac
-			mibs=-1 moved=0 dc=0
-			for _n in $(seq "$REPEAT"); do
-				c0=$(cpu_ticks "$@")
-				res=$(run_fio "$_file" "$rw" "$bs" "$j" "$d")
-				c1=$(cpu_ticks "$@")
-				if [ "${res% *}" -gt "$mibs" ]; then
-					mibs=${res% *}
-					moved=${res#* }
-					dc=$((c1 - c0))
-				fi
-			done
-			[ "$mibs" -ge 0 ] || mibs=-
+			case $rw in *write*) [ "$_ro" = 1 ] && { echo "$d $r - -" >>"$_res"; continue; } ;; esac
+			c0=$(cpu_ticks "$@")
+			res=$(run_fio "$_file" "$rw" "$bs" "$j" "$d")
+			c1=$(cpu_ticks "$@")
+			mibs=${res% *}
+			moved=${res#* }
 			if [ $# -gt 0 ] && [ "$moved" -gt 0 ]; then
 				# µs of daemon CPU per MiB moved
-				cpu=$(awk -v c="$dc" -v t="$TICK" -v b="$moved" \
+				cpu=$(awk -v c="$((c1 - c0))" -v t="$TICK" -v b="$moved" \
 					'BEGIN { printf "%.0f", c / t * 1e6 / (b / 1048576) }')
 			else
 				cpu=-
 			fi
-			echo "$d $r $mibs $cpu" >>"$DIR/res.$_name"
+			echo "$d $r $mibs $cpu" >>"$_res"
 			log "$_name $(row_name "$r") direct=$d: $mibs MiB/s, cpu $cpu us/MiB ($(du -shx "$DIR" | cut -f1) used)"
 		done
 	done
-	if [ -s "$DIR/own.$_name" ]; then
-		echo $(($(cat "$DIR/own.$_name") / 1024)) >"$DIR/rss.$_name"
+	cat "$DIR/res.$_name".* | awk '
+		{ k = $1 " " $2 }
+		!(k in best) { order[++n] = k }
+		!(k in best) || ($3 != "-" && (best[k] == "-" || $3 + 0 > best[k] + 0)) { best[k] = $3; cpu[k] = $4 }
+		END { for (i = 1; i <= n; i++) print order[i], best[order[i]], cpu[order[i]] }' \
+		>"$DIR/res.$_name"
+	if [ -s "$DIR/own.$_name.$_pass" ]; then
+		_v=$(($(cat "$DIR/own.$_name.$_pass") / 1024))
 	elif [ $# -gt 0 ]; then
-		peak_rss_mib "$@" >"$DIR/rss.$_name"
+		_v=$(peak_rss_mib "$@")
 	else
-		echo - >"$DIR/rss.$_name"
+		_v=-
+	fi
+	if [ ! -s "$DIR/rss.$_name" ] || { [ "$_v" != - ] && [ "$_v" -gt "$(cat "$DIR/rss.$_name")" ]; }; then
+		echo "$_v" >"$DIR/rss.$_name"
 	fi
 }
 
@@ -272,106 +277,153 @@ log "data: $SIZE of random bytes in $DIR"
 fio --name=fill --filename="$DIR/raw.img" --rw=write --bs=1M --size="$SIZE_B" --refill_buffers \
 	--output=/dev/null
 
-log "native chain of 4 (vdiskfs, mkdir snapshots/ between quarters)"
-"$VDISK" create -s "$SIZE_B" "$DIR/chain.vdk" >/dev/null
-mkdir -p "$DIR/mnt-vd"
-"$VDISKFS" "$DIR/chain.vdk" "$DIR/mnt-vd"
-MOUNTS="$MOUNTS $DIR/mnt-vd"
-pid=$(find_pid "$DIR/mnt-vd" vdiskfs)
-for k in 0 1 2 3; do
-	dd if="$DIR/raw.img" of="$DIR/mnt-vd/disk" bs=1M skip=$((k * QM)) seek=$((k * QM)) count=$QM \
-		conv=notrunc,fsync status=none
-	[ $k -lt 3 ] && mkdir "$DIR/mnt-vd/snapshots/layer$k"
-done
-fusermount3 -u "$DIR/mnt-vd"
-wait_gone "$pid"
+# ---- the data of each route, made just before its columns, removed after them ----
 
-
-# ---- vdiskfs ----
-log "column vdiskfs"
-"$VDISKFS" "$DIR/chain.vdk" "$DIR/mnt-vd"
-pid=$(find_pid "$DIR/mnt-vd" vdiskfs)
-PIDS="$PIDS $pid"
-cmp -s -n $((64 * 1048576)) "$DIR/mnt-vd/disk" "$DIR/raw.img" || log "WARNING: vdiskfs data differs"
-echo 0 >"$DIR/own.vdiskfs"
-own_rss_watch "$pid" "$DIR/own.vdiskfs" &
-bench_col vdiskfs "$DIR/mnt-vd/disk" 0 "$pid"
-fusermount3 -u "$DIR/mnt-vd"
-wait_gone "$pid"
-
-# Memory: keep at most two copies of the data in /dev/shm at a time.
-rm -f "$DIR"/chain*.vdk "$DIR"/*.vdk
-log "qcow2 chain of 4 (qemu-io write -s)"
-prev=
-for k in 0 1 2 3; do
-	if [ -z "$prev" ]; then
-		qemu-img create -q -f qcow2 "$DIR/q$k.qcow2" "$SIZE_B"
-	else
-		qemu-img create -q -f qcow2 -b "$prev" -F qcow2 "$DIR/q$k.qcow2"
-	fi
-	dd if="$DIR/raw.img" of="$DIR/part" bs=1M skip=$((k * QM)) count=$QM status=none
-	step=$((256 * 1048576))
-	[ "$step" -gt "$Q" ] && step=$Q
-	o=0
-	while [ $o -lt "$Q" ]; do
-		dd if="$DIR/part" of="$DIR/piece" bs=1M skip=$((o / 1048576)) count=$((step / 1048576)) status=none
-		qemu-io -f qcow2 -c "write -q -s $DIR/piece $((k * Q + o)) $step" "$DIR/q$k.qcow2" >/dev/null
-		o=$((o + step))
+prep_native() {
+	log "native chain of 4 (vdiskfs, mkdir snapshots/ between quarters)"
+	"$VDISK" create -s "$SIZE_B" "$DIR/chain.vdk" >/dev/null
+	mkdir -p "$DIR/mnt-vd"
+	"$VDISKFS" "$DIR/chain.vdk" "$DIR/mnt-vd"
+	MOUNTS="$MOUNTS $DIR/mnt-vd"
+	pid=$(find_pid "$DIR/mnt-vd" vdiskfs)
+	for k in 0 1 2 3; do
+		dd if="$DIR/raw.img" of="$DIR/mnt-vd/disk" bs=1M skip=$((k * QM)) seek=$((k * QM)) \
+			count=$QM conv=notrunc,fsync status=none
+		[ $k -lt 3 ] && mkdir "$DIR/mnt-vd/snapshots/layer$k"
 	done
-	rm -f "$DIR/part" "$DIR/piece"
-	prev=q$k.qcow2
+	fusermount3 -u "$DIR/mnt-vd"
+	wait_gone "$pid"
+}
+
+drop_native() {
+	# Memory: keep at most two copies of the data in /dev/shm at a time.
+	rm -f "$DIR"/chain*.vdk "$DIR"/*.vdk
+}
+
+prep_qcow2() {
+	log "qcow2 chain of 4 (qemu-io write -s)"
+	prev=
+	for k in 0 1 2 3; do
+		if [ -z "$prev" ]; then
+			qemu-img create -q -f qcow2 "$DIR/q$k.qcow2" "$SIZE_B"
+		else
+			qemu-img create -q -f qcow2 -b "$prev" -F qcow2 "$DIR/q$k.qcow2"
+		fi
+		dd if="$DIR/raw.img" of="$DIR/part" bs=1M skip=$((k * QM)) count=$QM status=none
+		step=$((256 * 1048576))
+		[ "$step" -gt "$Q" ] && step=$Q
+		o=0
+		while [ $o -lt "$Q" ]; do
+			dd if="$DIR/part" of="$DIR/piece" bs=1M skip=$((o / 1048576)) \
+				count=$((step / 1048576)) status=none
+			qemu-io -f qcow2 -c "write -q -s $DIR/piece $((k * Q + o)) $step" \
+				"$DIR/q$k.qcow2" >/dev/null
+			o=$((o + step))
+		done
+		rm -f "$DIR/part" "$DIR/piece"
+		prev=q$k.qcow2
+	done
+	TOPQ=$DIR/q3.qcow2
+}
+
+drop_qcow2() {
+	rm -f "$DIR"/q?.qcow2
+}
+
+# ---- the columns; $1 is the pass ----
+
+col_vdiskfs() {
+	log "column vdiskfs (pass $1)"
+	"$VDISKFS" "$DIR/chain.vdk" "$DIR/mnt-vd"
+	pid=$(find_pid "$DIR/mnt-vd" vdiskfs)
+	PIDS="$PIDS $pid"
+	cmp -s -n $((64 * 1048576)) "$DIR/mnt-vd/disk" "$DIR/raw.img" || log "WARNING: vdiskfs data differs"
+	echo 0 >"$DIR/own.vdiskfs.$1"
+	own_rss_watch "$pid" "$DIR/own.vdiskfs.$1" &
+	bench_col vdiskfs "$1" "$DIR/mnt-vd/disk" 0 "$pid"
+	fusermount3 -u "$DIR/mnt-vd"
+	wait_gone "$pid"
+}
+
+col_qsd() {
+	log "column qsd-fuse (pass $1)"
+	: >"$DIR/qsd.img"
+	qemu-storage-daemon \
+		--blockdev "driver=file,node-name=f,filename=$TOPQ" \
+		--blockdev driver=qcow2,node-name=q,file=f \
+		--export "type=fuse,id=e,node-name=q,mountpoint=$DIR/qsd.img,writable=on" \
+		--pidfile "$DIR/qsd.pid" --daemonize
+	MOUNTS="$MOUNTS $DIR/qsd.img"
+	wait_mount "$DIR/qsd.img"
+	pid=$(cat "$DIR/qsd.pid")
+	PIDS="$PIDS $pid"
+	bench_col qsd "$1" "$DIR/qsd.img" 0 "$pid"
+	fusermount3 -u "$DIR/qsd.img"
+	kill "$pid"
+	wait_gone "$pid"
+}
+
+col_nbdfuse() {
+	log "column nbdfuse (pass $1)"
+	mkdir -p "$DIR/mnt-nbd"
+	nbdfuse "$DIR/mnt-nbd/disk" [ qemu-nbd -f qcow2 --shared=8 "$TOPQ" ] &
+	nbd_pid=$!
+	PIDS="$PIDS $nbd_pid"
+	MOUNTS="$MOUNTS $DIR/mnt-nbd"
+	wait_mount "$DIR/mnt-nbd"
+	qnbd=$(find_pid "$TOPQ" qemu-nbd)
+	bench_col nbdfuse "$1" "$DIR/mnt-nbd/disk" 0 "$nbd_pid" "$qnbd"
+	fusermount3 -u "$DIR/mnt-nbd"
+	wait_gone "$nbd_pid" || kill "$nbd_pid"
+	kill "$qnbd" 2>/dev/null || :
+}
+
+# qcowmount (read-only) does not follow backing files: a flattened qcow2.
+col_qcowmount() {
+	log "column qcowmount, flattened qcow2 (pass $1)"
+	qemu-img convert -O qcow2 -f raw "$DIR/raw.img" "$DIR/flat.qcow2"
+	mkdir -p "$DIR/mnt-qc"
+	qcowmount "$DIR/flat.qcow2" "$DIR/mnt-qc" >/dev/null
+	MOUNTS="$MOUNTS $DIR/mnt-qc"
+	wait_mount "$DIR/mnt-qc"
+	pid=$(find_pid "$DIR/mnt-qc" qcowmount)
+	PIDS="$PIDS $pid"
+	bench_col qcowmount "$1" "$DIR/mnt-qc/qcow1" 1 "$pid"
+	fusermount3 -u "$DIR/mnt-qc"
+	wait_gone "$pid" || :
+	rm -f "$DIR/flat.qcow2"
+}
+
+# Passes alternate in direction (vdiskfs first, then last, ...), so that a
+# machine whose speed drifts during the run favours no route: every cell is
+# measured once per pass and the best is kept.
+for n in $(seq "$REPEAT"); do
+	if [ $((n % 2)) = 1 ]; then
+		prep_native
+		col_vdiskfs "$n"
+		drop_native
+		prep_qcow2
+		col_qsd "$n"
+		col_nbdfuse "$n"
+		drop_qcow2
+		col_qcowmount "$n"
+	else
+		col_qcowmount "$n"
+		prep_qcow2
+		col_nbdfuse "$n"
+		col_qsd "$n"
+		drop_qcow2
+		prep_native
+		col_vdiskfs "$n"
+		drop_native
+	fi
 done
-TOPQ=$DIR/q3.qcow2
-
-# ---- qemu-storage-daemon FUSE export ----
-log "column qsd-fuse"
-: >"$DIR/qsd.img"
-qemu-storage-daemon \
-	--blockdev "driver=file,node-name=f,filename=$TOPQ" \
-	--blockdev driver=qcow2,node-name=q,file=f \
-	--export "type=fuse,id=e,node-name=q,mountpoint=$DIR/qsd.img,writable=on" \
-	--pidfile "$DIR/qsd.pid" --daemonize
-MOUNTS="$MOUNTS $DIR/qsd.img"
-wait_mount "$DIR/qsd.img"
-pid=$(cat "$DIR/qsd.pid")
-PIDS="$PIDS $pid"
-bench_col qsd "$DIR/qsd.img" 0 "$pid"
-fusermount3 -u "$DIR/qsd.img"
-kill "$pid"
-wait_gone "$pid"
-
-# ---- nbdfuse + qemu-nbd ----
-log "column nbdfuse"
-mkdir -p "$DIR/mnt-nbd"
-nbdfuse "$DIR/mnt-nbd/disk" [ qemu-nbd -f qcow2 --shared=8 "$TOPQ" ] &
-nbd_pid=$!
-PIDS="$PIDS $nbd_pid"
-MOUNTS="$MOUNTS $DIR/mnt-nbd"
-wait_mount "$DIR/mnt-nbd"
-qnbd=$(find_pid "$TOPQ" qemu-nbd)
-bench_col nbdfuse "$DIR/mnt-nbd/disk" 0 "$nbd_pid" "$qnbd"
-fusermount3 -u "$DIR/mnt-nbd"
-wait_gone "$nbd_pid" || kill "$nbd_pid"
-kill "$qnbd" 2>/dev/null || :
-
-# ---- qcowmount (read-only, flattened image) ----
-log "column qcowmount (flattened qcow2)"
-rm -f "$DIR"/q?.qcow2
-qemu-img convert -O qcow2 -f raw "$DIR/raw.img" "$DIR/flat.qcow2"
-mkdir -p "$DIR/mnt-qc"
-qcowmount "$DIR/flat.qcow2" "$DIR/mnt-qc" >/dev/null
-MOUNTS="$MOUNTS $DIR/mnt-qc"
-wait_mount "$DIR/mnt-qc"
-pid=$(find_pid "$DIR/mnt-qc" qcowmount)
-PIDS="$PIDS $pid"
-bench_col qcowmount "$DIR/mnt-qc/qcow1" 1 "$pid"
-fusermount3 -u "$DIR/mnt-qc"
-wait_gone "$pid" || :
-rm -f "$DIR/flat.qcow2"
 
 # ---- raw, last: its writes change raw.img, which the other columns were made from ----
 log "column raw"
-bench_col raw "$DIR/raw.img" 0
+for n in $(seq "$REPEAT"); do
+	bench_col raw "$n" "$DIR/raw.img" 0
+done
 rm -f "$DIR/raw.img"
 
 mem_figure
@@ -379,7 +431,7 @@ mem_figure
 # ---- tables ----
 COLS="raw vdiskfs qsd nbdfuse qcowmount"
 {
-	echo "Disk $SIZE, fio ${RT} s per cell (psync, best of $REPEAT), $(nproc) CPUs, kernel $(uname -r),"
+	echo "Disk $SIZE, fio ${RT} s per cell (psync, best of $REPEAT passes, alternating in direction), $(nproc) CPUs, kernel $(uname -r),"
 	echo "load average at the start $LOAD0, at the end $(cut -d' ' -f1-3 /proc/loadavg) (a shared machine);"
 	echo "memory at the start: $MEM0."
 	echo "MiB/s; vdiskfs/best = vdiskfs over the best FUSE route of the row; vdiskfs/raw = over the ceiling."

@@ -10,7 +10,7 @@
 #   N4=40000 N1=4000 REPS=3                   I/Os per 4 KiB and 1 MiB run, runs per cell
 # For each target: iscsi-perf reads (4 KiB, depth 32) and qemu-img bench reads
 # and writes (4 KiB at depth 1, 32, 128; 1 MiB sequential at depth 8), each the
-# best of REPS (3) runs. Besides IOPS/throughput it reports each daemon's CPU
+# best of REPS (3) runs, the runs of the local file and the two targets taking turns. Besides IOPS/throughput it reports each daemon's CPU
 # time per I/O (utime+stime from /proc divided by the I/Os, the lowest of the
 # runs), steadier than IOPS on a shared machine, and qemu-img's own CPU time per
 # I/O (the initiator shares the 2 cores: what it spends is what the target's
@@ -66,25 +66,25 @@ qbench() { # URL_OR_FILE COUNT DEPTH SIZE [-w]
 		tr '\n' ' '
 }
 
-# One measurement, best of $REPS runs (the machine is shared: a run that lost
-# the CPU to someone else says nothing about the target):
-#   PID URL COUNT DEPTH SIZE [-w];
-#   prints "iops mibps us_cpu_per_io us_initiator_cpu_per_io"
+# One run: PID URL COUNT DEPTH SIZE [-w];
+#   prints "iops:mibps:us_cpu_per_io:us_initiator_cpu_per_io". Each cell is the
+# best of $REPS runs (the machine is shared: a run that lost the CPU to someone
+# else says nothing about the target).
 REPS=${REPS:-3}
-measure() {
+measure_once() {
 	_pid=$1
 	shift
-	_best=
-	for _r in $(seq "$REPS"); do
-		_c0=$([ -n "$_pid" ] && cpu_ticks "$_pid" || echo 0)
-		_s=$(qbench "$@")
-		_c1=$([ -n "$_pid" ] && cpu_ticks "$_pid" || echo 0)
-		_best="$_best $(echo "$_s" | awk -v n="$2" -v sz="$4" -v c="$((_c1 - _c0))" -v tck="$TCK" '{
-			s = $1; if (s <= 0) s = 0.000001
-			printf "%d:%.0f:%.1f:%.1f", n / s, n * sz / s / 1048576, c / tck * 1e6 / n,
-				$2 * 1e6 / n }')"
-	done
-	echo "$_best" | tr ' ' '\n' | grep : | awk -F: '
+	_c0=$([ -n "$_pid" ] && cpu_ticks "$_pid" || echo 0)
+	_s=$(qbench "$@")
+	_c1=$([ -n "$_pid" ] && cpu_ticks "$_pid" || echo 0)
+	echo "$_s" | awk -v n="$2" -v sz="$4" -v c="$((_c1 - _c0))" -v tck="$TCK" '{
+		s = $1; if (s <= 0) s = 0.000001
+		printf "%d:%.0f:%.1f:%.1f", n / s, n * sz / s / 1048576, c / tck * 1e6 / n,
+			$2 * 1e6 / n }'
+}
+# the best of several measure_once results: the most I/Os, the least CPU
+best_of() {
+	echo "$*" | tr ' ' '\n' | grep : | awk -F: '
 		{ if ($1 > i) { i = $1; m = $2 } if (c == "" || $3 < c) c = $3
 		  if (q == "" || $4 < q) q = $4 }
 		END { printf "%d %d %.1f %.1f\n", i, m, c, q }'
@@ -130,9 +130,17 @@ row() { # LABEL UNIT COUNT DEPTH SIZE [-w]
 	_unit=$2
 	shift 2
 	set -- "$@" ""
-	_l=$(measure "" "$IMG" "$1" "$2" "$3" "$4")
-	_v=$(measure "$VPID" "$UV" "$1" "$2" "$3" "$4")
-	_t=$(measure "$TPID" "$UT" "$1" "$2" "$3" "$4")
+	# The runs alternate (local, vdisk-target, tgtd, local, ...), so that a
+	# machine whose speed drifts favours neither target.
+	_lb= _vb= _tb=
+	for _r in $(seq "$REPS"); do
+		_lb="$_lb $(measure_once "" "$IMG" "$1" "$2" "$3" "$4")"
+		_vb="$_vb $(measure_once "$VPID" "$UV" "$1" "$2" "$3" "$4")"
+		_tb="$_tb $(measure_once "$TPID" "$UT" "$1" "$2" "$3" "$4")"
+	done
+	_l=$(best_of $_lb)
+	_v=$(best_of $_vb)
+	_t=$(best_of $_tb)
 	echo "$_l|$_v|$_t" | awk -F'|' -v label="$_label" -v unit="$_unit" '{
 		split($1, l, " "); split($2, v, " "); split($3, t, " ")
 		f = (unit == "MiB/s") ? 2 : 1

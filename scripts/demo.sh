@@ -125,8 +125,10 @@ else
 		echo "\$ iscsi-ls -s iscsi://127.0.0.1:$PORT"
 		iscsi-ls -s "iscsi://127.0.0.1:$PORT" 2>&1 | head -12
 		echo
-		echo "\$ iscsi-inq -e 1 -c 131 iscsi://127.0.0.2:$PORT/$IQN/0   # same LUN identity on both portals"
-		iscsi-inq -e 1 -c 131 "iscsi://127.0.0.2:$PORT/$IQN/0" 2>&1 | head -12
+		for p in 127.0.0.1 127.0.0.2; do
+			echo "\$ iscsi-inq -e 1 -c 131 iscsi://$p:$PORT/$IQN/0 | grep -A1 T10   # the LUN's identity, the same on both portals"
+			iscsi-inq -e 1 -c 131 "iscsi://$p:$PORT/$IQN/0" 2>&1 | grep -A1 T10
+		done
 	fi
 	demo_stop
 	echo

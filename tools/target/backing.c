@@ -444,6 +444,49 @@ lun_map_read(struct tgt_lun *lu, void *buf, size_t len, uint64_t off)
 	return lun_map_copy(buf, lu->map + off, len, false);
 }
 
+_Atomic int tgt_lun_resize_pending;
+
+void
+tgt_lun_mark_shrunk(struct tgt_lun *lu)
+{
+	atomic_store(&lu->recheck, true);
+	atomic_store(&tgt_lun_resize_pending, 1);
+}
+
+void
+tgt_lun_mark_resized(struct tgt_lun *lu)
+{
+	atomic_store(&lu->resized, true);
+	atomic_store(&tgt_lun_resize_pending, 1);
+}
+
+bool
+tgt_lun_update_size(struct tgt_lun *lu)
+{
+	struct stat st;
+	uint64_t size;
+	if (fstat(lu->fd, &st) < 0) {
+		return false;
+	}
+	if (S_ISBLK(st.st_mode)) {
+		if (ioctl(lu->fd, BLKGETSIZE64, &size) < 0) {
+			return false;
+		}
+	} else {
+		size = (uint64_t)st.st_size;
+	}
+	uint64_t n = size / lu->block_size;
+	uint64_t old = atomic_load(&lu->nblocks);
+	if (n == old) {
+		return false;
+	}
+	atomic_store(&lu->nblocks, n);
+	tgt_info("LUN %s: now %llu bytes (was %llu): capacity changed", lu->path,
+		 (unsigned long long)(n * lu->block_size),
+		 (unsigned long long)(old * lu->block_size));
+	return true;
+}
+
 int
 lun_pread(struct tgt_lun *lu, void *buf, size_t len, uint64_t off)
 {
@@ -460,9 +503,11 @@ lun_pread(struct tgt_lun *lu, void *buf, size_t len, uint64_t off)
 			}
 			return -errno;
 		}
-		if (n == 0) { /* past the end of a file that shrank: zeros */
-			memset(p, 0, len);
-			return 0;
+		if (n == 0) {
+			/* past the end of a file that shrank: what was there is gone,
+			 * zeros would be silent wrong data */
+			tgt_lun_mark_shrunk(lu);
+			return -ENXIO;
 		}
 		p += n;
 		len -= (size_t)n;
@@ -501,9 +546,13 @@ int
 lun_pwrite(struct tgt_lun *lu, const void *buf, size_t len, uint64_t off)
 {
 	const uint8_t *p = buf;
-	if (lu->map && !lu->ro && off <= lu->map_len && len <= lu->map_len - off &&
-	    lun_map_copy(lu->map + off, buf, len, true) == 0) {
-		return 0;
+	if (lu->map && !lu->ro && off <= lu->map_len && len <= lu->map_len - off) {
+		if (lun_map_copy(lu->map + off, buf, len, true) == 0) {
+			return 0;
+		}
+		/* SIGBUS: the file shrank; a pwrite would grow it back in silence */
+		tgt_lun_mark_shrunk(lu);
+		return -ENXIO;
 	}
 	while (len) {
 		ssize_t n = pwrite(lu->fd, p, len, (off_t)off);

@@ -79,6 +79,11 @@ static struct {
 	bool stopping;
 	time_t stop_deadline;
 	bool zc_retry; /* some connection waits for an io_lock to splice */
+	int nfenced;   /* logins waiting for a replaced session's workers */
+	/* tests only (VDISK_TARGET_TEST_WRITE_DELAY_MS): a WRITE that a worker
+	 * has started sleeps this long before it touches the LUN, which makes the
+	 * window between "started" and "landed" wide enough to test against */
+	unsigned test_write_delay_ms;
 	char tcp_cc[16]; /* "" = auto (see conn_set_cc), "system", or a name */
 } srv;
 
@@ -86,6 +91,10 @@ static void conn_rx(struct iscsi_conn *c);
 static void conn_update_events(struct iscsi_conn *c, bool want_out);
 
 static void task_put(struct iscsi_task *t);
+static bool conn_parse(struct iscsi_conn *c);
+static void conn_set_events(struct iscsi_conn *c, bool want_out);
+static void conn_fence_release(void);
+static void server_check_resized(void);
 
 struct tgt_target_list *
 server_targets(void)
@@ -288,7 +297,13 @@ conn_flush_zc(struct iscsi_conn *c, struct tx_pdu *p)
 				conn_close(c);
 				return -1;
 			}
-			while (eof && filled < n) { /* past the end of a file that shrank: zeros */
+			if (eof && filled < n) {
+				/* the file shrank after the READ was answered GOOD: the
+				 * data is gone; zeros now, and the LUN's capacity is
+				 * reread (CAPACITY DATA HAS CHANGED for what follows) */
+				tgt_lun_mark_shrunk(lu);
+			}
+			while (eof && filled < n) {
 				static const uint8_t zeros[4096];
 				size_t z = n - filled < sizeof(zeros) ? (size_t)(n - filled)
 								      : sizeof(zeros);
@@ -341,14 +356,21 @@ tx_pdu_free(struct tx_pdu *p)
 }
 
 static void
+conn_set_events(struct iscsi_conn *c, bool want_out)
+{
+	uint32_t e = (c->fenced ? 0 : EPOLLIN) | (want_out ? EPOLLOUT : 0);
+	struct epoll_event ev = {.events = e, .data.ptr = &c->ev};
+	epoll_ctl(srv.epfd, EPOLL_CTL_MOD, c->ev.fd, &ev);
+	c->want_out = want_out;
+}
+
+static void
 conn_update_events(struct iscsi_conn *c, bool want_out)
 {
 	if (c->want_out == want_out || c->dead) {
 		return;
 	}
-	struct epoll_event ev = {.events = EPOLLIN | (want_out ? EPOLLOUT : 0), .data.ptr = &c->ev};
-	epoll_ctl(srv.epfd, EPOLL_CTL_MOD, c->ev.fd, &ev);
-	c->want_out = want_out;
+	conn_set_events(c, want_out);
 }
 
 /*
@@ -381,6 +403,9 @@ conn_unmap_started(struct iscsi_conn *c, struct tgt_lun *mlu)
 void
 conn_flush(struct iscsi_conn *c)
 {
+	if (c->fenced) {
+		return; /* the Login Response waits for the old session's workers */
+	}
 	while (!c->dead && !TAILQ_EMPTY(&c->txq)) {
 		struct iovec iov[64];
 		int n = 0;
@@ -476,6 +501,7 @@ conn_flush(struct iscsi_conn *c)
 			pthread_rwlock_unlock(&mlu->io_lock);
 			if (!ok) {
 				tgt_info("%s: the LUN's file shrank under a read, closing", c->peer);
+				tgt_lun_mark_shrunk(mlu);
 				conn_close(c);
 				return;
 			}
@@ -603,6 +629,12 @@ task_exec(struct tgt_work *w)
 	if (atomic_load_explicit(&t->aborted, memory_order_relaxed)) {
 		return; /* terminated before it started: it never touches the LUN */
 	}
+	uint8_t op = t->cmd.cdb[0];
+	if (srv.test_write_delay_ms && (op == 0x0a || op == 0x2a || op == 0xaa || op == 0x8a)) {
+		struct timespec ts = {.tv_sec = srv.test_write_delay_ms / 1000,
+				      .tv_nsec = (long)(srv.test_write_delay_ms % 1000) * 1000000};
+		nanosleep(&ts, NULL);
+	}
 	scsi_exec(&t->cmd);
 }
 
@@ -699,11 +731,34 @@ task_dispatch(struct iscsi_conn *c, struct iscsi_task *t)
 	workq_submit(&t->work);
 }
 
+/*
+ * A READ CAPACITY that found a new size: the other sessions get CAPACITY DATA
+ * HAS CHANGED now, not this one, which has just been told the new capacity.
+ */
+static void
+task_capacity_seen(struct iscsi_conn *c, struct iscsi_task *t)
+{
+	struct scsi_cmd *cmd = &t->cmd;
+	bool rc = cmd->cdb[0] == 0x25 || (cmd->cdb[0] == 0x9e && (cmd->cdb[1] & 0x1f) == 0x10);
+	if (!rc || !cmd->lu || !atomic_load(&cmd->lu->resized)) {
+		return;
+	}
+	server_check_resized();
+	for (int k = 0; k < c->nua; k++) {
+		if (c->ua[k].lun == cmd->lun && c->ua[k].asc == ASC_CAPACITY_CHANGED) {
+			c->ua[k--] = c->ua[--c->nua];
+		}
+	}
+}
+
 /* Send the SCSI result of a completed task. */
 static void
 task_respond(struct iscsi_conn *c, struct iscsi_task *t)
 {
 	struct scsi_cmd *cmd = &t->cmd;
+	if (cmd->status == SAM_STAT_GOOD) {
+		task_capacity_seen(c, t);
+	}
 	uint32_t edtl = t->edtl;
 	uint32_t xfer = 0, resid = 0;
 	uint8_t rflags = 0;
@@ -837,6 +892,9 @@ task_complete_all(void)
 			conn_logout_respond(c);
 		}
 		c->need_flush = !c->dead;
+	}
+	if (srv.nfenced) {
+		conn_fence_release();
 	}
 	/* one writev per connection for the whole batch of completions */
 	struct iscsi_conn *c, *n;
@@ -1204,6 +1262,11 @@ conn_handle_scsi_cmd(struct iscsi_conn *c, const uint8_t *bhs, const uint8_t *ah
 	if (!conn_check_cmdsn(c, bhs)) {
 		return NULL;
 	}
+	if (c->revoked) {
+		/* access revoked by a reload: only the Logout is welcome (11.9.1) */
+		conn_reject(c, bhs, ISCSI_REJECT_WAITING_LOGOUT);
+		return NULL;
+	}
 	if (task_find(c, itt)) {
 		conn_reject(c, bhs, ISCSI_REJECT_PROTOCOL); /* task tag in use */
 		return NULL;
@@ -1540,7 +1603,7 @@ conn_send_async_logout(struct iscsi_conn *c)
 	put_be32(h + BHS_ITT, ISCSI_RSVD_TAG);
 	conn_stamp(c, h, true);
 	h[36] = 1;	     /* target requests logout */
-	put_be16(h + 38, 3); /* seconds to log out */
+	put_be16(h + 38, CONN_REVOKE_LOGOUT_SECS); /* seconds to log out */
 	put_be16(h + 40, 2);
 	put_be16(h + 42, 0);
 	conn_queue_pdu(c, h, NULL, 0, NULL, NULL);
@@ -1748,7 +1811,7 @@ conn_rx_direct_more(struct iscsi_conn *c, bool *again)
 static bool
 conn_parse(struct iscsi_conn *c)
 {
-	while (!c->dead && !c->closing) {
+	while (!c->dead && !c->closing && !c->fenced) {
 		size_t avail = c->rxlen - c->rxpos;
 		if (avail < ISCSI_BHS_LEN) {
 			break;
@@ -1891,6 +1954,10 @@ conn_close(struct iscsi_conn *c)
 	}
 	tgt_dbg("%s: closing connection", c->peer);
 	c->dead = true;
+	if (c->fenced) {
+		c->fenced = false;
+		srv.nfenced--;
+	}
 	c->drx_task = NULL;
 	c->drx_on = false;
 	epoll_ctl(srv.epfd, EPOLL_CTL_DEL, c->ev.fd, NULL);
@@ -1925,20 +1992,93 @@ conn_close(struct iscsi_conn *c)
 	}
 }
 
+/* Whether o is (or was, before its connection dropped) c's session: same I_T nexus. */
+static bool
+conn_same_session(const struct iscsi_conn *o, const struct iscsi_conn *c)
+{
+	return o != c && o->ffp && !o->discovery && o->tgt == c->tgt &&
+	       !memcmp(o->isid, c->isid, 6) && !strcmp(o->initiator, c->initiator);
+}
+
+/* Commands still on workers of the sessions that c reinstates (live or dropped). */
+static int
+conn_reinstate_pending(const struct iscsi_conn *c)
+{
+	const struct iscsi_conn *o;
+	int n = 0;
+	TAILQ_FOREACH(o, &srv.zombies, link)
+	{
+		if (conn_same_session(o, c)) {
+			n += o->ntasks_queued;
+		}
+	}
+	return n;
+}
+
+/*
+ * Session reinstatement (RFC 7143 6.3.5) and the new login of a session whose
+ * connection dropped: the old session's commands are terminated (those not
+ * started never run), but a WRITE already on a worker cannot be called back.
+ * The new session must not see it land after its own reads and writes, so
+ * its Login Response - the initiator's licence to send commands - is held
+ * back, and its socket left unread, until those commands are done (the way
+ * the Logout Response waits, conn_logout_respond). A worker that never comes
+ * back leaves the login to the login timeout (server_tick).
+ */
 void
 conn_reinstate(struct iscsi_conn *c)
 {
 	struct iscsi_conn *o, *n;
 	TAILQ_FOREACH_SAFE(o, &srv.conns, link, n)
 	{
-		if (o != c && o->ffp && !o->discovery && o->tgt == c->tgt &&
-		    !memcmp(o->isid, c->isid, 6) && !strcmp(o->initiator, c->initiator)) {
+		if (conn_same_session(o, c)) {
 			tgt_info("%s: session reinstatement closes %s", c->peer, o->peer);
 			conn_close(o);
 		}
 	}
+	int pending = conn_reinstate_pending(c);
+	if (pending) {
+		tgt_info("%s: login waits for %d command(s) of the session it replaces", c->peer,
+			 pending);
+		c->fenced = true;
+		srv.nfenced++;
+		conn_set_events(c, false);
+	}
 }
 
+/* After completions: answer the logins whose old session has no command left on a worker. */
+static void
+conn_fence_release(void)
+{
+	struct iscsi_conn *c, *n;
+	TAILQ_FOREACH_SAFE(c, &srv.conns, link, n)
+	{
+		if (!c->fenced || conn_reinstate_pending(c)) {
+			continue;
+		}
+		tgt_dbg("%s: the replaced session's commands are done, login answered", c->peer);
+		c->fenced = false;
+		srv.nfenced--;
+		conn_set_events(c, false);
+		conn_flush(c);
+		if (!c->dead && c->rxpos < c->rxlen) {
+			conn_parse(c); /* what the initiator sent behind its login */
+			if (!c->dead) {
+				conn_flush(c);
+			}
+		}
+	}
+}
+
+/*
+ * A reload that removes the target, or whose ACL no longer allows the
+ * initiator, does not cut the connection under commands in flight (RFC 7143
+ * 11.9.1, AsyncEvent 1): they finish and are answered; the Async Message asks
+ * for a Logout within CONN_REVOKE_LOGOUT_SECS; new SCSI commands meanwhile are
+ * rejected with "waiting for logout"; the Logout is answered as usual, once
+ * nothing runs. An initiator that does not log out in time is disconnected
+ * (server_tick) once its last command is back from the workers.
+ */
 void
 server_revalidate_sessions(void)
 {
@@ -1948,10 +2088,13 @@ server_revalidate_sessions(void)
 		if (!c->ffp || c->discovery || !c->tgt) {
 			continue;
 		}
-		if (c->tgt->removed || !tgt_target_allows(c->tgt, c->initiator)) {
+		if (!c->revoked && (c->tgt->removed || !tgt_target_allows(c->tgt, c->initiator))) {
+			tgt_info("%s: access of %s revoked, logout requested (%d command(s) in "
+				 "flight)",
+				 c->peer, c->iport, c->ntasks);
+			c->revoked = true;
+			c->revoke_deadline = time(NULL) + CONN_REVOKE_LOGOUT_SECS + 2;
 			conn_send_async_logout(c);
-			c->closing = true;
-			conn_flush(c);
 		}
 	}
 }
@@ -2082,6 +2225,11 @@ server_init(void)
 		return -errno;
 	}
 	srv.next_tsih = (uint16_t)(time(NULL) & 0x7fff);
+	const char *d = getenv("VDISK_TARGET_TEST_WRITE_DELAY_MS");
+	if (d && *d) {
+		srv.test_write_delay_ms = (unsigned)strtoul(d, NULL, 10);
+		tgt_info("test hook: every WRITE on a worker waits %u ms", srv.test_write_delay_ms);
+	}
 	return 0;
 }
 
@@ -2168,12 +2316,19 @@ server_tick(void)
 	struct iscsi_conn *c, *n;
 	TAILQ_FOREACH_SAFE(c, &srv.conns, link, n)
 	{
-		if (!c->ffp) {
+		if (!c->ffp || c->fenced) {
 			if (now - c->created > CONN_LOGIN_TIMEOUT) {
 				tgt_info("%s: login not finished in %ds, closing", c->peer,
 					 CONN_LOGIN_TIMEOUT);
 				conn_close(c);
 			}
+			continue;
+		}
+		if (c->revoked && !c->logout_wait && !c->closing && now > c->revoke_deadline &&
+		    c->ntasks_queued == 0) {
+			tgt_info("%s: no Logout after the revocation, closing", c->peer);
+			c->closing = true;
+			conn_flush(c);
 			continue;
 		}
 		if (c->nop_out && now - c->nop_sent > CONN_NOP_TIMEOUT) {
@@ -2183,6 +2338,45 @@ server_tick(void)
 		}
 		if (!c->nop_out && now - c->last_rx > CONN_NOP_INTERVAL && !c->closing) {
 			conn_send_nop_in(c);
+		}
+	}
+}
+
+/*
+ * A LUN's size changed: its file shrank under us (an I/O ran past its end,
+ * and was answered ILLEGAL REQUEST / LBA OUT OF RANGE), or READ CAPACITY or a
+ * reload found it grown or shrunk. Every session of every target exporting it
+ * gets CAPACITY DATA HAS CHANGED on it (SBC-3 4.6), so the initiator rereads it.
+ */
+static void
+server_check_resized(void)
+{
+	struct tgt_target *tg;
+	atomic_store(&tgt_lun_resize_pending, 0);
+	TAILQ_FOREACH(tg, &srv.targets, link)
+	{
+		for (int i = 0; i < tg->nluns; i++) {
+			struct tgt_lun *lu = tg->luns[i].lu;
+			if (atomic_exchange(&lu->recheck, false) && tgt_lun_update_size(lu)) {
+				lu->size_changed = true;
+			}
+			if (atomic_exchange(&lu->resized, false)) {
+				lu->size_changed = true;
+			}
+		}
+	}
+	TAILQ_FOREACH(tg, &srv.targets, link)
+	{
+		for (int i = 0; i < tg->nluns; i++) {
+			if (tg->luns[i].lu->size_changed) {
+				conn_set_ua(tg, false, tg->luns[i].lun, ASC_CAPACITY_CHANGED);
+			}
+		}
+	}
+	TAILQ_FOREACH(tg, &srv.targets, link)
+	{
+		for (int i = 0; i < tg->nluns; i++) {
+			tg->luns[i].lu->size_changed = false;
 		}
 	}
 }
@@ -2239,6 +2433,9 @@ server_run(void)
 					conn_flush(c);
 				}
 			}
+		}
+		if (atomic_load_explicit(&tgt_lun_resize_pending, memory_order_relaxed)) {
+			server_check_resized();
 		}
 		server_sweep();
 		time_t now = time(NULL);

@@ -21,6 +21,7 @@
 #define CONN_LOGIN_TIMEOUT 15		 /* seconds to finish a login */
 #define CONN_NOP_INTERVAL 15		 /* idle seconds before we ping with NOP-In */
 #define CONN_NOP_TIMEOUT 30		 /* seconds to answer our ping */
+#define CONN_REVOKE_LOGOUT_SECS 3	 /* Async logout request: time to log out */
 #define TGT_INLINE_READ_MAX (128u << 10) /* reads tried on the loop thread */
 #define TGT_INLINE_MEM_MAX (1u << 20)	 /* reads/writes of a tmpfs LUN run on the loop */
 #define CONN_PIPE_SIZE (1u << 20)	 /* zero-copy reads up to this size, one splice */
@@ -115,6 +116,13 @@ struct iscsi_conn {
 	bool logout_wait;
 	uint32_t logout_itt;
 	bool dead;	   /* socket closed; freed once no task is queued on a worker */
+	/* the Login Response of a session reinstatement waits (unsent, the socket
+	 * not read) until no command of the session it replaces is on a worker */
+	bool fenced;
+	/* a reload revoked the initiator's access: Async Message sent, new SCSI
+	 * commands rejected (Waiting for Logout), closed at revoke_deadline */
+	bool revoked;
+	time_t revoke_deadline;
 	int ntasks_queued; /* tasks on workers */
 	time_t created;
 	time_t last_rx;
@@ -208,7 +216,12 @@ void conn_close(struct iscsi_conn *c);
 /* Write what is queued; closes the connection when it was marked closing. */
 void conn_flush(struct iscsi_conn *c);
 void conn_reject(struct iscsi_conn *c, const uint8_t *bhs, uint8_t reason);
-/* Close every other session of (initiator, ISID, target): session reinstatement. */
+/*
+ * Close every other session of (initiator, ISID, target): session reinstatement.
+ * When a command of one of them (or of such a session whose connection was
+ * dropped) still runs on a worker, c is fenced: its queued Login Response goes
+ * out, and its socket is read, once they are all back.
+ */
 void conn_reinstate(struct iscsi_conn *c);
 uint16_t conn_new_tsih(void);
 /* Logout every session of a target that a reload removed or whose ACL no longer allows. */

@@ -12,6 +12,7 @@ use strict;
 use warnings;
 use IO::Socket::INET;
 use IO::Select;
+use Time::HiRes qw(time);
 
 my ($host, $port, $target, $scenario, @args) = @ARGV;
 die "usage: iscsi-peer.pl HOST PORT TARGET SCENARIO [ARGS]\n" unless $scenario;
@@ -551,6 +552,143 @@ if ($scenario eq "digests") {
 	fail("old session not closed on reinstatement") unless expect_closed($s, 5);
 	fail("new session unusable") unless nop($s2, "new one");
 	fail("logout") unless logout($s2);
+} elsif ($scenario eq "reinstate-write") {
+	# A WRITE of SIZE bytes at LBA, all of its data sent unsolicited, then
+	# after WAIT seconds (the write is on a worker: a target started with
+	# VDISK_TARGET_TEST_WRITE_DELAY_MS holds it there) MODE "drop" closes the
+	# connection, MODE "keep" leaves it open; at once a new connection logs in
+	# with the same initiator name and ISID (session reinstatement, RFC 7143
+	# 6.3.5) and READs the blocks, then again after SETTLE seconds. The old
+	# WRITE must land before the new session's Login Response or never: both
+	# READs see the same data. Prints "landed" or "not landed" and the login time.
+	my ($mode, $size, $lba, $wait, $settle) = @args;
+	my $k = login($s, "InitialR2T=No", "ImmediateData=Yes", "FirstBurstLength=$size",
+		"MaxBurstLength=$size", "MaxRecvDataSegmentLength=262144");
+	fail("login status $k->{_status}") if $k->{_status};
+	my $tmrdsl = $k->{MaxRecvDataSegmentLength} // 8192;
+	my $n = $size / 512;
+	my $data = pack("N", 0x5eed0000 + $$ % 65536) x ($size / 4);
+	my $first = $size < $tmrdsl ? $size : $tmrdsl;
+	my $t = scsi_cmd($s, $first == $size ? 0xA0 : 0x20, $size,
+		pack("C C N C n C", 0x2a, 0, $lba, 0, $n, 0), substr($data, 0, $first));
+	my $sn = 0;
+	for (my $o = $first; $o < $size; $o += $tmrdsl) {
+		my $len = $size - $o < $tmrdsl ? $size - $o : $tmrdsl;
+		data_out($s, $t, 0xFFFFFFFF, $sn++, $o, substr($data, $o, $len), $o + $len >= $size);
+	}
+	select(undef, undef, undef, $wait);
+	close($s) if $mode eq "drop";
+	$isid_n--;
+	($cmdsn, $expstatsn) = (1, 0);
+	my $s2 = conn();
+	my $t0 = time;
+	$k = login($s2, "MaxRecvDataSegmentLength=262144");
+	my $lt = time - $t0;
+	fail("login status $k->{_status}") if $k->{_status};
+	fail("old session not closed on reinstatement") if $mode eq "keep" && !expect_closed($s, 5);
+	my ($st1, $r1) = read10($s2, $lba, $n);
+	fail("READ 1 status $st1") if $st1;
+	select(undef, undef, undef, $settle);
+	my ($st2, $r2) = read10($s2, $lba, $n);
+	fail("READ 2 status $st2") if $st2;
+	fail("the old session's WRITE landed after the new session's READ") if $r1 ne $r2;
+	fail("a torn WRITE") if $r2 ne $data && index($r2, substr($data, 0, 512)) >= 0;
+	printf "%s, login took %.1f s\n", $r2 eq $data ? "landed" : "not landed", $lt;
+	fail("logout") unless logout($s2);
+} elsif ($scenario eq "revoke-inflight") {
+	# A WRITE of SIZE bytes at LBA, all data unsolicited, then "ready": the
+	# test revokes our access by a reload meanwhile (RFC 7143 11.9.1). Expected:
+	# an Async Message "logout requested", the WRITE still answered GOOD, a new
+	# command after the Async Message rejected with "waiting for logout"
+	# (reason 0x0d); then MODE "logout": Logout, its Response, the connection
+	# closed; MODE "ignore": no Logout, the target closes the connection itself
+	# within the time the Async Message gave plus a little.
+	my ($mode, $size, $lba) = @args;
+	my $k = login($s, "InitialR2T=No", "ImmediateData=Yes", "FirstBurstLength=$size",
+		"MaxBurstLength=$size", "MaxRecvDataSegmentLength=262144");
+	fail("login status $k->{_status}") if $k->{_status};
+	my $tmrdsl = $k->{MaxRecvDataSegmentLength} // 8192;
+	my $n = $size / 512;
+	my $data = pack("N", 0x7e40000 + $$ % 65536) x ($size / 4);
+	my $first = $size < $tmrdsl ? $size : $tmrdsl;
+	my $t = scsi_cmd($s, $first == $size ? 0xA0 : 0x20, $size,
+		pack("C C N C n C", 0x2a, 0, $lba, 0, $n, 0), substr($data, 0, $first));
+	my $sn = 0;
+	for (my $o = $first; $o < $size; $o += $tmrdsl) {
+		my $len = $size - $o < $tmrdsl ? $size - $o : $tmrdsl;
+		data_out($s, $t, 0xFFFFFFFF, $sn++, $o, substr($data, $o, $len), $o + $len >= $size);
+	}
+	print "ready\n";
+	STDOUT->flush();
+	my ($async, $wst, $rej, $tur, $secs);
+	while (!defined $async || !defined $wst || ($mode eq "logout" && !defined $rej)) {
+		my ($r, $d) = recv_pdu($s);
+		fail("connection closed: Async " . ($async // "none") . ", WRITE status "
+			. ($wst // "none")) unless $r;
+		my $op = unpack("C", $r) & 0x3f;
+		my $it = unpack("N", substr($r, 16, 4));
+		if ($op == 0x32) {
+			$async = unpack("C", substr($r, 36, 1));
+			$secs = unpack("n", substr($r, 38, 2));
+			fail("Async event $async, not a logout request") unless $async == 1;
+			# a new command now: refused, the session waits for our Logout
+			$tur = scsi_cmd($s, 0x80, 0, "\0" x 6) if $mode eq "logout";
+		} elsif ($op == 0x21 && $it == $t) {
+			$wst = unpack("C", substr($r, 3, 1));
+		} elsif ($op == 0x3f) {
+			$rej = unpack("C", substr($r, 2, 1));
+			fail("Reject for another PDU") unless unpack("N", substr($d, 16, 4)) == $tur;
+		} else {
+			fail(sprintf("unexpected PDU opcode 0x%02x ITT 0x%x", $op, $it));
+		}
+	}
+	fail("WRITE status $wst") if $wst;
+	if ($mode eq "logout") {
+		fail(sprintf("Reject reason 0x%02x", $rej)) unless $rej == 0x0d;
+		fail("logout") unless logout($s);
+		fail("not closed after the Logout Response") unless expect_closed($s, 5);
+		print "async, write GOOD, reject 0x0d, logout\n";
+	} else {
+		my $t0 = time;
+		fail("not closed after ignoring the logout request") unless expect_closed($s, $secs + 8);
+		printf "async (%d s), write GOOD, closed after %.1f s\n", $secs, time - $t0;
+	}
+} elsif ($scenario eq "cdb") {
+	# send each CDB (hex) with a READ of ALLOC bytes (0: no data), or with
+	# ALLOC "w:HEX" these bytes written as immediate data (up to 64 KiB), and
+	# print "status HEX-DATA" or "status sense HEX-SENSE", one line per CDB:
+	#   cdb ALLOC HEXCDB [ALLOC HEXCDB]...
+	my $k = login($s, "MaxRecvDataSegmentLength=262144", "ImmediateData=Yes",
+		"FirstBurstLength=65536");
+	fail("login status $k->{_status}") if $k->{_status};
+	while (my ($alloc, $hex) = splice(@args, 0, 2)) {
+		my $t;
+		if ($alloc =~ /^w:([0-9a-f]*)$/i) {
+			my $out = pack("H*", $1);
+			$t = scsi_cmd($s, 0xA0, length $out, pack("H*", $hex), $out);
+		} else {
+			$t = scsi_cmd($s, $alloc ? 0xC0 : 0x80, $alloc, pack("H*", $hex));
+		}
+		my $buf = "";
+		for (;;) {
+			my ($r, $d) = recv_pdu($s);
+			fail("connection closed") unless $r;
+			my $op = unpack("C", $r) & 0x3f;
+			fail(sprintf("unexpected PDU opcode 0x%02x", $op))
+				unless ($op == 0x21 || $op == 0x25) && unpack("N", substr($r, 16, 4)) == $t;
+			if ($op == 0x25) {
+				substr($buf, unpack("N", substr($r, 40, 4)), length $d) = $d;
+				next unless unpack("C", substr($r, 1, 1)) & 1;
+				print unpack("C", substr($r, 3, 1)), " ", unpack("H*", $buf), "\n";
+			} else {
+				my $st = unpack("C", substr($r, 3, 1));
+				print $st, $st == 2 && length $d > 2
+					? " sense " . unpack("H*", substr($d, 2)) : " " . unpack("H*", $buf), "\n";
+			}
+			last;
+		}
+	}
+	fail("logout") unless logout($s);
 } elsif ($scenario eq "sessions") {
 	# N sessions logged in at once, each doing a TEST UNIT READY, held open
 	my $n = $args[0] // 64;

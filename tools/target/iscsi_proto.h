@@ -130,6 +130,7 @@
 #define ISCSI_REJECT_PROTOCOL 0x04
 #define ISCSI_REJECT_CMD_NOT_SUPPORTED 0x05
 #define ISCSI_REJECT_INVALID_FIELD 0x09
+#define ISCSI_REJECT_WAITING_LOGOUT 0x0d
 
 static inline uint16_t
 get_be16(const uint8_t *p)

@@ -243,7 +243,13 @@ main_find_lun(const struct tgt_lun_spec *s)
 	{
 		for (int i = 0; i < t->nluns; i++) {
 			struct tgt_lun *lu = t->luns[i].lu;
+			struct stat st, ost;
+			/* still the same file: a file put in its place, or a file
+			 * system mounted there again (the old one's fd fails), is a
+			 * new LUN */
 			if (lu && !strcmp(lu->path, s->path) && lu->ro == s->ro &&
+			    stat(s->path, &st) == 0 && fstat(lu->fd, &ost) == 0 &&
+			    st.st_dev == ost.st_dev && st.st_ino == ost.st_ino &&
 			    (512u << lu->pb_exp) == s->pbsize &&
 			    (s->serial[0] ? lu->serial_set && !strcmp(lu->serial, s->serial)
 					  : !lu->serial_set)) {
@@ -280,6 +286,9 @@ main_apply_config(struct tgt_config *cfg, bool initial)
 			struct tgt_lun *lu = main_find_lun(s);
 			if (lu) {
 				tgt_lun_get(lu);
+				if (!initial && tgt_lun_update_size(lu)) {
+					tgt_lun_mark_resized(lu); /* grown or shrunk meanwhile */
+				}
 			} else {
 				lu = tgt_lun_open(s->path, s->ro, s->serial, s->pbsize);
 				if (!lu) {

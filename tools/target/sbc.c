@@ -19,6 +19,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
+
 #include "target.h"
 
 #define SBC_MAX_WS_BLOCKS 16384 /* VPD B0 MAXIMUM WRITE SAME LENGTH */
@@ -121,6 +123,14 @@ sbc_read(struct scsi_cmd *cmd)
 	}
 	uint64_t pg = (uint64_t)sysconf(_SC_PAGESIZE);
 	uint64_t pg_off = rw.lba * lu->block_size % pg;
+	struct stat fst;
+	if (cmd->zc_ok && want >= SBC_ZC_MIN && fstat(lu->fd, &fst) == 0 && S_ISREG(fst.st_mode) &&
+	    (uint64_t)fst.st_size < rw.lba * lu->block_size + want) {
+		/* by reference, GOOD goes out before the data is read: a file that
+		 * shrank is caught here (one fstat per read of 64 KiB or more) */
+		tgt_lun_mark_shrunk(lu);
+		return scsi_sense_errno(cmd, -ENXIO);
+	}
 	if (cmd->zc_ok && want >= SBC_ZC_MIN && lun_map_resident(lu, rw.lba * lu->block_size, want)) {
 		/* every page in memory: the transport sends it from the file's mapping
 		 * (sendmsg copies it into the socket under io_lock) */
@@ -333,10 +343,24 @@ sbc_prefetch(struct scsi_cmd *cmd)
 	return SAM_STAT_CONDITION_MET;
 }
 
+/*
+ * READ CAPACITY rereads the size of the file (or device): a LUN file grown
+ * (or shrunk) by its owner is seen when the initiator rescans; the other
+ * sessions get CAPACITY DATA HAS CHANGED.
+ */
+static void
+sbc_capacity_refresh(struct tgt_lun *lu)
+{
+	if (tgt_lun_update_size(lu)) {
+		tgt_lun_mark_resized(lu);
+	}
+}
+
 int
 sbc_read_capacity10(struct scsi_cmd *cmd)
 {
 	struct tgt_lun *lu = cmd->lu;
+	sbc_capacity_refresh(lu);
 	uint64_t last = lu->nblocks ? lu->nblocks - 1 : 0;
 
 	if (!(cmd->cdb[8] & 1) && get_be32(cmd->cdb + 2)) {
@@ -356,6 +380,7 @@ sbc_read_capacity16(struct scsi_cmd *cmd)
 	struct tgt_lun *lu = cmd->lu;
 	uint32_t alloc = get_be32(cmd->cdb + 10);
 
+	sbc_capacity_refresh(lu);
 	if (scsi_alloc_in(cmd, 32) < 0) {
 		return scsi_sense_errno(cmd, -ENOMEM);
 	}

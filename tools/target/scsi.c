@@ -176,10 +176,13 @@ scsi_sense_errno(struct scsi_cmd *cmd, int err)
 		return cmd->status;
 	case -EOPNOTSUPP:
 		return scsi_sense(cmd, SK_ILLEGAL_REQUEST, ASC_INVALID_FIELD_IN_CDB);
+	case -ENXIO: /* beyond the end of a backing file that shrank */
+		return scsi_sense(cmd, SK_ILLEGAL_REQUEST, ASC_LBA_OUT_OF_RANGE);
 	case -EIO:
 	case -EBADMSG:
 	default:
-		return scsi_sense(cmd, SK_MEDIUM_ERROR, ASC_READ_ERROR);
+		/* (-ENOTCONN too: a FUSE file system whose daemon died) */
+		return scsi_sense(cmd, SK_MEDIUM_ERROR, cmd->out ? ASC_WRITE_ERROR : ASC_READ_ERROR);
 	}
 }
 

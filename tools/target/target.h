@@ -86,7 +86,7 @@ struct tgt_lun {
 	char *path;
 	bool ro;
 	int fd;
-	uint64_t nblocks;
+	_Atomic uint64_t nblocks; /* reread when the file changes size (tgt_lun_update_size) */
 	uint32_t block_size; /* 512 */
 	uint8_t pb_exp;	     /* physical block = block_size << pb_exp */
 	bool can_unmap;
@@ -106,6 +106,13 @@ struct tgt_lun {
 	uint16_t res6_rtpi;		/* protected by lock */
 	uint8_t wce;			/* write cache enable (mode page 8); protected by lock */
 	_Atomic uint8_t swp; /* software write protect (control mode page, MODE SELECT) */
+	/* the size of the file changed under us: an I/O found it shorter than
+	 * nblocks (recheck: the loop rereads it), or READ CAPACITY or a reload
+	 * found another size (resized: done); the loop then queues CAPACITY DATA
+	 * HAS CHANGED. nblocks is updated by tgt_lun_update_size (atomic store) */
+	_Atomic bool recheck;
+	_Atomic bool resized;
+	bool size_changed; /* loop thread only: unit attention to raise */
 	struct xcopy_result {
 		bool valid;
 		uint8_t list_id;
@@ -268,6 +275,7 @@ struct scsi_cmd {
 #define ASC_INVALID_FIELD_IN_CDB 0x2400
 #define ASC_LUN_NOT_SUPPORTED 0x2500
 #define ASC_REPORTED_LUNS_CHANGED 0x3f0e
+#define ASC_CAPACITY_CHANGED 0x2a09
 #define ASC_INVALID_FIELD_IN_PARAM 0x2600
 #define ASC_PARAM_LIST_LENGTH 0x1a00
 #define ASC_WRITE_PROTECTED 0x2700
@@ -363,7 +371,16 @@ void pr_nexus_lost(struct tgt_lun *lu, const char *iport, uint16_t rtpi);
 void pr_lun_reset(struct tgt_lun *lu);
 
 /* ---- backend I/O and the worker pool (backing.c) ---- */
+/* -ENXIO past the end of a file that shrank (the LUN is marked shrunk) */
 int lun_pread(struct tgt_lun *lu, void *buf, size_t len, uint64_t off);
+/* Some LUN was marked since the loop last looked (tgt_lun_mark_*). */
+extern _Atomic int tgt_lun_resize_pending;
+/* An I/O ran past the end of the file: the loop rereads its size. */
+void tgt_lun_mark_shrunk(struct tgt_lun *lu);
+/* The size changed (tgt_lun_update_size said so): the loop raises the UA. */
+void tgt_lun_mark_resized(struct tgt_lun *lu);
+/* Reread the size of the file or device into nblocks; true when it changed. */
+bool tgt_lun_update_size(struct tgt_lun *lu);
 /* pread from the page cache only: -EAGAIN when that would block. */
 /* A write that in-flight zero-copy reads never see half of (COMPARE AND WRITE...). */
 int lun_pwrite_atomic(struct tgt_lun *lu, const void *buf, size_t len, uint64_t off);
