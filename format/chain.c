@@ -456,9 +456,15 @@ merged_build(struct vd_chain *c, int first, uint32_t gran, struct mregion *reg)
 	return 0;
 }
 
-/* The slot value for off, building the region when needed. Caller holds the chain read lock. */
+/*
+ * The slot value for off, building the region when needed, and in *end where
+ * the run of slots with that value ends within the region (off's slot alone for
+ * MIXED). One look-up per run, not per slot: a 64 TiB hole below a top is 4 Mi
+ * regions, not 16 Gi slots (`vdisk convert` of such a chain took 7.5 minutes).
+ * Caller holds the chain read lock.
+ */
 static int
-merged_lookup(struct vd_image *img, uint64_t off, uint8_t *val, uint32_t *gran_out)
+merged_lookup(struct vd_image *img, uint64_t off, uint8_t *val, uint64_t *end, bool *reg_end)
 {
 	struct vd_chain *c = img->chain;
 	struct merged *m = img->merged;
@@ -466,7 +472,7 @@ merged_lookup(struct vd_image *img, uint64_t off, uint8_t *val, uint32_t *gran_o
 	uint32_t gran;
 	uint64_t ridx;
 	struct mregion *reg;
-	unsigned h;
+	unsigned h, k, e;
 	int r = 0;
 
 	pthread_mutex_lock(&m->lock);
@@ -510,11 +516,20 @@ merged_lookup(struct vd_image *img, uint64_t off, uint8_t *val, uint32_t *gran_o
 		m->bucket[h] = reg;
 		m->count++;
 	}
-	*val = reg->slot[(off / gran) % REGION_SLOTS];
-	*gran_out = gran;
+	k = (off / gran) % REGION_SLOTS;
+	*val = reg->slot[k];
+	e = k + 1;
+	while (*val != SLOT_MIXED && e < REGION_SLOTS && reg->slot[e] == *val) {
+		e++;
+	}
+	*end = (ridx * REGION_SLOTS + e) * (uint64_t)gran;
+	*reg_end = e == REGION_SLOTS;
 	pthread_mutex_unlock(&m->lock);
 	return 0;
 }
+
+static int chain_walk_status(struct vd_chain *c, int first, uint64_t off, uint64_t len,
+			     struct vd_extent *ext);
 
 /*
  * The run of slots from off (at most len bytes) that share the value of off's
@@ -524,24 +539,44 @@ static int
 merged_run(struct vd_image *img, uint64_t off, uint64_t len, uint8_t *val, uint64_t *run)
 {
 	uint8_t v, v2;
-	uint32_t gran, g2;
-	uint64_t n;
-	int r = merged_lookup(img, off, &v, &gran);
+	uint64_t n, end;
+	bool reg_end;
+	int r = merged_lookup(img, off, &v, &end, &reg_end);
 
 	if (r < 0) {
 		return r;
 	}
-	n = VD_MIN(len, VD_ALIGN_DOWN(off, (uint64_t)gran) + gran - off);
+	n = VD_MIN(len, end - off);
 	/* A MIXED slot is walked on its own. */
 	while (v != SLOT_MIXED && n < len) {
-		r = merged_lookup(img, off + n, &v2, &g2);
+		if (v == SLOT_NONE && reg_end) {
+			/*
+			 * A hole up to the region's end: ask the layers how far it goes
+			 * (O(depth)), rather than building every region of a hole of
+			 * terabytes.
+			 */
+			struct vd_extent e;
+
+			r = chain_walk_status(img->chain, img->anchor->index + 1, off + n, len - n,
+					      &e);
+			if (r < 0) {
+				return r;
+			}
+			if (e.type == VD_EXTENT_HOLE) {
+				n += e.length;
+				if (n >= len) {
+					break;
+				}
+			}
+		}
+		r = merged_lookup(img, off + n, &v2, &end, &reg_end);
 		if (r < 0) {
 			return r;
 		}
 		if (v2 != v) {
 			break;
 		}
-		n = VD_MIN(len, n + gran);
+		n = VD_MIN(len, end - off);
 	}
 	*val = v;
 	*run = n;
