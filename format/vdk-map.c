@@ -52,7 +52,8 @@
  * goes through pwrite, which takes tmpfs's inode lock and allocates each page
  * on the writer's path (the two halves of a large write then run one after the
  * other). So when a write ends within VDK_GROW_LOW of what the file holds, a
- * short-lived thread allocates the next VDK_GROW_CHUNK with fallocate and
+ * short-lived thread allocates the next VDK_GROW_CHUNK (for a disk smaller
+ * than 256 MiB, a quarter of its size: a small image gets little) with fallocate and
  * faults it in (the zeroing of each new page happens there), and later writes
  * land in the mapping. The allocator does not know of these pages: they are
  * the end of the file it extends into anyway. At most VDK_GROW_LOW +
@@ -451,6 +452,8 @@ host_end_raise(struct vdk_state *st, uint64_t end)
 
 #define VDK_GROW_CHUNK (64ull << 20)	/* allocated per step */
 #define VDK_GROW_LOW (32ull << 20)	/* a step starts when a write ends this close to the end */
+#define VDK_GROW_MIN (2ull << 20)	/* the smallest step (a disk under 256 MiB steps by a
+					   quarter of its size) */
 
 static void *
 grow_main(void *arg)
@@ -502,14 +505,18 @@ grow_maybe(struct vd_layer *l, uint64_t end)
 	struct vdk_state *st = l->st;
 	struct vdk_ahead *a = st->ahead;
 	uint64_t ge = atomic_load_explicit(&a->grow_end, memory_order_relaxed);
+	/* A small disk gets little: a quarter of its size (2 MiB at least). */
+	uint64_t chunk = VD_MIN(VDK_GROW_CHUNK, VD_MAX(st->nblocks << st->bshift >> 2,
+						       (uint64_t)VDK_GROW_MIN));
+	uint64_t low = VD_MIN(VDK_GROW_LOW, chunk / 2);
 
-	if (end + VDK_GROW_LOW <= ge || !st->writable || vd_env_flag_once(&off, "VDISK_NO_GROW")) {
+	if (end + low <= ge || !st->writable || vd_env_flag_once(&off, "VDISK_NO_GROW")) {
 		return;
 	}
 	pthread_mutex_lock(&a->grow_lock);
 	if (!a->grow_busy && !a->grow_stop) {
 		uint64_t from = VD_MAX(atomic_load(&a->grow_end), end);
-		uint64_t ahead = VDK_GROW_LOW + VDK_GROW_CHUNK, to;
+		uint64_t ahead = low + chunk, to;
 		struct statfs sf;
 		pthread_attr_t at;
 		pthread_t t;
@@ -518,8 +525,7 @@ grow_maybe(struct vd_layer *l, uint64_t end)
 		if (fstatfs(l->fd, &sf) == 0) {
 			ahead = VD_MIN(ahead, (uint64_t)sf.f_bavail * (uint64_t)sf.f_bsize / 8);
 		}
-		to = VD_MIN(VD_MIN(from + VDK_GROW_CHUNK, end + ahead) & ~(uint64_t)0x1fffff,
-			    st->map_len);
+		to = VD_MIN(VD_MIN(from + chunk, end + ahead) & ~(uint64_t)0x1fffff, st->map_len);
 		if (to > from) {
 			a->grow_from = from;
 			a->grow_to = to;
