@@ -155,7 +155,10 @@ vd_env_flag_once(atomic_int *cache, const char *name)
 /*
  * pthread_create with every signal blocked in the new thread: signals go to
  * the program's own threads (vdiskfs's receiving thread must see SIGTERM in
- * its read()), never to a helper of the library or of the daemon.
+ * its read()), never to a helper of the library or of the daemon. Not the
+ * signals of a faulting instruction: blocked, those kill the process even
+ * where a handler would recover (vdk-map.c catches SIGBUS from a mapped file
+ * that shrank).
  */
 static inline int
 vd_thread_start(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), void *arg)
@@ -164,6 +167,10 @@ vd_thread_start(pthread_t *t, const pthread_attr_t *attr, void *(*fn)(void *), v
 	int r;
 
 	sigfillset(&all);
+	sigdelset(&all, SIGBUS);
+	sigdelset(&all, SIGSEGV);
+	sigdelset(&all, SIGFPE);
+	sigdelset(&all, SIGILL);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
 	r = pthread_create(t, attr, fn, arg);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);

@@ -52,7 +52,8 @@
  * goes through pwrite, which takes tmpfs's inode lock and allocates each page
  * on the writer's path (the two halves of a large write then run one after the
  * other). So when a write ends within VDK_GROW_LOW of what the file holds, a
- * short-lived thread allocates the next VDK_GROW_CHUNK with fallocate and
+ * short-lived thread allocates the next VDK_GROW_CHUNK (for a disk smaller
+ * than 256 MiB, a quarter of its size: a small image gets little) with fallocate and
  * faults it in (the zeroing of each new page happens there), and later writes
  * land in the mapping. The allocator does not know of these pages: they are
  * the end of the file it extends into anyway. At most VDK_GROW_LOW +
@@ -64,6 +65,17 @@
  * writes then fall back to pwrite, which reports ENOSPC as before.
  * VDISK_NO_GROW=1 in the environment turns this off (for comparisons).
  *
+ * A layer file that another program truncates while it is mapped (ignoring
+ * the image lock) turns a load or store past its new end into SIGBUS. Every
+ * access of the daemon's own to the mapping (checksums, the verify-ahead
+ * helper, stores of written blocks) runs under a guard: a SIGBUS there jumps
+ * back (siglongjmp from the handler, installed once) and the access fails
+ * with EIO naming the file, and host_end is lowered to the file's new size so
+ * that later reads take pread, which reports the short file. The kernel's own
+ * copies from the mapping (a FUSE reply written from it) fail with EFAULT,
+ * which the kernel turns into EIO for the reader. A SIGBUS elsewhere in the
+ * process is not ours: it kills the process as before.
+ *
  * Only memory-backed files are mapped: there a mapped page cannot fail to be
  * read (a disk's I/O error would be a SIGBUS in the checksum loop), and the
  * copy saved is the whole cost. Encrypted layers decrypt into a buffer anyway
@@ -73,6 +85,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -96,6 +109,62 @@
 
 /* Address space reserved for a writable layer that grows: its size plus room for the map and churn. */
 #define VDK_MAP_MAX (16ull << 40)
+
+/* ---- SIGBUS from a file that shrank under its mapping (design notes above) ---- */
+
+/* The guarded access running on this thread; volatile: the handler reads it. */
+static __thread sigjmp_buf *volatile map_jmp;
+static struct sigaction map_old_bus;
+
+static void
+map_on_sigbus(int sig, siginfo_t *si, void *uc)
+{
+	if (map_jmp) {
+		siglongjmp(*map_jmp, 1);	/* SA_NODEFER: nothing stays blocked */
+	}
+	/* Not ours: what was there before, or die of it as usual. */
+	if ((map_old_bus.sa_flags & SA_SIGINFO) && map_old_bus.sa_sigaction) {
+		map_old_bus.sa_sigaction(sig, si, uc);
+	} else if (map_old_bus.sa_handler != SIG_DFL && map_old_bus.sa_handler != SIG_IGN) {
+		map_old_bus.sa_handler(sig);
+	} else {
+		signal(sig, SIG_DFL);	/* the access faults again, and the process dies */
+	}
+}
+
+static void
+map_guard_install(void)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = map_on_sigbus;
+	sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGBUS, &sa, &map_old_bus);
+}
+
+/*
+ * After a SIGBUS on l's mapping: reads go below the file's real end only
+ * (pread reports the rest), and the error says what happened.
+ */
+static int
+map_lost(struct vd_layer *l, const char *what)
+{
+	struct vdk_state *st = l->st;
+	struct stat sb;
+
+	if (fstat(l->fd, &sb) == 0) {
+		uint64_t cur = __atomic_load_n(&st->host_end, __ATOMIC_RELAXED);
+
+		while ((uint64_t)sb.st_size < cur &&
+		       !__atomic_compare_exchange_n(&st->host_end, &cur, (uint64_t)sb.st_size, true,
+						    __ATOMIC_RELEASE, __ATOMIC_RELAXED)) {
+		}
+	}
+	return vd_set_error(EIO, "%s: %s past the end of the file: it was truncated while open "
+			    "(by another program?)", l->path, what);
+}
 
 /* ---- verifying ahead (design notes above) --------------------------------------- */
 
@@ -190,6 +259,15 @@ ahead_run(struct vd_layer *l, uint64_t vb0, uint32_t n)
 	memcpy(a->ents, ents, n * sizeof(ents[0]));
 	atomic_store(&a->stop, false);
 	pthread_mutex_unlock(&a->lock);
+	sigjmp_buf jb;
+
+	if (sigsetjmp(jb, 0)) {
+		map_jmp = NULL;
+		(void)map_lost(l, "a check ahead read");	/* the reader finds out itself */
+		pthread_rwlock_unlock(&st->reuse);
+		return;
+	}
+	map_jmp = &jb;
 	for (uint32_t i = 0; i < n && !atomic_load(&a->stop); i += VDK_AHEAD_CHUNK) {
 		uint32_t k = VD_MIN(n - i, (uint32_t)VDK_AHEAD_CHUNK);
 		uint8_t ok[VDK_AHEAD_CHUNK];
@@ -201,11 +279,14 @@ ahead_run(struct vd_layer *l, uint64_t vb0, uint32_t n)
 				end - phys >= st->bs &&
 				vdk_data_sum_ok(st->map + phys, st->bs, vb0 + i + j, ents[i + j].sum);
 		}
+		map_jmp = NULL;	/* no jump while a->lock is held */
 		pthread_mutex_lock(&a->lock);
 		memcpy(a->ok + i, ok, k);
 		a->n = i + k;
 		pthread_mutex_unlock(&a->lock);
+		map_jmp = &jb;
 	}
+	map_jmp = NULL;
 	pthread_rwlock_unlock(&st->reuse);
 }
 
@@ -371,6 +452,8 @@ host_end_raise(struct vdk_state *st, uint64_t end)
 
 #define VDK_GROW_CHUNK (64ull << 20)	/* allocated per step */
 #define VDK_GROW_LOW (32ull << 20)	/* a step starts when a write ends this close to the end */
+#define VDK_GROW_MIN (2ull << 20)	/* the smallest step (a disk under 256 MiB steps by a
+					   quarter of its size) */
 
 static void *
 grow_main(void *arg)
@@ -422,14 +505,18 @@ grow_maybe(struct vd_layer *l, uint64_t end)
 	struct vdk_state *st = l->st;
 	struct vdk_ahead *a = st->ahead;
 	uint64_t ge = atomic_load_explicit(&a->grow_end, memory_order_relaxed);
+	/* A small disk gets little: a quarter of its size (2 MiB at least). */
+	uint64_t chunk = VD_MIN(VDK_GROW_CHUNK, VD_MAX(st->nblocks << st->bshift >> 2,
+						       (uint64_t)VDK_GROW_MIN));
+	uint64_t low = VD_MIN(VDK_GROW_LOW, chunk / 2);
 
-	if (end + VDK_GROW_LOW <= ge || !st->writable || vd_env_flag_once(&off, "VDISK_NO_GROW")) {
+	if (end + low <= ge || !st->writable || vd_env_flag_once(&off, "VDISK_NO_GROW")) {
 		return;
 	}
 	pthread_mutex_lock(&a->grow_lock);
 	if (!a->grow_busy && !a->grow_stop) {
 		uint64_t from = VD_MAX(atomic_load(&a->grow_end), end);
-		uint64_t ahead = VDK_GROW_LOW + VDK_GROW_CHUNK, to;
+		uint64_t ahead = low + chunk, to;
 		struct statfs sf;
 		pthread_attr_t at;
 		pthread_t t;
@@ -438,8 +525,7 @@ grow_maybe(struct vd_layer *l, uint64_t end)
 		if (fstatfs(l->fd, &sf) == 0) {
 			ahead = VD_MIN(ahead, (uint64_t)sf.f_bavail * (uint64_t)sf.f_bsize / 8);
 		}
-		to = VD_MIN(VD_MIN(from + VDK_GROW_CHUNK, end + ahead) & ~(uint64_t)0x1fffff,
-			    st->map_len);
+		to = VD_MIN(VD_MIN(from + chunk, end + ahead) & ~(uint64_t)0x1fffff, st->map_len);
 		if (to > from) {
 			a->grow_from = from;
 			a->grow_to = to;
@@ -580,6 +666,9 @@ vdk_map_open(struct vd_layer *l)
 	atomic_init(&st->ahead->grow_end, (uint64_t)sb.st_size);
 	atomic_init(&st->ahead->solid_from, st->writable ? solid_start(l->fd, (uint64_t)sb.st_size)
 							 : (uint64_t)sb.st_size);
+	static pthread_once_t guard_once = PTHREAD_ONCE_INIT;
+
+	pthread_once(&guard_once, map_guard_install);
 	st->map = p;
 	l->mapped = true;
 	st->map_len = len;
@@ -648,7 +737,15 @@ vdk_write_phys(struct vd_layer *l, const void *buf, size_t len, uint64_t off)
 		grow_maybe(l, off + len);
 		if (grow_solid(st->ahead, off, len) ||
 		    madvise(st->map + off, len, MADV_POPULATE_WRITE) == 0) {
+			sigjmp_buf jb;
+
+			if (sigsetjmp(jb, 0)) {
+				map_jmp = NULL;
+				return map_lost(l, "a write");
+			}
+			map_jmp = &jb;
 			vdk_copy_out(st->map + off, buf, len);
+			map_jmp = NULL;
 			host_end_raise(st, off + len);
 			return 0;
 		}
@@ -673,17 +770,26 @@ map_verify(struct vd_layer *l, uint64_t vb, const struct vdk_entry *ents, uint64
 	struct vdk_state *st = l->st;
 	uint8_t skip[VDK_AHEAD_MAX];
 
+	sigjmp_buf jb;
+
 	ahead_take(l, vb, n, ents, skip);
+	if (sigsetjmp(jb, 0)) {
+		map_jmp = NULL;
+		return map_lost(l, "a read");
+	}
+	map_jmp = &jb;
 	for (uint64_t k = 0; k < n; k++) {
 		const struct vdk_entry *e = &ents[k];
 
 		if ((e->ptr & VDK_PTR_PRESENT) && !skip[k] &&
 		    !vdk_data_sum_ok(st->map + (e->ptr & ~VDK_PTR_FLAGS), st->bs, vb + k, e->sum)) {
+			map_jmp = NULL;
 			return vd_set_error(EIO, "%s: block %llu (offset %llu): bad checksum", l->path,
 					    (unsigned long long)(vb + k),
 					    (unsigned long long)((vb + k) << st->bshift));
 		}
 	}
+	map_jmp = NULL;
 	return 0;
 }
 

@@ -95,4 +95,14 @@ ok "the file holds only its blocks" at_most "$IMG" $((41 * MIB))
 ok "unmount" fs_umount "$M"
 ok "vdisk check is clean" vcheck "$IMG"
 
+# A small disk gets little ahead: a quarter of its size.
+rm -f "$T"/img*.vdk
+ok "create a 16 MiB image" mkimg "$IMG" 16M
+ok "mount it" fs_mount "$IMG" "$M"
+ok "write 12 MiB" write_at 0 12 16
+ok "allocated ahead by at most 4 MiB and a step's rounding" at_most "$IMG" $((19 * MIB))
+ok "the 12 MiB read back" same_region "$M/disk" 0 $((12 * MIB)) "$T/data.16"
+ok "unmount" fs_umount "$M"
+ok "vdisk check is clean" vcheck "$IMG"
+
 done_testing
