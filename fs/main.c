@@ -186,6 +186,9 @@ stop_catch(struct vdfs *fs, struct fuse_session *se)
 	stop_se = se;
 	stop_main = pthread_self();
 	sigfillset(&all);
+	/* Fault signals stay deliverable (the library guards mapped reads with them). */
+	sigdelset(&all, SIGBUS);
+	sigdelset(&all, SIGSEGV);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	if (pthread_create(&t, NULL, stop_thread, fs) != 0) {
 		pthread_sigmask(SIG_SETMASK, &old, NULL);
