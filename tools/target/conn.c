@@ -734,13 +734,14 @@ task_dispatch(struct iscsi_conn *c, struct iscsi_task *t)
 /*
  * A READ CAPACITY that found a new size: the other sessions get CAPACITY DATA
  * HAS CHANGED now, not this one, which has just been told the new capacity.
+ * (The command's own flag, not the LUN's: the loop may have raised the unit
+ * attentions already, between the command and its answer.)
  */
 static void
 task_capacity_seen(struct iscsi_conn *c, struct iscsi_task *t)
 {
 	struct scsi_cmd *cmd = &t->cmd;
-	bool rc = cmd->cdb[0] == 0x25 || (cmd->cdb[0] == 0x9e && (cmd->cdb[1] & 0x1f) == 0x10);
-	if (!rc || !cmd->lu || !atomic_load(&cmd->lu->resized)) {
+	if (!cmd->capacity_seen || !cmd->lu) {
 		return;
 	}
 	server_check_resized();

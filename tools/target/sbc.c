@@ -349,10 +349,11 @@ sbc_prefetch(struct scsi_cmd *cmd)
  * sessions get CAPACITY DATA HAS CHANGED.
  */
 static void
-sbc_capacity_refresh(struct tgt_lun *lu)
+sbc_capacity_refresh(struct scsi_cmd *cmd)
 {
-	if (tgt_lun_update_size(lu)) {
-		tgt_lun_mark_resized(lu);
+	if (tgt_lun_update_size(cmd->lu)) {
+		tgt_lun_mark_resized(cmd->lu);
+		cmd->capacity_seen = true;
 	}
 }
 
@@ -360,7 +361,7 @@ int
 sbc_read_capacity10(struct scsi_cmd *cmd)
 {
 	struct tgt_lun *lu = cmd->lu;
-	sbc_capacity_refresh(lu);
+	sbc_capacity_refresh(cmd);
 	uint64_t last = lu->nblocks ? lu->nblocks - 1 : 0;
 
 	if (!(cmd->cdb[8] & 1) && get_be32(cmd->cdb + 2)) {
@@ -380,7 +381,7 @@ sbc_read_capacity16(struct scsi_cmd *cmd)
 	struct tgt_lun *lu = cmd->lu;
 	uint32_t alloc = get_be32(cmd->cdb + 10);
 
-	sbc_capacity_refresh(lu);
+	sbc_capacity_refresh(cmd);
 	if (scsi_alloc_in(cmd, 32) < 0) {
 		return scsi_sense_errno(cmd, -ENOMEM);
 	}

@@ -229,6 +229,7 @@ struct scsi_cmd {
 	uint32_t out_len;
 	uint8_t *in; /* Data-In (malloc'd by the handler, freed with the task) */
 	uint32_t in_len;
+	bool capacity_seen; /* READ CAPACITY found a new size (its session needs no UA) */
 	bool has_spdtl; /* a data-out command set spdtl: the bytes it wanted */
 	uint32_t spdtl;
 	bool nowait;	  /* on the loop thread: never block, set would_block instead */
