@@ -69,7 +69,8 @@
  * the image lock) turns a load or store past its new end into SIGBUS. Every
  * access of the daemon's own to the mapping (checksums, the verify-ahead
  * helper, stores of written blocks) runs under a guard: a SIGBUS there jumps
- * back (siglongjmp from the handler, installed once) and the access fails
+ * back (siglongjmp from the handler of format/sigbus.h, which vdisk-target
+ * shares, installed once) and the access fails
  * with EIO naming the file, and host_end is lowered to the file's new size so
  * that later reads take pread, which reports the short file. The kernel's own
  * copies from the mapping (a FUSE reply written from it) fail with EFAULT,
@@ -85,7 +86,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <setjmp.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -100,6 +100,7 @@
 #include <emmintrin.h>
 #endif
 
+#include "sigbus.h"
 #include "util.h"
 #include "vdk.h"
 
@@ -111,38 +112,6 @@
 #define VDK_MAP_MAX (16ull << 40)
 
 /* ---- SIGBUS from a file that shrank under its mapping (design notes above) ---- */
-
-/* The guarded access running on this thread; volatile: the handler reads it. */
-static __thread sigjmp_buf *volatile map_jmp;
-static struct sigaction map_old_bus;
-
-static void
-map_on_sigbus(int sig, siginfo_t *si, void *uc)
-{
-	if (map_jmp) {
-		siglongjmp(*map_jmp, 1);	/* SA_NODEFER: nothing stays blocked */
-	}
-	/* Not ours: what was there before, or die of it as usual. */
-	if ((map_old_bus.sa_flags & SA_SIGINFO) && map_old_bus.sa_sigaction) {
-		map_old_bus.sa_sigaction(sig, si, uc);
-	} else if (map_old_bus.sa_handler != SIG_DFL && map_old_bus.sa_handler != SIG_IGN) {
-		map_old_bus.sa_handler(sig);
-	} else {
-		signal(sig, SIG_DFL);	/* the access faults again, and the process dies */
-	}
-}
-
-static void
-map_guard_install(void)
-{
-	struct sigaction sa;
-
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_sigaction = map_on_sigbus;
-	sa.sa_flags = SA_SIGINFO | SA_NODEFER;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGBUS, &sa, &map_old_bus);
-}
 
 /*
  * After a SIGBUS on l's mapping: reads go below the file's real end only
@@ -262,12 +231,12 @@ ahead_run(struct vd_layer *l, uint64_t vb0, uint32_t n)
 	sigjmp_buf jb;
 
 	if (sigsetjmp(jb, 0)) {
-		map_jmp = NULL;
+		vd_bus_jmp = NULL;
 		(void)map_lost(l, "a check ahead read");	/* the reader finds out itself */
 		pthread_rwlock_unlock(&st->reuse);
 		return;
 	}
-	map_jmp = &jb;
+	vd_bus_jmp = &jb;
 	for (uint32_t i = 0; i < n && !atomic_load(&a->stop); i += VDK_AHEAD_CHUNK) {
 		uint32_t k = VD_MIN(n - i, (uint32_t)VDK_AHEAD_CHUNK);
 		uint8_t ok[VDK_AHEAD_CHUNK];
@@ -279,14 +248,14 @@ ahead_run(struct vd_layer *l, uint64_t vb0, uint32_t n)
 				end - phys >= st->bs &&
 				vdk_data_sum_ok(st->map + phys, st->bs, vb0 + i + j, ents[i + j].sum);
 		}
-		map_jmp = NULL;	/* no jump while a->lock is held */
+		vd_bus_jmp = NULL;	/* no jump while a->lock is held */
 		pthread_mutex_lock(&a->lock);
 		memcpy(a->ok + i, ok, k);
 		a->n = i + k;
 		pthread_mutex_unlock(&a->lock);
-		map_jmp = &jb;
+		vd_bus_jmp = &jb;
 	}
-	map_jmp = NULL;
+	vd_bus_jmp = NULL;
 	pthread_rwlock_unlock(&st->reuse);
 }
 
@@ -668,7 +637,7 @@ vdk_map_open(struct vd_layer *l)
 							 : (uint64_t)sb.st_size);
 	static pthread_once_t guard_once = PTHREAD_ONCE_INIT;
 
-	pthread_once(&guard_once, map_guard_install);
+	pthread_once(&guard_once, vd_bus_install);
 	st->map = p;
 	l->mapped = true;
 	st->map_len = len;
@@ -740,12 +709,12 @@ vdk_write_phys(struct vd_layer *l, const void *buf, size_t len, uint64_t off)
 			sigjmp_buf jb;
 
 			if (sigsetjmp(jb, 0)) {
-				map_jmp = NULL;
+				vd_bus_jmp = NULL;
 				return map_lost(l, "a write");
 			}
-			map_jmp = &jb;
+			vd_bus_jmp = &jb;
 			vdk_copy_out(st->map + off, buf, len);
-			map_jmp = NULL;
+			vd_bus_jmp = NULL;
 			host_end_raise(st, off + len);
 			return 0;
 		}
@@ -774,22 +743,22 @@ map_verify(struct vd_layer *l, uint64_t vb, const struct vdk_entry *ents, uint64
 
 	ahead_take(l, vb, n, ents, skip);
 	if (sigsetjmp(jb, 0)) {
-		map_jmp = NULL;
+		vd_bus_jmp = NULL;
 		return map_lost(l, "a read");
 	}
-	map_jmp = &jb;
+	vd_bus_jmp = &jb;
 	for (uint64_t k = 0; k < n; k++) {
 		const struct vdk_entry *e = &ents[k];
 
 		if ((e->ptr & VDK_PTR_PRESENT) && !skip[k] &&
 		    !vdk_data_sum_ok(st->map + (e->ptr & ~VDK_PTR_FLAGS), st->bs, vb + k, e->sum)) {
-			map_jmp = NULL;
+			vd_bus_jmp = NULL;
 			return vd_set_error(EIO, "%s: block %llu (offset %llu): bad checksum", l->path,
 					    (unsigned long long)(vb + k),
 					    (unsigned long long)((vb + k) << st->bshift));
 		}
 	}
-	map_jmp = NULL;
+	vd_bus_jmp = NULL;
 	return 0;
 }
 

@@ -56,6 +56,7 @@
 
 #include <md5.h>
 
+#include "sigbus.h"
 #include "target.h"
 
 #define LUN_MAP_READ_MIN (64u << 10) /* smaller reads: pread (mincore costs a call too) */
@@ -163,32 +164,6 @@ lun_pwrite_atomic(struct tgt_lun *lu, const void *buf, size_t len, uint64_t off)
 
 /* ---- copies into the mapping of a tmpfs LUN, guarded against SIGBUS ---- */
 
-/* volatile: the stores around memcpy must stay (the signal handler reads it) */
-static __thread sigjmp_buf *volatile lun_map_jmp;
-
-static void
-lun_sigbus(int sig, siginfo_t *si, void *uc)
-{
-	(void)si;
-	(void)uc;
-	if (lun_map_jmp) {
-		siglongjmp(*lun_map_jmp, 1); /* SA_NODEFER: nothing stays blocked */
-	}
-	signal(sig, SIG_DFL); /* not ours: die of it as usual */
-	raise(sig);
-}
-
-static void
-lun_sigbus_install(void)
-{
-	struct sigaction sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_sigaction = lun_sigbus;
-	sa.sa_flags = SA_SIGINFO | SA_NODEFER;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGBUS, &sa, NULL);
-}
-
 /* memcpy with non-temporal stores, fenced: for large copies into the mapping */
 static void
 lun_copy_nt(void *dst, const void *src, size_t len)
@@ -232,10 +207,10 @@ lun_map_copy(void *dst, const void *src, size_t len, bool nt)
 {
 	sigjmp_buf jb;
 	if (sigsetjmp(jb, 0)) {
-		lun_map_jmp = NULL;
+		vd_bus_jmp = NULL;
 		return -EFAULT;
 	}
-	lun_map_jmp = &jb;
+	vd_bus_jmp = &jb;
 	__asm__ volatile("" ::: "memory");
 	if (nt && len >= LUN_NT_MIN) {
 		lun_copy_nt(dst, src, len);
@@ -243,7 +218,7 @@ lun_map_copy(void *dst, const void *src, size_t len, bool nt)
 		memcpy(dst, src, len);
 	}
 	__asm__ volatile("" ::: "memory");
-	lun_map_jmp = NULL;
+	vd_bus_jmp = NULL;
 	return 0;
 }
 
@@ -258,7 +233,7 @@ lun_map_open(struct tgt_lun *lu, uint64_t size, bool ro)
 	if (m == MAP_FAILED) {
 		return; /* pwrite as usual */
 	}
-	pthread_once(&once, lun_sigbus_install);
+	pthread_once(&once, vd_bus_install);
 	lu->map = m;
 	lu->map_len = size;
 }
