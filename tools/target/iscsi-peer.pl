@@ -168,6 +168,28 @@ sub write10 {
 	}
 }
 
+# Log in for unsolicited data of SIZE bytes, then a WRITE(10) of SIZE bytes at
+# LBA (a pattern from SEED) with all its data sent unsolicited (immediate data
+# and Data-Out): returns (task tag, blocks, the data).
+sub unsolicited_write {
+	my ($s, $size, $lba, $seed) = @_;
+	my $k = login($s, "InitialR2T=No", "ImmediateData=Yes", "FirstBurstLength=$size",
+		"MaxBurstLength=$size", "MaxRecvDataSegmentLength=262144");
+	fail("login status $k->{_status}") if $k->{_status};
+	my $tmrdsl = $k->{MaxRecvDataSegmentLength} // 8192;
+	my $n = $size / 512;
+	my $data = pack("N", $seed + $$ % 65536) x ($size / 4);
+	my $first = $size < $tmrdsl ? $size : $tmrdsl;
+	my $t = scsi_cmd($s, $first == $size ? 0xA0 : 0x20, $size,
+		pack("C C N C n C", 0x2a, 0, $lba, 0, $n, 0), substr($data, 0, $first));
+	my $sn = 0;
+	for (my $o = $first; $o < $size; $o += $tmrdsl) {
+		my $len = $size - $o < $tmrdsl ? $size - $o : $tmrdsl;
+		data_out($s, $t, 0xFFFFFFFF, $sn++, $o, substr($data, $o, $len), $o + $len >= $size);
+	}
+	return ($t, $n, $data);
+}
+
 sub read10 {
 	my ($s, $lba, $n) = @_;
 	scsi_cmd($s, 0xC0, $n * 512, pack("C C N C n C", 0x28, 0, $lba, 0, $n, 0));
@@ -562,27 +584,14 @@ if ($scenario eq "digests") {
 	# WRITE must land before the new session's Login Response or never: both
 	# READs see the same data. Prints "landed" or "not landed" and the login time.
 	my ($mode, $size, $lba, $wait, $settle) = @args;
-	my $k = login($s, "InitialR2T=No", "ImmediateData=Yes", "FirstBurstLength=$size",
-		"MaxBurstLength=$size", "MaxRecvDataSegmentLength=262144");
-	fail("login status $k->{_status}") if $k->{_status};
-	my $tmrdsl = $k->{MaxRecvDataSegmentLength} // 8192;
-	my $n = $size / 512;
-	my $data = pack("N", 0x5eed0000 + $$ % 65536) x ($size / 4);
-	my $first = $size < $tmrdsl ? $size : $tmrdsl;
-	my $t = scsi_cmd($s, $first == $size ? 0xA0 : 0x20, $size,
-		pack("C C N C n C", 0x2a, 0, $lba, 0, $n, 0), substr($data, 0, $first));
-	my $sn = 0;
-	for (my $o = $first; $o < $size; $o += $tmrdsl) {
-		my $len = $size - $o < $tmrdsl ? $size - $o : $tmrdsl;
-		data_out($s, $t, 0xFFFFFFFF, $sn++, $o, substr($data, $o, $len), $o + $len >= $size);
-	}
+	my ($t, $n, $data) = unsolicited_write($s, $size, $lba, 0x5eed0000);
 	select(undef, undef, undef, $wait);
 	close($s) if $mode eq "drop";
 	$isid_n--;
 	($cmdsn, $expstatsn) = (1, 0);
 	my $s2 = conn();
 	my $t0 = time;
-	$k = login($s2, "MaxRecvDataSegmentLength=262144");
+	my $k = login($s2, "MaxRecvDataSegmentLength=262144");
 	my $lt = time - $t0;
 	fail("login status $k->{_status}") if $k->{_status};
 	fail("old session not closed on reinstatement") if $mode eq "keep" && !expect_closed($s, 5);
@@ -604,20 +613,7 @@ if ($scenario eq "digests") {
 	# closed; MODE "ignore": no Logout, the target closes the connection itself
 	# within the time the Async Message gave plus a little.
 	my ($mode, $size, $lba) = @args;
-	my $k = login($s, "InitialR2T=No", "ImmediateData=Yes", "FirstBurstLength=$size",
-		"MaxBurstLength=$size", "MaxRecvDataSegmentLength=262144");
-	fail("login status $k->{_status}") if $k->{_status};
-	my $tmrdsl = $k->{MaxRecvDataSegmentLength} // 8192;
-	my $n = $size / 512;
-	my $data = pack("N", 0x7e40000 + $$ % 65536) x ($size / 4);
-	my $first = $size < $tmrdsl ? $size : $tmrdsl;
-	my $t = scsi_cmd($s, $first == $size ? 0xA0 : 0x20, $size,
-		pack("C C N C n C", 0x2a, 0, $lba, 0, $n, 0), substr($data, 0, $first));
-	my $sn = 0;
-	for (my $o = $first; $o < $size; $o += $tmrdsl) {
-		my $len = $size - $o < $tmrdsl ? $size - $o : $tmrdsl;
-		data_out($s, $t, 0xFFFFFFFF, $sn++, $o, substr($data, $o, $len), $o + $len >= $size);
-	}
+	my ($t, $n, $data) = unsolicited_write($s, $size, $lba, 0x7e40000);
 	print "ready\n";
 	STDOUT->flush();
 	my ($async, $wst, $rej, $tur, $secs);
