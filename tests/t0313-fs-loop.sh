@@ -46,16 +46,22 @@ ok "the writes of zeroes are in disk" cmp -s -i 1048576:0 -n $((N * 1048576)) "$
 
 # Writers holding dirty pages, and a snapshot meanwhile: the daemon writes them back
 # through the mount (the receiving thread serves those requests).
-python3 - "$M/disk" <<'EOF' &
+# (The writer says when its writes have returned: on a loaded machine 0.5 s
+# was not always enough for python to start and write.)
+python3 - "$M/disk" "$T/wrote" <<'EOF' &
 import os, sys, time
 fd = os.open(sys.argv[1], os.O_WRONLY)
 for k in range(64):
     os.pwrite(fd, bytes([k]) * 65536, 64 * 1048576 + k * 65536)
+open(sys.argv[2], "w").close()
 time.sleep(2)
 os.close(fd)
 EOF
 wpid=$!
-sleep 0.5
+for _ in $(seq 300); do
+	[ -e "$T/wrote" ] && break
+	sleep 0.1
+done
 ok "snapshot s2 while a writer holds dirty pages" mkdir "$M/snapshots/s2"
 wait $wpid
 ok "s2 has the writer's bytes" python3 -c "
