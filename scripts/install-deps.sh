@@ -6,7 +6,7 @@ set -e
 PKGS="build-essential pkg-config clang libclang-rt-14-dev llvm
 libfuse3-dev fuse3 libxxhash-dev libsodium-dev zlib1g-dev libzstd-dev libmd-dev
 perl python3 bc qemu-utils libiscsi-bin fio e2fsprogs gdisk util-linux tgt iproute2
-libnbd-bin qemu-system-common libqcow-utils procps psmisc"
+libnbd-bin qemu-system-common libqcow-utils procps psmisc strace"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' ||
