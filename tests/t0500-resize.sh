@@ -17,6 +17,7 @@
 #     tools, qemu-img over iscsi://).
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/cli-lib.sh"
+. "$(dirname "$0")/fs-lib.sh"
 cd "$T" || exit 1
 
 MIB=1048576
@@ -218,5 +219,74 @@ vd resize --shrink s.vdk 130560
 "$VDISK" convert -O raw s.vdk s-new.raw
 ok "crash during a shrink: old or new, never torn" \
 	crash_loop shrink s.vdk s0.vdk 130560 s-old.raw s-new.raw --shrink
+
+# ---- 2. online grow through a vdiskfs mount ------------------------------------
+
+M=$T/mnt
+FIO="fio --output=$T/fio.out --minimal --verify_fatal=1 --verify_state_save=0"
+vd create -s 64M f.vdk
+ok "mount" fs_mount f.vdk "$M"
+ok "sgdisk: a GPT partition" sh -c "sgdisk -n1:2048:+16M '$M/disk' >/dev/null"
+ok "partitions/p1" test -e "$M/partitions/p1"
+ok "snapshot before the grow" mkdir "$M/snapshots/before"
+ok "fill the last MiB" sh -c "dd if=/dev/urandom of='$T/tail' bs=1M count=1 status=none &&
+	dd if='$T/tail' of='$M/disk' bs=1M seek=63 conv=notrunc,fsync status=none"
+# a reader and a writer (fio --verify) keep going while the disk grows under them
+$FIO --name=bg --filename="$M/disk" --rw=randrw --bs=4k --offset=20M --size=16M --time_based \
+	--runtime=4 --ioengine=psync --verify=crc32c --randseed=3 >/dev/null 2>&1 &
+fiopid=$!
+grow_fd() {	# grow_fd FILE SIZE: fstat of an fd opened before `truncate -s SIZE` has SIZE
+	perl -e 'open(my $f, "+<", $ARGV[0]) or die "$ARGV[0]: $!";
+		system("truncate", "-s", $ARGV[1], $ARGV[0]) == 0 or die "truncate failed";
+		my $n = (stat($f))[7]; sysseek($f, 0, 2) == $ARGV[1] or die "seek end: $n";
+		$n == $ARGV[1] or die "fstat says $n"' "$1" "$2"
+}
+ok "truncate -s 96M: an open fd sees the new size at once" grow_fd "$M/disk" $((96 * MIB))
+ok "ftruncate to 112M through the open fd" \
+	perl -e 'open(my $f, "+<", $ARGV[0]) or die; truncate($f, $ARGV[1]) or die "$!";
+		(stat($f))[7] == $ARGV[1] or die' "$M/disk" $((112 * MIB))
+ok "truncate -s 128M" truncate -s 128M "$M/disk"
+ok "fio randrw --verify ran through the grows" wait $fiopid
+ok_eq "$(stat -c %s "$M/disk")" $((128 * MIB)) "st_size 128M"
+ok "the old last MiB is intact" sh -c "cmp -s -n $MIB -i $((63 * MIB)):0 '$M/disk' '$T/tail'"
+ok "the new range reads as zeroes" sh -c "cmp -s -n $((64 * MIB)) -i $((64 * MIB)):0 '$M/disk' /dev/zero"
+ok "fio write --verify across the old end (48M..112M)" $FIO --name=x --filename="$M/disk" \
+	--rw=write --bs=64k --offset=48M --size=64M --verify=md5
+ok "fio O_DIRECT randwrite --verify past the old end" $FIO --name=d --filename="$M/disk" \
+	--rw=randwrite --bs=4k --offset=100M --size=8M --direct=1 --ioengine=psync --verify=crc32c
+run_rc rc truncate -s 100M "$M/disk"
+ok_eq "$rc" 1 "shrinking the mounted disk refused"
+ok "  with EPERM" grep -q "Operation not permitted" "$T/err"
+run_rc rc truncate -s $((200 * MIB + 100)) "$M/disk"
+ok_eq "$rc" 1 "a size not a multiple of 512 refused"
+ok_eq "$(stat -c %s "$M/disk")" $((128 * MIB)) "  size unchanged"
+run_rc rc "$VDISK" resize f.vdk 1G
+ok_eq "$rc" 1 "vdisk resize of the mounted image refused"
+ok "  in use" grep -q "in use" "$T/err"
+ok "partitions/p1 still there (16M)" sh -c "[ \$(stat -c %s '$M/partitions/p1') -eq $((16 * MIB)) ]"
+ok "sgdisk -e moves the backup GPT to the new end" sh -c "sgdisk -e '$M/disk' >/dev/null 2>&1"
+ok "sgdisk: a second partition in the grown space" sh -c "sgdisk -n2:0:+40M '$M/disk' >/dev/null"
+ok "partitions/p2 (40M)" sh -c "[ \$(stat -c %s '$M/partitions/p2') -eq $((40 * MIB)) ]"
+ok "snapshot after the grow" mkdir "$M/snapshots/after"
+ok_eq "$(stat -c %s "$M/snapshots/before/disk")" $((64 * MIB)) "the older snapshot keeps 64M"
+ok_eq "$(stat -c %s "$M/snapshots/after/disk")" $((128 * MIB)) "the new snapshot has 128M"
+ok "unmount" fs_umount "$M"
+ok_eq "$(info_size f.vdk)" $((128 * MIB)) "vdisk info: 128M"
+ok_eq "$("$VDISK" snapshot list f.vdk | awk 'NR > 1 { printf "%s ", $2 }')" "before after " \
+	"vdisk snapshot list: before after"
+ok "vdisk check clean (three layers)" check_clean f.vdk
+# writethrough mode: the daemon, not the kernel, owns the size
+ok "mount -o writethrough" fs_mount f.vdk "$M" -o writethrough
+ok "truncate -s 160M (writethrough): open fd sees it" grow_fd "$M/disk" $((160 * MIB))
+ok "write the last block" sh -c "dd if='$T/tail' of='$M/disk' bs=4k count=1 seek=$((160 * 256 - 1)) conv=notrunc,fsync status=none"
+ok "unmount" fs_umount "$M"
+ok_eq "$(info_size f.vdk)" $((160 * MIB)) "vdisk info: 160M"
+ok "check clean" check_clean f.vdk
+# a foreign image cannot grow: EPERM, and the mount goes on
+qemu-img create -q -f qcow2 fq.qcow2 8M
+ok "mount a qcow2 image" fs_mount fq.qcow2 "$M"
+run_rc rc truncate -s 16M "$M/disk"
+ok_eq "$rc" 1 "qcow2: grow refused"
+ok "unmount" fs_umount "$M"
 
 done_testing
