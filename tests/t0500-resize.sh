@@ -176,7 +176,9 @@ crash_loop() {	# crash_loop NAME IMG ORIG NEWSIZE OLDRAW NEWRAW [--shrink]
 		_k=1
 		while [ $_k -le 40 ]; do
 			cp "$_orig" "$_img"
-			strace -f -o /dev/null -e trace=$call -e inject=$call:signal=KILL:when=$_k \
+			# (LeakSanitizer cannot run under ptrace: leaks are looked for elsewhere)
+			ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+				strace -f -o /dev/null -e trace=$call -e inject=$call:signal=KILL:when=$_k \
 				"$VDISK" resize "$@" "$_img" "$_new" >/dev/null 2>&1
 			_rc=$?
 			_n=$((_n + 1))
@@ -198,7 +200,7 @@ crash_loop() {	# crash_loop NAME IMG ORIG NEWSIZE OLDRAW NEWRAW [--shrink]
 		done
 	done
 	diag "$_name: $_n runs, $_olds old, $_news new"
-	[ $_bad -eq 0 ] && [ $_olds -gt 0 ] && [ $_news -gt 0 ]
+	[ $_bad -eq 0 ] && [ $_olds -gt 0 ] && [ $_news -gt 0 ] && [ $_n -lt 120 ]
 }
 # grow over a larger base (ZERO entries hide it, tree one level deeper)
 vd create -s 3000000 -b base.qcow2 c.vdk
