@@ -18,6 +18,7 @@
 . "$(dirname "$0")/lib.sh"
 . "$(dirname "$0")/cli-lib.sh"
 . "$(dirname "$0")/fs-lib.sh"
+. "$SRCDIR/tools/target/test-lib.sh"
 cd "$T" || exit 1
 
 MIB=1048576
@@ -290,5 +291,59 @@ ok "mount a qcow2 image" fs_mount fq.qcow2 "$M"
 run_rc rc truncate -s 16M "$M/disk"
 ok_eq "$rc" 1 "qcow2: grow refused"
 ok "unmount" fs_umount "$M"
+
+# ---- 3. vdisk-target: a LUN whose file grew ---------------------------------------
+
+PEER_CDB() {
+	perl "$SRCDIR/tools/target/iscsi-peer.pl" 127.0.0.1 "$P1" "$IQN" cdb "$@"
+}
+RC16=9e100000000000000000000000200000
+TUR=000000000000
+UA="2 sense 700006000000000a000000002a0900000000"
+P1=$(free_port)
+head -c 16M /dev/urandom >"$T/lun"
+ok "target on a 16 MiB file in $T" start_target --iqn "$IQN" --portal "127.0.0.1:$P1" --lun "0=$T/lun"
+# two sessions (two I_T nexus): READ CAPACITY, wait for the grow, TUR, TUR, READ CAPACITY
+rm -f "$T/go"
+PEER_CDB 32 $RC16 "p:$T/go" - 0 $TUR 0 $TUR 32 $RC16 >"$T/sess.a" 2>&1 &
+pa=$!
+PEER_CDB 32 $RC16 "p:$T/go" - 0 $TUR 0 $TUR 32 $RC16 >"$T/sess.b" 2>&1 &
+pb=$!
+sleep 1
+truncate -s 32M "$T/lun"
+sleep 3	# the target looks once a second
+touch "$T/go"
+wait $pa $pb
+for s in a b; do
+	sed 's/^/# /' "$T/sess.$s" | cut -c1-60
+	ok_eq "$(sed -n 1p "$T/sess.$s" | cut -c1-18)" "0 0000000000007fff" "session $s: 16 MiB before"
+	ok_eq "$(sed -n 2p "$T/sess.$s")" "$UA" "session $s: UNIT ATTENTION, CAPACITY DATA HAS CHANGED"
+	ok_eq "$(sed -n 3p "$T/sess.$s")" "0 " "session $s: ... once (the next TUR is GOOD)"
+	ok_eq "$(sed -n 4p "$T/sess.$s" | cut -c1-18)" "0 000000000000ffff" "session $s: READ CAPACITY(16): 32 MiB"
+done
+ok "iscsi-readcapacity16: 33554432 bytes" sh -c \
+	"iscsi-readcapacity16 '$(lun_url 127.0.0.1 "$P1" 0)' | grep -q 'Total size:33554432'"
+ok "stop the target" stop_target
+
+# a vdiskfs disk grown with truncate, exported: qemu-img over iscsi:// sees it
+vd create -s 32M g.vdk
+ok "mount g.vdk" fs_mount g.vdk "$M"
+P1=$(free_port)
+ok "export MOUNT/disk" start_target --iqn "$IQN" --portal "127.0.0.1:$P1" --lun "0=$M/disk"
+U0=$(lun_url 127.0.0.1 "$P1" 0)
+ok_eq "$(qemu-img info --output=json -f raw "$U0" | json_eval /dev/stdin '$j->{"virtual-size"}')" \
+	$((32 * MIB)) "qemu-img info iscsi://: 32 MiB"
+ok "iscsi-inq works" sh -c "iscsi-inq '$U0' >/dev/null"
+ok "truncate -s 48M MOUNT/disk" truncate -s 48M "$M/disk"
+sleep 3
+ok_eq "$(qemu-img info --output=json -f raw "$U0" | json_eval /dev/stdin '$j->{"virtual-size"}')" \
+	$((48 * MIB)) "qemu-img info iscsi://: 48 MiB"
+randfile "$T/x" $MIB 21
+ok "qemu-io: write 1 MiB across the old end through iSCSI" \
+	sh -c "qemu-io -f raw -c 'write -s $T/x 31M 1M' -c flush '$U0' >/dev/null"
+ok "the mounted disk has it" sh -c "cmp -s -n $MIB -i $((31 * MIB)):0 '$M/disk' '$T/x'"
+ok "stop the target" stop_target
+ok "unmount" fs_umount "$M"
+ok "vdisk check clean" check_clean g.vdk
 
 done_testing
