@@ -166,9 +166,9 @@ vdisk_cmd_resize(int argc, char **argv)
 		return VDISK_EXIT_ERROR;
 	}
 	if (size < cur && !shrink) {
-		vdisk_error(file, "shrinking from %s to %llu bytes drops the data past the new end: "
-			    "give --shrink to do it", vdisk_human_size(cur, hs, sizeof(hs)),
-			    (unsigned long long)size);
+		vdisk_error(file, "shrinking from %llu to %llu bytes (%s) drops the data past the new "
+			    "end: give --shrink to do it", (unsigned long long)cur,
+			    (unsigned long long)size, vdisk_human_size(size, hs, sizeof(hs)));
 		return VDISK_EXIT_ERROR;
 	}
 	img = vdisk_open(file, "vdk", VD_OPEN_RDWR);
