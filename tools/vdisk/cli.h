@@ -61,6 +61,7 @@ int vdisk_cmd_convert(int argc, char **argv);
 int vdisk_cmd_map(int argc, char **argv);
 int vdisk_cmd_snapshot(int argc, char **argv);
 int vdisk_cmd_diff(int argc, char **argv);
+int vdisk_cmd_compare(int argc, char **argv);
 int vdisk_cmd_bench(int argc, char **argv);
 int vdisk_cmd_key(int argc, char **argv);
 int vdisk_cmd_resize(int argc, char **argv);
