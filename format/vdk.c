@@ -1189,6 +1189,8 @@ vdk_commit(struct vd_layer *l, bool unlock_syncs)
 	/* vdk_header_write syncs the nodes and data first. */
 	h = st->hdr;
 	h.root = st->root;
+	h.size = l->size;	/* a resize changes them in memory first (vdk_resize) */
+	h.levels = st->levels;
 	h.file_end = st->file_blocks << st->bshift;
 	h.allocated_blocks = st->allocated_blocks;
 	if (st->crypt && h.ctr_next < st->ctr_next + VDK_CTR_RESERVE / 2) {
@@ -2679,11 +2681,14 @@ vdk_resize(struct vd_layer *l, uint64_t size)
 		l->size = size;
 	}
 	if (r == 0) {
-		st->hdr.size = size;
-		st->hdr.levels = st->levels;
+		/*
+		 * st->hdr stays the last committed header until the commit is done
+		 * (vdk_reserve_ctr_locked may write it meanwhile); the commit takes
+		 * the size and depth from l->size and st->levels. A failed commit:
+		 * the new map is in memory only, and the next flush commits it.
+		 */
 		st->dirty = true;
 		r = vdk_commit(l, false);
-		/* A failed commit: the new map is in memory only; the next flush writes it. */
 	} else {
 		/* Half-changed in memory: never commit it (the file keeps the old size). */
 		st->broken = true;
