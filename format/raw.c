@@ -7,6 +7,14 @@
  * lives in memory (tmpfs, ramfs) is also mapped for reads without a copy
  * (vd_pread_map; see vdk-map.c): nothing is verified or moved, so the pieces
  * are the file's own pages, and nothing needs to be held.
+ *
+ * SEEK_HOLE costs the length of the data run it walks on tmpfs (the page
+ * index is scanned page by page): asked at every read of a 4 GiB raw file
+ * that is all data, it took 14 ms per MiB read. So the last DATA extent
+ * found is remembered and answers the reads inside it. Only data is
+ * remembered: a read of data is a pread, right even if another program
+ * punched a hole there since, whereas a remembered hole would hide data
+ * written since. A zeroing through the library forgets it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -14,6 +22,8 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <pthread.h>
 
 #include "internal.h"
 #include "util.h"
@@ -31,6 +41,8 @@ raw_probe(const uint8_t *buf, size_t len, uint64_t file_size, const char *filena
 struct raw_state {
 	uint8_t *map;		/* the file mapped read-only (memory-backed files), or NULL */
 	uint64_t map_len;
+	pthread_mutex_t data_lock;
+	uint64_t data_lo, data_hi; /* the last DATA extent found ([0, 0): none) */
 };
 
 /* Map a regular file that lives in memory (vd_fd_mappable). */
@@ -56,6 +68,7 @@ raw_close(struct vd_layer *l)
 {
 	struct raw_state *rs = l->st;
 
+	pthread_mutex_destroy(&rs->data_lock);
 	if (rs->map) {
 		munmap(rs->map, rs->map_len);
 		rs->map = NULL;
@@ -77,8 +90,10 @@ raw_pread_map(struct vd_layer *l, uint64_t off, size_t len, struct vd_mapped *m)
 static int
 raw_open(struct vd_layer *l)
 {
+	struct raw_state *rs = l->st;
 	struct stat st;
 
+	pthread_mutex_init(&rs->data_lock, NULL);
 	if (fstat(l->fd, &st) < 0) {
 		return vd_set_error(errno, "%s: %s", l->path, strerror(errno));
 	}
@@ -125,8 +140,12 @@ static int
 raw_zero(struct vd_layer *l, uint64_t off, uint64_t len)
 {
 	static const char zeroes[65536];
+	struct raw_state *rs = l->st;
 	int r;
 
+	pthread_mutex_lock(&rs->data_lock);
+	rs->data_lo = rs->data_hi = 0;
+	pthread_mutex_unlock(&rs->data_lock);
 	if (fallocate(l->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) == 0 ||
 	    vd_punch_hole(l->fd, off, len) == 0) {
 		return 0;
@@ -159,10 +178,22 @@ raw_flush(struct vd_layer *l)
 static int
 raw_block_status(struct vd_layer *l, uint64_t off, uint64_t len, struct vd_extent *ext)
 {
+	struct raw_state *rs = l->st;
 	off_t data, hole;
+	bool known;
 
 	ext->offset = off;
 	ext->layer = 0;
+	pthread_mutex_lock(&rs->data_lock);
+	known = off >= rs->data_lo && off < rs->data_hi;
+	if (known) {
+		ext->type = VD_EXTENT_DATA;
+		ext->length = VD_MIN(rs->data_hi - off, len);
+	}
+	pthread_mutex_unlock(&rs->data_lock);
+	if (known) {
+		return 0;
+	}
 	data = lseek(l->fd, (off_t)off, SEEK_DATA);
 	if (data < 0) {
 		if (errno == ENXIO) {
@@ -185,6 +216,12 @@ raw_block_status(struct vd_layer *l, uint64_t off, uint64_t len, struct vd_exten
 	ext->length = hole < 0 ? len : VD_MIN((uint64_t)hole - off, len);
 	if (ext->length == 0) {
 		ext->length = len;
+	}
+	if (hole > (off_t)off) {
+		pthread_mutex_lock(&rs->data_lock);
+		rs->data_lo = off;
+		rs->data_hi = (uint64_t)hole;
+		pthread_mutex_unlock(&rs->data_lock);
 	}
 	return 0;
 }
