@@ -90,6 +90,15 @@ struct vd_driver {
 	int (*check)(struct vd_layer *l, vd_check_fn report, void *opaque, int layer_idx,
 		     struct vd_check_result *res);
 
+	/*
+	 * Optional: change the virtual size of a writable top to size (the core
+	 * checked it: a multiple of 512, at most VD_MAX_SIZE, a shrink allowed) and
+	 * commit, so that the new range reads as zeroes whatever the layers below
+	 * hold there (vd_layer_status_below). Called with the chain held for
+	 * writing (no I/O runs); sets l->size. NULL: the format cannot be resized.
+	 */
+	int (*resize)(struct vd_layer *l, uint64_t size);
+
 	/* Internal snapshots (qcow2): count, describe, open one as a read-only view layer. */
 	int (*snapshot_count)(struct vd_layer *l);
 	int (*snapshot_info)(struct vd_layer *l, int idx, const char **name, int64_t *created);
@@ -149,6 +158,9 @@ const struct vd_driver *vd_driver_find(const char *name);
 
 /* Read [off, off+len) as the layers below l see it (zeroes past the end or with no backing). */
 int vd_layer_read_below(struct vd_layer *l, void *buf, size_t len, uint64_t off);
+
+/* Block status of [off, off+len) as the layers below l show it (a hole with no backing). */
+int vd_layer_status_below(struct vd_layer *l, uint64_t off, uint64_t len, struct vd_extent *ext);
 
 /*
  * Open a file a driver refers to (VMDK extents, data files): path is resolved

@@ -485,6 +485,49 @@ vd_flush(struct vd_image *img)
 	return r;
 }
 
+/*
+ * The chain is held for writing: in-flight I/O (and mapped reads, which hold
+ * it for reading until vd_pread_map_done) ends first, and I/O that starts
+ * after sees the new size. The driver commits before it returns.
+ */
+int
+vd_resize(struct vd_image *img, uint64_t size, unsigned flags)
+{
+	struct vd_layer *top;
+	int r;
+
+	if (flags & ~VD_RESIZE_SHRINK) {
+		return vd_set_error(EINVAL, "%s: unknown resize flags %#x", img->path, flags);
+	}
+	if (size == 0 || size % 512 || size > VD_MAX_SIZE) {
+		return vd_set_error(EINVAL, "%s: bad size %llu: a multiple of 512 from 512 bytes "
+				    "to 64 TiB", img->path, (unsigned long long)size);
+	}
+	pthread_rwlock_wrlock(&img->chain->lock);
+	top = img->top;
+	r = image_check_writable(img);
+	if (r == 0 && !top->drv->resize) {
+		r = vd_set_error(ENOTSUP, "%s: resize supports native .vdk images; use qemu-img "
+				 "resize for %s", img->path, top->drv->name);
+	}
+	if (r == 0 && size < top->size && !(flags & VD_RESIZE_SHRINK)) {
+		r = vd_set_error(EINVAL, "%s: shrinking from %llu to %llu bytes drops data past "
+				 "the new end; allow it with the shrink flag", img->path,
+				 (unsigned long long)top->size, (unsigned long long)size);
+	}
+	if (r == 0 && size != top->size) {
+		if (top->drv->thread_model == VD_THREAD_SERIALIZE) {
+			pthread_mutex_lock(&top->serialize);
+		}
+		r = top->drv->resize(top, size);
+		if (top->drv->thread_model == VD_THREAD_SERIALIZE) {
+			pthread_mutex_unlock(&top->serialize);
+		}
+	}
+	pthread_rwlock_unlock(&img->chain->lock);
+	return r;
+}
+
 int
 vd_block_status(struct vd_image *img, uint64_t offset, uint64_t length, struct vd_extent *ext)
 {
@@ -867,6 +910,37 @@ vd_layer_read_below(struct vd_layer *l, void *buf, size_t len, uint64_t off)
 	}
 	int r = chain_read_below(&tmp, buf, len, off);
 
+	merged_free(tmp.merged);
+	return r;
+}
+
+int
+vd_layer_status_below(struct vd_layer *l, uint64_t off, uint64_t len, struct vd_extent *ext)
+{
+	struct vd_chain *c = l->chain;
+	struct vd_image tmp;
+	int r;
+
+	if (!c || l->index + 1 >= c->n) {
+		ext->offset = off;
+		ext->length = len;
+		ext->type = VD_EXTENT_HOLE;
+		ext->layer = -1;
+		return 0;
+	}
+	if (c->main && c->main->anchor == l) {
+		return chain_status_below(c->main, off, len, ext);
+	}
+	memset(&tmp, 0, sizeof(tmp));
+	tmp.chain = c;
+	tmp.top = l;
+	tmp.anchor = l;
+	tmp.path = l->path;
+	tmp.merged = merged_new();
+	if (!tmp.merged) {
+		return vd_set_error(ENOMEM, "out of memory");
+	}
+	r = chain_status_below(&tmp, off, len, ext);
 	merged_free(tmp.merged);
 	return r;
 }

@@ -134,6 +134,20 @@ struct vd_extent {
 int vd_block_status(struct vd_image *img, uint64_t offset, uint64_t length,
 		    struct vd_extent *ext);
 
+/*
+ * Change the virtual size of the disk (of its top layer; the layers below keep
+ * theirs). size: a multiple of 512, at most VD_MAX_SIZE. Growing: the new range
+ * reads as zeroes, also where a larger layer below holds data there. Shrinking
+ * needs VD_RESIZE_SHRINK (else -EINVAL): what lies past the new end is dropped
+ * and its space given back. One commit: after a crash the image has the old
+ * size or the new one. Waits for in-flight I/O (like a snapshot operation);
+ * I/O that starts after it returns sees the new size. The image must be
+ * writable and its top native (vdk): else -EROFS / -ENOTSUP. Snapshot views
+ * keep their size.
+ */
+#define VD_RESIZE_SHRINK 0x1u
+int vd_resize(struct vd_image *img, uint64_t size, unsigned flags);
+
 /* ---- layers and snapshots ----------------------------------------------- */
 
 struct vd_layer_info {

@@ -1096,6 +1096,10 @@ vdk_reserve_ctr_locked(struct vd_layer *l, uint64_t need)
 	if (st->ctr_next + need < st->hdr.ctr_next) {
 		return 0;
 	}
+	if (st->broken) {
+		return vd_set_error(EIO, "%s: a failed resize left the map inconsistent in memory",
+				    l->path);
+	}
 	/* Commit a bigger reservation with the committed tree (root unchanged). */
 	st->hdr.ctr_next = st->ctr_next + need + VDK_CTR_RESERVE;
 	return vdk_header_write(l->fd, l->path, &st->hdr, st->crypt);
@@ -1118,6 +1122,10 @@ vdk_commit(struct vd_layer *l, bool unlock_syncs)
 	/* One commit at a time (vd_check may commit while a flush syncs). */
 	while (st->committing) {
 		pthread_cond_wait(&st->commit_done, &st->lock);
+	}
+	if (st->broken) {
+		return vd_set_error(EIO, "%s: a failed resize left the map inconsistent in memory; "
+				    "nothing more is committed (reopen the image)", l->path);
 	}
 	if (!st->dirty) {
 		return 0;
@@ -1181,6 +1189,8 @@ vdk_commit(struct vd_layer *l, bool unlock_syncs)
 	/* vdk_header_write syncs the nodes and data first. */
 	h = st->hdr;
 	h.root = st->root;
+	h.size = l->size;	/* a resize changes them in memory first (vdk_resize) */
+	h.levels = st->levels;
 	h.file_end = st->file_blocks << st->bshift;
 	h.allocated_blocks = st->allocated_blocks;
 	if (st->crypt && h.ctr_next < st->ctr_next + VDK_CTR_RESERVE / 2) {
@@ -2316,6 +2326,384 @@ vdk_open(struct vd_layer *l)
 	return r;
 }
 
+/* ---- resize ------------------------------------------------------------------ */
+
+/*
+ * Changing the virtual size (vd_resize). The caller (image.c) holds the chain
+ * lock for writing, so no I/O of the image runs; this takes gate for writing
+ * too, so that no commit of another path interleaves, and ends with one
+ * commit: the header with the new size and tree depth is the commit point,
+ * and a crash before it leaves the image as it was (what was written for the
+ * new tree is free space).
+ *
+ * Growing. A deeper tree gets new root nodes above the old root (index 0 at
+ * every level: the old root's entry, checksum and seed unchanged, becomes
+ * entry 0 of the new one). The new range must read as zeroes even where a
+ * layer below is larger and holds data there (the chain shows a layer only
+ * below the sizes of the layers above it, so that data was hidden by the old
+ * size): those blocks get ZERO entries, and the old last block, if partial and
+ * held below, is copied up with zeroes past the old end, all in the same
+ * commit. Blocks the top holds itself past the old end cannot exist (a shrink
+ * drops them), and the tail of a partial last block the top holds is zero (a
+ * write of the last block zero-fills past the size, and a shrink rewrites it).
+ *
+ * Shrinking. Every entry at or past the new end is dropped (data blocks and
+ * whole subtrees; their space goes back to the host after the commit, as for
+ * a discard), the tail of a partial new last block is rewritten as zeroes,
+ * and a shallower tree keeps only node 0 of the new root level.
+ */
+#define VDK_RESIZE_HIDE_MAX (1ull << 22)	/* ZERO entries one grow may write */
+
+/* Forget a cached node that the tree no longer holds (dirty or not). Caller holds lock. */
+static void
+vdk_node_forget(struct vdk_state *st, struct vdk_node *n)
+{
+	if (n->dirty) {
+		struct vdk_node **pp = &st->dirty_list;
+
+		while (*pp && *pp != n) {
+			pp = &(*pp)->dnext;
+		}
+		if (*pp) {
+			*pp = n->dnext;
+			st->ndirty--;
+		}
+		n->dirty = false;
+	}
+	vdk_cache_remove(st, n);
+}
+
+/* Release a whole subtree (node `e` at level, index) and every block it maps. Caller holds lock. */
+static int
+vdk_drop_subtree(struct vd_layer *l, const struct vdk_entry *e, uint32_t level, uint64_t index)
+{
+	struct vdk_state *st = l->st;
+	struct vdk_node *n = vdk_cache_find(st, level, index);
+	uint8_t *buf = malloc(st->node_size);
+	int r = 0;
+
+	if (!buf) {
+		return vd_set_error(ENOMEM, "out of memory");
+	}
+	if (n) {
+		memcpy(buf, n->data, st->node_size);
+	} else {
+		r = vdk_node_read(l, e, level, index, buf);
+	}
+	for (uint32_t i = 0; i < st->ne && r == 0; i++) {
+		struct vdk_entry c;
+		uint64_t ci = (index << st->nshift) + i;
+
+		vdk_entry_decode(buf + (size_t)i * VDK_ENTRY_SIZE, &c);
+		if (!(c.ptr & VDK_PTR_PRESENT)) {
+			continue;
+		}
+		if (level == 0) {
+			st->allocated_blocks--;
+			r = vdk_release(st, (c.ptr & ~VDK_PTR_FLAGS) >> st->bshift, 1, true);
+		} else {
+			r = vdk_drop_subtree(l, &c, level - 1, ci);
+		}
+	}
+	free(buf);
+	if (r < 0) {
+		return r;
+	}
+	n = vdk_cache_find(st, level, index);
+	if (n) {
+		vdk_node_forget(st, n);
+	}
+	return vdk_release(st, (e->ptr & ~VDK_PTR_FLAGS) >> st->bshift, st->node_blocks, true);
+}
+
+/* Drop what the subtree of node (level, index) maps at or past virtual block `from`. */
+static int
+vdk_cut_node(struct vd_layer *l, uint32_t level, uint64_t index, uint64_t from)
+{
+	struct vdk_state *st = l->st;
+	uint64_t span = 1ull << (st->nshift * level);	/* blocks per entry */
+	int r = 0;
+
+	for (uint32_t i = 0; i < st->ne; i++) {
+		uint64_t ci = (index << st->nshift) + i;
+		struct vdk_node *n;
+		struct vdk_entry c;
+		uint8_t *p;
+
+		if ((ci + 1) * span <= from) {
+			continue;
+		}
+		n = vdk_get_node(l, level, index, false, &r);	/* again: recursion may evict it */
+		if (!n) {
+			return r;
+		}
+		p = n->data + (size_t)i * VDK_ENTRY_SIZE;
+		vdk_entry_decode(p, &c);
+		if (c.ptr == 0) {
+			continue;
+		}
+		if (level == 0) {
+			struct vdk_entry z = { 0 };
+
+			r = vdk_set_entry_locked(l, ci, &z);
+		} else if (!(c.ptr & VDK_PTR_PRESENT)) {
+			memset(p, 0, VDK_ENTRY_SIZE);
+			vdk_mark_dirty(st, n);
+		} else if (ci * span >= from) {
+			r = vdk_drop_subtree(l, &c, level - 1, ci);
+			n = vdk_get_node(l, level, index, false, &r);
+			if (!n) {
+				return r < 0 ? r : vd_set_error(EIO, "%s: map node vanished", l->path);
+			}
+			memset(n->data + (size_t)i * VDK_ENTRY_SIZE, 0, VDK_ENTRY_SIZE);
+			vdk_mark_dirty(st, n);
+		} else {
+			r = vdk_cut_node(l, level - 1, ci, from);
+		}
+		if (r < 0) {
+			return r;
+		}
+	}
+	return 0;
+}
+
+/* Shrink the tree to nlevels (after vdk_cut_node): keep node 0 of level nlevels-1. */
+static int
+vdk_lower_tree(struct vd_layer *l, uint32_t nlevels)
+{
+	struct vdk_state *st = l->st;
+	struct vdk_entry root = { 0 };
+	struct vdk_node *n;
+	int r;
+
+	if (!(st->root.ptr & VDK_PTR_PRESENT) && !vdk_cache_find(st, st->levels - 1, 0)) {
+		st->levels = nlevels;
+		return 0;
+	}
+	n = vdk_get_node(l, nlevels, 0, false, &r);
+	if (!n && r < 0) {
+		return r;
+	}
+	if (n) {
+		vdk_entry_decode(n->data, &root);
+	}
+	for (uint32_t k = nlevels; k < st->levels; k++) {
+		n = vdk_get_node(l, k, 0, false, &r);
+		if (!n) {
+			if (r < 0) {
+				return r;
+			}
+			continue;
+		}
+		if (n->phys) {
+			r = vdk_release(st, n->phys >> st->bshift, st->node_blocks, true);
+			if (r < 0) {
+				return r;
+			}
+		}
+		vdk_node_forget(st, n);
+	}
+	st->levels = nlevels;
+	st->root = root;	/* a dirty new root replaces it at the commit */
+	return 0;
+}
+
+/* Make the tree nlevels deep: new nodes 0 above the old root. Caller holds lock. */
+static int
+vdk_raise_tree(struct vd_layer *l, uint32_t nlevels)
+{
+	struct vdk_state *st = l->st;
+	bool any = (st->root.ptr & VDK_PTR_PRESENT) || vdk_cache_find(st, st->levels - 1, 0);
+
+	for (uint32_t k = st->levels; k < nlevels && any; k++) {
+		struct vdk_node *n = vdk_cache_insert(st, k, 0);
+
+		if (!n) {
+			return vd_set_error(ENOMEM, "out of memory");
+		}
+		memset(n->data, 0, st->node_size);
+		if (k == st->levels && (st->root.ptr & VDK_PTR_PRESENT)) {
+			vdk_entry_encode(n->data, &st->root);	/* a dirty old root refreshes it */
+		}
+		vdk_mark_dirty(st, n);
+	}
+	st->levels = nlevels;
+	st->root = (struct vdk_entry){ 0 };
+	return 0;
+}
+
+/* The layers below hold data in [off, off+len): count (and with set, ZERO) the blocks. */
+static int
+vdk_hide_below(struct vd_layer *l, uint64_t off, uint64_t len, uint64_t first_vb, bool set,
+	       uint64_t *count)
+{
+	struct vdk_state *st = l->st;
+	uint64_t pos = off, end = off + len;
+	struct vdk_entry ze = { .ptr = VDK_PTR_ZERO };
+	int r = 0;
+
+	*count = 0;
+	while (pos < end) {
+		struct vd_extent e;
+
+		r = vd_layer_status_below(l, pos, end - pos, &e);
+		if (r < 0) {
+			return r;
+		}
+		if (e.length == 0) {
+			return vd_set_error(EIO, "%s: block status made no progress", l->path);
+		}
+		if (e.type == VD_EXTENT_DATA) {
+			uint64_t vb = VD_MAX(pos >> st->bshift, first_vb);
+			uint64_t vb_end = (pos + e.length + st->bs - 1) >> st->bshift;
+
+			for (; vb < vb_end; vb++) {
+				(*count)++;
+				if (set) {
+					r = vdk_set_entry_locked(l, vb, &ze);
+					if (r < 0) {
+						return r;
+					}
+				}
+			}
+		}
+		pos += e.length;
+	}
+	return 0;
+}
+
+static int
+vdk_resize(struct vd_layer *l, uint64_t size)
+{
+	struct vdk_state *st = l->st;
+	uint64_t old = l->size, nnb = VD_DIV_ROUND_UP(size, st->bs), hide = 0;
+	uint32_t nlevels = vdk_levels_for(nnb, st->ne);
+	uint8_t *buf = NULL;
+	int r;
+
+	if (!st->writable) {
+		return vd_set_error(EROFS, "%s: image is read-only", l->path);
+	}
+	if (size == old) {
+		return 0;
+	}
+	buf = malloc(st->bs);
+	if (!buf) {
+		return vd_set_error(ENOMEM, "out of memory");
+	}
+	pthread_rwlock_wrlock(&st->gate);
+	pthread_mutex_lock(&st->lock);
+	r = vdk_commit(l, false);	/* start from a clean tree: a crash keeps the old image */
+	if (r == 0) {
+		r = vdk_alloc_init_locked(l);
+	}
+	pthread_mutex_unlock(&st->lock);
+	if (r < 0) {
+		goto out;
+	}
+	if (size > old) {
+		/* What the layers below would show in the new range: hidden by ZERO entries. */
+		if (st->has_backing) {
+			r = vdk_hide_below(l, old, size - old, VD_DIV_ROUND_UP(old, st->bs), false,
+					   &hide);
+			if (r < 0) {
+				goto out;
+			}
+			if (hide > VDK_RESIZE_HIDE_MAX) {
+				r = vd_set_error(EFBIG, "%s: the layers below hold %llu blocks of data in "
+						 "the new range, which the grown disk must hide; at most "
+						 "%llu blocks in one resize (grow in steps)",
+						 l->path, (unsigned long long)hide,
+						 (unsigned long long)VDK_RESIZE_HIDE_MAX);
+				goto out;
+			}
+		}
+		if (old % st->bs && st->has_backing) {
+			/* The old partial last block: held below past the old end? Copy it up. */
+			uint64_t vb0 = old >> st->bshift, n0;
+			struct vdk_entry e0;
+
+			pthread_mutex_lock(&st->lock);
+			r = vdk_lookup_locked(l, vb0, &e0);
+			pthread_mutex_unlock(&st->lock);
+			if (r == 0 && e0.ptr == 0) {
+				r = vdk_hide_below(l, old,
+						   VD_MIN(size, (vb0 + 1) << st->bshift) - old, 0,
+						   false, &n0);
+				if (r == 0 && n0 > 0) {
+					r = vdk_read_block_full(l, vb0, buf);	/* zeroes past old */
+					if (r == 0) {
+						r = vdk_write_blocks(l, vb0, 1, buf);
+					}
+				}
+			}
+			if (r < 0) {
+				goto out;
+			}
+		}
+		pthread_mutex_lock(&st->lock);
+		if (nlevels > st->levels) {
+			r = vdk_raise_tree(l, nlevels);
+		}
+		st->nblocks = nnb;
+		l->size = size;
+		if (r == 0 && hide > 0) {
+			r = vdk_hide_below(l, old, size - old, VD_DIV_ROUND_UP(old, st->bs), true,
+					   &hide);
+		}
+	} else {
+		uint64_t vbl = size >> st->bshift;
+		struct vdk_entry el;
+
+		pthread_mutex_lock(&st->lock);
+		r = vdk_lookup_locked(l, vbl, &el);
+		pthread_mutex_unlock(&st->lock);
+		if (r == 0 && size % st->bs && (el.ptr & VDK_PTR_PRESENT)) {
+			/* The new partial last block: zeroes past the new end (a grow shows them). */
+			l->size = size;
+			r = vdk_read_block_full(l, vbl, buf);
+			l->size = old;
+			if (r == 0) {
+				r = vdk_write_blocks(l, vbl, 1, buf);
+			}
+		}
+		if (r < 0) {
+			goto out;
+		}
+		pthread_mutex_lock(&st->lock);
+		if (st->root.ptr & VDK_PTR_PRESENT) {
+			r = vdk_cut_node(l, st->levels - 1, 0, nnb);
+		}
+		if (r == 0 && nlevels < st->levels) {
+			r = vdk_lower_tree(l, nlevels);
+		}
+		st->nblocks = nnb;
+		l->size = size;
+	}
+	if (r == 0) {
+		/*
+		 * st->hdr stays the last committed header until the commit is done
+		 * (vdk_reserve_ctr_locked may write it meanwhile); the commit takes
+		 * the size and depth from l->size and st->levels. A failed commit:
+		 * the new map is in memory only, and the next flush commits it.
+		 */
+		st->dirty = true;
+		r = vdk_commit(l, false);
+	} else {
+		/* Half-changed in memory: never commit it (the file keeps the old size). */
+		st->broken = true;
+		vd_error_prefix("%s: resize failed, the image must be reopened", l->path);
+	}
+	pthread_mutex_unlock(&st->lock);
+out:
+	pthread_rwlock_unlock(&st->gate);
+	free(buf);
+	if (r == 0) {
+		vdk_reclaim(l);	/* what a shrink dropped goes back to the host */
+	}
+	return r;
+}
+
 /* ---- helpers for snapshots and merging ---------------------------------------- */
 
 int
@@ -2551,4 +2939,5 @@ const struct vd_driver vd_vdk_driver = {
 	.block_status = vdk_block_status,
 	.allocated = vdk_allocated,
 	.check = vdk_check,
+	.resize = vdk_resize,
 };

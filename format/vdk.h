@@ -132,6 +132,7 @@ struct vdk_state {
 	uint64_t nblocks;		/* virtual blocks */
 	uint64_t data_start;		/* first allocatable byte */
 	bool writable;
+	bool broken;			/* a resize failed half-way: commit nothing more */
 	bool dirty;			/* in-memory tree differs from the committed one */
 	bool has_backing;
 

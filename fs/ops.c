@@ -247,7 +247,7 @@ handle_unlink(struct vdfs *fs, struct vdfs_hlink *l)
 static int
 parts_get(struct vdfs *fs, struct vdfs_part *parts, int max)
 {
-	disk_sync_range(fs, 0, fs->size);
+	disk_sync_range(fs, 0, __atomic_load_n(&fs->size, __ATOMIC_ACQUIRE));
 	return vdfs_parts_get(fs, parts, max);
 }
 
@@ -376,6 +376,23 @@ file_allocated(struct vdfs *fs, enum vdfs_kind kind, uint64_t len, const struct 
 	return a < len ? a : len;
 }
 
+/*
+ * The size of disk. It grows while mounted (vdfs_truncate), so it is read
+ * atomically here and stored under fs->lock (tree.c reads it under the lock).
+ */
+static uint64_t
+disk_size(struct vdfs *fs)
+{
+	return __atomic_load_n(&fs->size, __ATOMIC_ACQUIRE);
+}
+
+/* The length of an open file: disk's handles follow a grow. */
+static uint64_t
+fh_len(const struct vdfs_fh *fh)
+{
+	return fh->kind == K_DISK ? disk_size(vdfs_get()) : fh->len;
+}
+
 static int
 vdfs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 {
@@ -400,8 +417,8 @@ vdfs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 		if (fh->kind == K_SNAP_INFO || fh->kind == K_SNAP_CHANGED) {
 			stat_file(st, 0444, fh->txt_len, fh->txt_len, t);
 		} else {
-			stat_file(st, fh->writable ? 0644 : 0444, fh->len,
-				  file_allocated(fs, fh->kind, fh->len, fh->snap), t);
+			stat_file(st, fh->writable ? 0644 : 0444, fh_len(fh),
+				  file_allocated(fs, fh->kind, fh_len(fh), fh->snap), t);
 		}
 		return 0;
 	}
@@ -420,7 +437,7 @@ vdfs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 		stat_dir(fs, st, fs->readonly ? 0555 : 0755, 2);
 		break;
 	case K_DISK:
-		stat_file(st, rw, fs->size, vdfs_allocated(fs), fs->mount_time);
+		stat_file(st, rw, disk_size(fs), vdfs_allocated(fs), fs->mount_time);
 		break;
 	case K_PART:
 		stat_file(st, rw, n.part.length, file_allocated(fs, K_PART, n.part.length, NULL),
@@ -671,7 +688,7 @@ vdfs_open(const char *path, struct fuse_file_info *fi)
 		fh->writable = !fs->readonly;
 		if (n.kind == K_DISK) {
 			fh->base = 0;
-			fh->len = fs->size;
+			fh->len = disk_size(fs);	/* fh_len() follows a grow */
 			bdi_tune(fs);
 			/*
 			 * Counted before disk_open_mode reads disk_uncached: a partition
@@ -808,11 +825,13 @@ vdfs_handles_free(struct vdfs *fs)
 static bool
 fh_clip(const struct vdfs_fh *fh, off_t off, size_t *size)
 {
-	if (off < 0 || (uint64_t)off >= fh->len) {
+	uint64_t len = fh_len(fh);
+
+	if (off < 0 || (uint64_t)off >= len) {
 		return false;
 	}
-	if (*size > fh->len - (uint64_t)off) {
-		*size = (size_t)(fh->len - (uint64_t)off);
+	if (*size > len - (uint64_t)off) {
+		*size = (size_t)(len - (uint64_t)off);
 	}
 	return true;
 }
@@ -1017,7 +1036,7 @@ vdfs_fallocate(const char *path, int mode, off_t off, off_t len, struct fuse_fil
 {
 	struct vdfs *fs = vdfs_get();
 	struct vdfs_fh *fh = (struct vdfs_fh *)(uintptr_t)fi->fh;
-	uint64_t end;
+	uint64_t end, flen = fh_len(fh);
 	int ret;
 
 	(void)path;
@@ -1033,7 +1052,7 @@ vdfs_fallocate(const char *path, int mode, off_t off, off_t len, struct fuse_fil
 	switch (mode & ~FALLOC_FL_KEEP_SIZE) {
 	case 0:
 		/* Preallocation: the virtual disk has its full size already. */
-		return end > fh->len && !(mode & FALLOC_FL_KEEP_SIZE) ? -EFBIG : 0;
+		return end > flen && !(mode & FALLOC_FL_KEEP_SIZE) ? -EFBIG : 0;
 	case FALLOC_FL_PUNCH_HOLE:
 		if (!(mode & FALLOC_FL_KEEP_SIZE)) {
 			return -EINVAL;
@@ -1044,14 +1063,14 @@ vdfs_fallocate(const char *path, int mode, off_t off, off_t len, struct fuse_fil
 	default:
 		return -EOPNOTSUPP;
 	}
-	if ((uint64_t)off >= fh->len) {
+	if ((uint64_t)off >= flen) {
 		return (mode & FALLOC_FL_KEEP_SIZE) ? 0 : -EFBIG;
 	}
-	if (end > fh->len) {
+	if (end > flen) {
 		if (!(mode & FALLOC_FL_KEEP_SIZE)) {
 			return -EFBIG;
 		}
-		end = fh->len;
+		end = flen;
 	}
 	/* disk: the kernel writes back and drops its cache of the range itself. */
 	if (fh->kind == K_PART) {
@@ -1078,29 +1097,29 @@ static off_t
 vdfs_lseek(const char *path, off_t off, int whence, struct fuse_file_info *fi)
 {
 	struct vdfs_fh *fh = (struct vdfs_fh *)(uintptr_t)fi->fh;
-	uint64_t pos;
+	uint64_t pos, flen = fh_len(fh);
 	int ret;
 
 	(void)path;
 	if (whence != SEEK_DATA && whence != SEEK_HOLE) {
 		return -EINVAL;
 	}
-	if (off < 0 || (uint64_t)off >= fh->len) {
+	if (off < 0 || (uint64_t)off >= flen) {
 		return -ENXIO;
 	}
 	if (fh->kind == K_SNAP_INFO || fh->kind == K_SNAP_CHANGED) {
-		return whence == SEEK_DATA ? off : (off_t)fh->len;
+		return whence == SEEK_DATA ? off : (off_t)flen;
 	}
 	if (fh->kind == K_PART || fh->kind == K_DISK) {
 		/* The kernel does not write back before FUSE_LSEEK: dirty pages are data. */
-		disk_sync_range(vdfs_get(), fh->base + (uint64_t)off, fh->len - (uint64_t)off);
+		disk_sync_range(vdfs_get(), fh->base + (uint64_t)off, flen - (uint64_t)off);
 	}
 	pos = (uint64_t)off;
-	while (pos < fh->len) {
+	while (pos < flen) {
 		struct vd_extent e;
 		bool data;
 
-		ret = vd_block_status(fh->img, fh->base + pos, fh->len - pos, &e);
+		ret = vd_block_status(fh->img, fh->base + pos, flen - pos, &e);
 		if (ret < 0) {
 			return vdfs_err(vdfs_get(), "lseek", ret);
 		}
@@ -1111,10 +1130,10 @@ vdfs_lseek(const char *path, off_t off, int whence, struct fuse_file_info *fi)
 		if (data == (whence == SEEK_DATA)) {
 			return (off_t)pos;
 		}
-		pos += e.length < fh->len - pos ? e.length : fh->len - pos;
+		pos += e.length < flen - pos ? e.length : flen - pos;
 	}
 	/* No more data: ENXIO; the end of the file is the last hole. */
-	return whence == SEEK_DATA ? -ENXIO : (off_t)fh->len;
+	return whence == SEEK_DATA ? -ENXIO : (off_t)flen;
 }
 
 static int
@@ -1209,22 +1228,66 @@ out:
 	return ret;
 }
 
+/*
+ * truncate/ftruncate of disk to a larger size grows the image's top layer
+ * (vd_resize: one commit, the new range reads as zeroes). The library holds
+ * the chain for writing meanwhile, so in-flight reads and writes finish
+ * before and the next ones see the new size; with the writeback cache the
+ * kernel has written back disk's dirty pages before it sends the SETATTR,
+ * and sets its own i_size from our answer. Snapshot operations wait
+ * (snap_op_lock); the snapshots keep their own size. The partition table is
+ * re-read at the next look (a GPT's backup header is now before the end, as
+ * after any disk grow: sgdisk -e moves it). A size that is not a multiple of
+ * 512 is EINVAL, past 64 TiB EFBIG, an image whose top cannot be resized
+ * (a foreign format) EPERM.
+ */
+static int
+disk_grow(struct vdfs *fs, uint64_t size)
+{
+	int ret;
+
+	if (size % 512) {
+		return -EINVAL;
+	}
+	if (size > VD_MAX_SIZE) {
+		return -EFBIG;
+	}
+	pthread_mutex_lock(&fs->snap_op_lock);
+	ret = vd_resize(fs->img, size, 0);
+	if (ret == 0) {
+		pthread_mutex_lock(&fs->lock);
+		__atomic_store_n(&fs->size, size, __ATOMIC_RELEASE);
+		pthread_mutex_unlock(&fs->lock);
+		atomic_fetch_add(&fs->write_gen, 1);	/* re-read the partition table */
+		vdfs_log(fs, "disk grown to %" PRIu64 " bytes", size);
+	}
+	pthread_mutex_unlock(&fs->snap_op_lock);
+	if (ret == -ENOTSUP) {
+		vdfs_err(fs, "truncate", ret);
+		return -EPERM;
+	}
+	return ret < 0 ? vdfs_err(fs, "truncate", ret) : 0;
+}
+
 static int
 vdfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 {
 	struct vdfs *fs = vdfs_get();
+	enum vdfs_kind kind;
 	struct vdfs_node n;
 	uint64_t len;
 	int ret;
 
 	if (fi) {
-		len = ((struct vdfs_fh *)(uintptr_t)fi->fh)->len;
+		kind = ((struct vdfs_fh *)(uintptr_t)fi->fh)->kind;
+		len = fh_len((struct vdfs_fh *)(uintptr_t)fi->fh);
 	} else {
 		ret = node_lookup(fs, path, &n);
 		if (ret < 0) {
 			return ret;
 		}
-		len = n.kind == K_DISK ? fs->size : n.kind == K_PART ? n.part.length : 0;
+		kind = n.kind;
+		len = n.kind == K_DISK ? disk_size(fs) : n.kind == K_PART ? n.part.length : 0;
 		ret = n.kind == K_DISK || n.kind == K_PART ? 0 : -EROFS;
 		node_release(fs, &n);
 		if (ret < 0) {
@@ -1234,8 +1297,11 @@ vdfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 	if (fs->readonly) {
 		return -EROFS;
 	}
-	/* A disk has a fixed size: only a no-op truncate succeeds. */
-	return (uint64_t)size == len ? 0 : -EPERM;
+	if (kind != K_DISK || size < 0 || (uint64_t)size <= len) {
+		/* A partition has a fixed size, and disk does not shrink: only a no-op succeeds. */
+		return (uint64_t)size == len ? 0 : -EPERM;
+	}
+	return disk_grow(fs, (uint64_t)size);
 }
 
 static int

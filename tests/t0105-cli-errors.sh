@@ -12,7 +12,7 @@ ok "no arguments: exit 1 and the usage on stderr" test "$rc" -eq 1 -a -s "$T/err
 run_rc rc "$VDISK" --help
 ok_eq "$rc" 0 "--help"
 cp "$T/out" help.txt
-for c in create info check convert map snapshot diff bench key; do
+for c in create info check convert resize map snapshot diff bench key; do
 	ok "--help lists $c" grep -q "^  $c " help.txt
 	run_rc rc "$VDISK" "$c" --help
 	ok "$c --help: exit 0 and its usage" sh -c "[ $rc -eq 0 ] && grep -q '^Usage: vdisk $c' '$T/out'"

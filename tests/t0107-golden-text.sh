@@ -54,6 +54,12 @@ cmd() {
 	cmd key list e.vdk
 	cmd key list --json e.vdk
 	cmd info e.vdk
+	cmd resize d.vdk 16M
+	cmd resize d.vdk +1M
+	cmd resize --shrink d.vdk -2M
+	cmd resize d.vdk 65T
+	cmd resize d.vdk
+	cmd resize --help
 } >actual.out 2>&1
 
 if [ "${VDISK_GOLDEN_UPDATE:-0}" = 1 ]; then

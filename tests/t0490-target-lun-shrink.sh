@@ -74,6 +74,7 @@ head -c 16M /dev/urandom >"$T/disk"
 ok "start the target on a 16 MiB file" \
 	start_target --iqn "$IQN" --portal "127.0.0.1:$P1" --lun "0=$T/disk"
 truncate -s 32M "$T/disk"
+sleep 3	# the target's watcher sees the growth first (else the session could get the UA)
 PEER_CDB 32 9e100000000000000000000000200000 4096 28000000c00000000800 >"$T/out" 2>&1
 ok_eq "$(sed -n 1p "$T/out" | cut -c1-18)" "0 000000000000ffff" \
 	"grown to 32 MiB: READ CAPACITY(16) says the last LBA is 65535"

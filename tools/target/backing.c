@@ -462,6 +462,87 @@ tgt_lun_update_size(struct tgt_lun *lu)
 	return true;
 }
 
+bool
+tgt_lun_check_grown(struct tgt_lun *lu)
+{
+	struct stat st;
+	uint64_t size;
+	if (fstat(lu->fd, &st) < 0) {
+		return false;
+	}
+	if (S_ISBLK(st.st_mode)) {
+		if (ioctl(lu->fd, BLKGETSIZE64, &size) < 0) {
+			return false;
+		}
+	} else {
+		size = (uint64_t)st.st_size;
+	}
+	if (size / lu->block_size <= atomic_load(&lu->nblocks)) {
+		return false;
+	}
+	return tgt_lun_update_size(lu);
+}
+
+/*
+ * Growth of a LUN's file is looked for by a thread of its own, once a second:
+ * one fstat (or BLKGETSIZE64) per LUN, off the I/O path and off the event
+ * loop (an fstat on a vdiskfs mount whose daemon hangs would hang the loop).
+ * The LUNs are taken from the registry with a reference each, so that a
+ * reload may drop them meanwhile. Found growth is at most about two seconds
+ * old when the unit attention is raised (this sleep plus the loop's
+ * one-second epoll timeout).
+ */
+static void *
+lun_watch_main(void *arg)
+{
+	(void)arg;
+	for (;;) {
+		struct tgt_lun *lus[64], *lu;
+		int n = 0;
+		sleep(1);
+		pthread_mutex_lock(&lun_registry_lock);
+		TAILQ_FOREACH(lu, &lun_registry, all_link)
+		{
+			if (n < (int)(sizeof(lus) / sizeof(lus[0]))) {
+				lus[n++] = tgt_lun_get(lu);
+			}
+		}
+		pthread_mutex_unlock(&lun_registry_lock);
+		for (int i = 0; i < n; i++) {
+			if (tgt_lun_check_grown(lus[i])) {
+				tgt_lun_mark_resized(lus[i]);
+			}
+			tgt_lun_put(lus[i]);
+		}
+	}
+	return NULL;
+}
+
+static void
+lun_watch_spawn(void)
+{
+	pthread_t th;
+	pthread_attr_t a;
+	sigset_t all, old;
+	pthread_attr_init(&a);
+	pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+	pthread_attr_setstacksize(&a, 64 * 1024);
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old); /* signals stay with the loop's signalfd */
+	if (pthread_create(&th, &a, lun_watch_main, NULL) != 0) {
+		tgt_info("cannot start the LUN size watcher: a grown LUN is seen at READ CAPACITY");
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	pthread_attr_destroy(&a);
+}
+
+void
+tgt_lun_watch_start(void)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	pthread_once(&once, lun_watch_spawn);
+}
+
 int
 lun_pread(struct tgt_lun *lu, void *buf, size_t len, uint64_t off)
 {

@@ -2415,6 +2415,7 @@ server_run(void)
 	ev.data.ptr = &srv.wq_ev;
 	epoll_ctl(srv.epfd, EPOLL_CTL_ADD, srv.wq_ev.fd, &ev);
 
+	tgt_lun_watch_start(); /* a LUN file that grows: CAPACITY DATA HAS CHANGED */
 	time_t last_tick = time(NULL);
 	for (;;) {
 		struct epoll_event evs[64];

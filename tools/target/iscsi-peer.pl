@@ -654,11 +654,18 @@ if ($scenario eq "digests") {
 	# ALLOC "w:HEX" these bytes written as immediate data (up to 64 KiB), and
 	# print "status HEX-DATA" or "status sense HEX-SENSE", one line per CDB:
 	#   cdb ALLOC HEXCDB [ALLOC HEXCDB]...
+	# ALLOC "p:FILE" (HEXCDB ignored) prints nothing: it waits until FILE
+	# exists (at most 30 s), for a test to change something in between.
 	my $k = login($s, "MaxRecvDataSegmentLength=262144", "ImmediateData=Yes",
 		"FirstBurstLength=65536");
 	fail("login status $k->{_status}") if $k->{_status};
 	while (my ($alloc, $hex) = splice(@args, 0, 2)) {
 		my $t;
+		if ($alloc =~ /^p:(.+)$/) {
+			my $until = time + 30;
+			select(undef, undef, undef, 0.05) while !-e $1 && time < $until;
+			next;
+		}
 		if ($alloc =~ /^w:([0-9a-f]*)$/i) {
 			my $out = pack("H*", $1);
 			$t = scsi_cmd($s, 0xA0, length $out, pack("H*", $hex), $out);

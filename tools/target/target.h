@@ -382,6 +382,18 @@ void tgt_lun_mark_shrunk(struct tgt_lun *lu);
 void tgt_lun_mark_resized(struct tgt_lun *lu);
 /* Reread the size of the file or device into nblocks; true when it changed. */
 bool tgt_lun_update_size(struct tgt_lun *lu);
+/*
+ * The file (or device) is now larger than nblocks: take the new size (true),
+ * so that the loop raises CAPACITY DATA HAS CHANGED. One fstat (or
+ * BLKGETSIZE64); a smaller file is left to the I/O that meets its end.
+ */
+bool tgt_lun_check_grown(struct tgt_lun *lu);
+/*
+ * Start the thread that looks at every open LUN once a second
+ * (tgt_lun_check_grown) and marks the grown ones resized; the loop then
+ * raises the unit attentions. Once per process.
+ */
+void tgt_lun_watch_start(void);
 /* pread from the page cache only: -EAGAIN when that would block. */
 /* A write that in-flight zero-copy reads never see half of (COMPARE AND WRITE...). */
 int lun_pwrite_atomic(struct tgt_lun *lu, const void *buf, size_t len, uint64_t off);

@@ -64,6 +64,7 @@ int vdisk_cmd_diff(int argc, char **argv);
 int vdisk_cmd_compare(int argc, char **argv);
 int vdisk_cmd_bench(int argc, char **argv);
 int vdisk_cmd_key(int argc, char **argv);
+int vdisk_cmd_resize(int argc, char **argv);
 
 /* The key source given by --key-file / --key-fd (else the terminal). */
 extern struct vd_pass_src vdisk_pass;

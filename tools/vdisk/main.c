@@ -68,6 +68,15 @@ const struct vdisk_cmd vdisk_cmds[] = {
 	  "      --pwhash-ops N, --pwhash-mem SIZE   Argon2id limits for the new key slot\n"
 	  "  Unallocated and zero ranges of IN stay holes in a raw OUT and unallocated in a\n"
 	  "  vdk OUT; all-zero data blocks are not written either.\n" },
+	{ "resize", vdisk_cmd_resize, "resize [--shrink] [-f FMT] FILE [+|-]SIZE",
+	  "change the virtual size of an image (+N/-N: relative), as qemu-img resize",
+	  "      --shrink             allow a smaller size (the data past the new end is dropped\n"
+	  "                           and its space given back); refused without it\n"
+	  "  -f, --format FMT         format of FILE (default: probed): vdk or raw\n"
+	  "  Only the top of a chain changes size; its snapshots keep theirs, and the grown\n"
+	  "  range reads as zeroes even where a larger layer below holds data. A frozen\n"
+	  "  snapshot file and an image in use (a vdiskfs mount) are refused. SIZE is\n"
+	  "  rounded up to a multiple of 512 (a raw file takes it exactly).\n" },
 	{ "map", vdisk_cmd_map, "map [--json] [-f FMT] FILE",
 	  "list data / zero / unallocated ranges and the layer that holds each",
 	  "      --json               machine-readable output\n"
