@@ -130,4 +130,62 @@ ok "  saying -f is foreground and the format is --format raw" \
 	sh -c 'grep -q "foreground" fs.err && grep -q -- "--format raw" fs.err'
 ok "  not mounted" sh -c '! grep -q " $T/mnt " /proc/mounts'
 
+
+# ---- 4. vdisk-target: config mistakes that were accepted or explained wrongly.
+. "$SRCDIR/tools/target/test-lib.sh"
+truncate -s 16M lun.raw
+P1=$(free_port)
+# tgt ARGS...: run the target in the foreground (at most 5 s: a wrongly accepted
+# configuration serves); its status, output in tgt.out.
+tgt() {
+	timeout 5 "$TARGET" -f "$@" >tgt.out 2>&1
+}
+for name in iqn.2026.example iqn.2026-13.org.example:x iqn.2026-11. eui.0123 naa.0123456789abcdef0; do
+	printf '[target %s]\nportal = 127.0.0.1:%s\nlun 0 = %s\n' "$name" "$P1" "$T/lun.raw" >bad.conf
+	tgt --config bad.conf
+	ok "target name '$name' (not RFC 7143's iqn./eui./naa. form): exit 2 (was: served)" \
+		sh -c "[ $? -eq 2 ] && grep -q 'bad target name' tgt.out"
+done
+"$TARGET" -f -q --iqn eui.0123456789ABCDEF --portal 127.0.0.1:$P1 --lun 0="$T/lun.raw" &
+GP=$!
+ok "eui. with 16 hex digits is a good name" wait_port 127.0.0.1 $P1
+kill $GP
+wait $GP
+LONG=$(head -c 300 /dev/zero | tr '\0' k)
+tgt --iqn $IQN --portal 127.0.0.1:$P1 --lun 0="$T/lun.raw" --chap "alice:$LONG"
+ok "a 300-character CHAP secret: exit 2 saying the limit (was: 'want USER:SECRET')" \
+	sh -c "[ $? -eq 2 ] && grep -q 'secret longer than 255' tgt.out"
+tgt --iqn $IQN --portal 127.0.0.1:$P1 --lun 0="$T/lun.raw,serial=$(head -c 50 /dev/zero | tr '\0' s)"
+ok "a 50-character serial=: exit 2 saying the limit (was: 'unknown LUN option')" \
+	sh -c "[ $? -eq 2 ] && grep -q 'serial= wants 1 to 39' tgt.out"
+tgt --iqn $IQN --portal 127.0.0.1:$P1 --lun 0="$T/lun.raw,pbsize=4096k"
+ok "pbsize=4096k: exit 2 (was: taken as 4096)" sh -c "[ $? -eq 2 ] && grep -q pbsize tgt.out"
+
+# A reload whose new portal cannot listen fails as a whole: it must not leave
+# the new portals before it listening.
+perl -MIO::Socket::INET -e '$s=IO::Socket::INET->new(Listen=>1,LocalAddr=>"127.0.0.1",LocalPort=>0,ReuseAddr=>1) or die; open F,">held.port"; print F $s->sockport; close F; sleep 60' &
+HOLD=$!
+cleanup_fn kill $HOLD
+for _i in $(seq 50); do [ -s held.port ] && break; sleep 0.1; done
+PH=$(cat held.port)
+PN=$(free_port)
+printf 'pidfile = %s/t1.pid\n[target %s]\nportal = 127.0.0.1:%s\nlun 0 = %s\n' "$T" "$IQN" "$P1" "$T/lun.raw" >r.conf
+start_target --config "$T/r.conf"
+printf '[target iqn.2026-11.org.example:two]\nportal = 127.0.0.1:%s\nportal = 127.0.0.1:%s\nlun 0 = %s\n' \
+	"$PN" "$PH" "$T/lun.raw" >>r.conf
+kill -HUP $TPID
+for _i in $(seq 50); do grep -q "reload failed" target.log && break; sleep 0.1; done
+ok "a reload with a portal in use fails" grep -q "reload failed" target.log
+ok "  and listens on none of its new portals (was: the one before it)" \
+	sh -c "! perl -MIO::Socket::INET -e 'IO::Socket::INET->new(PeerAddr=>\"127.0.0.1\",PeerPort=>$PN) or exit 1'"
+ok "  the running target still serves" iscsi-inq "$(lun_url 127.0.0.1 $P1 0)" >/dev/null
+# pidfile and workers are read once: a reload that changes them says so.
+printf 'pidfile = %s/t2.pid\n[target %s]\nportal = 127.0.0.1:%s\nlun 0 = %s\n' "$T" "$IQN" "$P1" "$T/lun.raw" >r.conf
+: >target.log
+kill -HUP $TPID
+for _i in $(seq 50); do grep -q "reloading" target.log && sleep 0.2 && break; sleep 0.1; done
+ok "a reload that changes the pidfile says it takes effect at the next start (was: silent)" \
+	grep -q "pidfile changed: it takes effect at the next start" target.log
+ok "  the daemon still stops cleanly" stop_target
+
 done_testing

@@ -73,6 +73,37 @@ cfg_valid_name(const char *s)
  * One initiator name of a target's ACL: a valid iSCSI name, or "*" (everyone).
  * Anything else could never match, and would shut every initiator out.
  */
+/*
+ * A target name in one of RFC 7143's formats (section 4.2.7.2):
+ * iqn.YYYY-MM.naming-authority[:anything], eui. and 16 hex digits, naa. and
+ * 16 or 32 hex digits. (Initiator names in allow stay loose: they must match
+ * what an initiator sends, conforming or not.)
+ */
+static bool
+cfg_valid_target_name(const char *s)
+{
+	size_t n = strlen(s), hex = 0;
+
+	if (!cfg_valid_name(s)) {
+		return false;
+	}
+	if (!strncmp(s, "iqn.", 4)) {
+		/* iqn.2026-11.org.example[:x]: a date with a real month, then an authority */
+		return n > 12 && isdigit((unsigned char)s[4]) && isdigit((unsigned char)s[5]) &&
+		       isdigit((unsigned char)s[6]) && isdigit((unsigned char)s[7]) &&
+		       s[8] == '-' && ((s[9] == '0' && s[10] >= '1' && s[10] <= '9') ||
+				       (s[9] == '1' && s[10] >= '0' && s[10] <= '2')) &&
+		       s[11] == '.' && isalnum((unsigned char)s[12]);
+	}
+	while (s[4 + hex] && isxdigit((unsigned char)s[4 + hex])) {
+		hex++;
+	}
+	if (s[4 + hex] != '\0') {
+		return false;
+	}
+	return !strncmp(s, "eui.", 4) ? hex == 16 : hex == 16 || hex == 32;
+}
+
 int
 tgt_config_allow(struct tgt_config_target *ct, const char *name, char *err, size_t errlen)
 {
@@ -186,13 +217,19 @@ tgt_config_lun(struct tgt_config_target *ct, const char *spec, char *err, size_t
 		} else if (!strcmp(opt, "rw")) {
 			s->ro = false;
 		} else if (!strncmp(opt, "pbsize=", 7)) {
-			long v = strtol(opt + 7, NULL, 10);
-			if (v < 512 || v > 65536 || (v & (v - 1))) {
+			char *pend;
+			long v = strtol(opt + 7, &pend, 10);
+			if (*pend || v < 512 || v > 65536 || (v & (v - 1))) {
 				cfg_err(err, errlen, "pbsize must be a power of two, 512..65536");
 				return -EINVAL;
 			}
 			s->pbsize = (uint32_t)v;
-		} else if (!strncmp(opt, "serial=", 7) && strlen(opt + 7) < sizeof(s->serial)) {
+		} else if (!strncmp(opt, "serial=", 7)) {
+			if (!opt[7] || strlen(opt + 7) >= sizeof(s->serial)) {
+				cfg_err(err, errlen, "serial= wants 1 to %zu characters",
+					sizeof(s->serial) - 1);
+				return -EINVAL;
+			}
 			snprintf(s->serial, sizeof(s->serial), "%s", opt + 7);
 		} else {
 			cfg_err(err, errlen, "unknown LUN option '%s'", opt);
@@ -213,9 +250,14 @@ int
 tgt_config_chap(struct tgt_chap *c, const char *spec, char *err, size_t errlen)
 {
 	const char *colon = strchr(spec, ':');
-	if (!colon || colon == spec || !colon[1] || (size_t)(colon - spec) >= sizeof(c->user) ||
-	    strlen(colon + 1) >= sizeof(c->secret)) {
-		cfg_err(err, errlen, "bad CHAP credentials (want USER:SECRET)");
+	if (!colon || colon == spec || !colon[1]) {
+		cfg_err(err, errlen, "bad CHAP credentials (want USER:SECRET, neither empty)");
+		return -EINVAL;
+	}
+	if ((size_t)(colon - spec) >= sizeof(c->user) || strlen(colon + 1) >= sizeof(c->secret)) {
+		cfg_err(err, errlen, "CHAP %s longer than %zu characters",
+			(size_t)(colon - spec) >= sizeof(c->user) ? "user name" : "secret",
+			sizeof(c->secret) - 1);
 		return -EINVAL;
 	}
 	if (strlen(colon + 1) < 12) {
@@ -416,8 +458,10 @@ tgt_config_check(struct tgt_config *cfg, char *err, size_t errlen)
 	for (int i = 0; i < cfg->ntargets; i++) {
 		struct tgt_config_target *ct = &cfg->targets[i];
 		struct tgt_target *t = &ct->t;
-		if (!cfg_valid_name(t->iqn)) {
-			cfg_err(err, errlen, "bad target name '%s' (want iqn.YYYY-MM.domain:name)",
+		if (!cfg_valid_target_name(t->iqn)) {
+			cfg_err(err, errlen,
+				"bad target name '%s' (want iqn.YYYY-MM.reversed.domain[:name], "
+				"eui. and 16 hex digits, or naa. and 16 or 32)",
 				t->iqn);
 			return -EINVAL;
 		}

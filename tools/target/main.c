@@ -28,6 +28,8 @@
 int tgt_verbose = 1;
 static bool use_syslog;
 static char **saved_argv;
+/* The configuration the daemon started with (what a reload cannot change). */
+static const struct tgt_config *running_cfg;
 static int saved_argc;
 
 void
@@ -268,7 +270,7 @@ static int
 main_apply_config(struct tgt_config *cfg, bool initial)
 {
 	struct tgt_target *staged[cfg->ntargets];
-	int r = 0;
+	int r = 0, mark = server_portal_mark();
 
 	memset(staged, 0, sizeof(staged));
 	for (int i = 0; i < cfg->ntargets; i++) {
@@ -380,6 +382,7 @@ fail:
 			free(staged[i]);
 		}
 	}
+	server_close_portals_since(mark); /* a failed reload listens on nothing new */
 	return r;
 }
 
@@ -421,6 +424,12 @@ main_handle_signal(int sig)
 		}
 		if (main_apply_config(&cfg, false) < 0) {
 			tgt_err("reload failed: keeping the running configuration");
+		} else if (running_cfg && (running_cfg->workers != cfg.workers ||
+					   strcmp(running_cfg->pidfile, cfg.pidfile))) {
+			/* said, not silently ignored: these are read once, at the start */
+			tgt_info("warning: %s changed: it takes effect at the next start, not on "
+				 "SIGHUP",
+				 running_cfg->workers != cfg.workers ? "workers" : "pidfile");
 		}
 		tgt_config_free(&cfg);
 		return;
@@ -446,6 +455,7 @@ main(int argc, char **argv)
 	if (main_parse_args(argc, argv, &cfg) < 0) {
 		return 2;
 	}
+	running_cfg = &cfg;
 	if (server_init() < 0) {
 		tgt_err("epoll: %s", strerror(errno));
 		return 1;
