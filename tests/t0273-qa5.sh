@@ -160,6 +160,17 @@ ok "a 50-character serial=: exit 2 saying the limit (was: 'unknown LUN option')"
 	sh -c "[ $? -eq 2 ] && grep -q 'serial= wants 1 to 39' tgt.out"
 tgt --iqn $IQN --portal 127.0.0.1:$P1 --lun 0="$T/lun.raw,pbsize=4096k"
 ok "pbsize=4096k: exit 2 (was: taken as 4096)" sh -c "[ $? -eq 2 ] && grep -q pbsize tgt.out"
+tgt --iqn $IQN --portal 127.0.0.1:$P1 --lun 0="$T/lun.raw" --workers 4x
+ok "--workers 4x: exit 2 (was: taken as 4)" sh -c "[ $? -eq 2 ] && grep -q workers tgt.out"
+tgt --iqn $IQN --portal 127.0.0.1:${P1}x --lun 0="$T/lun.raw"
+ok "a portal port with junk after it: exit 2 (was: the number before it)" \
+	sh -c "[ $? -eq 2 ] && grep -q 'bad portal' tgt.out"
+tgt --iqn $IQN --portal 127.0.0.1:$P1,1 --portal 127.0.0.1:$P1,2 --lun 0="$T/lun.raw"
+ok "one ADDR:PORT in two portal groups: exit 2 (was: discovery listed TPGT 2, logins got 1)" \
+	sh -c "[ $? -eq 2 ] && grep -q 'given twice' tgt.out"
+tgt --iqn $IQN --portal ::1 --lun 0="$T/lun.raw"
+ok "an IPv6 portal without brackets: exit 2, saying how to write it" \
+	sh -c "[ $? -eq 2 ] && grep -q 'written \[ADDR\]:PORT' tgt.out"
 
 # A reload whose new portal cannot listen fails as a whole: it must not leave
 # the new portals before it listening.

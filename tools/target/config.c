@@ -150,14 +150,21 @@ tgt_config_portal(struct tgt_config_target *ct, const char *spec, char *err, siz
 			*port++ = '\0';
 		}
 	}
-	long pn = port ? strtol(port, NULL, 10) : 3260;
-	if (!*host || pn <= 0 || pn > 65535) {
+	char *pend = NULL, *tend = NULL;
+	long pn = port ? strtol(port, &pend, 10) : 3260;
+	if (!*host || pn <= 0 || pn > 65535 || (pend && *pend)) {
 		cfg_err(err, errlen, "bad portal '%s' (want ADDR:PORT[,TPGT])", spec);
 		return -EINVAL;
 	}
+	if (tmp[0] != '[' && strchr(host, ':')) {
+		/* "::1" would be host "::", port 1 */
+		cfg_err(err, errlen, "bad portal '%s' (an IPv6 address is written [ADDR]:PORT)",
+			spec);
+		return -EINVAL;
+	}
 	if (tag) {
-		long t = strtol(tag, NULL, 10);
-		if (t <= 0 || t > 65535) {
+		long t = strtol(tag, &tend, 10);
+		if (t <= 0 || t > 65535 || *tend) {
 			cfg_err(err, errlen, "bad TPGT in portal '%s'", spec);
 			return -EINVAL;
 		}
@@ -169,6 +176,13 @@ tgt_config_portal(struct tgt_config_target *ct, const char *spec, char *err, siz
 	}
 	memcpy(p.host, host, strlen(host) + 1);
 	p.port = (int)pn;
+	for (int i = 0; i < ct->t.nportals; i++) {
+		/* one socket, one portal group: a second TPGT could never be reached */
+		if (ct->t.portals[i].port == p.port && !strcmp(ct->t.portals[i].host, p.host)) {
+			cfg_err(err, errlen, "portal %s given twice", spec);
+			return -EINVAL;
+		}
+	}
 	if (ct->t.nportals >= TGT_MAX_PORTALS) {
 		cfg_err(err, errlen, "too many portals");
 		return -E2BIG;
@@ -403,8 +417,9 @@ tgt_config_parse_file(struct tgt_config *cfg, const char *path, char *err, size_
 		char *key = cfg_trim(s), *val = cfg_trim(eq + 1);
 		e2[0] = '\0';
 		if (!strcmp(key, "workers")) {
-			cfg->workers = atoi(val);
-			if (cfg->workers < 1 || cfg->workers > 64) {
+			char *wend;
+			cfg->workers = (int)strtol(val, &wend, 10);
+			if (*wend || cfg->workers < 1 || cfg->workers > 64) {
 				snprintf(e2, sizeof(e2), "workers must be 1..64");
 				r = -EINVAL;
 			}
