@@ -199,4 +199,27 @@ ok "a reload that changes the pidfile says it takes effect at the next start (wa
 	grep -q "pidfile changed: it takes effect at the next start" target.log
 ok "  the daemon still stops cleanly" stop_target
 
+# A daemon (no -f) works in /: relative paths given at the start (the config
+# file, LUN files, the pidfile) were looked for in / by a reload (and the
+# pidfile was written there).
+PN=$(free_port)
+PIDN=qa5-t0273-$$.pid
+printf 'pidfile = %s\n[target %s]\nportal = 127.0.0.1:%s\nlun 0 = lun.raw\n' "$PIDN" "$IQN" "$PN" >rel.conf
+"$TARGET" --config rel.conf -q
+wait_port 127.0.0.1 $PN
+DP=$(cat "$PIDN" 2>/dev/null || cat "/$PIDN")
+ok "a daemon with a relative pidfile writes it in the folder it started in (was: in /)" test -s "$PIDN"
+truncate -s 8M lun2.raw
+echo "lun 1 = lun2.raw" >>rel.conf
+kill -HUP "$DP"
+for _i in $(seq 30); do
+	iscsi-ls -s "iscsi://127.0.0.1:$PN" 2>/dev/null | grep -q "^Lun:1" && break
+	sleep 0.1
+done
+ok "  SIGHUP rereads the relative config and adds the relative LUN (was: not found in /)" \
+	sh -c "iscsi-ls -s iscsi://127.0.0.1:$PN | grep -q '^Lun:1'"
+kill "$DP"
+for _i in $(seq 50); do kill -0 "$DP" 2>/dev/null || break; sleep 0.1; done
+ok "  stops and removes its pidfile" sh -c "! kill -0 $DP 2>/dev/null && [ ! -e '$PIDN' ] && [ ! -e '/$PIDN' ]"
+
 done_testing

@@ -121,6 +121,12 @@ static const struct option long_opts[] = {
 };
 
 static bool foreground;
+/*
+ * The folder vdisk-target was started in: relative paths (--config, LUN files,
+ * the pidfile) are read there at the start and again by every reload, though
+ * the daemon itself works in / (so that it keeps no mount busy).
+ */
+static char *start_cwd;
 static char config_path[4096];
 
 /* Parse argv into cfg; 0, or -EINVAL with a message printed. */
@@ -229,6 +235,16 @@ main_parse_args(int argc, char **argv, struct tgt_config *cfg)
 				 e == -ENOENT	? "not available in this kernel"
 				 : e == -EPERM ? "not permitted (net.ipv4.tcp_allowed_congestion_control)"
 						: strerror(-e));
+			r = -EINVAL;
+		}
+	}
+	if (r == 0 && cfg->pidfile[0] && cfg->pidfile[0] != '/' && start_cwd) {
+		/* the daemon works in /: a relative pidfile is the starting folder's */
+		char rel[sizeof(cfg->pidfile)];
+		snprintf(rel, sizeof(rel), "%s", cfg->pidfile);
+		if ((size_t)snprintf(cfg->pidfile, sizeof(cfg->pidfile), "%s/%s", start_cwd, rel) >=
+		    sizeof(cfg->pidfile)) {
+			snprintf(err, sizeof(err), "pidfile path too long");
 			r = -EINVAL;
 		}
 	}
@@ -420,11 +436,13 @@ main_handle_signal(int sig)
 	if (sig == SIGHUP) {
 		struct tgt_config cfg;
 		tgt_info("SIGHUP: reloading the configuration");
-		if (main_parse_args(saved_argc, saved_argv, &cfg) < 0) {
-			tgt_err("reload failed: keeping the running configuration");
-			return;
+		if (start_cwd && chdir(start_cwd) < 0) {
+			tgt_err("%s: %s (relative paths cannot be found)", start_cwd, strerror(errno));
 		}
-		if (main_apply_config(&cfg, false) < 0) {
+		int pr = main_parse_args(saved_argc, saved_argv, &cfg);
+		if (pr < 0) {
+			tgt_err("reload failed: keeping the running configuration");
+		} else if (main_apply_config(&cfg, false) < 0) {
 			tgt_err("reload failed: keeping the running configuration");
 		} else if (running_cfg && (running_cfg->workers != cfg.workers ||
 					   strcmp(running_cfg->pidfile, cfg.pidfile))) {
@@ -433,7 +451,12 @@ main_handle_signal(int sig)
 				 "SIGHUP",
 				 running_cfg->workers != cfg.workers ? "workers" : "pidfile");
 		}
-		tgt_config_free(&cfg);
+		if (pr == 0) {
+			tgt_config_free(&cfg);
+		}
+		if (!foreground && chdir("/") < 0) {
+			tgt_err("/: %s", strerror(errno));
+		}
 		return;
 	}
 	tgt_info("signal %d: logging sessions out and stopping", sig);
@@ -454,7 +477,9 @@ main(int argc, char **argv)
 	saved_argc = argc;
 	saved_argv = argv;
 	signal(SIGPIPE, SIG_IGN);
+	start_cwd = getcwd(NULL, 0);
 	if (main_parse_args(argc, argv, &cfg) < 0) {
+		free(start_cwd);
 		return 2;
 	}
 	running_cfg = &cfg;
@@ -467,7 +492,7 @@ main(int argc, char **argv)
 		return lun_open_failed ? 2 : 1;	/* a bad LUN file is a usage error */
 	}
 	if (!foreground) {
-		if (daemon(0, 0) < 0) {
+		if (daemon(0, 0) < 0) { /* works in /: see start_cwd */
 			tgt_err("daemon: %s", strerror(errno));
 			return 1;
 		}
@@ -517,6 +542,8 @@ out:
 		main_remove_pidfile(cfg.pidfile);
 	}
 	tgt_config_free(&cfg);
+	free(start_cwd);
+	start_cwd = NULL;
 	tgt_info("stopped");
 	return status;
 }
