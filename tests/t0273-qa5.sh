@@ -168,6 +168,17 @@ ok "a portal port with junk after it: exit 2 (was: the number before it)" \
 tgt --iqn $IQN --portal 127.0.0.1:$P1,1 --portal 127.0.0.1:$P1,2 --lun 0="$T/lun.raw"
 ok "one ADDR:PORT in two portal groups: exit 2 (was: discovery listed TPGT 2, logins got 1)" \
 	sh -c "[ $? -eq 2 ] && grep -q 'given twice' tgt.out"
+tgt --iqn $IQN --portal 127.0.0.1:$P1 --lun 0="$T/lun.raw" --chap alice:secret-one-1234 \
+	--chap bob:secret-two-12345
+ok "--chap twice: exit 2 (was: the last one silently)" sh -c "[ $? -eq 2 ] && grep -q 'given twice' tgt.out"
+printf '[target %s]\nportal = 127.0.0.1:%s\nlun 0 = %s\nmutual-chap = t:secret-one-1234\nmutual-chap = u:secret-two-12345\nchap = a:secret-three-123\n' \
+	"$IQN" "$P1" "$T/lun.raw" >bad.conf
+tgt --config bad.conf
+ok "mutual-chap twice in a section: exit 2, the line named" \
+	sh -c "[ $? -eq 2 ] && grep -q \"bad.conf:5: 'mutual-chap' given twice\" tgt.out"
+printf '[target %s]\nportal = 127.0.0.1:%s\nlun 0 = %s\nalias = %s\n' "$IQN" "$P1" "$T/lun.raw" "$LONG" >bad.conf
+tgt --config bad.conf
+ok "an alias of 300 characters: exit 2 (was: cut to 63)" sh -c "[ $? -eq 2 ] && grep -q 'alias longer than 63' tgt.out"
 tgt --iqn $IQN --portal ::1 --lun 0="$T/lun.raw"
 ok "an IPv6 portal without brackets: exit 2, saying how to write it" \
 	sh -c "[ $? -eq 2 ] && grep -q 'written \[ADDR\]:PORT' tgt.out"
@@ -189,7 +200,7 @@ for _i in $(seq 50); do grep -q "reload failed" target.log && break; sleep 0.1; 
 ok "a reload with a portal in use fails" grep -q "reload failed" target.log
 ok "  and listens on none of its new portals (was: the one before it)" \
 	sh -c "! perl -MIO::Socket::INET -e 'IO::Socket::INET->new(PeerAddr=>\"127.0.0.1\",PeerPort=>$PN) or exit 1'"
-ok "  the running target still serves" iscsi-inq "$(lun_url 127.0.0.1 $P1 0)" >/dev/null
+ok "  the running target still serves" sh -c "iscsi-inq '$(lun_url 127.0.0.1 $P1 0)' >/dev/null"
 # pidfile and workers are read once: a reload that changes them says so.
 printf 'pidfile = %s/t2.pid\n[target %s]\nportal = 127.0.0.1:%s\nlun 0 = %s\n' "$T" "$IQN" "$P1" "$T/lun.raw" >r.conf
 : >target.log

@@ -440,6 +440,11 @@ tgt_config_parse_file(struct tgt_config *cfg, const char *path, char *err, size_
 			char spec[128];
 			snprintf(spec, sizeof(spec), "%s=%s", cfg_trim(key + 4), val);
 			r = tgt_config_tpg(ct, spec, e2, sizeof(e2));
+		} else if ((!strcmp(key, "chap") && ct->t.chap_on) ||
+			   (!strcmp(key, "mutual-chap") && ct->t.mutual_on)) {
+			/* the first would be ignored: an initiator set up with it is refused */
+			snprintf(e2, sizeof(e2), "'%s' given twice (one USER:SECRET per target)", key);
+			r = -EINVAL;
 		} else if (!strcmp(key, "chap")) {
 			r = tgt_config_chap(&ct->t.chap, val, e2, sizeof(e2));
 			ct->t.chap_on = r == 0;
@@ -449,6 +454,11 @@ tgt_config_parse_file(struct tgt_config *cfg, const char *path, char *err, size_
 		} else if (!strcmp(key, "allow")) {
 			r = tgt_config_allow(ct, val, e2, sizeof(e2));
 		} else if (!strcmp(key, "alias")) {
+			if (strlen(val) >= sizeof(ct->t.alias)) {
+				snprintf(e2, sizeof(e2), "alias longer than %zu characters",
+					 sizeof(ct->t.alias) - 1);
+				r = -EINVAL;
+			}
 			snprintf(ct->t.alias, sizeof(ct->t.alias), "%s", val);
 		} else {
 			snprintf(e2, sizeof(e2), "unknown key '%s'", key);

@@ -157,13 +157,17 @@ main_parse_args(int argc, char **argv, struct tgt_config *cfg)
 			have_one = true;
 			break;
 		case OPT_CHAP:
-			r = tgt_config_chap(&one.t.chap, optarg, err, sizeof(err));
-			one.t.chap_on = true;
-			have_one = true;
-			break;
 		case OPT_MUTUAL:
-			r = tgt_config_chap(&one.t.mutual, optarg, err, sizeof(err));
-			one.t.mutual_on = true;
+			if (o == OPT_CHAP ? one.t.chap_on : one.t.mutual_on) {
+				/* the first would be ignored */
+				snprintf(err, sizeof(err), "--%s given twice (one USER:SECRET per target)",
+					 o == OPT_CHAP ? "chap" : "mutual-chap");
+				r = -EINVAL;
+				break;
+			}
+			r = tgt_config_chap(o == OPT_CHAP ? &one.t.chap : &one.t.mutual, optarg, err,
+					    sizeof(err));
+			*(o == OPT_CHAP ? &one.t.chap_on : &one.t.mutual_on) = true;
 			have_one = true;
 			break;
 		case OPT_ALLOW:
