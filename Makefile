@@ -134,6 +134,8 @@ install: all
 	install -m 0755 $(PROGS) $(DESTDIR)$(PREFIX)/bin/
 	install -m 0644 $(LIB) $(DESTDIR)$(PREFIX)/lib/
 	install -m 0644 format/vdisk.h $(DESTDIR)$(PREFIX)/include/
+	install -d $(DESTDIR)$(PREFIX)/share/doc/vdiskfs
+	install -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/vdiskfs/
 
 demo: deps
 	$(MAKE) all

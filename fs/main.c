@@ -504,6 +504,17 @@ main(int argc, char *argv[])
 	if (!o.image || !o.mountpoint || o.extra_args) {
 		fprintf(stderr, "vdiskfs: %s\n",
 			o.extra_args ? "too many arguments" : "IMAGE and MOUNTPOINT are required");
+		/* `vdisk -f FMT` habit: here -f is FUSE's foreground flag, FMT became IMAGE. */
+		for (int i = 1; o.extra_args && i + 1 < argc; i++) {
+			if (strcmp(argv[i], "-f") == 0 && strcmp(argv[i + 1], o.image) == 0) {
+				fprintf(stderr,
+					"vdiskfs: '%s' after -f was taken as IMAGE: -f means \"stay in "
+					"the foreground\" here; give the image format with --format %s "
+					"(or -o format=%s)\n",
+					o.image, o.image, o.image);
+				break;
+			}
+		}
 		usage(stderr);
 		goto out_args;
 	}

@@ -30,10 +30,13 @@ dflt() {
 	exec perl -e '$SIG{INT} = "DEFAULT"; $SIG{QUIT} = "DEFAULT"; exec @ARGV or die "$ARGV[0]: $!"' "$@"
 }
 
-# wait_data FILE BYTES: wait (up to ~30 s) until FILE holds at least BYTES on the host.
+# wait_data FILE BYTES: wait (up to ~30 s) until FILE, or convert's temporary
+# .FILE.vdisk-XXXXXX beside it, holds at least BYTES on the host.
 wait_data() {
 	for _i in $(seq 300); do
-		[ -e "$1" ] && [ $(($(stat -c %b "$1") * 512)) -ge "$2" ] && return 0
+		for _f in "$1" "$(dirname "$1")/.$(basename "$1").vdisk-"*; do
+			[ -e "$_f" ] && [ $(($(stat -c %b "$_f") * 512)) -ge "$2" ] && return 0
+		done
 		sleep 0.1
 	done
 	return 1

@@ -73,6 +73,37 @@ cfg_valid_name(const char *s)
  * One initiator name of a target's ACL: a valid iSCSI name, or "*" (everyone).
  * Anything else could never match, and would shut every initiator out.
  */
+/*
+ * A target name in one of RFC 7143's formats (section 4.2.7.2):
+ * iqn.YYYY-MM.naming-authority[:anything], eui. and 16 hex digits, naa. and
+ * 16 or 32 hex digits. (Initiator names in allow stay loose: they must match
+ * what an initiator sends, conforming or not.)
+ */
+static bool
+cfg_valid_target_name(const char *s)
+{
+	size_t n = strlen(s), hex = 0;
+
+	if (!cfg_valid_name(s)) {
+		return false;
+	}
+	if (!strncmp(s, "iqn.", 4)) {
+		/* iqn.2026-11.org.example[:x]: a date with a real month, then an authority */
+		return n > 12 && isdigit((unsigned char)s[4]) && isdigit((unsigned char)s[5]) &&
+		       isdigit((unsigned char)s[6]) && isdigit((unsigned char)s[7]) &&
+		       s[8] == '-' && ((s[9] == '0' && s[10] >= '1' && s[10] <= '9') ||
+				       (s[9] == '1' && s[10] >= '0' && s[10] <= '2')) &&
+		       s[11] == '.' && isalnum((unsigned char)s[12]);
+	}
+	while (s[4 + hex] && isxdigit((unsigned char)s[4 + hex])) {
+		hex++;
+	}
+	if (s[4 + hex] != '\0') {
+		return false;
+	}
+	return !strncmp(s, "eui.", 4) ? hex == 16 : hex == 16 || hex == 32;
+}
+
 int
 tgt_config_allow(struct tgt_config_target *ct, const char *name, char *err, size_t errlen)
 {
@@ -119,14 +150,21 @@ tgt_config_portal(struct tgt_config_target *ct, const char *spec, char *err, siz
 			*port++ = '\0';
 		}
 	}
-	long pn = port ? strtol(port, NULL, 10) : 3260;
-	if (!*host || pn <= 0 || pn > 65535) {
+	char *pend = NULL, *tend = NULL;
+	long pn = port ? strtol(port, &pend, 10) : 3260;
+	if (!*host || pn <= 0 || pn > 65535 || (pend && *pend)) {
 		cfg_err(err, errlen, "bad portal '%s' (want ADDR:PORT[,TPGT])", spec);
 		return -EINVAL;
 	}
+	if (tmp[0] != '[' && strchr(host, ':')) {
+		/* "::1" would be host "::", port 1 */
+		cfg_err(err, errlen, "bad portal '%s' (an IPv6 address is written [ADDR]:PORT)",
+			spec);
+		return -EINVAL;
+	}
 	if (tag) {
-		long t = strtol(tag, NULL, 10);
-		if (t <= 0 || t > 65535) {
+		long t = strtol(tag, &tend, 10);
+		if (t <= 0 || t > 65535 || *tend) {
 			cfg_err(err, errlen, "bad TPGT in portal '%s'", spec);
 			return -EINVAL;
 		}
@@ -138,6 +176,13 @@ tgt_config_portal(struct tgt_config_target *ct, const char *spec, char *err, siz
 	}
 	memcpy(p.host, host, strlen(host) + 1);
 	p.port = (int)pn;
+	for (int i = 0; i < ct->t.nportals; i++) {
+		/* one socket, one portal group: a second TPGT could never be reached */
+		if (ct->t.portals[i].port == p.port && !strcmp(ct->t.portals[i].host, p.host)) {
+			cfg_err(err, errlen, "portal %s given twice", spec);
+			return -EINVAL;
+		}
+	}
 	if (ct->t.nportals >= TGT_MAX_PORTALS) {
 		cfg_err(err, errlen, "too many portals");
 		return -E2BIG;
@@ -186,13 +231,19 @@ tgt_config_lun(struct tgt_config_target *ct, const char *spec, char *err, size_t
 		} else if (!strcmp(opt, "rw")) {
 			s->ro = false;
 		} else if (!strncmp(opt, "pbsize=", 7)) {
-			long v = strtol(opt + 7, NULL, 10);
-			if (v < 512 || v > 65536 || (v & (v - 1))) {
+			char *pend;
+			long v = strtol(opt + 7, &pend, 10);
+			if (*pend || v < 512 || v > 65536 || (v & (v - 1))) {
 				cfg_err(err, errlen, "pbsize must be a power of two, 512..65536");
 				return -EINVAL;
 			}
 			s->pbsize = (uint32_t)v;
-		} else if (!strncmp(opt, "serial=", 7) && strlen(opt + 7) < sizeof(s->serial)) {
+		} else if (!strncmp(opt, "serial=", 7)) {
+			if (!opt[7] || strlen(opt + 7) >= sizeof(s->serial)) {
+				cfg_err(err, errlen, "serial= wants 1 to %zu characters",
+					sizeof(s->serial) - 1);
+				return -EINVAL;
+			}
 			snprintf(s->serial, sizeof(s->serial), "%s", opt + 7);
 		} else {
 			cfg_err(err, errlen, "unknown LUN option '%s'", opt);
@@ -213,9 +264,14 @@ int
 tgt_config_chap(struct tgt_chap *c, const char *spec, char *err, size_t errlen)
 {
 	const char *colon = strchr(spec, ':');
-	if (!colon || colon == spec || !colon[1] || (size_t)(colon - spec) >= sizeof(c->user) ||
-	    strlen(colon + 1) >= sizeof(c->secret)) {
-		cfg_err(err, errlen, "bad CHAP credentials (want USER:SECRET)");
+	if (!colon || colon == spec || !colon[1]) {
+		cfg_err(err, errlen, "bad CHAP credentials (want USER:SECRET, neither empty)");
+		return -EINVAL;
+	}
+	if ((size_t)(colon - spec) >= sizeof(c->user) || strlen(colon + 1) >= sizeof(c->secret)) {
+		cfg_err(err, errlen, "CHAP %s longer than %zu characters",
+			(size_t)(colon - spec) >= sizeof(c->user) ? "user name" : "secret",
+			sizeof(c->secret) - 1);
 		return -EINVAL;
 	}
 	if (strlen(colon + 1) < 12) {
@@ -361,8 +417,9 @@ tgt_config_parse_file(struct tgt_config *cfg, const char *path, char *err, size_
 		char *key = cfg_trim(s), *val = cfg_trim(eq + 1);
 		e2[0] = '\0';
 		if (!strcmp(key, "workers")) {
-			cfg->workers = atoi(val);
-			if (cfg->workers < 1 || cfg->workers > 64) {
+			char *wend;
+			cfg->workers = (int)strtol(val, &wend, 10);
+			if (*wend || cfg->workers < 1 || cfg->workers > 64) {
 				snprintf(e2, sizeof(e2), "workers must be 1..64");
 				r = -EINVAL;
 			}
@@ -383,6 +440,11 @@ tgt_config_parse_file(struct tgt_config *cfg, const char *path, char *err, size_
 			char spec[128];
 			snprintf(spec, sizeof(spec), "%s=%s", cfg_trim(key + 4), val);
 			r = tgt_config_tpg(ct, spec, e2, sizeof(e2));
+		} else if ((!strcmp(key, "chap") && ct->t.chap_on) ||
+			   (!strcmp(key, "mutual-chap") && ct->t.mutual_on)) {
+			/* the first would be ignored: an initiator set up with it is refused */
+			snprintf(e2, sizeof(e2), "'%s' given twice (one USER:SECRET per target)", key);
+			r = -EINVAL;
 		} else if (!strcmp(key, "chap")) {
 			r = tgt_config_chap(&ct->t.chap, val, e2, sizeof(e2));
 			ct->t.chap_on = r == 0;
@@ -392,6 +454,11 @@ tgt_config_parse_file(struct tgt_config *cfg, const char *path, char *err, size_
 		} else if (!strcmp(key, "allow")) {
 			r = tgt_config_allow(ct, val, e2, sizeof(e2));
 		} else if (!strcmp(key, "alias")) {
+			if (strlen(val) >= sizeof(ct->t.alias)) {
+				snprintf(e2, sizeof(e2), "alias longer than %zu characters",
+					 sizeof(ct->t.alias) - 1);
+				r = -EINVAL;
+			}
 			snprintf(ct->t.alias, sizeof(ct->t.alias), "%s", val);
 		} else {
 			snprintf(e2, sizeof(e2), "unknown key '%s'", key);
@@ -416,8 +483,10 @@ tgt_config_check(struct tgt_config *cfg, char *err, size_t errlen)
 	for (int i = 0; i < cfg->ntargets; i++) {
 		struct tgt_config_target *ct = &cfg->targets[i];
 		struct tgt_target *t = &ct->t;
-		if (!cfg_valid_name(t->iqn)) {
-			cfg_err(err, errlen, "bad target name '%s' (want iqn.YYYY-MM.domain:name)",
+		if (!cfg_valid_target_name(t->iqn)) {
+			cfg_err(err, errlen,
+				"bad target name '%s' (want iqn.YYYY-MM.reversed.domain[:name], "
+				"eui. and 16 hex digits, or naa. and 16 or 32)",
 				t->iqn);
 			return -EINVAL;
 		}

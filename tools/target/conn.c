@@ -2283,11 +2283,24 @@ server_add_portal(const char *host, int port)
 void
 server_close_portals(void)
 {
-	for (int i = 0; i < srv.nlisteners; i++) {
-		epoll_ctl(srv.epfd, EPOLL_CTL_DEL, srv.listeners[i].ev.fd, NULL);
-		close(srv.listeners[i].ev.fd);
+	server_close_portals_since(0);
+}
+
+int
+server_portal_mark(void)
+{
+	return srv.nlisteners;
+}
+
+/* Close the portals opened after server_portal_mark() said mark (a failed reload's). */
+void
+server_close_portals_since(int mark)
+{
+	while (srv.nlisteners > mark) {
+		struct listener *l = &srv.listeners[--srv.nlisteners];
+		epoll_ctl(srv.epfd, EPOLL_CTL_DEL, l->ev.fd, NULL);
+		close(l->ev.fd);
 	}
-	srv.nlisteners = 0;
 }
 
 void

@@ -201,6 +201,8 @@ struct iscsi_conn {
 int server_init(void);
 int server_add_portal(const char *host, int port);
 void server_close_portals(void);
+int server_portal_mark(void);
+void server_close_portals_since(int mark);
 void server_run(void);
 int server_tcp_cc_check(const char *name);
 void server_set_tcp_cc(const char *name);

@@ -28,6 +28,8 @@
 int tgt_verbose = 1;
 static bool use_syslog;
 static char **saved_argv;
+/* The configuration the daemon started with (what a reload cannot change). */
+static const struct tgt_config *running_cfg;
 static int saved_argc;
 
 void
@@ -119,6 +121,12 @@ static const struct option long_opts[] = {
 };
 
 static bool foreground;
+/*
+ * The folder vdisk-target was started in: relative paths (--config, LUN files,
+ * the pidfile) are read there at the start and again by every reload, though
+ * the daemon itself works in / (so that it keeps no mount busy).
+ */
+static char *start_cwd;
 static char config_path[4096];
 
 /* Parse argv into cfg; 0, or -EINVAL with a message printed. */
@@ -149,13 +157,17 @@ main_parse_args(int argc, char **argv, struct tgt_config *cfg)
 			have_one = true;
 			break;
 		case OPT_CHAP:
-			r = tgt_config_chap(&one.t.chap, optarg, err, sizeof(err));
-			one.t.chap_on = true;
-			have_one = true;
-			break;
 		case OPT_MUTUAL:
-			r = tgt_config_chap(&one.t.mutual, optarg, err, sizeof(err));
-			one.t.mutual_on = true;
+			if (o == OPT_CHAP ? one.t.chap_on : one.t.mutual_on) {
+				/* the first would be ignored */
+				snprintf(err, sizeof(err), "--%s given twice (one USER:SECRET per target)",
+					 o == OPT_CHAP ? "chap" : "mutual-chap");
+				r = -EINVAL;
+				break;
+			}
+			r = tgt_config_chap(o == OPT_CHAP ? &one.t.chap : &one.t.mutual, optarg, err,
+					    sizeof(err));
+			*(o == OPT_CHAP ? &one.t.chap_on : &one.t.mutual_on) = true;
 			have_one = true;
 			break;
 		case OPT_ALLOW:
@@ -166,13 +178,15 @@ main_parse_args(int argc, char **argv, struct tgt_config *cfg)
 			r = tgt_config_tpg(&one, optarg, err, sizeof(err));
 			have_one = true;
 			break;
-		case OPT_WORKERS:
-			cfg->workers = atoi(optarg);
-			if (cfg->workers < 1 || cfg->workers > 64) {
+		case OPT_WORKERS: {
+			char *wend;
+			cfg->workers = (int)strtol(optarg, &wend, 10);
+			if (*wend || cfg->workers < 1 || cfg->workers > 64) {
 				snprintf(err, sizeof(err), "--workers must be 1..64");
 				r = -EINVAL;
 			}
 			break;
+		}
 		case OPT_CONFIG:
 			snprintf(config_path, sizeof(config_path), "%s", optarg);
 			break;
@@ -228,6 +242,16 @@ main_parse_args(int argc, char **argv, struct tgt_config *cfg)
 			r = -EINVAL;
 		}
 	}
+	if (r == 0 && cfg->pidfile[0] && cfg->pidfile[0] != '/' && start_cwd) {
+		/* the daemon works in /: a relative pidfile is the starting folder's */
+		char rel[sizeof(cfg->pidfile)];
+		snprintf(rel, sizeof(rel), "%s", cfg->pidfile);
+		if ((size_t)snprintf(cfg->pidfile, sizeof(cfg->pidfile), "%s/%s", start_cwd, rel) >=
+		    sizeof(cfg->pidfile)) {
+			snprintf(err, sizeof(err), "pidfile path too long");
+			r = -EINVAL;
+		}
+	}
 	if (r < 0) {
 		tgt_err("%s", err[0] ? err : strerror(-r));
 		tgt_config_free(cfg);
@@ -268,7 +292,7 @@ static int
 main_apply_config(struct tgt_config *cfg, bool initial)
 {
 	struct tgt_target *staged[cfg->ntargets];
-	int r = 0;
+	int r = 0, mark = server_portal_mark();
 
 	memset(staged, 0, sizeof(staged));
 	for (int i = 0; i < cfg->ntargets; i++) {
@@ -380,6 +404,7 @@ fail:
 			free(staged[i]);
 		}
 	}
+	server_close_portals_since(mark); /* a failed reload listens on nothing new */
 	return r;
 }
 
@@ -415,14 +440,27 @@ main_handle_signal(int sig)
 	if (sig == SIGHUP) {
 		struct tgt_config cfg;
 		tgt_info("SIGHUP: reloading the configuration");
-		if (main_parse_args(saved_argc, saved_argv, &cfg) < 0) {
-			tgt_err("reload failed: keeping the running configuration");
-			return;
+		if (start_cwd && chdir(start_cwd) < 0) {
+			tgt_err("%s: %s (relative paths cannot be found)", start_cwd, strerror(errno));
 		}
-		if (main_apply_config(&cfg, false) < 0) {
+		int pr = main_parse_args(saved_argc, saved_argv, &cfg);
+		if (pr < 0) {
 			tgt_err("reload failed: keeping the running configuration");
+		} else if (main_apply_config(&cfg, false) < 0) {
+			tgt_err("reload failed: keeping the running configuration");
+		} else if (running_cfg && (running_cfg->workers != cfg.workers ||
+					   strcmp(running_cfg->pidfile, cfg.pidfile))) {
+			/* said, not silently ignored: these are read once, at the start */
+			tgt_info("warning: %s changed: it takes effect at the next start, not on "
+				 "SIGHUP",
+				 running_cfg->workers != cfg.workers ? "workers" : "pidfile");
 		}
-		tgt_config_free(&cfg);
+		if (pr == 0) {
+			tgt_config_free(&cfg);
+		}
+		if (!foreground && chdir("/") < 0) {
+			tgt_err("/: %s", strerror(errno));
+		}
 		return;
 	}
 	tgt_info("signal %d: logging sessions out and stopping", sig);
@@ -443,9 +481,12 @@ main(int argc, char **argv)
 	saved_argc = argc;
 	saved_argv = argv;
 	signal(SIGPIPE, SIG_IGN);
+	start_cwd = getcwd(NULL, 0);
 	if (main_parse_args(argc, argv, &cfg) < 0) {
+		free(start_cwd);
 		return 2;
 	}
+	running_cfg = &cfg;
 	if (server_init() < 0) {
 		tgt_err("epoll: %s", strerror(errno));
 		return 1;
@@ -455,7 +496,7 @@ main(int argc, char **argv)
 		return lun_open_failed ? 2 : 1;	/* a bad LUN file is a usage error */
 	}
 	if (!foreground) {
-		if (daemon(0, 0) < 0) {
+		if (daemon(0, 0) < 0) { /* works in /: see start_cwd */
 			tgt_err("daemon: %s", strerror(errno));
 			return 1;
 		}
@@ -505,6 +546,8 @@ out:
 		main_remove_pidfile(cfg.pidfile);
 	}
 	tgt_config_free(&cfg);
+	free(start_cwd);
+	start_cwd = NULL;
 	tgt_info("stopped");
 	return status;
 }

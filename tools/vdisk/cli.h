@@ -9,6 +9,7 @@
 #ifndef TOOLS_VDISK_CLI_H
 #define TOOLS_VDISK_CLI_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -136,6 +137,10 @@ void vdisk_json_str(FILE *f, const char *s);
  */
 int vdisk_extents_walk(struct vd_image *img, int (*fn)(void *opaque, const struct vd_extent *e),
 		       void *opaque);
+/* The same, ending with -ECANCELED as soon as *stop is non-zero (a signal's flag). */
+int vdisk_extents_walk_until(struct vd_image *img,
+			     int (*fn)(void *opaque, const struct vd_extent *e), void *opaque,
+			     const volatile sig_atomic_t *stop);
 
 const char *vdisk_extent_type_name(enum vd_extent_type t);
 

@@ -13,9 +13,17 @@
  * named .raw, .img, .bin or .iso is raw (qemu-img's default) and one named after
  * a format we do not write is refused; a failure removes OUT, but never a
  * symbolic link OUT (its target is emptied instead). SIGINT, SIGTERM and
- * SIGHUP during the copy are a failure too: the copy stops, OUT is removed,
- * then the signal ends the program as it would have (a half-copied OUT of
- * full size, or a vdk OUT that reads as zeroes, must not look like a copy).
+ * SIGHUP during the copy are a failure too: the copy stops (checked at every
+ * chunk, every zeroed piece and every step of the extent walk), OUT is
+ * removed, then the signal ends the program as it would have (a half-copied
+ * OUT of full size, or a vdk OUT that reads as zeroes, must not look like a
+ * copy). A new OUT, or an existing regular one of one link, is written as
+ * ".OUT.vdisk-XXXXXX" in OUT's folder and renamed onto OUT only once it is
+ * complete and fsync'd (then the folder is fsync'd): a convert killed by
+ * SIGKILL, or cut by a power failure, leaves OUT as it was (absent, or the
+ * old file) and that hidden file, never a plausible OUT. Block devices,
+ * symbolic links and files that cannot be replaced (a vdiskfs `disk`) are
+ * written in place, as before.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -66,9 +74,15 @@ vdisk_conv_catch(bool on)
 static bool
 vdisk_conv_stopped(const char *out_path)
 {
+	static bool said;
+
 	if (!vdisk_conv_sig) {
 		return false;
 	}
+	if (said) {
+		return true;
+	}
+	said = true;
 	vdisk_error(out_path, "interrupted (%s) before the copy was complete",
 		    strsignal(vdisk_conv_sig));
 	return true;
@@ -78,6 +92,7 @@ struct vdisk_conv {
 	struct vd_image *in, *out_img;
 	int out_fd;
 	const char *in_path, *out_path;
+	char *tmp_path;	    /* the file written, renamed onto OUT at the end (NULL: OUT in place) */
 	uint64_t size, done;
 	uint32_t zero_gran; /* granularity of the all-zero test */
 	bool zero_out;	    /* OUT does not read as zeroes (a block device): write zeroes too */
@@ -150,24 +165,40 @@ vdisk_conv_write(struct vdisk_conv *cv, const uint8_t *p, size_t len, uint64_t o
 	return 0;
 }
 
-/* Write zeroes over [off, off + len) of a raw OUT that does not read as zeroes already. */
+/*
+ * Write zeroes over [off, off + len) of a raw OUT that does not read as zeroes
+ * already, in pieces of at most 64 MiB (or 64 KiB written), a signal looked
+ * for before each: a long run on a slow device must not hold up a Ctrl-C.
+ */
 static int
 vdisk_conv_zero(struct vdisk_conv *cv, uint64_t off, uint64_t len)
 {
 	static const uint8_t zero[65536];
+	bool falloc = true;
 
-	if (fallocate(cv->out_fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, (off_t)off,
-		      (off_t)len) == 0) {
-		return 0;
-	}
 	while (len) {
-		size_t n = len < sizeof(zero) ? (size_t)len : sizeof(zero);
+		uint64_t n = len < (64u << 20) ? len : (64u << 20);
 
-		if (vdisk_conv_write(cv, zero, n, off) < 0) {
+		if (vdisk_conv_stopped(cv->out_path)) {
+			return -1;
+		}
+		if (falloc && fallocate(cv->out_fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+					(off_t)off, (off_t)n) == 0) {
+			off += n;
+			len -= n;
+			cv->done += n;
+			vdisk_conv_progress(cv, false);
+			continue;
+		}
+		falloc = false;
+		n = len < sizeof(zero) ? len : sizeof(zero);
+		if (vdisk_conv_write(cv, zero, (size_t)n, off) < 0) {
 			return -1;
 		}
 		off += n;
 		len -= n;
+		cv->done += n;
+		vdisk_conv_progress(cv, false);
 	}
 	return 0;
 }
@@ -231,8 +262,9 @@ vdisk_conv_extent(void *opaque, const struct vd_extent *e)
 		if (vdisk_conv_stopped(cv->out_path)) {
 			return -ECANCELED;
 		}
-		if (cv->zero_out && vdisk_conv_zero(cv, e->offset, e->length) < 0) {
-			return -ECANCELED;
+		if (cv->zero_out) {
+			/* Counts its progress piece by piece. */
+			return vdisk_conv_zero(cv, e->offset, e->length) < 0 ? -ECANCELED : 0;
 		}
 		cv->done += e->length;
 		vdisk_conv_progress(cv, false);
@@ -359,6 +391,98 @@ vdisk_same_file_in_chain(struct vd_image *img, const char *path, const int *befo
 	return found;
 }
 
+/*
+ * Make a new file beside OUT named ".OUT.vdisk-XXXXXX" (X: random letters):
+ * raw (open, *fd set) or vdk (vd_create with co). cv->tmp_path is its name.
+ * 0, or -1 with errno set (nothing left behind).
+ */
+static int
+vdisk_conv_tmp_create(struct vdisk_conv *cv, const struct vd_create_opts *co, int *fd)
+{
+	static const char letters[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+	const char *slash = strrchr(cv->out_path, '/');
+	const char *base = slash ? slash + 1 : cv->out_path;
+	size_t dlen = slash ? (size_t)(slash - cv->out_path) + 1 : 0;
+	size_t blen = strlen(base) > 200 ? 200 : strlen(base); /* within NAME_MAX */
+	size_t len = dlen + 1 + blen + sizeof(".vdisk-XXXXXX");
+	char *p = malloc(len), *x;
+
+	if (!p || sodium_init() < 0) {
+		free(p);
+		errno = ENOMEM;
+		return -1;
+	}
+	snprintf(p, len, "%.*s.%.*s.vdisk-XXXXXX", (int)dlen, cv->out_path, (int)blen, base);
+	x = p + strlen(p) - 6;
+	for (int tries = 0; tries < 100; tries++) {
+		for (int i = 0; i < 6; i++) {
+			x[i] = letters[randombytes_uniform(sizeof(letters) - 1)];
+		}
+		if (fd) {
+			*fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+			if (*fd >= 0) {
+				cv->tmp_path = p;
+				return 0;
+			}
+		} else {
+			if (vd_create(p, co) == 0) {
+				cv->tmp_path = p;
+				return 0;
+			}
+			errno = vd_get_errno();
+		}
+		if (errno != EEXIST) {
+			break;
+		}
+	}
+	free(p);
+	return -1;
+}
+
+/* Put the finished temporary file in OUT's place (never over a vdk OUT made meanwhile). */
+static int
+vdisk_conv_commit(struct vdisk_conv *cv, bool noreplace)
+{
+	char *dir = strdup(cv->out_path), *slash;
+	int r, dfd;
+
+	if (noreplace) {
+		r = renameat2(AT_FDCWD, cv->tmp_path, AT_FDCWD, cv->out_path, RENAME_NOREPLACE);
+		if (r < 0 && (errno == EINVAL || errno == ENOSYS)) {
+			/* A file system without RENAME_NOREPLACE: link refuses an existing OUT. */
+			r = link(cv->tmp_path, cv->out_path);
+			if (r == 0) {
+				unlink(cv->tmp_path);
+			}
+		}
+	} else {
+		r = rename(cv->tmp_path, cv->out_path);
+	}
+	if (r < 0) {
+		vdisk_error(cv->out_path, errno == EEXIST ? "appeared during the copy: not "
+							    "overwritten"
+							  : "cannot rename %s onto it: %s",
+			    cv->tmp_path, strerror(errno));
+		free(dir);
+		return -1;
+	}
+	/* The rename itself must survive a power failure. */
+	slash = dir ? strrchr(dir, '/') : NULL;
+	if (slash) {
+		slash[slash == dir ? 1 : 0] = '\0';
+	}
+	dfd = dir ? open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+	if (dfd < 0 || (fsync(dfd) < 0 && errno != EINVAL)) {
+		fprintf(stderr, "vdisk: warning: %s: the folder could not be fsync'd: %s\n",
+			cv->out_path, strerror(errno));
+	}
+	if (dfd >= 0) {
+		close(dfd);
+	}
+	free(dir);
+	return 0;
+}
+
 int
 vdisk_cmd_convert(int argc, char **argv)
 {
@@ -481,20 +605,46 @@ vdisk_cmd_convert(int argc, char **argv)
 			goto out;
 		}
 	} else if (strcmp(ofmt, "raw") == 0) {
+		bool exists = stat(cv.out_path, &ost) == 0;
 		int terr;
 
-		if (stat(cv.out_path, &ost) == 0 && !S_ISREG(ost.st_mode)) {
+		if (exists && !S_ISREG(ost.st_mode)) {
 			vdisk_error(cv.out_path, "not a regular file or block device");
 			goto out;
 		}
 		cv.zero_gran = 4096;
-		cv.out_fd = open(cv.out_path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-		if (cv.out_fd < 0) {
+		/*
+		 * A new OUT, or a regular file of one link (not a symbolic link):
+		 * under a temporary name, renamed onto OUT when complete. An OUT
+		 * whose folder takes no new file (a vdiskfs `disk`) is written in
+		 * place, as is a hard-linked one (the other names keep seeing it).
+		 */
+		if (!out_link && (!exists || ost.st_nlink == 1)) {
+			if (vdisk_conv_tmp_create(&cv, NULL, &cv.out_fd) == 0) {
+				created = true;
+				if (exists) {
+					/* The new file keeps the old one's mode and owner. */
+					if (fchown(cv.out_fd, ost.st_uid, ost.st_gid) < 0) {
+						/* not ours to give: the defaults stay */
+					}
+					fchmod(cv.out_fd, ost.st_mode & 07777);
+				}
+				if (ftruncate(cv.out_fd, (off_t)cv.size) < 0) {
+					vdisk_error(cv.out_path, "cannot set the size: %s",
+						    strerror(errno));
+					goto out;
+				}
+			} else if (!exists) {
+				vdisk_error(cv.out_path, "cannot create: %s", strerror(errno));
+				goto out;
+			}
+		}
+		if (cv.out_fd >= 0) {
+			/* the temporary file: new, empty, full size */
+		} else if ((cv.out_fd = open(cv.out_path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644)) < 0) {
 			vdisk_error(cv.out_path, "cannot create: %s", strerror(errno));
 			goto out;
-		}
-		terr = ftruncate(cv.out_fd, 0) < 0 ? errno : 0;
-		if (terr == 0) {
+		} else if ((terr = ftruncate(cv.out_fd, 0) < 0 ? errno : 0) == 0) {
 			created = true;
 			if (ftruncate(cv.out_fd, (off_t)cv.size) < 0) {
 				vdisk_error(cv.out_path, "cannot set the size: %s", strerror(errno));
@@ -538,21 +688,31 @@ vdisk_cmd_convert(int argc, char **argv)
 			co.cipher = cipher ? cipher : "xchacha20poly1305";
 			co.passphrase = pass;
 		}
-		if (vd_create(cv.out_path, &co) < 0) {
-			if (vd_get_errno() == EEXIST && stat(cv.out_path, &ost) == 0 &&
-			    S_ISDIR(ost.st_mode)) {
+		if (lstat(cv.out_path, &ost) == 0) {
+			if (stat(cv.out_path, &ost) == 0 && S_ISDIR(ost.st_mode)) {
 				vdisk_error(cv.out_path, "is a directory: OUT is the new image's file "
 							 "name");
-			} else if (vd_get_errno() == EEXIST) {
+			} else {
 				vdisk_error(cv.out_path, "exists: a vdk OUT is never overwritten (remove "
 							 "it first; -O raw overwrites a raw one)");
+			}
+			goto out;
+		}
+		/* Made under a temporary name, renamed onto OUT when complete. */
+		if (vdisk_conv_tmp_create(&cv, &co, NULL) < 0) {
+			int e = errno;
+
+			if (e == ENOENT || e == ENOTDIR || e == EACCES || e == EPERM || e == EROFS ||
+			    e == ENOSPC || e == EDQUOT || e == ENAMETOOLONG || e == ELOOP) {
+				/* the folder's fault: not the temporary name's */
+				vdisk_error(cv.out_path, "cannot create: %s", strerror(e));
 			} else {
 				vdisk_lib_error(cv.out_path);
 			}
 			goto out;
 		}
 		created = true;
-		cv.out_img = vdisk_open(cv.out_path, "vdk", VD_OPEN_RDWR);
+		cv.out_img = vdisk_open(cv.tmp_path, "vdk", VD_OPEN_RDWR);
 		if (!cv.out_img) {
 			goto out;
 		}
@@ -560,12 +720,14 @@ vdisk_cmd_convert(int argc, char **argv)
 	}
 	vdisk_conv_progress(&cv, false);
 	vdisk_conv_catch(true);
-	walk = vdisk_extents_walk(cv.in, vdisk_conv_extent, &cv);
+	walk = vdisk_extents_walk_until(cv.in, vdisk_conv_extent, &cv, &vdisk_conv_sig);
 	if (walk < 0) {
 		if (cv.progress) {
 			printf("\n");
 		}
-		if (walk != -ECANCELED) {
+		if (walk == -ECANCELED) {
+			vdisk_conv_stopped(cv.out_path); /* says why, if a signal did it */
+		} else {
 			vdisk_lib_error(cv.in_path);
 		}
 		goto out;
@@ -597,9 +759,15 @@ out:
 		vdisk_error(cv.out_path, "close failed: %s", strerror(errno));
 		rc = VDISK_EXIT_ERROR;
 	}
-	if (rc != VDISK_EXIT_OK && created && !out_link) {
-		unlink(cv.out_path); /* no half-written output left behind */
+	if (rc == VDISK_EXIT_OK && cv.tmp_path &&
+	    (vdisk_conv_stopped(cv.out_path) || vdisk_conv_commit(&cv, cv.out_img != NULL) < 0)) {
+		rc = VDISK_EXIT_ERROR;
 	}
+	if (rc != VDISK_EXIT_OK && created && !out_link) {
+		/* no half-written output left behind (an OUT being replaced stays as it was) */
+		unlink(cv.tmp_path ? cv.tmp_path : cv.out_path);
+	}
+	free(cv.tmp_path);
 	vd_close(cv.in);
 	free(cv.buf);
 	sodium_free(pass);

@@ -19,12 +19,24 @@ int
 vdisk_extents_walk(struct vd_image *img, int (*fn)(void *opaque, const struct vd_extent *e),
 		   void *opaque)
 {
+	return vdisk_extents_walk_until(img, fn, opaque, NULL);
+}
+
+int
+vdisk_extents_walk_until(struct vd_image *img,
+			 int (*fn)(void *opaque, const struct vd_extent *e), void *opaque,
+			 const volatile sig_atomic_t *stop)
+{
 	uint64_t size = vd_get_size(img), off = 0;
 	struct vd_extent run = {0}, e;
 	bool have = false;
 	int rc;
 
 	while (off < size) {
+		/* A long run of one type is merged before fn sees it: look here too. */
+		if (stop && *stop) {
+			return -ECANCELED;
+		}
 		rc = vd_block_status(img, off, size - off, &e);
 		if (rc < 0) {
 			return rc;
