@@ -100,6 +100,16 @@ ok_eq "$(qcmp_out -f raw -F qcow2 all.raw long.qcow2 | tail -1)" \
 vcmp -s all.raw long.qcow2
 ok_eq "$rc:$(cat "$T/out")" "1:Strict mode: Image size mismatch!" "-s: different sizes differ"
 
+# -p: qemu-img's progress, each share once, 100 % only when all was looked at.
+vcmp -p top.vdk all.raw
+ok_eq "$rc:$(tr '\r' '\n' <"$T/out" | grep -c '(100.00/100%)')" "0:1" "-p: identical, 100% said once"
+ok_eq "$(tail -1 "$T/out")" "Images are identical." "... then the verdict on its own line"
+vcmp -p top.vdk d1.raw
+ok "-p on a mismatch stops short of 100%" sh -c "! grep -q '100.00/100' '$T/out'"
+ok_eq "$(tail -1 "$T/out")" "Content mismatch at offset $want!" "... and gives the offset"
+run_rc rc "$VDISK" convert -p -O raw top.vdk p.raw
+ok_eq "$rc:$(tr '\r' '\n' <"$T/out" | grep -c '(100.00/100%)')" "0:1" "convert -p says 100% once (it said it twice)"
+
 # -q: nothing printed, the status says it.
 vcmp -q top.vdk d1.raw
 ok_eq "$rc:$(cat "$T/out")" "1:" "-q: exit 1 and no output"

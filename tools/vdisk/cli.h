@@ -125,6 +125,13 @@ const char *vdisk_human_size(uint64_t v, char *buf, size_t len);
 const char *vdisk_time_str(int64_t t, char *buf, size_t len);
 /* The file name part of a path (borrowed). */
 const char *vdisk_basename(const char *path);
+/* -p of convert and compare: qemu-img's "    (xx.xx/100%)" on stdout, \r-updated. */
+struct vdisk_progress {
+	bool on;
+	double last; /* the share printed last; start with -1 */
+};
+/* Print the share done/total if it moved by a percent (final: always, then a newline). */
+void vdisk_progress(struct vdisk_progress *p, uint64_t done, uint64_t total, bool final);
 /* Monotonic seconds. */
 double vdisk_now(void);
 

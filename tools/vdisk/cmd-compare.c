@@ -16,7 +16,7 @@
  * warning says the sizes differ); with -s (strict) the sizes must be equal
  * and a range must hold data in both or in neither. Both images are held
  * still while they are compared (a shared lock on every layer, as check and
- * convert do), unless -U.
+ * convert do), unless -U. -p shows how far the walk is, as convert's does.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -39,6 +39,11 @@ struct cmp_side {
 	struct vd_extent e; /* the extent around the walk's offset */
 	uint8_t *buf;
 };
+
+/* -p: the share of the longer disk looked at so far. */
+static struct vdisk_progress cmp_prog = {.last = -1};
+static uint64_t cmp_total;
+
 
 /* Point s->e at the extent holding off (< end <= s->size); 0 or -errno. */
 static int
@@ -126,6 +131,7 @@ cmp_range(struct cmp_side *a, struct cmp_side *b, uint64_t off, uint64_t end, bo
 		}
 		if (za && zb) {
 			off = stop;
+			vdisk_progress(&cmp_prog, off, cmp_total, false);
 			continue;
 		}
 		size_t n = stop - off < CMP_CHUNK ? (size_t)(stop - off) : CMP_CHUNK;
@@ -148,6 +154,7 @@ cmp_range(struct cmp_side *a, struct cmp_side *b, uint64_t off, uint64_t end, bo
 			return 1;
 		}
 		off += n;
+		vdisk_progress(&cmp_prog, off, cmp_total, false);
 	}
 	return 0;
 }
@@ -169,6 +176,7 @@ cmp_tail(struct cmp_side *s, uint64_t from, uint64_t *where)
 		uint64_t stop = s->e.offset + s->e.length;
 		if (s->e.type != VD_EXTENT_DATA) {
 			off = stop;
+			vdisk_progress(&cmp_prog, off, cmp_total, false);
 			continue;
 		}
 		size_t n = stop - off < CMP_CHUNK ? (size_t)(stop - off) : CMP_CHUNK;
@@ -181,6 +189,7 @@ cmp_tail(struct cmp_side *s, uint64_t from, uint64_t *where)
 			return 1;
 		}
 		off += n;
+		vdisk_progress(&cmp_prog, off, cmp_total, false);
 	}
 	return 0;
 }
@@ -194,6 +203,7 @@ vdisk_cmd_compare(int argc, char **argv)
 		{"strict", no_argument, NULL, 's'},
 		{"quiet", no_argument, NULL, 'q'},
 		{"force-share", no_argument, NULL, 'U'},
+		{"progress", no_argument, NULL, 'p'},
 		{NULL, 0, NULL, 0},
 	};
 	const char *fmt_a = NULL, *fmt_b = NULL;
@@ -201,7 +211,7 @@ vdisk_cmd_compare(int argc, char **argv)
 	struct cmp_side a = {0}, b = {0};
 	int c, rc = CMP_EXIT_ERROR;
 
-	while ((c = getopt_long(argc, argv, "f:F:sqU", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "f:F:sqUp", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'f':
 			fmt_a = optarg;
@@ -217,6 +227,9 @@ vdisk_cmd_compare(int argc, char **argv)
 			break;
 		case 'U':
 			force = true;
+			break;
+		case 'p':
+			cmp_prog.on = true;
 			break;
 		default:
 			vdisk_usage_error("compare", "bad option");
@@ -261,16 +274,28 @@ vdisk_cmd_compare(int argc, char **argv)
 	}
 
 	uint64_t common = a.size < b.size ? a.size : b.size, where = 0;
+	cmp_total = a.size > b.size ? a.size : b.size;
+	cmp_prog.on = cmp_prog.on && !quiet;
+	vdisk_progress(&cmp_prog, 0, cmp_total, false);
 	bool alloc = false;
 	int r = cmp_range(&a, &b, 0, common, strict, &where, &alloc);
+	if (r == 0 && a.size == b.size) {
+		vdisk_progress(&cmp_prog, cmp_total, cmp_total, true);
+	} else if (r != 0) {
+		vdisk_progress(&cmp_prog, where, cmp_total, true);
+	}
 	if (r == 0 && a.size != b.size) {
 		/* As qemu-img: said once the common part is found equal. */
 		if (!quiet) {
 			printf("Warning: Image size mismatch!\n");
 		}
 		r = cmp_tail(a.size > b.size ? &a : &b, common, &where);
+		vdisk_progress(&cmp_prog, r == 0 ? cmp_total : where, cmp_total, true);
 	}
 	if (r < 0) {
+		if (cmp_prog.on) {
+			printf("\n");
+		}
 		goto out;
 	}
 	if (!quiet) {

@@ -96,8 +96,7 @@ struct vdisk_conv {
 	uint64_t size, done;
 	uint32_t zero_gran; /* granularity of the all-zero test */
 	bool zero_out;	    /* OUT does not read as zeroes (a block device): write zeroes too */
-	bool progress;
-	double last_pct;
+	struct vdisk_progress prog;
 	uint8_t *buf;
 };
 
@@ -121,20 +120,7 @@ vdisk_is_zero(const uint8_t *p, size_t len)
 static void
 vdisk_conv_progress(struct vdisk_conv *cv, bool final)
 {
-	double pct;
-
-	if (!cv->progress) {
-		return;
-	}
-	pct = cv->size ? 100.0 * (double)cv->done / (double)cv->size : 100.0;
-	if (final || pct - cv->last_pct >= 1.0 || cv->last_pct < 0) {
-		printf("    (%.2f/100%%)\r", pct);
-		fflush(stdout);
-		cv->last_pct = pct;
-	}
-	if (final) {
-		printf("\n");
-	}
+	vdisk_progress(&cv->prog, cv->done, cv->size, final);
 }
 
 static int
@@ -494,7 +480,7 @@ vdisk_cmd_convert(int argc, char **argv)
 		VDISK_IMAGE_LONGOPTS,
 		{NULL, 0, NULL, 0},
 	};
-	struct vdisk_conv cv = {.out_fd = -1, .last_pct = -1};
+	struct vdisk_conv cv = {.out_fd = -1, .prog.last = -1};
 	struct vd_create_opts co = {0};
 	const char *ofmt = "vdk", *ifmt = NULL, *cipher = NULL;
 	bool encrypt = false, created = false, force = false, ofmt_given = false, same;
@@ -508,7 +494,7 @@ vdisk_cmd_convert(int argc, char **argv)
 	while ((c = getopt_long(argc, argv, "pO:f:U", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'p':
-			cv.progress = true;
+			cv.prog.on = true;
 			break;
 		case 'U':
 			force = true;
@@ -722,7 +708,7 @@ vdisk_cmd_convert(int argc, char **argv)
 	vdisk_conv_catch(true);
 	walk = vdisk_extents_walk_until(cv.in, vdisk_conv_extent, &cv, &vdisk_conv_sig);
 	if (walk < 0) {
-		if (cv.progress) {
+		if (cv.prog.on) {
 			printf("\n");
 		}
 		if (walk == -ECANCELED) {

@@ -288,6 +288,26 @@ vdisk_basename(const char *path)
 	return p && p[1] ? p + 1 : path;
 }
 
+void
+vdisk_progress(struct vdisk_progress *p, uint64_t done, uint64_t total, bool final)
+{
+	double pct;
+
+	if (!p->on) {
+		return;
+	}
+	pct = total ? 100.0 * (double)done / (double)total : 100.0;
+	/* Each whole percent once; the final line only if it says something new. */
+	if (p->last < 0 || pct - p->last >= 1.0 || (final && pct != p->last)) {
+		printf("    (%.2f/100%%)\r", pct);
+		fflush(stdout);
+		p->last = pct;
+	}
+	if (final) {
+		printf("\n");
+	}
+}
+
 double
 vdisk_now(void)
 {

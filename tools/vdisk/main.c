@@ -93,12 +93,13 @@ const struct vdisk_cmd vdisk_cmds[] = {
 	  "  delete   merge NAME's blocks into the layer above it and remove its file\n"
 	  "  revert   throw away the top and every newer snapshot: FILE then reads as NAME\n"
 	  "  prune    delete the oldest snapshots until N remain\n" },
-	{ "compare", vdisk_cmd_compare, "compare [-s] [-q] [-U] [-f FMT] [-F FMT] A B",
+	{ "compare", vdisk_cmd_compare, "compare [-p] [-s] [-q] [-U] [-f FMT] [-F FMT] A B",
 	  "do two images (any formats, chains) show the same disk? (as qemu-img compare)",
 	  "  -f, --format FMT         format of A (default: probed; vpc is vhd)\n"
 	  "  -F, --second-format FMT  format of B\n"
 	  "  -s, --strict             the sizes must be equal, and a range must hold data in\n"
 	  "                           both images or in neither (not only read as zeroes)\n"
+	  "  -p, --progress           show progress\n"
 	  "  -q, --quiet              print nothing; the exit status says it\n"
 	  "  -U, --force-share        compare even while a writer (vdiskfs, QEMU) has A or B open\n"
 	  "  Without -s, images of different sizes are equal when the longer one's tail\n"
