@@ -885,6 +885,23 @@ out:
 
 /* ---- layer helpers used by drivers ----------------------------------------- */
 
+/*
+ * A view of the chain from layer l down, for a layer that is not the main
+ * image's top (a snapshot being merged or resized under it): walked without
+ * the main image's cache, with a merged map of its own (merged_free it).
+ */
+static int
+layer_view(struct vd_image *tmp, struct vd_layer *l)
+{
+	memset(tmp, 0, sizeof(*tmp));
+	tmp->chain = l->chain;
+	tmp->top = l;
+	tmp->anchor = l;
+	tmp->path = l->path;
+	tmp->merged = merged_new();
+	return tmp->merged ? 0 : vd_set_error(ENOMEM, "out of memory");
+}
+
 int
 vd_layer_read_below(struct vd_layer *l, void *buf, size_t len, uint64_t off)
 {
@@ -899,16 +916,11 @@ vd_layer_read_below(struct vd_layer *l, void *buf, size_t len, uint64_t off)
 		return chain_read_below(c->main, buf, len, off);
 	}
 	/* A layer other than the top (merging a snapshot): walk without the cache. */
-	memset(&tmp, 0, sizeof(tmp));
-	tmp.chain = c;
-	tmp.top = l;
-	tmp.anchor = l;
-	tmp.path = l->path;
-	tmp.merged = merged_new();
-	if (!tmp.merged) {
-		return vd_set_error(ENOMEM, "out of memory");
+	int r = layer_view(&tmp, l);
+	if (r < 0) {
+		return r;
 	}
-	int r = chain_read_below(&tmp, buf, len, off);
+	r = chain_read_below(&tmp, buf, len, off);
 
 	merged_free(tmp.merged);
 	return r;
@@ -931,14 +943,9 @@ vd_layer_status_below(struct vd_layer *l, uint64_t off, uint64_t len, struct vd_
 	if (c->main && c->main->anchor == l) {
 		return chain_status_below(c->main, off, len, ext);
 	}
-	memset(&tmp, 0, sizeof(tmp));
-	tmp.chain = c;
-	tmp.top = l;
-	tmp.anchor = l;
-	tmp.path = l->path;
-	tmp.merged = merged_new();
-	if (!tmp.merged) {
-		return vd_set_error(ENOMEM, "out of memory");
+	r = layer_view(&tmp, l);
+	if (r < 0) {
+		return r;
 	}
 	r = chain_status_below(&tmp, off, len, ext);
 	merged_free(tmp.merged);

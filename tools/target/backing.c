@@ -435,20 +435,27 @@ tgt_lun_mark_resized(struct tgt_lun *lu)
 	atomic_store(&tgt_lun_resize_pending, 1);
 }
 
-bool
-tgt_lun_update_size(struct tgt_lun *lu)
+/* The size of the LUN's file or block device now; false if it cannot be read. */
+static bool
+lun_file_size(const struct tgt_lun *lu, uint64_t *size)
 {
 	struct stat st;
-	uint64_t size;
 	if (fstat(lu->fd, &st) < 0) {
 		return false;
 	}
 	if (S_ISBLK(st.st_mode)) {
-		if (ioctl(lu->fd, BLKGETSIZE64, &size) < 0) {
-			return false;
-		}
-	} else {
-		size = (uint64_t)st.st_size;
+		return ioctl(lu->fd, BLKGETSIZE64, size) == 0;
+	}
+	*size = (uint64_t)st.st_size;
+	return true;
+}
+
+bool
+tgt_lun_update_size(struct tgt_lun *lu)
+{
+	uint64_t size;
+	if (!lun_file_size(lu, &size)) {
+		return false;
 	}
 	uint64_t n = size / lu->block_size;
 	uint64_t old = atomic_load(&lu->nblocks);
@@ -465,17 +472,9 @@ tgt_lun_update_size(struct tgt_lun *lu)
 bool
 tgt_lun_check_grown(struct tgt_lun *lu)
 {
-	struct stat st;
 	uint64_t size;
-	if (fstat(lu->fd, &st) < 0) {
+	if (!lun_file_size(lu, &size)) {
 		return false;
-	}
-	if (S_ISBLK(st.st_mode)) {
-		if (ioctl(lu->fd, BLKGETSIZE64, &size) < 0) {
-			return false;
-		}
-	} else {
-		size = (uint64_t)st.st_size;
 	}
 	if (size / lu->block_size <= atomic_load(&lu->nblocks)) {
 		return false;
