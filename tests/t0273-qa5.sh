@@ -162,6 +162,9 @@ tgt --iqn $IQN --portal 127.0.0.1:$P1 --lun 0="$T/lun.raw,pbsize=4096k"
 ok "pbsize=4096k: exit 2 (was: taken as 4096)" sh -c "[ $? -eq 2 ] && grep -q pbsize tgt.out"
 tgt --iqn $IQN --portal 127.0.0.1:$P1 --lun 0="$T/lun.raw" --workers 4x
 ok "--workers 4x: exit 2 (was: taken as 4)" sh -c "[ $? -eq 2 ] && grep -q workers tgt.out"
+tgt --iqn $IQN --portal 127.0.0.1:$P1 --lun 0="$T/lun.raw" --workers 4294967297
+ok "--workers 2^32+1: exit 2 (was: wrapped to 1 and taken)" \
+	sh -c "[ $? -eq 2 ] && grep -q 'workers must be 1..64' tgt.out"
 tgt --iqn $IQN --portal 127.0.0.1:${P1}x --lun 0="$T/lun.raw"
 ok "a portal port with junk after it: exit 2 (was: the number before it)" \
 	sh -c "[ $? -eq 2 ] && grep -q 'bad portal' tgt.out"

@@ -369,6 +369,21 @@ tgt_config_tcp_cc(struct tgt_config *cfg, const char *val, char *err, size_t err
 	return 0;
 }
 
+/* The number of I/O worker threads, 1..64 (`what` names the setting in the message). */
+int
+tgt_config_workers(struct tgt_config *cfg, const char *what, const char *val, char *err,
+		   size_t errlen)
+{
+	char *end;
+	long n = strtol(val, &end, 10);
+	if (end == val || *end || n < 1 || n > 64) {
+		cfg_err(err, errlen, "%s must be 1..64", what);
+		return -EINVAL;
+	}
+	cfg->workers = (int)n;
+	return 0;
+}
+
 int
 tgt_config_parse_file(struct tgt_config *cfg, const char *path, char *err, size_t errlen)
 {
@@ -417,12 +432,7 @@ tgt_config_parse_file(struct tgt_config *cfg, const char *path, char *err, size_
 		char *key = cfg_trim(s), *val = cfg_trim(eq + 1);
 		e2[0] = '\0';
 		if (!strcmp(key, "workers")) {
-			char *wend;
-			cfg->workers = (int)strtol(val, &wend, 10);
-			if (*wend || cfg->workers < 1 || cfg->workers > 64) {
-				snprintf(e2, sizeof(e2), "workers must be 1..64");
-				r = -EINVAL;
-			}
+			r = tgt_config_workers(cfg, "workers", val, e2, sizeof(e2));
 		} else if (!strcmp(key, "pidfile")) {
 			snprintf(cfg->pidfile, sizeof(cfg->pidfile), "%s", val);
 		} else if (!strcmp(key, "tcp-congestion")) {

@@ -178,15 +178,9 @@ main_parse_args(int argc, char **argv, struct tgt_config *cfg)
 			r = tgt_config_tpg(&one, optarg, err, sizeof(err));
 			have_one = true;
 			break;
-		case OPT_WORKERS: {
-			char *wend;
-			cfg->workers = (int)strtol(optarg, &wend, 10);
-			if (*wend || cfg->workers < 1 || cfg->workers > 64) {
-				snprintf(err, sizeof(err), "--workers must be 1..64");
-				r = -EINVAL;
-			}
+		case OPT_WORKERS:
+			r = tgt_config_workers(cfg, "--workers", optarg, err, sizeof(err));
 			break;
-		}
 		case OPT_CONFIG:
 			snprintf(config_path, sizeof(config_path), "%s", optarg);
 			break;

@@ -207,6 +207,8 @@ int tgt_config_tpg(struct tgt_config_target *ct, const char *spec, char *err, si
 int tgt_config_allow(struct tgt_config_target *ct, const char *name, char *err, size_t errlen);
 int tgt_config_check(struct tgt_config *cfg, char *err, size_t errlen);
 int tgt_config_tcp_cc(struct tgt_config *cfg, const char *val, char *err, size_t errlen);
+int tgt_config_workers(struct tgt_config *cfg, const char *what, const char *val, char *err,
+		       size_t errlen);
 void tgt_config_free(struct tgt_config *cfg);
 bool tgt_target_allows(const struct tgt_target *t, const char *initiator);
 uint16_t tgt_target_rtpi(const struct tgt_target *t, uint16_t tpgt);
